@@ -1,0 +1,1 @@
+"""spml_lightning."""
