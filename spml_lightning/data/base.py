@@ -1,0 +1,282 @@
+"""From label matrices to SPML datasets and loaders.
+
+Every benchmark reader only has to say which images and which full labels make
+up the official training and test phases (``load_phase``) and what the classes
+are called (``class_names``). Everything the protocol prescribes -- the
+train/val split of the training phase, the observed single positives, the
+reference transform -- happens here, once, for all data sets.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset
+
+from spml_lightning.data.protocol import observe_single_positive, split_train_val
+from spml_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, reference_transform
+
+__all__ = ["PhaseData", "SPMLDataModule", "SPMLImageDataset"]
+
+Phase = Literal["train", "test"]
+
+
+@dataclass(frozen=True)
+class PhaseData:
+    """One official phase of a data set: image files and their full labels."""
+
+    image_paths: Sequence[str]
+    labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        labels = np.asarray(self.labels)
+        if labels.ndim != 2 or labels.shape[0] != len(self.image_paths):
+            raise ValueError(
+                f"Expected a ({len(self.image_paths)}, num_classes) label matrix for "
+                f"{len(self.image_paths)} images, got shape {labels.shape}."
+            )
+
+
+def load_rgb(path: str) -> Image.Image:
+    """Open an image file as RGB, naming the file when it cannot be read."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"Image file not found: {path}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise OSError(
+            f"Cannot read image {path} ({type(err).__name__}: {err}). Replace or delete the "
+            "file, or remove its row from the data set."
+        ) from err
+
+
+class SPMLImageDataset(Dataset):
+    """Images with full and observed labels, in row order.
+
+    Items are ``{"image", "observed", "target", "index"}``: ``index`` is the row
+    of the item in this dataset, which per-sample loss state is keyed by.
+    ``target`` is what the item is evaluated against: the full labels, except
+    for a validation set built with ``val_labels="observed"``.
+
+    Storage is a handful of numpy arrays (no per-row Python objects), so that
+    loader workers forked from the main process share it instead of copying it.
+    """
+
+    def __init__(
+        self,
+        image_paths: Sequence[str],
+        targets: np.ndarray,
+        observed: np.ndarray,
+        transform,
+        evaluate_on: Literal["targets", "observed"] = "targets",
+    ) -> None:
+        if len(image_paths) != len(targets) or targets.shape != observed.shape:
+            raise ValueError(
+                f"image_paths ({len(image_paths)}), targets {targets.shape} and observed "
+                f"{observed.shape} must describe the same rows."
+            )
+        self._paths = np.asarray([os.fspath(p) for p in image_paths], dtype=np.str_)
+        self.targets = np.ascontiguousarray(targets, dtype=np.uint8)
+        # Observed labels keep their sign: -1 marks an observed negative (num_neg > 0).
+        self.observed = np.ascontiguousarray(observed, dtype=np.int8)
+        self.transform = transform
+        self.evaluate_on = evaluate_on
+
+    @property
+    def image_paths(self) -> list[str]:
+        """Absolute image paths in row order."""
+        return self._paths.tolist()
+
+    @property
+    def num_classes(self) -> int:
+        return self.targets.shape[1]
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def __getitem__(self, index: int) -> dict:
+        image = self.transform(load_rgb(str(self._paths[index])))
+        observed = torch.from_numpy(self.observed[index].astype(np.float32))
+        evaluated = self.observed if self.evaluate_on == "observed" else self.targets
+        target = torch.from_numpy(evaluated[index].astype(np.float32))
+        return {"image": image, "observed": observed, "target": target, "index": index}
+
+
+class SPMLDataModule(LightningDataModule, ABC):
+    """Base class of every SPML data set.
+
+    Subclasses implement ``class_names`` (available right after construction)
+    and ``load_phase("train" | "test")``. This class applies the benchmark
+    protocol of SPEC §4: the official training phase is split into train/val
+    with ``split_train_val``, single positives are observed with
+    ``observe_single_positive`` on the whole official training phase (then
+    split, as the community files are), and the official test phase is the
+    test set with full labels.
+
+    Args:
+        root: folder holding the data set as downloaded.
+        batch_size: images per batch and per device.
+        num_workers: loader worker processes.
+        image_size: side of the square the images are resized to.
+        val_fraction: share of the official training phase held out for validation.
+        split_seed: seed of the train/val split (1200 in every published protocol).
+        observe_seed: seed of the single-positive observation (1200 likewise).
+        num_pos: observed positives per training image (-1: all).
+        num_neg: observed negatives per training image (-1: all).
+        val_labels: validate (and select models) on the ``full`` labels of the
+            validation images, or on their ``observed`` labels only.
+        train_augment: random horizontal flip on training images.
+        mean: per-channel normalisation mean.
+        std: per-channel normalisation standard deviation.
+        pin_memory: pin batches in page-locked memory (faster host-to-GPU copies).
+        persistent_workers: keep loader workers alive between epochs.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        batch_size: int = 8,
+        num_workers: int = 4,
+        image_size: int = 448,
+        val_fraction: float = 0.2,
+        split_seed: int = 1200,
+        observe_seed: int = 1200,
+        num_pos: int = 1,
+        num_neg: int = 0,
+        val_labels: Literal["full", "observed"] = "full",
+        train_augment: bool = True,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        pin_memory: bool = True,
+        persistent_workers: bool = False,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be 0 or more, got {num_workers}.")
+        if image_size < 1:
+            raise ValueError(f"image_size must be a positive number of pixels, got {image_size}.")
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(
+                f"val_fraction must be strictly between 0 and 1, got {val_fraction} "
+                "(model selection needs a validation set)."
+            )
+        if val_labels not in ("full", "observed"):
+            raise ValueError(f"val_labels must be 'full' or 'observed', got {val_labels!r}.")
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"mean and std need 3 values each, std > 0; got {mean}, {std}.")
+        self.root = Path(root).expanduser()
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.image_size = image_size
+        self.val_fraction = val_fraction
+        self.split_seed = split_seed
+        self.observe_seed = observe_seed
+        self.num_pos = num_pos
+        self.num_neg = num_neg
+        self.val_labels = val_labels
+        self.train_augment = train_augment
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.train_dataset: SPMLImageDataset | None = None
+        self.val_dataset: SPMLImageDataset | None = None
+        self.test_dataset: SPMLImageDataset | None = None
+
+    # -- what a data set has to provide ---------------------------------------
+    @property
+    @abstractmethod
+    def class_names(self) -> list[str]:
+        """Names of the label columns, in order."""
+
+    @abstractmethod
+    def load_phase(self, phase: Phase) -> PhaseData:
+        """Image paths (absolute) and full labels of an official phase."""
+
+    # -- derived ----------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def preprocessing(self) -> dict:
+        """What a model needs to preprocess raw images as this datamodule does."""
+        return {"image_size": self.image_size, "mean": list(self.mean), "std": list(self.std)}
+
+    def _checked_phase(self, phase: Phase) -> PhaseData:
+        data = self.load_phase(phase)
+        labels = np.asarray(data.labels)
+        if labels.shape[1] != self.num_classes:
+            raise ValueError(
+                f"The {phase} labels of {type(self).__name__} have {labels.shape[1]} columns "
+                f"but there are {self.num_classes} class names."
+            )
+        if not np.isin(labels, (0, 1)).all():
+            raise ValueError(f"The {phase} labels of {type(self).__name__} are not all 0 or 1.")
+        return data
+
+    def observe(self, labels: np.ndarray) -> np.ndarray:
+        """Observed labels of one official phase, by the protocol."""
+        return observe_single_positive(labels, self.observe_seed, self.num_pos, self.num_neg)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit", "validate") and self.train_dataset is None:
+            data = self._checked_phase("train")
+            labels = np.asarray(data.labels)
+            observed = self.observe(labels)
+            train_idx, val_idx = split_train_val(len(labels), self.val_fraction, self.split_seed)
+            paths = np.asarray(data.image_paths, dtype=np.str_)
+            self.train_dataset = SPMLImageDataset(
+                paths[train_idx], labels[train_idx], observed[train_idx],
+                reference_transform(self.image_size, self.train_augment, self.mean, self.std),
+            )
+            self.val_dataset = SPMLImageDataset(
+                paths[val_idx], labels[val_idx], observed[val_idx], self._eval_transform(),
+                evaluate_on="observed" if self.val_labels == "observed" else "targets",
+            )
+        if stage in (None, "test", "predict") and self.test_dataset is None:
+            data = self._checked_phase("test")
+            labels = np.asarray(data.labels)
+            self.test_dataset = SPMLImageDataset(
+                data.image_paths, labels, self.observe(labels), self._eval_transform()
+            )
+
+    def _eval_transform(self):
+        return reference_transform(self.image_size, False, self.mean, self.std)
+
+    def _loader(self, dataset: SPMLImageDataset | None, shuffle: bool, name: str) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"The {name} set is not set up; call setup() first.")
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.persistent_workers,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_dataset, True, "train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_dataset, False, "val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_dataset, False, "test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.test_dataset, False, "test")

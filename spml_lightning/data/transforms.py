@@ -1,0 +1,34 @@
+"""Image preprocessing of the reference protocol (SPEC §4).
+
+Resize to a square (aspect ratio not kept), random horizontal flip for
+training only, ImageNet mean/std normalisation. The same eval transform is
+stored in every checkpoint so that a trained model predicts on raw images
+without its datamodule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torchvision import transforms
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "reference_transform"]
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+def reference_transform(
+    image_size: int,
+    train: bool,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> transforms.Compose:
+    """PIL image -> normalised (3, S, S) float tensor, as the reference code does."""
+    if image_size < 1:
+        raise ValueError(f"image_size must be a positive number of pixels, got {image_size}.")
+    steps: list = [transforms.Resize((image_size, image_size))]
+    if train:
+        steps.append(transforms.RandomHorizontalFlip(0.5))
+    steps += [transforms.ToTensor(), transforms.Normalize(mean=list(mean), std=list(std))]
+    return transforms.Compose(steps)

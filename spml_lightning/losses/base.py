@@ -1,0 +1,247 @@
+"""Base class and input handling shared by every SPML loss.
+
+Losses are plain :class:`torch.nn.Module` objects (no Lightning import) so that
+they can be tested with bare tensors and reused in any training loop.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import functools
+import importlib
+import inspect
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+
+def validate_inputs(logits: Tensor, observed: Tensor) -> None:
+    """Check the ``(logits, observed)`` pair every SPML loss receives.
+
+    The shapes and dtypes are always checked. That ``observed`` holds only 0 and 1
+    is checked only for CPU tensors: on an accelerator the check would force a
+    device-to-host synchronisation every step, and the datamodules already
+    validate the whole observed matrix once at setup.
+
+    Args:
+        logits: Floating tensor of shape ``(B, C)``.
+        observed: Tensor of shape ``(B, C)`` of any numeric dtype, with 1 for an
+            observed positive and 0 for an unknown label.
+
+    Raises:
+        ValueError: If a shape or dtype is not as expected, the batch is empty, or
+            a CPU ``observed`` holds a value other than 0 or 1.
+    """
+    if not isinstance(logits, Tensor) or not isinstance(observed, Tensor):
+        raise ValueError(
+            f"logits and observed must be torch.Tensors, found {type(logits).__name__} and "
+            f"{type(observed).__name__}."
+        )
+    if logits.dim() != 2:
+        raise ValueError(
+            f"logits must have shape (batch, num_classes), found shape {tuple(logits.shape)}; "
+            f"flatten extra dimensions before the loss."
+        )
+    if not logits.is_floating_point():
+        raise ValueError(
+            f"logits must be a floating-point tensor (raw scores before the sigmoid), found "
+            f"dtype {logits.dtype}."
+        )
+    if observed.shape != logits.shape:
+        raise ValueError(
+            f"observed must have the same shape as logits {tuple(logits.shape)}, found "
+            f"{tuple(observed.shape)}; pass the (batch, num_classes) observed-label matrix."
+        )
+    if observed.is_complex():
+        raise ValueError(f"observed must be a real (bool, integer or float) tensor, found {observed.dtype}.")
+    if logits.numel() == 0:
+        raise ValueError(
+            f"logits must be non-empty, found shape {tuple(logits.shape)}; the loss is a mean over "
+            f"batch x classes entries."
+        )
+    if observed.device.type == "cpu":
+        is_binary = (observed == 0) | (observed == 1)
+        if not bool(is_binary.all()):
+            bad = observed[~is_binary].flatten()[:5].tolist()
+            raise ValueError(
+                f"observed must contain only 0 (unknown) and 1 (observed positive), found values "
+                f"such as {bad}; check the observed-label matrix of the datamodule."
+            )
+
+
+def autocast_disabled(tensor: Tensor) -> contextlib.AbstractContextManager[Any]:
+    """Context in which autocast is off for ``tensor``'s device type.
+
+    Losses run in fp32 whatever the surrounding precision: low-precision
+    probabilities underflow (p^q, log(1 - p)) and a grad scaler then skips every
+    step. Device types without autocast support get a no-op context.
+
+    Args:
+        tensor: Any tensor on the device the loss computes on.
+
+    Returns:
+        A context manager.
+    """
+    device_type = tensor.device.type
+    is_available = getattr(torch.amp, "is_autocast_available", None)
+    if is_available is not None and not is_available(device_type):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device_type, enabled=False)
+
+
+class SPMLLoss(nn.Module, abc.ABC):
+    """Base class of the single-positive multi-label losses.
+
+    A loss maps ``(logits, observed, index)`` to an fp32 scalar. The
+    LightningModule drives it through three hooks: :meth:`set_num_classes` once at
+    construction, :meth:`set_epoch` at the start of every training epoch (its
+    return value is logged) and :meth:`optimizer_groups` when it builds the
+    optimizer.
+
+    Subclasses implement :meth:`forward` and start it with
+    ``z, s = self.prepare_inputs(logits, observed)`` and
+    ``with autocast_disabled(z):`` so every loss computes in fp32.
+
+    Attributes:
+        trains_on_targets: True only for the fully supervised upper bound; the
+            module then passes the full labels as ``observed``.
+    """
+
+    trains_on_targets: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _recording_init(cls.__dict__["__init__"])  # type: ignore[method-assign]
+
+    @property
+    def init_args(self) -> dict[str, Any]:
+        """The arguments this loss was constructed with (defaults filled in)."""
+        return dict(self.__dict__.get("_init_args", {}))
+
+    def config(self) -> dict[str, Any]:
+        """``{"class_path", "init_args"}`` that rebuilds this loss (see :func:`loss_from_config`).
+
+        Checkpoints store this, so that a model trained with any loss loads
+        back with the same loss without the config file.
+        """
+        cls = type(self)
+        return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": self.init_args}
+
+    def set_num_classes(self, num_classes: int) -> None:
+        """Tell the loss the number of classes C (default: nothing to do).
+
+        Args:
+            num_classes: Number of classes C.
+        """
+        return None
+
+    def set_epoch(self, epoch: int, max_epochs: int, linear_init: int = 0) -> dict[str, float]:
+        """Move the loss to ``epoch`` (default: nothing is scheduled).
+
+        Args:
+            epoch: 0-based epoch (Lightning's ``current_epoch``).
+            max_epochs: Total number of epochs.
+            linear_init: Number of head-only epochs at the start.
+
+        Returns:
+            The scheduled values now in force, by name, for logging.
+        """
+        return {}
+
+    def optimizer_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Extra parameter groups for the module's optimizer (default: none).
+
+        Args:
+            lr: The backbone learning rate, for losses whose own parameters train
+                at a multiple of it.
+
+        Returns:
+            A list of ``torch.optim`` parameter-group dicts.
+        """
+        return []
+
+    @staticmethod
+    def prepare_inputs(logits: Tensor, observed: Tensor) -> tuple[Tensor, Tensor]:
+        """Validate the inputs and cast both to fp32.
+
+        Args:
+            logits: Floating tensor ``(B, C)`` of any float dtype (fp16/bf16 too).
+            observed: Tensor ``(B, C)`` in {0, 1} of any numeric dtype.
+
+        Returns:
+            ``(logits, observed)`` as fp32 tensors; the gradient still flows back to
+            the original ``logits``.
+
+        Raises:
+            ValueError: See :func:`validate_inputs`.
+        """
+        validate_inputs(logits, observed)
+        return logits.float(), observed.float()
+
+    @abc.abstractmethod
+    def forward(self, logits: Tensor, observed: Tensor, index: Tensor | None = None) -> Tensor:
+        """Compute the loss of a batch.
+
+        Args:
+            logits: ``(B, C)`` raw scores, any float dtype.
+            observed: ``(B, C)`` observed labels in {0, 1}.
+            index: ``(B,)`` dataset indices of the samples, for losses that keep
+                per-sample state; ignored by the others.
+
+        Returns:
+            The loss as an fp32 scalar tensor.
+        """
+
+
+def _plain(value: Any) -> Any:
+    """Tuples to lists, so that recorded arguments serialise to YAML/JSON."""
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _recording_init(init: Any) -> Any:
+    """Wrap a loss ``__init__`` so that the outermost call records its arguments."""
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def wrapper(self: SPMLLoss, *args: Any, **kwargs: Any) -> None:
+        if "_init_args" not in self.__dict__:
+            bound = signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            recorded = {}
+            for name, value in list(bound.arguments.items())[1:]:
+                kind = signature.parameters[name].kind
+                if kind is inspect.Parameter.VAR_KEYWORD:
+                    recorded.update({k: _plain(v) for k, v in value.items()})
+                elif kind is not inspect.Parameter.VAR_POSITIONAL:
+                    recorded[name] = _plain(value)
+            # nn.Module.__setattr__ needs Module.__init__ to have run; this runs before it.
+            object.__setattr__(self, "_init_args", recorded)
+        init(self, *args, **kwargs)
+
+    return wrapper
+
+
+def loss_from_config(config: Mapping[str, Any]) -> SPMLLoss:
+    """Build a loss from ``{"class_path": ..., "init_args": {...}}`` (see :meth:`SPMLLoss.config`).
+
+    Only subclasses of :class:`SPMLLoss` are built, so a checkpoint cannot make
+    this instantiate arbitrary classes.
+    """
+    if not isinstance(config, Mapping) or "class_path" not in config:
+        raise ValueError(
+            f"A loss config needs a 'class_path' (and optional 'init_args'), got {config!r}."
+        )
+    module_name, _, class_name = str(config["class_path"]).rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ValueError(f"Cannot import the loss class {config['class_path']!r}: {err}") from err
+    if not (isinstance(cls, type) and issubclass(cls, SPMLLoss)):
+        raise ValueError(f"{config['class_path']!r} is not an SPMLLoss subclass.")
+    return cls(**dict(config.get("init_args") or {}))

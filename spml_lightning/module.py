@@ -1,0 +1,291 @@
+"""SPMLModule: backbone + linear head + SPML loss + epoch schedule + exact mAP."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from lightning.pytorch import LightningModule
+from PIL import Image
+from torch import Tensor, nn
+from torchvision.transforms.functional import to_pil_image
+
+from spml_lightning.backbones import build_backbone
+from spml_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, reference_transform
+from spml_lightning.losses import GRLoss, SPMLLoss, loss_from_config
+from spml_lightning.metrics import average_precision_per_class
+
+__all__ = ["SPMLModule"]
+
+ImageInput = Image.Image | Tensor | str | os.PathLike
+
+
+def _first_occurrences(index: Tensor) -> Tensor:
+    """Positions of the first occurrence of each value of ``index``, ordered by value.
+
+    A DistributedSampler pads the last batches with repeated rows; keeping one
+    row per dataset index makes the metric independent of the number of ranks.
+    """
+    order = torch.argsort(index, stable=True)
+    sorted_index = index[order]
+    keep = torch.ones_like(sorted_index, dtype=torch.bool)
+    keep[1:] = sorted_index[1:] != sorted_index[:-1]
+    return order[keep]
+
+
+class SPMLModule(LightningModule):
+    """Image classifier trained from single positive labels.
+
+    A torchvision backbone with its classifier removed, a linear head, and an
+    SPML loss (GR Loss by default). The loss sees logits (cast to fp32) and
+    the observed labels only; full labels are used for evaluation (exact macro
+    mAP x 100, logged as ``val/mAP`` and ``test/mAP``) -- except by a loss that
+    declares ``trains_on_targets`` (the full-label upper bound).
+
+    Args:
+        num_classes: number of labels (linked from the datamodule by the CLI).
+        class_names: label names, stored in the checkpoint for prediction.
+        backbone: torchvision model name (``resnet50``, ``resnet18``, ``convnext_tiny``, ...).
+        weights: torchvision weights name (``IMAGENET1K_V1``: the weights behind
+            the published numbers), a local state-dict file, or ``none``.
+        loss: the SPML loss; default ``GRLoss()`` with the reference settings.
+        lr: Adam learning rate of the backbone.
+        lr_mult: the head learns at ``lr_mult * lr``.
+        linear_init: epochs at the start during which only the head (and the
+            loss's own parameters) are trained; the backbone stays frozen.
+        schedule_epochs: epochs the loss schedule spans; default the trainer's ``max_epochs``.
+        channels_last: run the backbone in channels-last memory format (faster
+            convolutions with mixed precision on recent GPUs).
+        image_size: side of the square input images; with ``mean``/``std``
+            taken from the datamodule at fit time when not given, and stored in
+            the checkpoint so that ``predict_images`` works without a datamodule.
+        mean: per-channel normalisation mean.
+        std: per-channel normalisation standard deviation.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        class_names: list[str] | None = None,
+        backbone: str = "resnet50",
+        weights: str | None = "IMAGENET1K_V1",
+        loss: SPMLLoss | None = None,
+        lr: float = 1e-5,
+        lr_mult: float = 10.0,
+        linear_init: int = 0,
+        schedule_epochs: int | None = None,
+        channels_last: bool = False,
+        image_size: int | None = None,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
+    ) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be at least 1, got {num_classes}.")
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(
+                f"class_names has {len(class_names)} names but num_classes is {num_classes}."
+            )
+        if lr <= 0 or lr_mult <= 0:
+            raise ValueError(f"lr and lr_mult must be positive, got lr={lr}, lr_mult={lr_mult}.")
+        if linear_init < 0:
+            raise ValueError(f"linear_init must be 0 or more epochs, got {linear_init}.")
+        if isinstance(loss, Mapping):  # the loss config stored in a checkpoint
+            loss = loss_from_config(loss)
+        if loss is not None and not isinstance(loss, nn.Module):
+            raise TypeError(
+                f"loss must be an SPML loss module (e.g. spml_lightning.losses.GRLoss), got "
+                f"{type(loss).__name__}."
+            )
+        self.save_hyperparameters(ignore=["loss"])
+        self.backbone, feature_dim = build_backbone(backbone, weights)
+        self.head = nn.Linear(feature_dim, num_classes)
+        self.loss = loss if loss is not None else GRLoss()
+        if isinstance(self.loss, SPMLLoss):
+            self.loss.set_num_classes(num_classes)
+            # Stored as a config, not as an object: checkpoints stay loadable with
+            # weights_only and rebuild the same loss (its state is in state_dict).
+            self.hparams["loss"] = self.loss.config()
+        if channels_last:
+            self.backbone = self.backbone.to(memory_format=torch.channels_last)
+        self._outputs: dict[str, list[tuple[Tensor, Tensor, Tensor]]] = {"val": [], "test": []}
+        self.test_average_precision: Tensor | None = None
+
+    # -- model ------------------------------------------------------------------
+    def forward(self, images: Tensor) -> Tensor:
+        """Images (B, 3, H, W) -> logits (B, C)."""
+        if self.hparams.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.head(self.backbone(images))
+
+    @property
+    def class_names(self) -> list[str]:
+        names = self.hparams.class_names
+        return list(names) if names is not None else [f"class_{i}" for i in range(self.hparams.num_classes)]
+
+    # -- set-up -----------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        if datamodule is None:
+            return
+        num_classes = getattr(datamodule, "num_classes", None)
+        if num_classes is not None and num_classes != self.hparams.num_classes:
+            raise ValueError(
+                f"The datamodule has {num_classes} classes but the model was built for "
+                f"{self.hparams.num_classes}; pass --model.num_classes {num_classes} "
+                "(the spml CLI links it automatically)."
+            )
+        # Preprocessing facts travel with the checkpoint (hparams), so a model
+        # can predict on raw images without its datamodule.
+        if self.hparams.class_names is None and hasattr(datamodule, "class_names"):
+            self.hparams.class_names = list(datamodule.class_names)
+        for key, value in getattr(datamodule, "preprocessing", {}).items():
+            if self.hparams.get(key) is None:
+                self.hparams[key] = value
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        lr = self.hparams.lr
+        groups = [
+            {"params": [p for p in self.backbone.parameters() if p.requires_grad], "lr": lr, "name": "backbone"},
+            {"params": list(self.head.parameters()), "lr": lr * self.hparams.lr_mult, "name": "head"},
+        ]
+        if isinstance(self.loss, SPMLLoss):
+            groups += self.loss.optimizer_groups(lr)
+        return torch.optim.Adam(groups, lr=lr)
+
+    def _schedule_epochs(self) -> int:
+        epochs = self.hparams.schedule_epochs or self.trainer.max_epochs
+        if epochs is None or epochs < 1:
+            raise ValueError(
+                "The loss schedule needs a finite number of epochs: set --trainer.max_epochs "
+                "or --model.schedule_epochs."
+            )
+        return int(epochs)
+
+    def on_fit_start(self) -> None:
+        if self.hparams.linear_init >= self._schedule_epochs():
+            raise ValueError(
+                f"linear_init ({self.hparams.linear_init}) must be smaller than the number of "
+                f"epochs ({self._schedule_epochs()})."
+            )
+
+    def on_train_epoch_start(self) -> None:
+        values = {}
+        if isinstance(self.loss, SPMLLoss):
+            values = self.loss.set_epoch(
+                self.current_epoch, self._schedule_epochs(), self.hparams.linear_init
+            )
+        for name, value in values.items():
+            self.log(f"schedule/{name}", float(value), on_step=False, on_epoch=True, sync_dist=False)
+        for group in self.trainer.optimizers[0].param_groups if self.trainer.optimizers else []:
+            if "name" in group:
+                self.log(f"lr/{group['name']}", float(group["lr"]), on_step=False, on_epoch=True)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Freezing by dropping the gradients (rather than toggling requires_grad)
+        # keeps every parameter in DDP's reducer and in the optimizer, and Adam
+        # skips a parameter without gradient exactly as the reference's frozen one.
+        if self.current_epoch < self.hparams.linear_init:
+            for param in self.backbone.parameters():
+                param.grad = None
+
+    # -- steps ------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        logits = self(batch["image"]).float()
+        labels = batch["target"] if getattr(self.loss, "trains_on_targets", False) else batch["observed"]
+        loss = self.loss(logits, labels, batch.get("index"))
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(logits))
+        return loss
+
+    def _eval_step(self, batch: dict, split: str) -> None:
+        probs = torch.sigmoid(self(batch["image"]).float())
+        index = torch.as_tensor(batch["index"], device=probs.device)
+        self._outputs[split].append((index, probs.detach(), batch["target"].detach()))
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def predict_step(self, batch: dict | Tensor, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        images = batch["image"] if isinstance(batch, dict) else batch
+        return torch.sigmoid(self(images).float())
+
+    def _gathered(self, split: str) -> tuple[Tensor, Tensor]:
+        outputs = self._outputs[split]
+        self._outputs[split] = []
+        if not outputs:
+            empty = torch.zeros(0, self.hparams.num_classes, device=self.device)
+            return empty, empty
+        index, scores, targets = (torch.cat(parts) for parts in zip(*outputs))
+        if self.trainer.world_size > 1:
+            index, scores, targets = (
+                self.all_gather(t).flatten(0, 1) for t in (index, scores, targets)
+            )
+        rows = _first_occurrences(index)
+        return scores[rows], targets[rows]
+
+    def on_validation_epoch_end(self) -> None:
+        scores, targets = self._gathered("val")
+        ap = average_precision_per_class(scores, targets)
+        self.log("val/mAP", ap.mean() * 100.0, prog_bar=True, sync_dist=True)
+
+    def on_test_epoch_end(self) -> None:
+        scores, targets = self._gathered("test")
+        ap = average_precision_per_class(scores, targets)
+        self.test_average_precision = ap.cpu()
+        self.log("test/mAP", ap.mean() * 100.0, sync_dist=True)
+        for name, value in zip(self.class_names, ap):
+            self.log(f"test/AP/{name}", value * 100.0, sync_dist=True)
+
+    # -- inference without a datamodule ------------------------------------------
+    def _inference_transform(self):
+        size = self.hparams.image_size
+        if size is None:
+            raise RuntimeError(
+                "This model does not know its input size: it was never fitted with a datamodule "
+                "and got no image_size. Pass image_size (and mean/std) to SPMLModule."
+            )
+        mean = self.hparams.mean or IMAGENET_MEAN
+        std = self.hparams.std or IMAGENET_STD
+        return reference_transform(size, False, mean, std)
+
+    @staticmethod
+    def _as_pil(image: ImageInput) -> Image.Image:
+        if isinstance(image, Image.Image):
+            return image.convert("RGB")
+        if isinstance(image, Tensor):
+            if image.ndim != 3 or image.shape[0] not in (1, 3):
+                raise ValueError(
+                    f"Image tensors must be (C, H, W) with 1 or 3 channels, got {tuple(image.shape)}."
+                )
+            return to_pil_image(image.cpu()).convert("RGB")
+        if isinstance(image, (str, os.PathLike)):
+            from spml_lightning.data.base import load_rgb
+
+            return load_rgb(os.fspath(Path(image).expanduser()))
+        raise TypeError(f"Cannot predict on a {type(image).__name__}; pass PIL images, tensors or paths.")
+
+    @torch.no_grad()
+    def predict_images(self, images: Sequence[ImageInput], batch_size: int = 32) -> Tensor:
+        """Label probabilities (N, C) for PIL images, (C, H, W) tensors or image paths.
+
+        Tensors are uint8 in [0, 255] or float in [0, 1]. Preprocessing (size,
+        normalisation) is the one the model was trained with.
+        """
+        transform = self._inference_transform()
+        was_training = self.training
+        self.eval()
+        results = []
+        try:
+            for start in range(0, len(images), batch_size):
+                chunk = [transform(self._as_pil(im)) for im in images[start : start + batch_size]]
+                results.append(torch.sigmoid(self(torch.stack(chunk).to(self.device)).float()).cpu())
+        finally:
+            self.train(was_training)
+        if not results:
+            return torch.zeros(0, self.hparams.num_classes)
+        return torch.cat(results)

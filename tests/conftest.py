@@ -1,0 +1,33 @@
+"""Shared fixtures: a tiny demo data set generated once per test session."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Keep test runs quiet and independent of the user's environment.
+os.environ.setdefault("PYTHONHASHSEED", "0")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: A demo set small enough for seconds-long training runs on a 2-core CPU.
+TINY_DEMO = {"num_train": 80, "num_test": 40, "render_size": 32}
+
+
+@pytest.fixture(scope="session")
+def tiny_demo_root(tmp_path_factory) -> Path:
+    from spml_lightning.data.synthetic import write_demo_dataset
+
+    root = tmp_path_factory.mktemp("demo")
+    write_demo_dataset(root, TINY_DEMO["num_train"], TINY_DEMO["num_test"], TINY_DEMO["render_size"], seed=0)
+    return root
+
+
+@pytest.fixture
+def tiny_demo(tiny_demo_root):
+    """A DemoDataModule over the session's tiny demo set."""
+    from spml_lightning.data import DemoDataModule
+
+    return DemoDataModule(
+        root=str(tiny_demo_root), image_size=32, batch_size=16, num_workers=0, **TINY_DEMO
+    )

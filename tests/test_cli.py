@@ -1,0 +1,78 @@
+"""The spml command end to end: fit -> test -> predict on the demo config."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from spml_lightning import SPMLModule
+from spml_lightning.cli import main
+
+from conftest import REPO_ROOT, TINY_DEMO
+
+
+def demo_args(tmp_path, tiny_demo_root) -> list[str]:
+    return [
+        "--config", str(REPO_ROOT / "configs" / "demo.yaml"),
+        "--trainer.default_root_dir", str(tmp_path / "runs"),
+        "--trainer.max_epochs", "2",
+        "--trainer.limit_train_batches", "2",
+        "--trainer.enable_progress_bar", "false",
+        "--data.init_args.root", str(tiny_demo_root),
+        "--data.init_args.num_train", str(TINY_DEMO["num_train"]),
+        "--data.init_args.num_test", str(TINY_DEMO["num_test"]),
+        "--data.init_args.render_size", str(TINY_DEMO["render_size"]),
+        "--data.init_args.image_size", "32",
+        "--data.init_args.num_workers", "0",
+    ]
+
+
+def test_fit_test_predict_then_reload(tmp_path, tiny_demo_root):
+    args = demo_args(tmp_path, tiny_demo_root)
+    fit = main(["fit", *args])
+    best = fit.trainer.checkpoint_callback.best_model_path
+    assert best and fit.trainer.current_epoch == 2
+    assert "schedule/w" in fit.trainer.callback_metrics
+
+    # A fresh CLI process state: "best" is found on disk, not in memory.
+    test = main(["test", *args, "--ckpt_path", "best"])
+    assert test.trainer.ckpt_path == best
+    test_map = test.trainer.callback_metrics["test/mAP"].item()
+    assert 0.0 < test_map <= 100.0
+
+    predict = main(["predict", *args, "--ckpt_path", "last"])
+    assert predict.trainer.ckpt_path.endswith("last.ckpt")
+
+    model = SPMLModule.load_from_checkpoint(best, map_location="cpu")
+    assert model.hparams.num_classes == 14 and len(model.class_names) == 14
+    images = test.datamodule.test_dataset.image_paths[:3]
+    probs = model.predict_images(images)
+    assert probs.shape == (3, 14) and torch.isfinite(probs).all()
+
+
+def test_print_config_lists_the_knobs(tmp_path, tiny_demo_root, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *demo_args(tmp_path, tiny_demo_root), "--print_config"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    for knob in ("q2:", "linear_init:", "backbone: resnet18", "max_drop:", "monitor: val/mAP"):
+        assert knob in printed
+
+
+def test_missing_checkpoint_is_explained(tmp_path, tiny_demo_root):
+    with pytest.raises(FileNotFoundError, match="Run `spml fit`"):
+        main(["test", *demo_args(tmp_path, tiny_demo_root), "--ckpt_path", "best"])
+
+
+def test_bad_hyper_parameter_names_the_parameter(tmp_path, tiny_demo_root):
+    with pytest.raises(ValueError, match="q2"):
+        main(["fit", *demo_args(tmp_path, tiny_demo_root), "--model.loss.init_args.q2", "-1"])
+
+
+def test_module_entry_point_matches_console_script():
+    result = subprocess.run(
+        [sys.executable, "-m", "spml_lightning", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0
+    assert "fit" in result.stdout and "test" in result.stdout and "predict" in result.stdout
