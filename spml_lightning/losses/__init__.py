@@ -7,9 +7,13 @@
 from __future__ import annotations
 
 from spml_lightning.losses.base import SPMLLoss, loss_from_config
+from spml_lightning.losses.an import AssumeNegativeLoss
+from spml_lightning.losses.full import FullLabelLoss
 from spml_lightning.losses.gr import GRLoss
 
 LOSSES: dict[str, type[SPMLLoss]] = {
+    "full": FullLabelLoss,
+    "AN": AssumeNegativeLoss,
     "GR": GRLoss,
 }
 """Registry of the losses by name (as in SPEC §3's table)."""
@@ -37,4 +41,4 @@ def get_loss_class(name: str) -> type[SPMLLoss]:
     raise ValueError(f"unknown loss name {name!r}; valid names are {sorted(LOSSES)}.")
 
 
-__all__ = ["LOSSES", "GRLoss", "SPMLLoss", "get_loss_class", "loss_from_config"]
+__all__ = ["LOSSES", "AssumeNegativeLoss", "FullLabelLoss", "GRLoss", "SPMLLoss", "get_loss_class", "loss_from_config"]

@@ -1,0 +1,26 @@
+# The two set-up commands of the README. Each installs what it needs first.
+PYTHON ?= python3
+CONFIG ?= configs/demo.yaml
+
+.PHONY: install demo test test-slow bench-demo
+
+install:
+	$(PYTHON) -m pip install -q -e .
+
+# Train the offline demo, then test its best checkpoint (~4 minutes on a 2-core CPU).
+demo: install
+	$(PYTHON) -m spml_lightning fit --config $(CONFIG)
+	$(PYTHON) -m spml_lightning test --config $(CONFIG) --ckpt_path best
+
+# The test suite (slow tests excluded; see test-slow).
+test:
+	$(PYTHON) -m pip install -q -e ".[test]"
+	$(PYTHON) -m pytest -q
+
+test-slow:
+	$(PYTHON) -m pip install -q -e ".[test]"
+	$(PYTHON) -m pytest -q -m slow
+
+# full / AN / GR on the demo data, 3 seeds each: the README's demo table.
+bench-demo: install
+	$(PYTHON) bench/demo_losses.py
