@@ -187,3 +187,23 @@ def test_channels_last_gives_the_same_logits():
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(a(x), b(x), rtol=1e-4, atol=1e-5)
+
+
+def test_only_a_loss_that_declares_it_sees_the_full_labels(tmp_path, tiny_demo):
+    from spml_lightning.losses import AssumeNegativeLoss, FullLabelLoss
+
+    seen = {}
+
+    def spy(cls):
+        class Spy(cls):
+            def forward(self, logits, observed, index=None):
+                seen[cls.__name__] = observed.sum(1)
+                return super().forward(logits, observed, index)
+
+        return Spy()
+
+    for cls in (AssumeNegativeLoss, FullLabelLoss):
+        trainer = make_trainer(tmp_path, limit_train_batches=1, limit_val_batches=0)
+        trainer.fit(tiny_model(loss=spy(cls)), tiny_demo)
+    assert (seen["AssumeNegativeLoss"] == 1).all()  # one observed positive per image
+    assert (seen["FullLabelLoss"] >= 1).all() and (seen["FullLabelLoss"] > 1).any()
