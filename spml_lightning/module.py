@@ -116,8 +116,8 @@ class SPMLModule(LightningModule):
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
         self._outputs: dict[str, list[tuple[Tensor, Tensor, Tensor]]] = {"val": [], "test": []}
         self.test_average_precision: Tensor | None = None
-        #: ``{"epoch", "max_epochs", "linear_init"}`` of the loss schedule a loaded
-        #: checkpoint was saved at (its loss is set to that epoch); None otherwise.
+        #: ``{"epoch", "max_epochs", "linear_init"}`` the loss schedule was last set
+        #: to (in training, or by the checkpoint this model was loaded from); None before.
         self.loss_schedule: dict[str, int] | None = None
 
     # -- model ------------------------------------------------------------------
@@ -181,9 +181,12 @@ class SPMLModule(LightningModule):
     def on_train_epoch_start(self) -> None:
         values = {}
         if isinstance(self.loss, SPMLLoss):
-            values = self.loss.set_epoch(
-                self.current_epoch, self._schedule_epochs(), self.hparams.linear_init
-            )
+            self.loss_schedule = {
+                "epoch": int(self.current_epoch),
+                "max_epochs": self._schedule_epochs(),
+                "linear_init": int(self.hparams.linear_init),
+            }
+            values = self.loss.set_epoch(**self.loss_schedule)
         for name, value in values.items():
             self.log(f"schedule/{name}", float(value), on_step=False, on_epoch=True, sync_dist=False)
         for group in self.trainer.optimizers[0].param_groups if self.trainer.optimizers else []:
@@ -192,13 +195,9 @@ class SPMLModule(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Where the loss schedule stood, so that a loaded model's loss (and the
-        # k̂ curve an analysis draws from it) is the one of the saved epoch.
-        if self.hparams.schedule_epochs or self.trainer.max_epochs not in (None, -1):
-            checkpoint["loss_schedule"] = {
-                "epoch": int(self.current_epoch),
-                "max_epochs": self._schedule_epochs(),
-                "linear_init": int(self.hparams.linear_init),
-            }
+        # k̂ curve an analysis draws from it) is the one it was trained with last.
+        if self.loss_schedule is not None:
+            checkpoint["loss_schedule"] = dict(self.loss_schedule)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         schedule = checkpoint.get("loss_schedule")

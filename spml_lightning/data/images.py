@@ -7,12 +7,13 @@ The datamodule is an ``SPMLDataModule`` whose test phase is the images with
 all-zero labels and which has no training phase, so it plugs into the same
 CLI, loaders and transform as the benchmarks. The model's class names and
 preprocessing (image size, mean, std) are facts of the checkpoint: ``spml
-predict`` fills them from ``--ckpt_path``, and in Python
-``ImageFolderDataModule.from_checkpoint(ckpt_path, root)`` does.
+predict`` sets them from ``--ckpt_path`` (over any value of the config), and
+in Python ``ImageFolderDataModule.from_checkpoint(ckpt_path, root)`` does.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -136,8 +137,21 @@ class ImageFolderDataModule(SPMLDataModule):
 
 
 def fill_from_checkpoint(init_args: Any, ckpt_path: str | Path) -> None:
-    """Set the checkpoint facts an ImageFolderDataModule config leaves unset (None), in place."""
-    facts = checkpoint_facts(ckpt_path)
-    for key in CHECKPOINT_FACTS:
-        if getattr(init_args, key, None) is None and facts[key] is not None:
-            setattr(init_args, key, facts[key])
+    """Set the class names and preprocessing of an ImageFolderDataModule config to the checkpoint's, in place.
+
+    The checkpoint wins: a model predicts with the classes and preprocessing it
+    was trained with. A different value in the config (typically one carried
+    over from the training datamodule of the same YAML, such as its
+    ``image_size``) is replaced with a warning.
+    """
+    for key, value in checkpoint_facts(ckpt_path).items():
+        if value is None:
+            continue
+        current = getattr(init_args, key, None)
+        if current is not None and list(np.atleast_1d(current)) != list(np.atleast_1d(value)):
+            warnings.warn(
+                f"data.init_args.{key}={current!r} replaced by the checkpoint's {value!r}: the model predicts "
+                "with the classes and preprocessing it was trained with.",
+                stacklevel=2,
+            )
+        setattr(init_args, key, value)
