@@ -3,12 +3,14 @@
     spml fit  --config configs/voc.yaml --data.init_args.root /data/VOC
     spml test --config configs/voc.yaml --ckpt_path best
 
-Besides LightningCLI's own work this adds three things: the number and names
+Besides LightningCLI's own work this adds four things: the number and names
 of the classes flow from the datamodule into the model; checkpointing on the
 best ``val/mAP`` and the reference's stopping rule are on by default
-(``--checkpoint.*``, ``--early_stopping.*``); and ``--ckpt_path best|last``
+(``--checkpoint.*``, ``--early_stopping.*``); ``--ckpt_path best|last``
 also works in a fresh process, by finding the checkpoints of the newest run
-under the trainer's ``default_root_dir``.
+under the trainer's ``default_root_dir``; and ``spml predict`` writes its
+predictions (``--prediction.*``), on an ``ImageFolderDataModule`` with the
+classes and preprocessing of the checkpoint.
 """
 
 from __future__ import annotations
