@@ -19,16 +19,19 @@ from __future__ import annotations
 
 import copy
 import csv
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
+from unittest import mock
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from spml_lightning.cli import main, resolve_checkpoint
 from spml_lightning.data.base import SPMLDataModule
 from spml_lightning.data.transforms import reference_transform
 from spml_lightning.diagnostics import (
@@ -92,11 +95,12 @@ def load_run(
         overrides: further ``spml`` flags, e.g. ``["--data.init_args.root", "/data/voc"]``.
         map_location: device the model is loaded on.
     """
-    from spml_lightning.cli import main, resolve_checkpoint  # the CLI imports this package's modules
-
     # The checkpoint replaces the weights of the model the config builds: skip loading pretrained ones.
     args = ["--config", str(config), *overrides, "--model.weights", "none", "--trainer.logger", "false"]
-    cli = main(args, run=False)
+    # LightningCLI warns when it gets args while sys.argv has some too, which is
+    # always the case under the report command; these args are the whole input.
+    with mock.patch.object(sys, "argv", sys.argv[:1]):
+        cli = main(args, run=False)
     path = Path(resolve_checkpoint(str(ckpt_path), cli.trainer))
     return LoadedRun(load_checkpoint(path, map_location), cli.datamodule, path)
 

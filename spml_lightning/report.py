@@ -184,4 +184,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (FileExistsError, FileNotFoundError, KeyError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from err

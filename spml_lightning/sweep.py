@@ -184,4 +184,12 @@ def collect_sweep(
         raise ValueError(
             f"No run below {root} logged {metric!r}; test the runs first (spml test ... --ckpt_path best)."
         )
-    return sorted(points, key=lambda p: (str(type(p.value)), p.value))
+    return sorted(points, key=_value_order)
+
+
+def _value_order(point: SweepPoint) -> tuple[int, float, str]:
+    """Numbers (int and float alike) in numeric order, then anything else by text."""
+    value = point.value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, float(value), "")
+    return (1, 0.0, str(value))

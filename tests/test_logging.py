@@ -3,6 +3,7 @@
 import csv
 
 import pytest
+import yaml
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.trainer.connectors.logger_connector import logger_connector
@@ -45,3 +46,10 @@ def test_tensorboard_run_logs_every_epoch(tiny_run):
     # The reference schedule's w at the second epoch (e = 2 of T = 2): 0 + 2 * (2 - 1) / 2.
     assert events.Scalars("schedule/w")[-1].value == pytest.approx(1.0)
     assert "train/loss_epoch" in events.Tags()["scalars"]
+
+
+def test_hparams_yaml_records_the_loss(tiny_run):
+    # So that a sweep over a loss hyper-parameter can be read back from any run's logs.
+    hparams = yaml.safe_load((tiny_run["best"].parent.parent / "hparams.yaml").read_text())
+    assert hparams["loss"]["class_path"].endswith("GRLoss")
+    assert hparams["loss"]["init_args"]["q2"] == 0.01

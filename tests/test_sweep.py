@@ -85,3 +85,14 @@ def test_sweep_of_a_real_run(tiny_run):
     (point,) = collect_sweep(tiny_run["runs"], "q2")
     assert point.value == 0.01
     assert point.metric == pytest.approx(tiny_run["test_map"])
+
+
+def test_values_sort_numerically_whatever_their_type(tmp_path):
+    for q3, test_map in ((1, 70.0), (0.5, 68.0), (1.5, 71.0)):  # YAML gives an int for 1
+        logger = CSVLogger(tmp_path, name="q3")
+        logger.log_hyperparams({"loss": {"init_args": {"q3": q3}}})
+        logger.log_metrics({"test/mAP": test_map}, step=0)
+        logger.save()
+    points = collect_sweep(tmp_path, "q3")
+    assert [p.value for p in points] == [0.5, 1, 1.5]
+    assert [p.metric for p in points] == [68.0, 70.0, 71.0]
