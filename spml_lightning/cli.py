@@ -3,17 +3,22 @@
     spml fit  --config configs/voc.yaml --data.init_args.root /data/VOC
     spml test --config configs/voc.yaml --ckpt_path best
 
-Besides LightningCLI's own work this adds three things: the number and names
+Besides LightningCLI's own work this adds four things: the number and names
 of the classes flow from the datamodule into the model; checkpointing on the
 best ``val/mAP`` and the reference's stopping rule are on by default
-(``--checkpoint.*``, ``--early_stopping.*``); and ``--ckpt_path best|last``
+(``--checkpoint.*``, ``--early_stopping.*``); ``--ckpt_path best|last``
 also works in a fresh process, by finding the checkpoints of the newest run
-under the trainer's ``default_root_dir``.
+under the trainer's ``default_root_dir``; and ``spml predict`` writes its
+predictions (``--prediction.*``), on an ``ImageFolderDataModule`` with the
+classes and preprocessing of the checkpoint.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from lightning.pytorch import Trainer
@@ -22,7 +27,9 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from spml_lightning.callbacks import DropFromBestStopping
 from spml_lightning.data.base import SPMLDataModule
+from spml_lightning.data.images import ImageFolderDataModule, fill_from_checkpoint
 from spml_lightning.module import SPMLModule
+from spml_lightning.prediction import PredictionWriter
 
 __all__ = ["SPMLCLI", "main", "resolve_checkpoint"]
 
@@ -67,6 +74,17 @@ def resolve_checkpoint(ckpt_path: str | None, trainer: Trainer) -> str | None:
     )
 
 
+def _reads_checkpoint_facts(data_config) -> bool:
+    """Whether the datamodule of a config takes its classes from the checkpoint."""
+    class_path = str(getattr(data_config, "class_path", "") or "")
+    module_name, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError):
+        return False
+    return isinstance(cls, type) and issubclass(cls, ImageFolderDataModule)
+
+
 class SPMLCLI(LightningCLI):
     """LightningCLI with the SPML defaults and links."""
 
@@ -84,6 +102,19 @@ class SPMLCLI(LightningCLI):
             }
         )
         parser.add_lightning_class_args(DropFromBestStopping, "early_stopping")
+        parser.add_lightning_class_args(PredictionWriter, "prediction")
+
+    def before_instantiate_classes(self) -> None:
+        # `spml predict` on unlabelled images: the classes and preprocessing are
+        # the checkpoint's; they must be known before the model is built.
+        config = self.config.get(self.subcommand) if self.subcommand == "predict" else None
+        if config is None or not config.get("ckpt_path") or not _reads_checkpoint_facts(config.data):
+            return
+        stand_in = SimpleNamespace(
+            checkpoint_callback=ModelCheckpoint(dirpath=config.checkpoint.dirpath),
+            default_root_dir=config.trainer.default_root_dir or os.getcwd(),
+        )
+        fill_from_checkpoint(config.data.init_args, resolve_checkpoint(config.ckpt_path, stand_in))
 
     def _resolve_ckpt_path(self) -> None:
         config = self.config_init[self.subcommand]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -108,10 +109,16 @@ class SPMLModule(LightningModule):
             # Stored as a config, not as an object: checkpoints stay loadable with
             # weights_only and rebuild the same loss (its state is in state_dict).
             self.hparams["loss"] = self.loss.config()
+            # The loggers' hparams.yaml is written from this snapshot: include the
+            # loss, so a sweep over its hyper-parameters can be read back from logs.
+            self._hparams_initial = copy.deepcopy(self._hparams)
         if channels_last:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
         self._outputs: dict[str, list[tuple[Tensor, Tensor, Tensor]]] = {"val": [], "test": []}
         self.test_average_precision: Tensor | None = None
+        #: ``{"epoch", "max_epochs", "linear_init"}`` the loss schedule was last set
+        #: to (in training, or by the checkpoint this model was loaded from); None before.
+        self.loss_schedule: dict[str, int] | None = None
 
     # -- model ------------------------------------------------------------------
     def forward(self, images: Tensor) -> Tensor:
@@ -174,14 +181,30 @@ class SPMLModule(LightningModule):
     def on_train_epoch_start(self) -> None:
         values = {}
         if isinstance(self.loss, SPMLLoss):
-            values = self.loss.set_epoch(
-                self.current_epoch, self._schedule_epochs(), self.hparams.linear_init
-            )
+            self.loss_schedule = {
+                "epoch": int(self.current_epoch),
+                "max_epochs": self._schedule_epochs(),
+                "linear_init": int(self.hparams.linear_init),
+            }
+            values = self.loss.set_epoch(**self.loss_schedule)
         for name, value in values.items():
             self.log(f"schedule/{name}", float(value), on_step=False, on_epoch=True, sync_dist=False)
         for group in self.trainer.optimizers[0].param_groups if self.trainer.optimizers else []:
             if "name" in group:
                 self.log(f"lr/{group['name']}", float(group["lr"]), on_step=False, on_epoch=True)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Where the loss schedule stood, so that a loaded model's loss (and the
+        # k̂ curve an analysis draws from it) is the one it was trained with last.
+        if self.loss_schedule is not None:
+            checkpoint["loss_schedule"] = dict(self.loss_schedule)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        schedule = checkpoint.get("loss_schedule")
+        if schedule is not None:
+            self.loss_schedule = dict(schedule)
+            if isinstance(self.loss, SPMLLoss):
+                self.loss.set_epoch(schedule["epoch"], schedule["max_epochs"], schedule["linear_init"])
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Freezing by dropping the gradients (rather than toggling requires_grad)

@@ -31,3 +31,29 @@ def tiny_demo(tiny_demo_root):
     return DemoDataModule(
         root=str(tiny_demo_root), image_size=32, batch_size=16, num_workers=0, **TINY_DEMO
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_demo_root) -> dict:
+    """A 2-epoch GR Loss run of the demo config on the tiny demo set, fitted and tested once per session.
+
+    Keys: ``args`` (the spml flags of the run), ``runs`` (its default_root_dir),
+    ``best`` and ``final`` (checkpoints of the best and of the last epoch),
+    ``test_map`` (test mAP of ``best``).
+    """
+    from spml_lightning.cli import main
+    from test_cli import demo_args  # the demo config pointed at the tiny data set
+
+    args = demo_args(tmp_path_factory.mktemp("tiny_run"), tiny_demo_root)
+    fit = main(["fit", *args])
+    callback = fit.trainer.checkpoint_callback
+    final = Path(fit.trainer.default_root_dir) / "final.ckpt"
+    fit.trainer.save_checkpoint(final)  # after the last epoch (Lightning's last.ckpt is the last *top-k* save)
+    test = main(["test", *args, "--ckpt_path", "best"])
+    return {
+        "args": args,
+        "runs": Path(fit.trainer.default_root_dir),
+        "best": Path(callback.best_model_path),
+        "final": final,
+        "test_map": test.trainer.callback_metrics["test/mAP"].item(),
+    }

@@ -1,0 +1,71 @@
+"""python -m spml_lightning.report on a checkpoint of a tiny demo run."""
+
+import csv
+import json
+import math
+
+import pytest
+
+from spml_lightning.report import default_output_dir, main
+
+PNGS = ("false_negative_rate", "distinguishing_ability", "loss_gradients", "sweep")
+
+
+def test_report_writes_every_file(tiny_run, tmp_path):
+    out = tmp_path / "report"
+    args = [*tiny_run["args"], "--ckpt_path", str(tiny_run["best"]), "--output_dir", str(out), "--no_progress",
+            "--sweep_root", str(tiny_run["runs"]), "--sweep_parameter", "q2"]
+    assert main(args) == out
+    for name in PNGS:
+        assert (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
+
+    with (out / "per_class.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["class", "AP", "positives", "missing_positives", "images"] and len(rows) == 14
+    for row in rows:
+        assert 0 <= float(row["AP"]) <= 100
+        assert 0 <= int(row["missing_positives"]) <= int(row["positives"]) <= int(row["images"])
+
+    with (out / "false_negative_rate.csv").open(newline="") as handle:
+        bins = list(csv.DictReader(handle))
+    assert len(bins) == 100 and float(bins[0]["bin_start"]) == 0 and float(bins[-1]["bin_end"]) == 1
+    for row in bins:
+        counted = int(row["false_negatives"]) + int(row["true_negatives"])
+        if counted:
+            assert float(row["rate"]) == pytest.approx(int(row["false_negatives"]) / counted, abs=1e-5)
+            assert 0 <= float(row["rate"]) <= 1
+        else:
+            assert row["rate"] == ""  # empty bin: no estimate
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["mAP"] == pytest.approx(tiny_run["test_map"], abs=1e-4)
+    assert summary["wasserstein_distance"] >= 0 and math.isfinite(summary["wasserstein_distance"])
+    assert summary["unknown_positives"] == sum(int(r["false_negatives"]) for r in bins)
+    assert summary["unknown_positives"] == sum(int(r["missing_positives"]) for r in rows)
+    markdown = (out / "summary.md").read_text()
+    assert f"mAP (test): {summary['mAP']:.2f}" in markdown
+    for name in PNGS:
+        assert f"({name}.png)" in markdown
+
+
+def test_report_keeps_existing_files(tiny_run, tmp_path):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        main([*tiny_run["args"], "--ckpt_path", str(tiny_run["best"]), "--output_dir", str(out)])
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_report_argument_errors(tiny_run):
+    with pytest.raises(SystemExit):
+        main([*tiny_run["args"], "--sweep_root", "runs"])  # without --sweep_parameter
+    with pytest.raises(SystemExit):
+        main([*tiny_run["args"], "--bogus"])
+
+
+def test_default_output_dir(tmp_path):
+    assert default_output_dir(tmp_path / "version_3" / "checkpoints" / "best-07.ckpt") == (
+        tmp_path / "version_3" / "report_best-07"
+    )
+    assert default_output_dir(tmp_path / "model.ckpt") == tmp_path / "report_model"
