@@ -152,7 +152,10 @@ class SPMLDataModule(LightningDataModule, ABC):
     with ``split_train_val``, single positives are observed with
     ``observe_single_positive`` on the whole official training phase (then
     split, as the community files are), and the official test phase is the
-    test set with full labels.
+    test set with full labels. Observed labels that come with the data
+    (``PhaseData.observed``) are used as given instead. Before any training,
+    ``setup`` checks that every image exists (or, with ``skip_unreadable``,
+    decodes each one and drops the bad ones).
 
     Args:
         root: folder holding the data set as downloaded.
@@ -163,7 +166,8 @@ class SPMLDataModule(LightningDataModule, ABC):
         split_seed: seed of the train/val split (1200 in every published protocol).
         observe_seed: seed of the single-positive observation (1200 likewise).
         num_pos: observed positives per training image (-1: all).
-        num_neg: observed negatives per training image (-1: all).
+        num_neg: observed negatives per training image (-1: all). The three
+            observation settings apply where the data brings no observed labels.
         val_labels: validate (and select models) on the ``full`` labels of the
             validation images, or on their ``observed`` labels only.
         train_augment: random horizontal flip on training images.

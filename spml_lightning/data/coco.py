@@ -8,14 +8,17 @@ ordered by their image ids sorted AS STRINGS ("100" < "25" < "9"); images
 without annotations are not rows. Official train2014 is split into train/val,
 val2014 is the test set: 82,081 and 40,137 rows.
 
-The json is parsed with the standard library and numpy in one pass over the
-annotations (no per-annotation Python objects beyond the json itself), and the
-result is cached next to the data.
+The json is parsed with the standard library and numpy, and the result is
+cached next to the data. Polygon segmentations (tens of millions of numbers,
+most of the file and of json's parse time, and irrelevant to image labels) are
+cut out of the raw bytes before parsing: the full train2014 file then parses
+in seconds and a fraction of the memory.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from functools import cached_property
 from pathlib import Path
 
@@ -43,6 +46,16 @@ COCO_CLASSES: tuple[str, ...] = (
 
 _COCO_PHASES: dict[str, str] = {"train": "train2014", "test": "val2014"}
 
+# A "segmentation" key whose value is an array of numbers / arrays of numbers
+# (polygons; RLE dicts are left alone). A JSON string cannot contain this match
+# (its quotes would be escaped), so replacing it by [] keeps the document valid
+# and changes nothing else.
+_POLYGONS = re.compile(rb'"segmentation"\s*:\s*\[[-+0-9.eE,\s\[\]]*\]')
+
+
+def _load_instances_json(path: Path) -> dict:
+    return json.loads(_POLYGONS.sub(b'"segmentation": []', path.read_bytes()))
+
 
 def read_coco_instances(path: Path, split: str) -> dict[str, np.ndarray]:
     """Rows, labels and categories of one ``instances_<split>.json``.
@@ -51,8 +64,10 @@ def read_coco_instances(path: Path, split: str) -> dict[str, np.ndarray]:
         ``{"names": image paths relative to the root (``<split>/COCO_<split>_<id:012d>.jpg``),
         "image_ids": int64, "labels": float64 (N, C), "category_names", "category_ids"}``.
     """
-    with open(path, "rb") as f:
-        data = json.load(f)
+    try:
+        data = _load_instances_json(path)
+    except ValueError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); download it again.") from None
     try:
         categories = data["categories"]
         annotations = data["annotations"]
@@ -100,7 +115,8 @@ class COCODataModule(OfficialDataModule):
 
     ``root`` holds ``annotations/``, ``train2014/`` and ``val2014/`` as the three
     official zip files extract. The class names are the json's categories
-    (the built-in ``COCO_CLASSES`` until the annotations are on disk).
+    (the built-in ``COCO_CLASSES`` until the annotations are on disk); asking
+    for them parses the train json once (seconds; cached afterwards).
     Arguments: see ``OfficialDataModule`` and ``SPMLDataModule``.
     """
 

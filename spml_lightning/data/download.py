@@ -31,6 +31,8 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info
 __all__ = ["Archive", "download_archives", "extract_archive", "fetch_archive", "file_checksum"]
 
 _CHUNK = 1 << 20
+#: Progress is reported every 10% of the download, and at least every this many bytes.
+_PROGRESS_BYTES = 500 << 20
 
 
 @dataclass(frozen=True)
@@ -90,10 +92,18 @@ def fetch_archive(archive: Archive, destination: Path, mirror: str | None = None
     digest = hashlib.new(algorithm)
     rank_zero_info(f"Downloading {url} to {destination}")
     try:
-        with urllib.request.urlopen(url) as response, open(part, "wb") as out:  # noqa: S310
+        # The timeout bounds each socket operation, not the (multi-GB) transfer.
+        with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as out:  # noqa: S310
+            total = int(response.headers.get("Content-Length") or 0)
+            done, reported = 0, 0
             for chunk in iter(lambda: response.read(_CHUNK), b""):
                 digest.update(chunk)
                 out.write(chunk)
+                done += len(chunk)
+                if done - reported >= max(total // 10, _PROGRESS_BYTES):
+                    reported = done
+                    of = f" of {total / 1e9:.2f} GB" if total else ""
+                    rank_zero_info(f"  {archive.filename}: {done / 1e9:.2f} GB{of}")
     except (urllib.error.URLError, OSError) as err:
         part.unlink(missing_ok=True)
         raise OSError(

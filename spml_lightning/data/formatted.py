@@ -165,13 +165,14 @@ class FormattedDataModule(SPMLDataModule):
         if not np.isin(labels, (0, 1)).all():
             return  # reported as an error by the base class
         generated = self.observe(labels)
-        differs = (generated != given).any(axis=1)
-        if differs.any():
+        different = generated != given
+        rows = different.any(axis=1)
+        if rows.any():
             path = observed_file(self.root, phase)
             rank_zero_warn(
-                f"{path}: {int(differs.sum())} of {len(given)} rows (first row "
-                f"{int(np.flatnonzero(differs)[0])}; {int((generated != given).sum())} entries) differ from the observed "
-                f"labels protocol.py generates (observe_seed={self.observe_seed}, "
+                f"{path}: {int(rows.sum())} of {len(given)} rows (first row "
+                f"{int(np.flatnonzero(rows)[0])}; {int(different.sum())} entries) differ from the "
+                f"observed labels protocol.py generates (observe_seed={self.observe_seed}, "
                 f"num_pos={self.num_pos}, num_neg={self.num_neg}). Using the file as given; pass "
                 "observed_labels='generate' to use the protocol's instead."
             )

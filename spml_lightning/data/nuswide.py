@@ -84,7 +84,8 @@ def read_nuswide_official(root: Path, phase: Phase) -> tuple[list[str], np.ndarr
                 f"{path} has {len(values)} labels but {list_file} lists {len(names)} images."
             )
         labels[:, column] = values == 1
-        odd += [f"{path.name}, line {i + 1}: {values[i]}" for i in np.flatnonzero((values != 0) & (values != 1))]
+        outside = np.flatnonzero((values != 0) & (values != 1))
+        odd += [f"{path.name}, line {i + 1}: {values[i]}" for i in outside]
     if odd:
         rank_zero_warn(
             f"NUS-WIDE official labels: {len(odd)} value(s) outside {{0, 1}} counted as negative: "

@@ -113,6 +113,8 @@ class VOCDataModule(OfficialDataModule):
         self.check_layout()
         image_set = _VOC_PHASES[phase]
         sources = [_class_list(self.data_dir, name, image_set) for name in VOC_CLASSES]
-        arrays = self.parsed(f"voc2012_{image_set}", sources, lambda: read_voc_phase(self.data_dir, image_set))
+        arrays = self.parsed(
+            f"voc2012_{image_set}", sources, lambda: read_voc_phase(self.data_dir, image_set)
+        )
         images = self.data_dir / "JPEGImages"
         return PhaseData([str(images / name) for name in arrays["names"].tolist()], arrays["labels"])

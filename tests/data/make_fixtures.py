@@ -129,10 +129,14 @@ def make_coco(rng: np.random.Generator) -> None:
             write_image(root / split / file_name, rng)
         for image_id in ids:
             for cid in rng.choice(COCO_IDS, size=rng.integers(1, 4)):  # repeats allowed
+                crowd = int(rng.random() < 0.15)
+                # Crowds carry an RLE dict, the others polygons, as in the official files.
+                segmentation = {"counts": [30, 4, 20, 4, 518], "size": [24, 24]} if crowd else [
+                    [1.5, 1.25, 5.0, 1.0, 5.0, 5.75], [10, 10, 12, 10, 12, 12]]
                 annotations.append({
-                    "id": len(annotations) + 1, "image_id": image_id, "category_id": int(cid),
-                    "iscrowd": int(rng.random() < 0.15), "area": 10.0, "bbox": [1, 1, 4, 4],
-                    "segmentation": [[1, 1, 5, 1, 5, 5]],
+                    "segmentation": segmentation, "area": 10.0, "iscrowd": crowd,
+                    "image_id": image_id, "bbox": [1, 1, 4, 4], "category_id": int(cid),
+                    "id": len(annotations) + 1,
                 })  # fmt: skip
         # Annotations are not grouped by image in the official files either.
         annotations = [annotations[i] for i in rng.permutation(len(annotations))]

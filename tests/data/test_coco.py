@@ -83,3 +83,23 @@ def test_full_size_json_parses_fast(tmp_path):
     arrays = read_coco_instances(path, "train2014")
     assert time.perf_counter() - start < 60.0
     assert arrays["labels"].shape[1] == 80 and len(arrays["names"]) > 80_000
+
+
+def test_polygon_stripping_changes_no_label(tmp_path):
+    """Segmentations are cut from the raw bytes before parsing; labels must not change."""
+    document = {
+        "info": {"description": 'a "segmentation": [1, 2] in a string', "url": "x"},
+        "categories": [{"id": 3, "name": "a"}, {"id": 1, "name": "b"}],
+        "annotations": [
+            {"segmentation": [[1.5e2, -3, 4.25E-1, 7]], "image_id": 20, "category_id": 1, "id": 1},
+            {"image_id": 3, "category_id": 3, "id": 2, "segmentation": {"counts": [4, 2, 10], "size": [4, 4]}},
+            {"id": 3, "category_id": 3, "image_id": 20, "segmentation":[ [ 1 , 2 ] , [3,4] ] },
+        ],
+    }  # fmt: skip
+    path = tmp_path / "instances_train2014.json"
+    path.write_text(json.dumps(document, indent=1).replace('"segmentation": [', '"segmentation" :\n ['))
+    files, labels, names = coco_reference(path, "train2014")  # plain json.load
+    arrays = read_coco_instances(path, "train2014")
+    assert arrays["names"].tolist() == files and arrays["category_names"].tolist() == names
+    np.testing.assert_array_equal(arrays["labels"], labels)
+    np.testing.assert_array_equal(labels, [[1, 1], [1, 0]])  # rows "20", "3"
