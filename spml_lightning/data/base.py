@@ -319,6 +319,11 @@ class SPMLDataModule(LightningDataModule, ABC):
         with ThreadPoolExecutor(max_workers=max(1, min(16, os.cpu_count() or 1))) as pool:
             reasons = list(pool.map(unreadable_reason, paths.tolist(), chunksize=64))
         bad = [i for i, reason in enumerate(reasons) if reason is not None]
+        if bad and len(bad) == len(paths):
+            raise FileNotFoundError(
+                f"None of the {len(paths)} images of the {phase} phase of {name} can be read, e.g. "
+                f"{paths[0]} ({reasons[0]}). Check the root{' (' + hint + ')' if hint else ''}."
+            )
         if bad:
             shown = "\n  ".join(f"{paths[i]} ({reasons[i]})" for i in bad[:_SHOWN_PATHS])
             rank_zero_warn(

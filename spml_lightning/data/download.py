@@ -107,7 +107,7 @@ def fetch_archive(archive: Archive, destination: Path, mirror: str | None = None
     except (urllib.error.URLError, OSError) as err:
         part.unlink(missing_ok=True)
         raise OSError(
-            f"Could not download {url} ({err}). Check the network, pass --data.init_args.mirror "
+            f"Could not download {url} ({err}). Check the network, pass --data.mirror "
             f"with a folder or URL that holds {archive.filename}, or download it yourself into "
             f"{destination.parent}."
         ) from err

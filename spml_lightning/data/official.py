@@ -77,7 +77,7 @@ class OfficialDataModule(SPMLDataModule):
             return f"get {self.title} from {self.homepage}"
         names = ", ".join(a.filename for a in self.archives)
         return (
-            f"pass download=True (--data.init_args.download true) to fetch {names}, or "
+            f"pass download=True (--data.download true) to fetch {names}, or "
             f"download {names} from {self.homepage} and extract into {self.root}"
         )
 

@@ -1,5 +1,7 @@
 """Bad input to every datamodule: missing root, missing and corrupt images, skip_unreadable."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -52,7 +54,7 @@ def test_missing_images_reported_before_training(name, tmp_path):
     root = copy_fixture(name, tmp_path)
     paths = make(name, root).load_phase("train").image_paths
     for path in paths[1:3]:
-        __import__("os").unlink(path)
+        os.unlink(path)
     data = make(name, root)
     with pytest.raises(FileNotFoundError, match=rf"2 of {len(paths)} images of the train phase") as info:
         data.setup("fit")
@@ -79,7 +81,7 @@ def test_skip_unreadable_drops_and_counts(name, tmp_path):
     complete = make(name, root)
     complete.setup("fit")
     paths = complete.train_dataset.image_paths
-    __import__("os").unlink(paths[0])
+    os.unlink(paths[0])
     with open(paths[3], "r+b") as f:
         f.truncate(60)
     data = make(name, root, skip_unreadable=True)
@@ -91,3 +93,11 @@ def test_skip_unreadable_drops_and_counts(name, tmp_path):
     np.testing.assert_array_equal(data.train_dataset.targets, complete.train_dataset.targets[keep])
     np.testing.assert_array_equal(data.train_dataset.observed, complete.train_dataset.observed[keep])
     assert data.val_dataset.image_paths == complete.val_dataset.image_paths
+
+
+def test_skip_unreadable_with_nothing_readable_is_an_error(tmp_path):
+    root = copy_fixture("folder", tmp_path)
+    for image in (root / "images").iterdir():
+        image.write_bytes(b"not an image")
+    with pytest.raises(FileNotFoundError, match=r"None of the 12 images of the train phase"):
+        make("folder", root, skip_unreadable=True).setup("fit")
