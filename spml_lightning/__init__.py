@@ -2,10 +2,19 @@
 
 The public API::
 
-    from spml_lightning import SPMLModule, GRLoss, DemoDataModule, FormattedDataModule
+    from spml_lightning import SPMLModule, GRLoss, VOCDataModule, COCODataModule, ...
 """
 
-from spml_lightning.data import DemoDataModule, FormattedDataModule, SPMLDataModule
+from spml_lightning.data import (
+    COCODataModule,
+    CUBDataModule,
+    DemoDataModule,
+    FolderDataModule,
+    FormattedDataModule,
+    NUSWIDEDataModule,
+    SPMLDataModule,
+    VOCDataModule,
+)
 from spml_lightning.data.protocol import observe_single_positive, split_train_val
 from spml_lightning.losses import GRLoss, SPMLLoss
 from spml_lightning.metrics import average_precision_per_class, mean_average_precision
@@ -14,12 +23,17 @@ from spml_lightning.module import SPMLModule
 __version__ = "0.1.0"
 
 __all__ = [
+    "COCODataModule",
+    "CUBDataModule",
     "DemoDataModule",
+    "FolderDataModule",
     "FormattedDataModule",
+    "NUSWIDEDataModule",
     "GRLoss",
     "SPMLDataModule",
     "SPMLLoss",
     "SPMLModule",
+    "VOCDataModule",
     "__version__",
     "average_precision_per_class",
     "mean_average_precision",

@@ -1,18 +1,32 @@
 """Datamodules: benchmark readers on top of one protocol-applying base class."""
 
 from spml_lightning.data.base import PhaseData, SPMLDataModule, SPMLImageDataset
+from spml_lightning.data.coco import COCODataModule
+from spml_lightning.data.cub import CUBDataModule
 from spml_lightning.data.demo import DemoDataModule
+from spml_lightning.data.download import Archive
+from spml_lightning.data.folder import FolderDataModule
 from spml_lightning.data.formatted import FormattedDataModule
 from spml_lightning.data.images import ImageFolderDataModule
+from spml_lightning.data.nuswide import NUSWIDEDataModule
+from spml_lightning.data.official import OfficialDataModule
 from spml_lightning.data.protocol import observe_single_positive, split_train_val
+from spml_lightning.data.voc import VOCDataModule
 
 __all__ = [
+    "Archive",
+    "COCODataModule",
+    "CUBDataModule",
     "DemoDataModule",
+    "FolderDataModule",
     "FormattedDataModule",
     "ImageFolderDataModule",
+    "NUSWIDEDataModule",
+    "OfficialDataModule",
     "PhaseData",
     "SPMLDataModule",
     "SPMLImageDataset",
+    "VOCDataModule",
     "observe_single_positive",
     "split_train_val",
 ]

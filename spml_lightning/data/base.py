@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -19,23 +20,31 @@ from typing import Literal
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from spml_lightning.data.protocol import observe_single_positive, split_train_val
 from spml_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, reference_transform
 
-__all__ = ["PhaseData", "SPMLDataModule", "SPMLImageDataset"]
+__all__ = ["PhaseData", "SPMLDataModule", "SPMLImageDataset", "load_rgb", "unreadable_reason"]
 
 Phase = Literal["train", "test"]
+
+#: How many paths an error or warning about missing/unreadable images lists.
+_SHOWN_PATHS = 5
 
 
 @dataclass(frozen=True)
 class PhaseData:
-    """One official phase of a data set: image files and their full labels."""
+    """One official phase of a data set: image files, their full labels, and
+    optionally observed labels that come with the data (else the protocol
+    generates them).
+    """
 
     image_paths: Sequence[str]
     labels: np.ndarray
+    observed: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         labels = np.asarray(self.labels)
@@ -43,6 +52,11 @@ class PhaseData:
             raise ValueError(
                 f"Expected a ({len(self.image_paths)}, num_classes) label matrix for "
                 f"{len(self.image_paths)} images, got shape {labels.shape}."
+            )
+        if self.observed is not None and np.shape(self.observed) != labels.shape:
+            raise ValueError(
+                f"The observed labels have shape {np.shape(self.observed)} but the full labels "
+                f"{labels.shape}: they must describe the same rows and classes."
             )
 
 
@@ -58,6 +72,23 @@ def load_rgb(path: str) -> Image.Image:
             f"Cannot read image {path} ({type(err).__name__}: {err}). Replace or delete the "
             "file, or remove its row from the data set."
         ) from err
+
+
+def unreadable_reason(path: str) -> str | None:
+    """Why an image file cannot be decoded, or None if it can.
+
+    JPEGs are decoded at 1/8 scale (``draft``): that still reads the whole
+    compressed stream, so truncated files are caught, at a fraction of the cost.
+    """
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", (64, 64))
+            image.load()
+    except FileNotFoundError:
+        return "missing"
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        return f"{type(err).__name__}: {err}"
+    return None
 
 
 class SPMLImageDataset(Dataset):
@@ -121,7 +152,10 @@ class SPMLDataModule(LightningDataModule, ABC):
     with ``split_train_val``, single positives are observed with
     ``observe_single_positive`` on the whole official training phase (then
     split, as the community files are), and the official test phase is the
-    test set with full labels.
+    test set with full labels. Observed labels that come with the data
+    (``PhaseData.observed``) are used as given instead. Before any training,
+    ``setup`` checks that every image exists (or, with ``skip_unreadable``,
+    decodes each one and drops the bad ones).
 
     Args:
         root: folder holding the data set as downloaded.
@@ -132,7 +166,8 @@ class SPMLDataModule(LightningDataModule, ABC):
         split_seed: seed of the train/val split (1200 in every published protocol).
         observe_seed: seed of the single-positive observation (1200 likewise).
         num_pos: observed positives per training image (-1: all).
-        num_neg: observed negatives per training image (-1: all).
+        num_neg: observed negatives per training image (-1: all). The three
+            observation settings apply where the data brings no observed labels.
         val_labels: validate (and select models) on the ``full`` labels of the
             validation images, or on their ``observed`` labels only.
         train_augment: random horizontal flip on training images.
@@ -140,6 +175,11 @@ class SPMLDataModule(LightningDataModule, ABC):
         std: per-channel normalisation standard deviation.
         pin_memory: pin batches in page-locked memory (faster host-to-GPU copies).
         persistent_workers: keep loader workers alive between epochs.
+        skip_unreadable: drop images that are missing or cannot be decoded (all
+            are scanned in ``setup``; the dropped ones are counted in a warning)
+            instead of stopping with an error. The split and the single
+            positives are made on the complete phase first, so the remaining
+            rows keep the community's values.
     """
 
     def __init__(
@@ -159,6 +199,7 @@ class SPMLDataModule(LightningDataModule, ABC):
         std: Sequence[float] = IMAGENET_STD,
         pin_memory: bool = True,
         persistent_workers: bool = False,
+        skip_unreadable: bool = False,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -191,6 +232,7 @@ class SPMLDataModule(LightningDataModule, ABC):
         self.std = tuple(float(s) for s in std)
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
+        self.skip_unreadable = skip_unreadable
         self.train_dataset: SPMLImageDataset | None = None
         self.val_dataset: SPMLImageDataset | None = None
         self.test_dataset: SPMLImageDataset | None = None
@@ -205,6 +247,10 @@ class SPMLDataModule(LightningDataModule, ABC):
     def load_phase(self, phase: Phase) -> PhaseData:
         """Image paths (absolute) and full labels of an official phase."""
 
+    def obtain_hint(self) -> str:
+        """How to get (or restore) the data set's files; appended to file errors."""
+        return ""
+
     # -- derived ----------------------------------------------------------------
     @property
     def num_classes(self) -> int:
@@ -218,26 +264,88 @@ class SPMLDataModule(LightningDataModule, ABC):
     def _checked_phase(self, phase: Phase) -> PhaseData:
         data = self.load_phase(phase)
         labels = np.asarray(data.labels)
+        name = type(self).__name__
         if labels.shape[1] != self.num_classes:
             raise ValueError(
-                f"The {phase} labels of {type(self).__name__} have {labels.shape[1]} columns "
+                f"The {phase} labels of {name} have {labels.shape[1]} columns "
                 f"but there are {self.num_classes} class names."
             )
         if not np.isin(labels, (0, 1)).all():
-            raise ValueError(f"The {phase} labels of {type(self).__name__} are not all 0 or 1.")
+            raise ValueError(f"The {phase} labels of {name} are not all 0 or 1.")
+        if data.observed is not None:
+            observed = np.asarray(data.observed)
+            if not np.isin(observed, (-1, 0, 1)).all():
+                raise ValueError(f"The given {phase} observed labels of {name} are not all -1, 0 or 1.")
+            wrong = np.argwhere((observed == 1) & (labels != 1))
+            if len(wrong):
+                row, col = wrong[0]
+                raise ValueError(
+                    f"{len(wrong)} given observed positives of the {phase} phase of {name} are "
+                    f"not positive in the full labels, e.g. row {row} ({data.image_paths[row]}), "
+                    f"class {self.class_names[col]!r}. Observed labels must be a subset of the "
+                    "full labels."
+                )
         return data
 
     def observe(self, labels: np.ndarray) -> np.ndarray:
         """Observed labels of one official phase, by the protocol."""
         return observe_single_positive(labels, self.observe_seed, self.num_pos, self.num_neg)
 
+    def _observed(self, data: PhaseData) -> np.ndarray:
+        """The observed labels that come with the data, else the protocol's."""
+        if data.observed is not None:
+            return np.asarray(data.observed, dtype=np.float64)
+        return self.observe(np.asarray(data.labels))
+
+    def _usable_rows(self, paths: np.ndarray, phase: Phase) -> np.ndarray:
+        """Boolean mask of the rows whose image can be used, checked before any training.
+
+        Missing files are an error naming their count and the first few paths;
+        with ``skip_unreadable`` every image is decoded once and missing or
+        undecodable ones are dropped, with a warning that counts them.
+        """
+        name = type(self).__name__
+        hint = self.obtain_hint()
+        if not self.skip_unreadable:
+            missing = [p for p in paths.tolist() if not os.path.isfile(p)]
+            if missing:
+                shown = "\n  ".join(missing[:_SHOWN_PATHS])
+                raise FileNotFoundError(
+                    f"{len(missing)} of {len(paths)} images of the {phase} phase of {name} are "
+                    f"missing, e.g.:\n  {shown}\nRestore them{' (' + hint + ')' if hint else ''}, "
+                    "or pass skip_unreadable=True to train without them."
+                )
+            return np.ones(len(paths), dtype=bool)
+        with ThreadPoolExecutor(max_workers=max(1, min(16, os.cpu_count() or 1))) as pool:
+            reasons = list(pool.map(unreadable_reason, paths.tolist(), chunksize=64))
+        bad = [i for i, reason in enumerate(reasons) if reason is not None]
+        if bad and len(bad) == len(paths):
+            raise FileNotFoundError(
+                f"None of the {len(paths)} images of the {phase} phase of {name} can be read, e.g. "
+                f"{paths[0]} ({reasons[0]}). Check the root{' (' + hint + ')' if hint else ''}."
+            )
+        if bad:
+            shown = "\n  ".join(f"{paths[i]} ({reasons[i]})" for i in bad[:_SHOWN_PATHS])
+            rank_zero_warn(
+                f"skip_unreadable: dropped {len(bad)} of {len(paths)} images of the {phase} phase "
+                f"of {name} ({sum(reasons[i] == 'missing' for i in bad)} missing, the others "
+                f"undecodable), e.g.:\n  {shown}"
+            )
+        keep = np.ones(len(paths), dtype=bool)
+        keep[bad] = False
+        return keep
+
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit", "validate") and self.train_dataset is None:
             data = self._checked_phase("train")
             labels = np.asarray(data.labels)
-            observed = self.observe(labels)
+            observed = self._observed(data)
             train_idx, val_idx = split_train_val(len(labels), self.val_fraction, self.split_seed)
             paths = np.asarray(data.image_paths, dtype=np.str_)
+            # Rows are dropped only after the protocol ran on the complete phase,
+            # so that every remaining row keeps the community's split and labels.
+            usable = self._usable_rows(paths, "train")
+            train_idx, val_idx = train_idx[usable[train_idx]], val_idx[usable[val_idx]]
             self.train_dataset = SPMLImageDataset(
                 paths[train_idx], labels[train_idx], observed[train_idx],
                 reference_transform(self.image_size, self.train_augment, self.mean, self.std),
@@ -249,8 +357,11 @@ class SPMLDataModule(LightningDataModule, ABC):
         if stage in (None, "test", "predict") and self.test_dataset is None:
             data = self._checked_phase("test")
             labels = np.asarray(data.labels)
+            observed = self._observed(data)
+            paths = np.asarray(data.image_paths, dtype=np.str_)
+            keep = self._usable_rows(paths, "test")
             self.test_dataset = SPMLImageDataset(
-                data.image_paths, labels, self.observe(labels), self._eval_transform()
+                paths[keep], labels[keep], observed[keep], self._eval_transform()
             )
 
     def _eval_transform(self):

@@ -1,0 +1,120 @@
+"""PASCAL VOC 2012 as extracted from ``VOCtrainval_11-May-2012.tar``.
+
+Label matrices exactly as the community builds them (SPEC §4, Cole et al.'s
+``format_pascal.py``): for each phase (official ``train`` for training,
+official ``val`` as the test set) and each of the 20 classes in alphabetical
+order, ``ImageSets/Main/{class}_{phase}.txt`` lists ``<image id> <-1|0|1>``;
+an image is a row if some class lists it with 1, and its label is 1 exactly
+there ("difficult" 0 counts as negative). Rows are sorted by file name
+(``<image id>.jpg``). 5,717 train and 5,823 test rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from spml_lightning.data.base import Phase, PhaseData
+from spml_lightning.data.download import Archive
+from spml_lightning.data.official import OfficialDataModule
+
+__all__ = ["VOC_CLASSES", "VOCDataModule", "read_voc_phase"]
+
+VOC_CLASSES: tuple[str, ...] = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+)  # fmt: skip
+
+#: Official image-set names of the protocol phases.
+_VOC_PHASES: dict[str, str] = {"train": "train", "test": "val"}
+
+
+def _class_list(data_dir: Path, name: str, phase: str) -> Path:
+    return data_dir / "ImageSets" / "Main" / f"{name}_{phase}.txt"
+
+
+def read_voc_phase(data_dir: Path, image_set: str) -> dict[str, np.ndarray]:
+    """Rows and labels of one official image set (``train`` or ``val``).
+
+    Returns:
+        ``{"names": file names sorted, "labels": float64 (N, 20)}``.
+    """
+    positives: dict[str, list[int]] = {}
+    for column, name in enumerate(VOC_CLASSES):
+        path = _class_list(data_dir, name, image_set)
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            try:
+                if len(fields) != 2:
+                    raise ValueError
+                value = int(fields[1])
+            except ValueError:
+                raise ValueError(
+                    f"{path}, line {number}: expected '<image id> <-1|0|1>', found {line!r}."
+                ) from None
+            if value == 1:
+                positives.setdefault(f"{fields[0]}.jpg", []).append(column)
+    names = sorted(positives)
+    labels = np.zeros((len(names), len(VOC_CLASSES)), dtype=np.float64)
+    for row, file_name in enumerate(names):
+        labels[row, positives[file_name]] = 1.0
+    return {"names": np.asarray(names, dtype=np.str_), "labels": labels}
+
+
+class VOCDataModule(OfficialDataModule):
+    """PASCAL VOC 2012: 20 classes; official train (split into train/val) and val (test).
+
+    ``root`` is the folder the archive was extracted into (the one holding
+    ``VOCdevkit/``); the ``VOCdevkit/VOC2012`` folder itself is accepted too.
+    Arguments: see ``OfficialDataModule`` and ``SPMLDataModule``.
+    """
+
+    archives = (
+        Archive(
+            # md5 as published with torchvision's VOCSegmentation/VOCDetection
+            # ("2012" entry), which serves the same file from this host's mirror.
+            url="http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",
+            md5="6cd6e144f989b92b3379bac3b3de84fd",
+            provides=("VOCdevkit/VOC2012/ImageSets/Main", "VOCdevkit/VOC2012/JPEGImages"),
+        ),
+    )
+    title = "PASCAL VOC 2012 (trainval)"
+    homepage = "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/"
+    layout = """\
+  <root>/VOCdevkit/VOC2012/
+      ImageSets/Main/{class}_train.txt, {class}_val.txt   (20 classes each)
+      JPEGImages/<image id>.jpg"""
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(VOC_CLASSES)
+
+    @property
+    def data_dir(self) -> Path:
+        """``VOCdevkit/VOC2012`` below the root, or the root itself if it is that folder."""
+        nested = self.root / "VOCdevkit" / "VOC2012"
+        if not nested.is_dir() and (self.root / "ImageSets" / "Main").is_dir():
+            return self.root
+        return nested
+
+    def required_files(self) -> list[Path]:
+        files = [
+            _class_list(self.data_dir, name, image_set)
+            for image_set in _VOC_PHASES.values()
+            for name in VOC_CLASSES
+        ]
+        return files + [self.data_dir / "JPEGImages"]
+
+    def load_phase(self, phase: Phase) -> PhaseData:
+        self.check_layout()
+        image_set = _VOC_PHASES[phase]
+        sources = [_class_list(self.data_dir, name, image_set) for name in VOC_CLASSES]
+        arrays = self.parsed(
+            f"voc2012_{image_set}", sources, lambda: read_voc_phase(self.data_dir, image_set)
+        )
+        images = self.data_dir / "JPEGImages"
+        return PhaseData([str(images / name) for name in arrays["names"].tolist()], arrays["labels"])

@@ -1,0 +1,103 @@
+"""Bad input to every datamodule: missing root, missing and corrupt images, skip_unreadable."""
+
+import os
+
+import numpy as np
+import pytest
+
+from community_reference import copy_fixture
+from spml_lightning.data import (
+    COCODataModule,
+    CUBDataModule,
+    FolderDataModule,
+    NUSWIDEDataModule,
+    VOCDataModule,
+)
+
+MODULES = {
+    "voc": (VOCDataModule, {}),
+    "coco": (COCODataModule, {}),
+    "cub": (CUBDataModule, {}),
+    "nuswide": (NUSWIDEDataModule, {}),
+    "folder": (FolderDataModule, {"class_names": "classes.txt"}),
+}
+#: What the error for a missing root must tell (the layout, and how to obtain it).
+MISSING_ROOT = {
+    "voc": r"(?s)does not exist.*VOCdevkit/VOC2012/.*download=True.*VOCtrainval_11-May-2012.tar",
+    "coco": r"(?s)does not exist.*instances_train2014.json.*download=True.*cocodataset.org",
+    "cub": r"(?s)does not exist.*image_attribute_labels.txt.*download=True.*CUB_200_2011.tgz",
+    "nuswide": r"(?s)does not exist.*formatted_\{train,val\}_images.npy.*single-positive-multi-label",
+    "folder": r"does not exist.*'image,labels\[,observed\]'",
+}
+
+
+def make(name, root, **kwargs):
+    cls, extra = MODULES[name]
+    return cls(root=str(root), image_size=32, batch_size=4, num_workers=0, **extra, **kwargs)
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_missing_root_names_layout_and_source(name, tmp_path):
+    with pytest.raises(FileNotFoundError, match=MISSING_ROOT[name]):
+        make(name, tmp_path / "missing").setup("fit")
+
+
+def test_missing_annotation_file_is_named(tmp_path):
+    root = copy_fixture("voc", tmp_path)
+    (root / "VOCdevkit" / "VOC2012" / "ImageSets" / "Main" / "sofa_val.txt").unlink()
+    with pytest.raises(FileNotFoundError, match=r"(?s)missing: \S*sofa_val.txt.*download=True"):
+        make("voc", root).setup("test")
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_missing_images_reported_before_training(name, tmp_path):
+    root = copy_fixture(name, tmp_path)
+    paths = make(name, root).load_phase("train").image_paths
+    for path in paths[1:3]:
+        os.unlink(path)
+    data = make(name, root)
+    with pytest.raises(FileNotFoundError, match=rf"2 of {len(paths)} images of the train phase") as info:
+        data.setup("fit")
+    assert paths[1] in str(info.value) and paths[2] in str(info.value)
+    assert "skip_unreadable=True" in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["voc", "folder"])
+def test_corrupt_image_fails_with_its_path(name, tmp_path):
+    root = copy_fixture(name, tmp_path)
+    data = make(name, root)
+    data.setup("fit")
+    victim = data.train_dataset.image_paths[2]
+    with open(victim, "r+b") as f:  # keep the header, cut the data: a truncated file
+        f.truncate(60)
+    with pytest.raises(OSError, match=rf"Cannot read image {victim}"):
+        for _ in data.train_dataloader():
+            pass
+
+
+@pytest.mark.parametrize("name", ["coco", "cub"])
+def test_skip_unreadable_drops_and_counts(name, tmp_path):
+    root = copy_fixture(name, tmp_path)
+    complete = make(name, root)
+    complete.setup("fit")
+    paths = complete.train_dataset.image_paths
+    os.unlink(paths[0])
+    with open(paths[3], "r+b") as f:
+        f.truncate(60)
+    data = make(name, root, skip_unreadable=True)
+    with pytest.warns(UserWarning, match=r"dropped 2 of \d+ images of the train phase .*\(1 missing"):
+        data.setup("fit")
+    keep = [i for i in range(len(paths)) if i not in (0, 3)]
+    # The others keep the rows, labels and single positives of the complete data set.
+    assert data.train_dataset.image_paths == [paths[i] for i in keep]
+    np.testing.assert_array_equal(data.train_dataset.targets, complete.train_dataset.targets[keep])
+    np.testing.assert_array_equal(data.train_dataset.observed, complete.train_dataset.observed[keep])
+    assert data.val_dataset.image_paths == complete.val_dataset.image_paths
+
+
+def test_skip_unreadable_with_nothing_readable_is_an_error(tmp_path):
+    root = copy_fixture("folder", tmp_path)
+    for image in (root / "images").iterdir():
+        image.write_bytes(b"not an image")
+    with pytest.raises(FileNotFoundError, match=r"None of the 12 images of the train phase"):
+        make("folder", root, skip_unreadable=True).setup("fit")
