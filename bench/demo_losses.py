@@ -47,8 +47,9 @@ def main_bench() -> None:
     extra = ["--trainer.max_epochs", str(args.epochs)] if args.epochs else []
     results: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for loss in args.losses:
-            for seed in args.seeds:
+        # Seed-major order: an interrupted run still compares every loss.
+        for seed in args.seeds:
+            for loss in args.losses:
                 start = time.perf_counter()
                 value = run(loss, seed, args.config, Path(tmp), extra)
                 results.setdefault(loss, []).append(value)
