@@ -96,10 +96,19 @@ class SPMLLoss(nn.Module, abc.ABC):
     """Base class of the single-positive multi-label losses.
 
     A loss maps ``(logits, observed, index)`` to an fp32 scalar. The
-    LightningModule drives it through three hooks: :meth:`set_num_classes` once at
-    construction, :meth:`set_epoch` at the start of every training epoch (its
-    return value is logged) and :meth:`optimizer_groups` when it builds the
-    optimizer.
+    LightningModule drives it through these hooks:
+
+    - :meth:`set_num_classes` once at construction;
+    - :meth:`bind_train_set` when fitting starts, with the training set's observed
+      matrix (losses with per-sample state allocate it there; see
+      :class:`~spml_lightning.losses.state.PerSampleStateLoss`);
+    - :meth:`optimizer_groups` when it builds the optimizer;
+    - :meth:`set_epoch` at the start of every training epoch: the one way a loss
+      learns the epoch (schedules, warm-ups, rejection rates); its return value
+      is logged;
+    - right after :meth:`set_epoch`, if :meth:`needs_train_scores` says so, it
+      scores the whole training set without augmentation (its own shard under
+      DDP) and hands the logits to :meth:`update_from_train_scores`.
 
     Subclasses implement :meth:`forward` and start it with
     ``z, s = self.prepare_inputs(logits, observed)`` and
@@ -151,6 +160,43 @@ class SPMLLoss(nn.Module, abc.ABC):
             The scheduled values now in force, by name, for logging.
         """
         return {}
+
+    def bind_train_set(self, observed: Tensor) -> None:
+        """Receive the training set's observed labels (default: nothing to keep).
+
+        Called once when fitting starts (before the optimizer is built and before a
+        checkpoint is restored), with row ``i`` of ``observed`` the sample whose
+        dataset ``index`` is ``i``.
+
+        Args:
+            observed: ``(N, C)`` observed-label matrix of the training set.
+        """
+        return None
+
+    def needs_train_scores(self) -> bool:
+        """Whether the training set must be scored now (default: never).
+
+        Asked right after every :meth:`set_epoch`; when True the caller runs the
+        model without augmentation over the training set and passes the result to
+        :meth:`update_from_train_scores`.
+        """
+        return False
+
+    def update_from_train_scores(self, index: Tensor, logits: Tensor) -> dict[str, float]:
+        """Update the loss from scores of the training set (see :meth:`needs_train_scores`).
+
+        Args:
+            index: ``(n,)`` dataset indices of the scored samples (this rank's shard
+                under DDP; every rank calls this at the same time).
+            logits: ``(n, C)`` logits of those samples.
+
+        Returns:
+            Values to log, by name.
+
+        Raises:
+            NotImplementedError: If the loss never asks for scores.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not use scores of the training set.")
 
     def optimizer_groups(self, lr: float) -> list[dict[str, Any]]:
         """Extra parameter groups for the module's optimizer (default: none).
