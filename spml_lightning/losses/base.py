@@ -63,13 +63,27 @@ def validate_inputs(logits: Tensor, observed: Tensor) -> None:
             f"batch x classes entries."
         )
     if observed.device.type == "cpu":
-        is_binary = (observed == 0) | (observed == 1)
-        if not bool(is_binary.all()):
-            bad = observed[~is_binary].flatten()[:5].tolist()
-            raise ValueError(
-                f"observed must contain only 0 (unknown) and 1 (observed positive), found values "
-                f"such as {bad}; check the observed-label matrix of the datamodule."
-            )
+        check_binary_labels(observed, "observed", "check the observed-label matrix of the datamodule")
+
+
+def check_binary_labels(labels: Tensor, name: str, advice: str) -> None:
+    """Raise if ``labels`` holds a value other than 0 (unknown) and 1 (observed positive).
+
+    Args:
+        labels: Tensor of any numeric dtype.
+        name: What the tensor is, for the message.
+        advice: What the user should do, for the message.
+
+    Raises:
+        ValueError: Naming up to 5 offending values.
+    """
+    is_binary = (labels == 0) | (labels == 1)
+    if not bool(is_binary.all()):
+        bad = labels[~is_binary].flatten()[:5].tolist()
+        raise ValueError(
+            f"{name} must contain only 0 (unknown) and 1 (observed positive), found values such as "
+            f"{bad}; {advice}."
+        )
 
 
 def autocast_disabled(tensor: Tensor) -> contextlib.AbstractContextManager[Any]:

@@ -9,6 +9,13 @@ training under mixed precision. Call them on fp32 tensors.
 
 ``k̂`` and ``v`` take probabilities; callers pass ``p̂ = sigmoid(z).detach()``
 because in GR Loss neither carries gradient.
+
+The baselines of SPEC §3 add a few more blocks: :func:`pseudo_label_loss` (the
+bracket ``k̂·L2 + (1 - k̂)·L3`` itself, i.e. cross-entropy against a soft label),
+the focal losses of a positive (with a logit margin) and of a negative (with
+ASL's probability clip), Hill's negative loss and EPR's regulariser.
+:class:`~spml_lightning.losses.framework_loss.FrameworkLoss` assembles them into
+a loss.
 """
 
 from __future__ import annotations

@@ -65,10 +65,9 @@ class LargeLossModificationLoss(FrameworkLoss):
         self._epoch = int(epoch)
         return {"ll_modified_fraction": self.modified_fraction()}
 
-    def num_modified(self, num_entries: int, num_unknown: int) -> int:
-        """``min(⌈B·C·r⌉, number of unknown entries)``."""
-        wanted = math.ceil(round(num_entries * self.modified_fraction(), 9))
-        return min(wanted, num_unknown)
+    def num_modified(self, num_entries: int) -> int:
+        """``k = ⌈B·C·r⌉`` for a batch of ``num_entries = B·C`` entries."""
+        return math.ceil(round(num_entries * self.modified_fraction(), 9))
 
     def large_loss_mask(self, an_loss: Tensor, unknown: Tensor) -> Tensor:
         """Boolean mask of the k unknown entries with the largest AN loss.
@@ -78,14 +77,16 @@ class LargeLossModificationLoss(FrameworkLoss):
             unknown: ``(B, C)`` boolean mask of the unknown entries.
 
         Returns:
-            ``(B, C)`` boolean mask with exactly ``k`` entries set.
+            ``(B, C)`` boolean mask with ``min(k, number of unknown entries)`` entries set.
         """
-        k = self.num_modified(an_loss.numel(), int(unknown.sum()))
+        k = min(self.num_modified(an_loss.numel()), an_loss.numel())
         mask = torch.zeros_like(unknown)
         if k > 0:
+            # Positives rank last (-inf) and are dropped again below: no count of the
+            # unknown entries is needed, hence no device synchronisation.
             candidates = torch.where(unknown, an_loss.detach(), -torch.inf).flatten()
             mask.view(-1)[torch.topk(candidates, k).indices] = True
-        return mask
+        return mask & unknown
 
     def unknown_loss(self, z: Tensor, unknown: Tensor, index: Tensor | None) -> Tensor:
         """AN, with the large-loss entries dropped (v = 0) or corrected (k̂ = 1)."""

@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from spml_lightning.losses.base import SPMLLoss
+from spml_lightning.losses.base import SPMLLoss, check_binary_labels
 
 __all__ = ["PerSampleStateLoss", "check_observed_matrix"]
 
@@ -56,13 +56,9 @@ def check_observed_matrix(observed: Any) -> Tensor:
             f"The observed matrix of the training set must be a non-empty (num_samples, num_classes) "
             f"matrix, found shape {tuple(matrix.shape)}."
         )
-    is_binary = (matrix == 0) | (matrix == 1)
-    if not bool(is_binary.all()):
-        bad = matrix[~is_binary].flatten()[:5].tolist()
-        raise ValueError(
-            f"The observed matrix of the training set must hold only 0 (unknown) and 1 (observed "
-            f"positive), found values such as {bad}; losses with per-sample state support num_neg=0 only."
-        )
+    check_binary_labels(
+        matrix, "The observed matrix of the training set", "losses with per-sample state support num_neg=0 only"
+    )
     return matrix
 
 
@@ -147,7 +143,8 @@ class PerSampleStateLoss(SPMLLoss):
                 f"found dtype {rows.dtype} and shape {tuple(rows.shape)}."
             )
         rows = rows.long()
-        if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= total):
+        # Checked on the CPU only: on an accelerator it would synchronise every step.
+        if rows.device.type == "cpu" and rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= total):
             raise ValueError(
                 f"index holds values outside [0, {total}), the training set {name} was bound to; "
                 f"the index must be the row of the sample in the training dataset."

@@ -199,6 +199,10 @@ def test_large_loss_modifies_exactly_k_entries_and_rejects_by_loss() -> None:
     assert int(mask.sum()) == 6 and not (mask & ~unknown).any()
     assert logits[mask].min() >= logits[unknown & ~mask].max()  # AN loss grows with z
     assert loss.set_epoch(0, 8) == {"ll_modified_fraction": 0.0}
+    # k beyond the number of unknown entries modifies all of them and nothing else.
+    greedy = LargeLossRejectionLoss(delta=0.9)
+    greedy.set_epoch(2, 8)  # r = 1.8: k = 216 > 108 unknown entries
+    assert torch.equal(greedy.large_loss_mask(logits, unknown), unknown)
 
 
 def test_em_gradient_is_alpha_p_one_minus_p_z() -> None:
