@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,17 @@ def test_there_is_a_preset_for_every_loss_with_the_spec_values():
         init_args = preset_loss(REPO_ROOT / "configs" / "losses" / f"{stem}.yaml")["init_args"]
         for key, value in values.items():
             assert init_args[key] == pytest.approx(value), (stem, key)
+
+
+def test_the_benchmark_finds_the_preset_of_every_registry_name():
+    spec = importlib.util.spec_from_file_location("compare_losses", REPO_ROOT / "bench" / "compare_losses.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for name, cls in LOSSES.items():
+        assert preset_loss(bench.preset_for(name))["class_path"].endswith(f".{cls.__name__}"), name
+    # A warm-up that does not fit a shortened run is scaled down, and said so.
+    assert bench.loss_arguments("EM+APL", 4)[-2:] == ["--model.loss.init_args.warmup_epochs", "2"]
+    assert bench.loss_arguments("EM+APL", 8) == ["--config", str(bench.preset_for("EM+APL"))]
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=[p.stem for p in PRESETS])

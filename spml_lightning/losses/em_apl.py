@@ -134,7 +134,12 @@ class AsymmetricPseudoLabelLoss(PerSampleStateLoss, EntropyMaximizationLoss):
 
         Returns:
             ``{"apl_assigned": pseudo-labels assigned now, "apl_total": assigned so far}``.
+
+        Raises:
+            ValueError: Before :meth:`bind_train_set` and :meth:`set_epoch`, or for an
+                index outside the training set.
         """
+        quota = torch.tensor(self.per_class_quota())
         state = self.pseudo_labels
         index = torch.as_tensor(index, device=state.device).long()
         index, logits = all_gather_rows(index, logits.detach().float().to(state.device))
@@ -144,7 +149,7 @@ class AsymmetricPseudoLabelLoss(PerSampleStateLoss, EntropyMaximizationLoss):
             raise ValueError(f"index holds values outside [0, {state.shape[0]}), the bound training set.")
         current = state[index]
         eligible = self.apl_candidates[index] & (current == UNASSIGNED)
-        quota = torch.tensor(self.per_class_quota(), device=state.device)
+        quota = quota.to(state.device)
         # Rank of every entry within its class among the eligible ones, lowest score first.
         order = torch.argsort(torch.where(eligible, probs, torch.inf), dim=0, stable=True)
         rank = torch.empty_like(order)

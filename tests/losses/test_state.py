@@ -202,6 +202,8 @@ def test_ll_cp_rate_is_constant_after_the_first_epoch() -> None:
 
 def test_apl_pass_happens_after_the_warmup_epochs() -> None:
     loss = AsymmetricPseudoLabelLoss(warmup_epochs=3)
+    with pytest.raises(ValueError, match="bind_train_set"):
+        loss.update_from_train_scores(torch.arange(N), torch.zeros(N, C))
     loss.bind_train_set(train_observed())
     # 0-based epoch E starts right after 1-based epoch E: passes after epochs 3..T-1.
     assert [loss.set_epoch(e, 6)["apl_active"] for e in range(6)] == [0, 0, 0, 1, 1, 1]
