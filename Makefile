@@ -21,6 +21,6 @@ test-slow:
 	$(PYTHON) -m pip install -q -e ".[test]"
 	$(PYTHON) -m pytest -q -m slow
 
-# full / AN / GR on the demo data, 3 seeds each: the README's demo table.
+# full / AN / GR on the demo data, 3 seeds each (bench/compare_losses.py runs every loss).
 bench-demo: install
-	$(PYTHON) bench/demo_losses.py
+	$(PYTHON) bench/compare_losses.py --losses full AN GR

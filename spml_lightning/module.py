@@ -11,29 +11,19 @@ import torch
 from lightning.pytorch import LightningModule
 from PIL import Image
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
 from torchvision.transforms.functional import to_pil_image
 
 from spml_lightning.backbones import build_backbone
 from spml_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, reference_transform
-from spml_lightning.losses import GRLoss, SPMLLoss, loss_from_config
+from spml_lightning.losses import GRLoss, SPMLLoss, get_loss_class, loss_from_config
+from spml_lightning.losses.distributed import first_occurrences as _first_occurrences
 from spml_lightning.metrics import average_precision_per_class
 
 __all__ = ["SPMLModule"]
 
 ImageInput = Image.Image | Tensor | str | os.PathLike
-
-
-def _first_occurrences(index: Tensor) -> Tensor:
-    """Positions of the first occurrence of each value of ``index``, ordered by value.
-
-    A DistributedSampler pads the last batches with repeated rows; keeping one
-    row per dataset index makes the metric independent of the number of ranks.
-    """
-    order = torch.argsort(index, stable=True)
-    sorted_index = index[order]
-    keep = torch.ones_like(sorted_index, dtype=torch.bool)
-    keep[1:] = sorted_index[1:] != sorted_index[:-1]
-    return order[keep]
 
 
 class SPMLModule(LightningModule):
@@ -51,7 +41,9 @@ class SPMLModule(LightningModule):
         backbone: torchvision model name (``resnet50``, ``resnet18``, ``convnext_tiny``, ...).
         weights: torchvision weights name (``IMAGENET1K_V1``: the weights behind
             the published numbers), a local state-dict file, or ``none``.
-        loss: the SPML loss; default ``GRLoss()`` with the reference settings.
+        loss: the SPML loss: a loss module, or its registry name (``"AN"``,
+            ``"EM+APL"``, ... see ``spml_lightning.losses.LOSSES``) for that loss
+            with its default settings; default ``GRLoss()`` with the reference settings.
         lr: Adam learning rate of the backbone.
         lr_mult: the head learns at ``lr_mult * lr``.
         linear_init: epochs at the start during which only the head (and the
@@ -72,7 +64,7 @@ class SPMLModule(LightningModule):
         class_names: list[str] | None = None,
         backbone: str = "resnet50",
         weights: str | None = "IMAGENET1K_V1",
-        loss: SPMLLoss | None = None,
+        loss: SPMLLoss | str | None = None,
         lr: float = 1e-5,
         lr_mult: float = 10.0,
         linear_init: int = 0,
@@ -95,6 +87,8 @@ class SPMLModule(LightningModule):
             raise ValueError(f"linear_init must be 0 or more epochs, got {linear_init}.")
         if isinstance(loss, Mapping):  # the loss config stored in a checkpoint
             loss = loss_from_config(loss)
+        elif isinstance(loss, str):  # a registry name: `spml fit --model.loss AN`
+            loss = get_loss_class(loss)()
         if loss is not None and not isinstance(loss, nn.Module):
             raise TypeError(
                 f"loss must be an SPML loss module (e.g. spml_lightning.losses.GRLoss), got "
@@ -151,6 +145,14 @@ class SPMLModule(LightningModule):
         for key, value in getattr(datamodule, "preprocessing", {}).items():
             if self.hparams.get(key) is None:
                 self.hparams[key] = value
+        train_dataset = getattr(datamodule, "train_dataset", None)
+        if stage == "fit" and isinstance(self.loss, SPMLLoss) and train_dataset is not None:
+            # Before the optimizer is built and a checkpoint restored: per-sample
+            # state (ROLE, LL-Cp, APL) is sized here and overwritten on resume.
+            self.loss.bind_train_set(torch.tensor(train_dataset.observed, device=self.device))
+            # The loss keeps its buffers identical on all ranks itself (gathered
+            # updates); DDP must neither broadcast nor check them.
+            self._ddp_params_and_buffers_to_ignore = [f"loss.{name}" for name, _ in self.loss.named_buffers()]
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         lr = self.hparams.lr
@@ -187,6 +189,8 @@ class SPMLModule(LightningModule):
                 "linear_init": int(self.hparams.linear_init),
             }
             values = self.loss.set_epoch(**self.loss_schedule)
+        if isinstance(self.loss, SPMLLoss) and self.loss.needs_train_scores():
+            values = {**values, **self.loss.update_from_train_scores(*self._score_train_set())}
         for name, value in values.items():
             self.log(f"schedule/{name}", float(value), on_step=False, on_epoch=True, sync_dist=False)
         for group in self.trainer.optimizers[0].param_groups if self.trainer.optimizers else []:
@@ -205,6 +209,42 @@ class SPMLModule(LightningModule):
             self.loss_schedule = dict(schedule)
             if isinstance(self.loss, SPMLLoss):
                 self.loss.set_epoch(schedule["epoch"], schedule["max_epochs"], schedule["linear_init"])
+
+    @torch.no_grad()
+    def _score_train_set(self) -> tuple[Tensor, Tensor]:
+        """(index, logits) of this rank's shard of the training set, without augmentation."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        dataset = getattr(datamodule, "train_dataset", None)
+        if dataset is None:
+            raise RuntimeError(
+                f"{type(self.loss).__name__} scores the training set between epochs and needs "
+                "trainer.datamodule.train_dataset; fit with an SPMLDataModule."
+            )
+        scoring = copy.copy(dataset)  # shares the arrays; only the transform differs
+        scoring.transform = self._inference_transform()
+        sampler = None
+        if self.trainer.world_size > 1:
+            sampler = DistributedSampler(
+                scoring, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
+            )
+        loader = DataLoader(
+            scoring,
+            batch_size=getattr(datamodule, "batch_size", 32),
+            sampler=sampler,
+            shuffle=False,
+            num_workers=getattr(datamodule, "num_workers", 0),
+        )
+        was_training = self.training
+        self.eval()
+        indices, logits = [], []
+        try:
+            with self.trainer.precision_plugin.forward_context():
+                for batch in loader:
+                    indices.append(torch.as_tensor(batch["index"], device=self.device))
+                    logits.append(self(batch["image"].to(self.device)).float())
+        finally:
+            self.train(was_training)
+        return torch.cat(indices), torch.cat(logits)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Freezing by dropping the gradients (rather than toggling requires_grad)

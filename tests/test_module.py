@@ -171,7 +171,7 @@ def test_predict_images_without_image_size_explains(tmp_path):
         ({"lr": 0.0}, "lr"),
         ({"linear_init": -1}, "linear_init"),
         ({"backbone": "alexnet9"}, "Unknown backbone"),
-        ({"loss": "GR"}, "loss"),
+        ({"loss": "NotALoss"}, "unknown loss name"),
     ],
 )
 def test_bad_arguments(kwargs, match):

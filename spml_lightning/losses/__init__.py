@@ -1,19 +1,51 @@
 """SPML losses: plain ``torch.nn.Module`` objects, one registry name per loss.
 
-``LOSSES`` maps the names used in configs and the CLI to the loss classes;
-:func:`get_loss_class` looks one up.
+``LOSSES`` maps the names used in configs and the CLI (SPEC §3's table) to the
+loss classes; :func:`get_loss_class` looks one up. Every loss but ROLE is a
+:class:`FrameworkLoss`, an instance of the GR framework built from the blocks of
+:mod:`spml_lightning.losses.framework`.
 """
 
 from __future__ import annotations
 
-from spml_lightning.losses.base import SPMLLoss, loss_from_config
 from spml_lightning.losses.an import AssumeNegativeLoss
+from spml_lightning.losses.an_ls import LabelSmoothedAssumeNegativeLoss
+from spml_lightning.losses.asl import AsymmetricLoss
+from spml_lightning.losses.base import SPMLLoss, loss_from_config
+from spml_lightning.losses.em import EntropyMaximizationLoss
+from spml_lightning.losses.em_apl import AsymmetricPseudoLabelLoss
+from spml_lightning.losses.epr import ExpectedPositiveRegularizationLoss
+from spml_lightning.losses.focal import FocalLoss
+from spml_lightning.losses.framework_loss import FrameworkLoss
 from spml_lightning.losses.full import FullLabelLoss
 from spml_lightning.losses.gr import GRLoss
+from spml_lightning.losses.hill import HillLoss
+from spml_lightning.losses.ll import (
+    LargeLossPermanentCorrectionLoss,
+    LargeLossRejectionLoss,
+    LargeLossTemporaryCorrectionLoss,
+)
+from spml_lightning.losses.role import OnlineLabelEstimationLoss
+from spml_lightning.losses.splc import SelfPacedLossCorrectionLoss
+from spml_lightning.losses.state import PerSampleStateLoss
+from spml_lightning.losses.wan import WeakAssumeNegativeLoss
 
 LOSSES: dict[str, type[SPMLLoss]] = {
     "full": FullLabelLoss,
     "AN": AssumeNegativeLoss,
+    "AN-LS": LabelSmoothedAssumeNegativeLoss,
+    "WAN": WeakAssumeNegativeLoss,
+    "EPR": ExpectedPositiveRegularizationLoss,
+    "ROLE": OnlineLabelEstimationLoss,
+    "EM": EntropyMaximizationLoss,
+    "EM+APL": AsymmetricPseudoLabelLoss,
+    "LL-R": LargeLossRejectionLoss,
+    "LL-Ct": LargeLossTemporaryCorrectionLoss,
+    "LL-Cp": LargeLossPermanentCorrectionLoss,
+    "Hill": HillLoss,
+    "SPLC": SelfPacedLossCorrectionLoss,
+    "Focal": FocalLoss,
+    "ASL": AsymmetricLoss,
     "GR": GRLoss,
 }
 """Registry of the losses by name (as in SPEC §3's table)."""
@@ -38,7 +70,33 @@ def get_loss_class(name: str) -> type[SPMLLoss]:
     by_lower = {key.lower(): cls for key, cls in LOSSES.items()}
     if isinstance(name, str) and name.lower() in by_lower:
         return by_lower[name.lower()]
-    raise ValueError(f"unknown loss name {name!r}; valid names are {sorted(LOSSES)}.")
+    raise ValueError(
+        f"unknown loss name {name!r}; valid names are {list(LOSSES)}, or give a class path such as "
+        f"spml_lightning.losses.GRLoss."
+    )
 
 
-__all__ = ["LOSSES", "AssumeNegativeLoss", "FullLabelLoss", "GRLoss", "SPMLLoss", "get_loss_class", "loss_from_config"]
+__all__ = [
+    "LOSSES",
+    "AssumeNegativeLoss",
+    "AsymmetricLoss",
+    "AsymmetricPseudoLabelLoss",
+    "EntropyMaximizationLoss",
+    "ExpectedPositiveRegularizationLoss",
+    "FocalLoss",
+    "FrameworkLoss",
+    "FullLabelLoss",
+    "GRLoss",
+    "HillLoss",
+    "LabelSmoothedAssumeNegativeLoss",
+    "LargeLossPermanentCorrectionLoss",
+    "LargeLossRejectionLoss",
+    "LargeLossTemporaryCorrectionLoss",
+    "OnlineLabelEstimationLoss",
+    "PerSampleStateLoss",
+    "SPMLLoss",
+    "SelfPacedLossCorrectionLoss",
+    "WeakAssumeNegativeLoss",
+    "get_loss_class",
+    "loss_from_config",
+]

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
-from spml_lightning.losses.base import SPMLLoss, autocast_disabled
-from spml_lightning.losses.framework import neg_log_one_minus_sigmoid, neg_log_sigmoid
+from spml_lightning.losses.framework import neg_log_one_minus_sigmoid
+from spml_lightning.losses.framework_loss import FrameworkLoss
 
 __all__ = ["AssumeNegativeLoss"]
 
 
-class AssumeNegativeLoss(SPMLLoss):
+class AssumeNegativeLoss(FrameworkLoss):
     r"""Binary cross-entropy with every unknown label taken as negative.
 
     .. math::
@@ -23,8 +22,6 @@ class AssumeNegativeLoss(SPMLLoss):
     (``softplus(-z)``/``softplus(z)``), so it stays finite for any logit.
     """
 
-    def forward(self, logits: Tensor, observed: Tensor, index: Tensor | None = None) -> Tensor:
-        z, s = self.prepare_inputs(logits, observed)
-        with autocast_disabled(z):
-            positive = s > 0.5
-            return torch.where(positive, neg_log_sigmoid(z), neg_log_one_minus_sigmoid(z)).mean()
+    def unknown_loss(self, z: Tensor, unknown: Tensor, index: Tensor | None) -> Tensor:
+        """``L3 = -log(1 - p)`` (k̂ = 0, v = 1)."""
+        return neg_log_one_minus_sigmoid(z)

@@ -63,13 +63,27 @@ def validate_inputs(logits: Tensor, observed: Tensor) -> None:
             f"batch x classes entries."
         )
     if observed.device.type == "cpu":
-        is_binary = (observed == 0) | (observed == 1)
-        if not bool(is_binary.all()):
-            bad = observed[~is_binary].flatten()[:5].tolist()
-            raise ValueError(
-                f"observed must contain only 0 (unknown) and 1 (observed positive), found values "
-                f"such as {bad}; check the observed-label matrix of the datamodule."
-            )
+        check_binary_labels(observed, "observed", "check the observed-label matrix of the datamodule")
+
+
+def check_binary_labels(labels: Tensor, name: str, advice: str) -> None:
+    """Raise if ``labels`` holds a value other than 0 (unknown) and 1 (observed positive).
+
+    Args:
+        labels: Tensor of any numeric dtype.
+        name: What the tensor is, for the message.
+        advice: What the user should do, for the message.
+
+    Raises:
+        ValueError: Naming up to 5 offending values.
+    """
+    is_binary = (labels == 0) | (labels == 1)
+    if not bool(is_binary.all()):
+        bad = labels[~is_binary].flatten()[:5].tolist()
+        raise ValueError(
+            f"{name} must contain only 0 (unknown) and 1 (observed positive), found values such as "
+            f"{bad}; {advice}."
+        )
 
 
 def autocast_disabled(tensor: Tensor) -> contextlib.AbstractContextManager[Any]:
@@ -96,10 +110,19 @@ class SPMLLoss(nn.Module, abc.ABC):
     """Base class of the single-positive multi-label losses.
 
     A loss maps ``(logits, observed, index)`` to an fp32 scalar. The
-    LightningModule drives it through three hooks: :meth:`set_num_classes` once at
-    construction, :meth:`set_epoch` at the start of every training epoch (its
-    return value is logged) and :meth:`optimizer_groups` when it builds the
-    optimizer.
+    LightningModule drives it through these hooks:
+
+    - :meth:`set_num_classes` once at construction;
+    - :meth:`bind_train_set` when fitting starts, with the training set's observed
+      matrix (losses with per-sample state allocate it there; see
+      :class:`~spml_lightning.losses.state.PerSampleStateLoss`);
+    - :meth:`optimizer_groups` when it builds the optimizer;
+    - :meth:`set_epoch` at the start of every training epoch: the one way a loss
+      learns the epoch (schedules, warm-ups, rejection rates); its return value
+      is logged;
+    - right after :meth:`set_epoch`, if :meth:`needs_train_scores` says so, it
+      scores the whole training set without augmentation (its own shard under
+      DDP) and hands the logits to :meth:`update_from_train_scores`.
 
     Subclasses implement :meth:`forward` and start it with
     ``z, s = self.prepare_inputs(logits, observed)`` and
@@ -151,6 +174,43 @@ class SPMLLoss(nn.Module, abc.ABC):
             The scheduled values now in force, by name, for logging.
         """
         return {}
+
+    def bind_train_set(self, observed: Tensor) -> None:
+        """Receive the training set's observed labels (default: nothing to keep).
+
+        Called once when fitting starts (before the optimizer is built and before a
+        checkpoint is restored), with row ``i`` of ``observed`` the sample whose
+        dataset ``index`` is ``i``.
+
+        Args:
+            observed: ``(N, C)`` observed-label matrix of the training set.
+        """
+        return None
+
+    def needs_train_scores(self) -> bool:
+        """Whether the training set must be scored now (default: never).
+
+        Asked right after every :meth:`set_epoch`; when True the caller runs the
+        model without augmentation over the training set and passes the result to
+        :meth:`update_from_train_scores`.
+        """
+        return False
+
+    def update_from_train_scores(self, index: Tensor, logits: Tensor) -> dict[str, float]:
+        """Update the loss from scores of the training set (see :meth:`needs_train_scores`).
+
+        Args:
+            index: ``(n,)`` dataset indices of the scored samples (this rank's shard
+                under DDP; every rank calls this at the same time).
+            logits: ``(n, C)`` logits of those samples.
+
+        Returns:
+            Values to log, by name.
+
+        Raises:
+            NotImplementedError: If the loss never asks for scores.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not use scores of the training set.")
 
     def optimizer_groups(self, lr: float) -> list[dict[str, Any]]:
         """Extra parameter groups for the module's optimizer (default: none).

@@ -9,6 +9,13 @@ training under mixed precision. Call them on fp32 tensors.
 
 ``k̂`` and ``v`` take probabilities; callers pass ``p̂ = sigmoid(z).detach()``
 because in GR Loss neither carries gradient.
+
+The baselines of SPEC §3 add a few more blocks: :func:`pseudo_label_loss` (the
+bracket ``k̂·L2 + (1 - k̂)·L3`` itself, i.e. cross-entropy against a soft label),
+the focal losses of a positive (with a logit margin) and of a negative (with
+ASL's probability clip), Hill's negative loss and EPR's regulariser.
+:class:`~spml_lightning.losses.framework_loss.FrameworkLoss` assembles them into
+a loss.
 """
 
 from __future__ import annotations
@@ -145,3 +152,123 @@ def gaussian_weight(p: Tensor, mu: float, sigma: float) -> Tensor:
     """
     _check_positive("sigma", sigma, "width of the Gaussian re-weighting")
     return torch.exp(-((p - mu) ** 2) / (2 * sigma**2))
+
+
+def pseudo_label_loss(k: Tensor | float, positive_loss: Tensor, negative_loss: Tensor) -> Tensor:
+    """``k̂·L_pos + (1 - k̂)·L_neg``: the loss of an entry whose (soft) label is ``k̂``.
+
+    This is the bracket of the GR framework, ``k̂·L2 + (1 - k̂)·L3``. With
+    ``L_pos = -log p`` and ``L_neg = -log(1 - p)`` it is the cross-entropy against the
+    soft label ``k̂`` (label smoothing, EM's entropy with ``k̂ = p``, APL's soft
+    pseudo-labels, ROLE's cross terms, LL's corrections with ``k̂ = 1``).
+
+    Args:
+        k: Soft label in [0, 1]: a number or a tensor broadcastable to the losses.
+            Whether it carries gradient is the caller's choice.
+        positive_loss: Element-wise loss of the entry taken as positive.
+        negative_loss: Element-wise loss of the entry taken as negative.
+
+    Returns:
+        Element-wise loss, the broadcast shape of the inputs.
+    """
+    return k * positive_loss + (1 - k) * negative_loss
+
+
+def focal_positive_loss(z: Tensor, gamma: float, margin: float = 0.0) -> Tensor:
+    """Focal (margin) loss of a positive: ``-(1 - p_m)^γ · log p_m``, ``p_m = sigmoid(z - m)``.
+
+    ``m = 0`` is the positive part of the focal loss (Lin et al., ICCV 2017) and of
+    ASL (``γ = γ+``); ``m > 0`` is the "focal margin" positive loss of Hill and SPLC
+    (Zhang et al., 2021). Computed as ``exp(γ·logsigmoid(m - z)) · softplus(m - z)``,
+    finite for any logit. The focusing weight carries gradient, as in the papers.
+
+    Args:
+        z: Logits.
+        gamma: Focusing exponent γ >= 0 (0 gives ``-log p_m``).
+        margin: Logit margin m subtracted before the sigmoid.
+
+    Returns:
+        Element-wise loss, same shape as ``z``.
+
+    Raises:
+        ValueError: If ``gamma`` is negative or not finite.
+    """
+    _check_non_negative("gamma", gamma, "focusing exponent of the positive loss")
+    shifted = z - margin
+    loss = F.softplus(-shifted)
+    if gamma == 0:
+        return loss
+    return torch.exp(gamma * F.logsigmoid(-shifted)) * loss
+
+
+def focal_negative_loss(z: Tensor, gamma: float, clip: float = 0.0) -> Tensor:
+    """Focal (clipped) loss of a negative: ``-p_c^γ · log(1 - p_c)``, ``p_c = max(p - clip, 0)``.
+
+    ``clip = 0`` is the negative part of the focal loss and of SPLC; ``clip > 0`` is
+    ASL's probability shifting (Ridnik et al., ICCV 2021: ``γ- = 4``, clip 0.05).
+    ``1 - p_c = min(sigmoid(-z) + clip, 1)`` is at least ``clip``, so its log is
+    finite; with ``clip = 0`` the log is ``-softplus(z)`` and the weight
+    ``exp(γ·logsigmoid(z))``. The weight carries gradient.
+
+    Args:
+        z: Logits.
+        gamma: Focusing exponent γ >= 0 (0 gives ``-log(1 - p_c)``).
+        clip: Probability margin in [0, 1).
+
+    Returns:
+        Element-wise loss, same shape as ``z``.
+
+    Raises:
+        ValueError: If ``gamma`` is negative or ``clip`` is outside [0, 1).
+    """
+    _check_non_negative("gamma", gamma, "focusing exponent of the negative loss")
+    if isinstance(clip, (int, float)) and not 0 <= clip < 1:
+        raise ValueError(f"clip must be in [0, 1) (ASL's probability margin), found {clip}.")
+    if clip == 0:
+        loss = F.softplus(z)
+        return loss if gamma == 0 else torch.exp(gamma * F.logsigmoid(z)) * loss
+    p = torch.sigmoid(z)
+    loss = -torch.log(torch.clamp(torch.sigmoid(-z) + clip, max=1.0))
+    if gamma == 0:
+        return loss
+    shifted = p > clip
+    # pow on a placeholder 1 where p <= clip: its gradient at p_c = 0 would be
+    # 0·inf = NaN for gamma < 1, and torch.where cannot stop a NaN gradient.
+    base = torch.where(shifted, p - clip, torch.ones_like(p))
+    return torch.where(shifted, base**gamma, torch.zeros_like(p)) * loss
+
+
+def hill_negative_loss(z: Tensor, lam: float) -> Tensor:
+    """Hill loss of a negative (Zhang et al., 2021): ``(λ - p) · p²``.
+
+    Its gradient ``p(1 - p)(2λp - 3p²)`` vanishes for confident positives (p → 1
+    when λ = 1.5), which spares likely false negatives.
+
+    Args:
+        z: Logits.
+        lam: λ, 1.5 in the paper.
+
+    Returns:
+        Element-wise loss, same shape as ``z``.
+    """
+    p = torch.sigmoid(z)
+    return (lam - p) * p**2
+
+
+def expected_positive_regularizer(p: Tensor, expected_positives: float) -> Tensor:
+    """EPR term of Cole et al., CVPR 2021: ``(mean_b Σ_c p_bc - k)² / C²``.
+
+    Args:
+        p: Probabilities ``(B, C)`` (with gradient).
+        expected_positives: k, the expected number of positives per image.
+
+    Returns:
+        The scalar regulariser.
+    """
+    num_classes = p.shape[1]
+    return (p.sum(dim=1).mean() - expected_positives) ** 2 / num_classes**2
+
+
+def _check_non_negative(name: str, value: float, meaning: str) -> None:
+    if isinstance(value, (int, float)) and not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0 ({meaning}), found {value}.")

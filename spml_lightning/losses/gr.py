@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Sequence
 from typing import Literal
@@ -11,15 +10,16 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from spml_lightning.losses.base import SPMLLoss, autocast_disabled
+from spml_lightning.losses.checks import fraction, non_negative_float, positive_float
 from spml_lightning.losses.framework import (
     bayes_pseudo_label,
     gaussian_weight,
     generalized_negative_loss,
     generalized_positive_loss,
-    neg_log_sigmoid,
+    pseudo_label_loss,
     sigmoid_pseudo_label,
 )
+from spml_lightning.losses.framework_loss import FrameworkLoss
 from spml_lightning.schedule import SCHEDULE_MODES, GRParameters, gr_parameters, validate_gr_endpoints
 
 K_FORMS: tuple[str, ...] = ("sigmoid", "bayes", "learned")
@@ -29,14 +29,7 @@ LEARNED_W0: float = 0.0
 LEARNED_B0: float = -2.0
 
 
-def _positive_float(name: str, value: float, meaning: str) -> float:
-    value = float(value)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0 ({meaning}), found {value}.")
-    return value
-
-
-class GRLoss(SPMLLoss):
+class GRLoss(FrameworkLoss):
     r"""Generalized Robust Loss (Chen et al., IJCAI 2024).
 
     "Boosting Single Positive Multi-label Classification with Generalized Robust
@@ -134,8 +127,8 @@ class GRLoss(SPMLLoss):
     ) -> None:
         super().__init__()
         self.beta, self.alpha = validate_gr_endpoints(beta, alpha)
-        self.q2 = _positive_float("q2", q2, "exponent of the robust positive loss L2")
-        self.q3 = _positive_float("q3", q3, "exponent of the robust negative loss L3")
+        self.q2 = positive_float("q2", q2, "exponent of the robust positive loss L2")
+        self.q3 = positive_float("q3", q3, "exponent of the robust negative loss L3")
         if k_form not in K_FORMS:
             raise ValueError(f"k_form must be one of {list(K_FORMS)}, found {k_form!r}.")
         self.k_form = k_form
@@ -149,13 +142,13 @@ class GRLoss(SPMLLoss):
         if schedule not in SCHEDULE_MODES:
             raise ValueError(f"schedule must be one of {list(SCHEDULE_MODES)}, found {schedule!r}.")
         self.schedule = schedule
-        self.learned_lr = _positive_float("learned_lr", learned_lr, "SGD learning rate of the learned k")
-        self.learned_momentum = float(learned_momentum)
-        if not 0 <= self.learned_momentum < 1:
-            raise ValueError(f"learned_momentum must be in [0, 1), found {learned_momentum}.")
-        self.learned_weight_decay = float(learned_weight_decay)
-        if not (math.isfinite(self.learned_weight_decay) and self.learned_weight_decay >= 0):
-            raise ValueError(f"learned_weight_decay must be a finite number >= 0, found {learned_weight_decay}.")
+        self.learned_lr = positive_float("learned_lr", learned_lr, "SGD learning rate of the learned k")
+        self.learned_momentum = fraction(
+            "learned_momentum", learned_momentum, "SGD momentum of the learned k", allow_zero=True
+        )
+        self.learned_weight_decay = non_negative_float(
+            "learned_weight_decay", learned_weight_decay, "SGD weight decay of the learned k"
+        )
 
         w0, _, b0, _ = self.beta
         mu0, sigma0, _, _ = self.alpha
@@ -220,45 +213,35 @@ class GRLoss(SPMLLoss):
             del values["w"], values["b"]
         return values
 
-    def forward(self, logits: Tensor, observed: Tensor, index: Tensor | None = None) -> Tensor:
-        """Compute the GR loss of a batch (and, for the learned k̂ in training, update it).
+    def unknown_loss(self, z: Tensor, unknown: Tensor, index: Tensor | None) -> Tensor:
+        """``v(p̂)·[k̂(p̂)·L2(p; q2) + (1 - k̂(p̂))·L3(p; q3)]``; trains the learned k̂.
 
-        Args:
-            logits: ``(B, C)`` raw scores of any float dtype.
-            observed: ``(B, C)`` observed labels in {0, 1}.
-            index: Unused; accepted for the common loss interface.
-
-        Returns:
-            The fp32 scalar loss.
+        For ``k_form="learned"`` in training mode, the per-class k̂ takes one SGD
+        step after ``k̂`` has been evaluated, so the returned loss uses the
+        pre-update ``k̂`` as a constant.
 
         Raises:
-            ValueError: On malformed inputs, or for the learned k̂ when the number of
-                classes is unset or does not match, or the buffers are on another
-                device.
+            ValueError: For the learned k̂, when the number of classes is unset or
+                does not match, or the buffers are on another device.
         """
-        z, s = self.prepare_inputs(logits, observed)
         if self.k_form == "learned":
             self._check_learned_ready(z)
         params = self._current
-        with autocast_disabled(z):
-            positive = s > 0.5
-            p_hat = torch.sigmoid(z).detach()
-            v = gaussian_weight(p_hat, params.mu, params.sigma)
-            if self.k_form == "sigmoid":
-                k = sigmoid_pseudo_label(p_hat, params.w, params.b)
-            elif self.k_form == "bayes":
-                k = bayes_pseudo_label(p_hat, self.bayes_a)
-            else:
-                # detach(): the main graph must see k̂ as a constant even if someone
-                # made the buffers require grad.
-                k = sigmoid_pseudo_label(p_hat, self.k_weight.detach(), self.k_bias.detach())
-            l2 = generalized_positive_loss(z, self.q2)
-            l3 = generalized_negative_loss(z, self.q3)
-            unknown_loss = v * (k * l2 + (1 - k) * l3)
-            loss = torch.where(positive, neg_log_sigmoid(z), unknown_loss).mean()
-            if self.k_form == "learned" and self.training:
-                self._learned_sgd_step(p_hat, v, l2, l3, k, ~positive)
-        return loss
+        p_hat = torch.sigmoid(z).detach()
+        v = gaussian_weight(p_hat, params.mu, params.sigma)
+        if self.k_form == "sigmoid":
+            k = sigmoid_pseudo_label(p_hat, params.w, params.b)
+        elif self.k_form == "bayes":
+            k = bayes_pseudo_label(p_hat, self.bayes_a)
+        else:
+            # detach(): the main graph must see k̂ as a constant even if someone
+            # made the buffers require grad.
+            k = sigmoid_pseudo_label(p_hat, self.k_weight.detach(), self.k_bias.detach())
+        l2 = generalized_positive_loss(z, self.q2)
+        l3 = generalized_negative_loss(z, self.q3)
+        if self.k_form == "learned" and self.training:
+            self._learned_sgd_step(p_hat, v, l2, l3, k, unknown)
+        return v * pseudo_label_loss(k, l2, l3)
 
     def _check_learned_ready(self, z: Tensor) -> None:
         if self.num_classes is None:

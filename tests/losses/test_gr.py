@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import Tensor
 
+from ddp_harness import run_ranks
 from spml_lightning.losses import LOSSES, GRLoss, SPMLLoss, get_loss_class
 from spml_lightning.losses.framework import (
     bayes_pseudo_label,
@@ -290,22 +289,14 @@ def test_learned_num_classes_later_and_errors() -> None:
         GRLoss(k_form="learned", num_classes=0)
 
 
-def _ddp_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
-    try:
-        torch.set_num_threads(1)
-        loss = GRLoss(k_form="learned", num_classes=C).train()
-        loss(*make_batch(100 + rank))
-        torch.save(loss.state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
+def _ddp_worker(rank: int, world_size: int, out_dir: str) -> None:
+    loss = GRLoss(k_form="learned", num_classes=C).train()
+    loss(*make_batch(100 + rank))
+    torch.save(loss.state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
 
 
 def test_learned_ddp_ranks_stay_identical_with_averaged_gradient(tmp_path: Path) -> None:
-    mp.start_processes(
-        # fork, not spawn: a spawned child re-imports torch and this module (~10 s on 2 cores).
-        _ddp_worker, args=(2, str(tmp_path / "pg"), str(tmp_path)), nprocs=2, start_method="fork"
-    )
+    run_ranks(_ddp_worker, tmp_path, str(tmp_path))
     states = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     for key in states[0]:
         assert torch.equal(states[0][key], states[1][key]), key

@@ -1,0 +1,152 @@
+"""The one switch: registry names, class names and stackable presets on the spml CLI."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import yaml
+
+from spml_lightning import SPMLModule
+from spml_lightning.cli import main
+from spml_lightning.losses import (
+    LOSSES,
+    AssumeNegativeLoss,
+    AsymmetricPseudoLabelLoss,
+    EntropyMaximizationLoss,
+    GRLoss,
+    OnlineLabelEstimationLoss,
+    loss_from_config,
+)
+
+from conftest import REPO_ROOT
+from test_cli import demo_args
+
+DEMO = str(REPO_ROOT / "configs" / "demo.yaml")
+PRESETS = sorted((REPO_ROOT / "configs" / "losses").glob("*.yaml"))
+
+# SPEC §3 (and §2 for GR), transcribed here: the values each preset must carry.
+SPEC_VALUES = {
+    "an_ls": {"smoothing": 0.1},
+    "epr": {"expected_positives": 1.5},
+    "epr_coco": {"expected_positives": 2.9},
+    "epr_nuswide": {"expected_positives": 1.9},
+    "epr_cub": {"expected_positives": 31.4},
+    "role": {"expected_positives": 1.5, "lr_mult": 10.0},
+    "role_coco": {"expected_positives": 2.9, "lr_mult": 10.0},
+    "role_nuswide": {"expected_positives": 1.9, "lr_mult": 10.0},
+    "role_cub": {"expected_positives": 31.4, "lr_mult": 10.0},
+    "em": {"alpha": 0.2},
+    "em_coco": {"alpha": 0.1},
+    "em_nuswide": {"alpha": 0.1},
+    "em_cub": {"alpha": 0.01},
+    "em_apl": {"alpha": 0.2, "beta": 0.02, "warmup_epochs": 5, "neg_proportion": 0.9},
+    "em_apl_coco": {"alpha": 0.1, "beta": 0.9, "warmup_epochs": 5, "neg_proportion": 0.9},
+    "em_apl_nuswide": {"alpha": 0.1, "beta": 0.2, "warmup_epochs": 4, "neg_proportion": 0.9},
+    "em_apl_cub": {"alpha": 0.01, "beta": 0.4, "warmup_epochs": 3, "neg_proportion": 0.9},
+    "ll_r": {"delta": 0.005},
+    "ll_ct": {"delta": 0.002},
+    "ll_cp": {"delta": 0.001},
+    "hill": {"lam": 1.5, "margin": 1.0, "gamma": 2.0},
+    "splc": {"tau": 0.6, "start_epoch": 1, "margin": 1.0, "gamma": 2.0},
+    "focal": {"gamma": 2.0},
+    "asl": {"gamma_neg": 4.0, "gamma_pos": 0.0, "clip": 0.05},
+    "gr": {"beta": [0, 2, -2, -2], "alpha": [0.5, 2, 0.8, 0.5], "q2": 0.01, "q3": 1.0},
+    "gr_coco": {"beta": [0, 10, -2, -8], "alpha": [0.5, 2, 0.8, 0.5], "q2": 0.01, "q3": 1.0},
+    "gr_nuswide": {"beta": [0, 10, -2, -8], "alpha": [0.5, 2, 0.8, 0.5], "q2": 0.01, "q3": 1.0},
+    "gr_cub": {"beta": [0, 10, -2, -8], "alpha": [0.5, 2, 0.8, 0.5], "q2": 0.01, "q3": 1.5},
+}
+
+
+@pytest.fixture(scope="module")
+def parser(tmp_path_factory):
+    """The spml parser (no subcommand), built once: parsing alone is cheap."""
+    cli = main(["--config", DEMO, "--trainer.default_root_dir", str(tmp_path_factory.mktemp("runs"))], run=False)
+    return cli.parser
+
+
+def preset_loss(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())["model"]["loss"]
+
+
+def test_there_is_a_preset_for_every_loss_with_the_spec_values():
+    classes = {preset_loss(p)["class_path"].rsplit(".", 1)[1] for p in PRESETS}
+    assert classes == {cls.__name__ for cls in LOSSES.values()}
+    for stem, values in SPEC_VALUES.items():
+        init_args = preset_loss(REPO_ROOT / "configs" / "losses" / f"{stem}.yaml")["init_args"]
+        for key, value in values.items():
+            assert init_args[key] == pytest.approx(value), (stem, key)
+
+
+def test_the_benchmark_finds_the_preset_of_every_registry_name():
+    spec = importlib.util.spec_from_file_location("compare_losses", REPO_ROOT / "bench" / "compare_losses.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for name, cls in LOSSES.items():
+        assert preset_loss(bench.preset_for(name))["class_path"].endswith(f".{cls.__name__}"), name
+    # A warm-up that does not fit a shortened run is scaled down, and said so.
+    assert bench.loss_arguments("EM+APL", 4)[-2:] == ["--model.loss.init_args.warmup_epochs", "2"]
+    assert bench.loss_arguments("EM+APL", 8) == ["--config", str(bench.preset_for("EM+APL"))]
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=[p.stem for p in PRESETS])
+def test_each_preset_stacks_on_the_demo_config_without_stale_arguments(parser, preset):
+    # demo.yaml configures GRLoss (beta, alpha, q2, q3); none of it may leak into another loss.
+    config = parser.parse_args(["--config", DEMO, "--config", str(preset)])
+    parsed = config.model.loss
+    wanted = preset_loss(preset)
+    assert parsed.class_path == wanted["class_path"]
+    init_args = dict(parsed.get("init_args") or {})
+    assert init_args == pytest.approx(wanted.get("init_args", {}))
+    loss = loss_from_config({"class_path": parsed.class_path, "init_args": init_args})
+    assert loss.init_args == pytest.approx(wanted.get("init_args", {}))
+
+
+def instantiate(tmp_path, *extra: str):
+    return main(["--config", DEMO, "--trainer.default_root_dir", str(tmp_path), *extra], run=False).model
+
+
+def test_registry_name_selects_the_loss_with_its_defaults(tmp_path):
+    assert type(instantiate(tmp_path, "--model.loss", "AN").loss) is AssumeNegativeLoss
+    model = instantiate(tmp_path, "--model.loss", "em+apl")  # case-insensitive
+    assert type(model.loss) is AsymmetricPseudoLabelLoss and model.loss.beta == 0.02
+    # The checkpoint stores a class path, so loading does not depend on the name.
+    assert model.hparams["loss"]["class_path"] == "spml_lightning.losses.em_apl.AsymmetricPseudoLabelLoss"
+
+
+def test_class_name_switch_drops_the_previous_loss_arguments(tmp_path):
+    model = instantiate(tmp_path, "--model.loss", "EntropyMaximizationLoss", "--model.loss.init_args.alpha", "0.05")
+    assert type(model.loss) is EntropyMaximizationLoss and model.loss.alpha == 0.05
+    model = instantiate(tmp_path, "--model.loss", "spml_lightning.losses.GRLoss", "--model.loss.init_args.q3", "1.5")
+    assert type(model.loss) is GRLoss and model.loss.q3 == 1.5 and model.loss.q2 == 0.01
+
+
+def test_unknown_loss_name_lists_the_valid_ones(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown loss name 'NoSuchLoss'.*'EM\+APL'"):
+        instantiate(tmp_path, "--model.loss", "NoSuchLoss")
+
+
+def test_a_stateful_loss_trains_tests_and_reloads_from_the_cli(tmp_path, tiny_demo_root):
+    args = [*demo_args(tmp_path, tiny_demo_root), "--model.loss", "ROLE", "--trainer.max_epochs", "1"]
+    fit = main(["fit", *args])
+    assert isinstance(fit.model.loss, OnlineLabelEstimationLoss)
+    test = main(["test", *args, "--ckpt_path", "best"])  # a fresh, unbound loss loads the state
+    assert 0 < test.trainer.callback_metrics["test/mAP"].item() <= 100
+    model = SPMLModule.load_from_checkpoint(fit.trainer.checkpoint_callback.best_model_path, map_location="cpu")
+    assert model.loss.label_estimates.shape == (len(fit.datamodule.train_dataset), 14)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_every_loss_trains_from_the_cli_on_the_demo_config(tmp_path, tiny_demo_root, name):
+    # The registry defaults, except APL's warm-up, which must fit in 2 epochs.
+    extra = ["--model.loss", name]
+    if name == "EM+APL":
+        extra = ["--config", str(REPO_ROOT / "configs" / "losses" / "em_apl.yaml"),
+                 "--model.loss.init_args.warmup_epochs", "1"]
+    cli = main(["fit", *demo_args(tmp_path, tiny_demo_root), *extra])
+    assert type(cli.model.loss) is LOSSES[name]
+    assert cli.trainer.current_epoch == 2
+    metrics = cli.trainer.callback_metrics
+    assert metrics["train/loss_epoch"].isfinite() and 0 < metrics["val/mAP"].item() <= 100
