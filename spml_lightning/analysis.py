@@ -42,7 +42,13 @@ from spml_lightning.diagnostics import (
     distinguishing_ability,
     false_negative_rate,
 )
-from spml_lightning.loss_curves import default_losses, probability_grid, pseudo_label_curve, unknown_logit_gradient
+from spml_lightning.loss_curves import (
+    default_losses,
+    probability_grid,
+    pseudo_label_curve,
+    unknown_logit_gradient,
+    unknown_logit_gradients,
+)
 from spml_lightning.losses.framework import bayes_pseudo_label
 from spml_lightning.metrics import average_precision_per_class
 from spml_lightning.module import SPMLModule
@@ -306,9 +312,10 @@ def analyze(
     p = probability_grid(grid_points)
     gradients = {f"checkpoint: {loss_name} ({schedule})": unknown_logit_gradient(model.loss, p)}
     losses, failures = default_losses()
-    for name, loss in losses.items():
-        # At the checkpoint's epoch too, so scheduled losses compare like with like.
-        gradients[f"{name} (defaults, {schedule})"] = unknown_logit_gradient(loss, p, **(model.loss_schedule or {}))
+    # At the checkpoint's epoch too, so scheduled losses compare like with like.
+    curves, unplaced = unknown_logit_gradients(losses, p, **(model.loss_schedule or {}))
+    gradients.update({f"{name} (defaults, {schedule})": curve for name, curve in curves.items()})
+    failures.update(unplaced)
     return CheckpointAnalysis(
         table=table,
         evaluated=evaluated,

@@ -55,7 +55,8 @@ def unknown_logit_gradient(
     which undoes the mean over B·C entries that SPML losses use, SPEC §3), so
     it is the per-entry gradient the paper plots. Each p gets a fresh copy of
     the loss in training mode, so stateful losses are neither changed nor
-    influenced by the other points. Negative values push p up (towards
+    influenced by the other points; a loss with per-sample state gets a fresh
+    state for the probe image. Negative values push p up (towards
     "positive"), positive values push it down.
 
     Args:
@@ -92,14 +93,46 @@ def unknown_logit_gradient(
     try:
         for i, value in enumerate(p):
             probe = copy.deepcopy(loss).cpu().train()
-            if epoch is not None and isinstance(probe, SPMLLoss):
-                probe.set_epoch(epoch, max_epochs, linear_init)
+            if isinstance(probe, SPMLLoss):
+                # Losses with per-sample state (ROLE, LL-Cp, EM+APL) are probed with a
+                # fresh state for the one probe image, as at the start of training.
+                probe.bind_train_set(observed)
+                if epoch is not None:
+                    probe.set_epoch(epoch, max_epochs, linear_init)
             logits = torch.tensor([[positive_logit, _logit(float(value))]], requires_grad=True)
             (grad,) = torch.autograd.grad(probe(logits, observed, index), logits)
             gradients[i] = float(grad[0, 1]) * factor
     finally:
         torch.set_num_threads(threads)
     return gradients
+
+
+def unknown_logit_gradients(
+    losses: Mapping[str, nn.Module], probabilities: np.ndarray, **schedule: Any
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """:func:`unknown_logit_gradient` of several losses, side by side.
+
+    A loss whose schedule cannot be placed at the requested epoch (EM+APL's
+    warm-up longer than the run, say) is reported instead of drawn.
+
+    Args:
+        losses: the losses by display name.
+        probabilities: the p values.
+        **schedule: ``epoch``, ``max_epochs``, ``linear_init`` as for
+            :func:`unknown_logit_gradient`.
+
+    Returns:
+        ``(curves, failures)``: gradients by name, and the reason for every loss
+        that could not be evaluated.
+    """
+    curves: dict[str, np.ndarray] = {}
+    failures: dict[str, str] = {}
+    for name, loss in losses.items():
+        try:
+            curves[name] = unknown_logit_gradient(loss, probabilities, **schedule)
+        except ValueError as err:
+            failures[name] = f"{type(err).__name__}: {err}"
+    return curves, failures
 
 
 def pseudo_label_curve(loss: nn.Module, probabilities: np.ndarray) -> np.ndarray | None:

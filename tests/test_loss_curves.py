@@ -130,3 +130,17 @@ def test_pseudo_label_curve_of_other_forms_and_losses():
 def test_probability_grid_is_open():
     grid = loss_curves.probability_grid(3)
     np.testing.assert_allclose(grid, [0.25, 0.5, 0.75])
+
+
+def test_side_by_side_gradients_report_losses_that_cannot_be_placed():
+    from spml_lightning.loss_curves import unknown_logit_gradients
+
+    losses = {"GR": GRLoss(), "EM+APL": LOSSES["EM+APL"](), "ROLE": LOSSES["ROLE"]()}
+    p = np.array([0.2, 0.8])
+    # A 2-epoch run cannot hold EM+APL's default 5-epoch warm-up: reported, not raised.
+    curves, failures = unknown_logit_gradients(losses, p, epoch=1, max_epochs=2)
+    assert set(curves) == {"GR", "ROLE"} and set(failures) == {"EM+APL"}
+    assert "warmup_epochs" in failures["EM+APL"]
+    # Stateful losses are probed with a fresh one-image state and give finite curves.
+    assert np.isfinite(curves["ROLE"]).all()
+    np.testing.assert_allclose(curves["GR"], unknown_logit_gradient(GRLoss(), p, epoch=1, max_epochs=2))
