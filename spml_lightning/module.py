@@ -16,6 +16,7 @@ from spml_lightning.backbones import build_backbone
 from spml_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, reference_transform
 from spml_lightning.losses import GRLoss, SPMLLoss, loss_from_config
 from spml_lightning.metrics import average_precision_per_class
+from spml_lightning.numerics import FiniteLossGuard
 
 __all__ = ["SPMLModule"]
 
@@ -111,6 +112,8 @@ class SPMLModule(LightningModule):
         if channels_last:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
         self._outputs: dict[str, list[tuple[Tensor, Tensor, Tensor]]] = {"val": [], "test": []}
+        self._finite_loss = FiniteLossGuard()
+        self._scheduled_epoch: int | None = None
         self.test_average_precision: Tensor | None = None
 
     # -- model ------------------------------------------------------------------
@@ -171,17 +174,35 @@ class SPMLModule(LightningModule):
                 f"epochs ({self._schedule_epochs()})."
             )
 
-    def on_train_epoch_start(self) -> None:
+    def _apply_schedule(self) -> None:
         values = {}
         if isinstance(self.loss, SPMLLoss):
             values = self.loss.set_epoch(
                 self.current_epoch, self._schedule_epochs(), self.hparams.linear_init
             )
+        self._scheduled_epoch = self.current_epoch
         for name, value in values.items():
             self.log(f"schedule/{name}", float(value), on_step=False, on_epoch=True, sync_dist=False)
         for group in self.trainer.optimizers[0].param_groups if self.trainer.optimizers else []:
             if "name" in group:
                 self.log(f"lr/{group['name']}", float(group["lr"]), on_step=False, on_epoch=True)
+
+    def on_train_epoch_start(self) -> None:
+        self._apply_schedule()
+
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        # Lightning skips on_train_epoch_start when it resumes from a mid-epoch
+        # checkpoint; the rest of that epoch must still use that epoch's schedule.
+        if self._scheduled_epoch != self.current_epoch:
+            self._apply_schedule()
+
+    def on_train_epoch_end(self) -> None:
+        self._finite_loss.check()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # A loss that went NaN since the last check must stop the run before its
+        # weights replace a good checkpoint.
+        self._finite_loss.check()
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Freezing by dropping the gradients (rather than toggling requires_grad)
@@ -196,6 +217,7 @@ class SPMLModule(LightningModule):
         logits = self(batch["image"]).float()
         labels = batch["target"] if getattr(self.loss, "trains_on_targets", False) else batch["observed"]
         loss = self.loss(logits, labels, batch.get("index"))
+        self._finite_loss.observe(loss, logits, batch.get("image"), self.global_step, self.current_epoch)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(logits))
         return loss
 
@@ -264,7 +286,7 @@ class SPMLModule(LightningModule):
                 )
             return to_pil_image(image.cpu()).convert("RGB")
         if isinstance(image, (str, os.PathLike)):
-            from spml_lightning.data.base import load_rgb
+            from spml_lightning.data.images_io import load_rgb
 
             return load_rgb(os.fspath(Path(image).expanduser()))
         raise TypeError(f"Cannot predict on a {type(image).__name__}; pass PIL images, tensors or paths.")
