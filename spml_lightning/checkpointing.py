@@ -11,9 +11,10 @@ and a run killed an hour into a COCO epoch should not have to redo the hour.
   system temp folder: on another file system (a cluster's local ``/tmp``
   against a shared checkpoint folder) the final move becomes a copy that a kill
   can cut short.
-* :class:`ResumableCheckpoint` is Lightning's ``ModelCheckpoint`` that also
-  refreshes ``last.ckpt`` every ``last_every_n_train_steps`` optimizer steps,
-  without touching the top-k (the monitored metric is stale mid-epoch).
+* :class:`ResumableCheckpoint` is Lightning's ``ModelCheckpoint`` that
+  refreshes ``last.ckpt`` at every epoch end (not only when the metric
+  improved) and, optionally, every ``last_every_n_train_steps`` optimizer
+  steps, without touching the top-k (the monitored metric is stale mid-epoch).
 
 The ``spml`` command uses both; ``spml fit --ckpt_path last`` then resumes
 from the newest of the end-of-epoch and mid-epoch saves (they are one file).
@@ -107,15 +108,22 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class ResumableCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` that also refreshes ``last.ckpt`` in the middle of epochs.
+    """``ModelCheckpoint`` whose ``last.ckpt`` is always the latest state of the run.
 
-    Every ``last_every_n_train_steps`` optimizer steps (``0``: never) it
-    overwrites ``last.ckpt`` -- nothing else: the top-k are chosen on the
-    validation metric, which mid-epoch would be the previous epoch's. The
-    last batch of an epoch is skipped, because the end-of-epoch save follows
-    right after validation. The state key is the one of a plain
-    ``ModelCheckpoint``, so the top-k and best path of checkpoints written by
-    either are restored into the other.
+    Two additions, both only about ``last.ckpt`` (with ``save_last``):
+
+    * it is refreshed at the end of every epoch. Lightning >= 2.5 writes it
+      only when it also writes a top-k checkpoint, i.e. only in epochs whose
+      validation metric improved, so a crash could send a resumed run back
+      many epochs;
+    * every ``last_every_n_train_steps`` optimizer steps (``0``: never) it is
+      refreshed mid-epoch too -- and nothing else is written then: the top-k
+      are chosen on the validation metric, which mid-epoch is the previous
+      epoch's. The last batch of an epoch is skipped, because the end-of-epoch
+      save follows right after validation.
+
+    The state key is the one of a plain ``ModelCheckpoint``, so the top-k and
+    best path of checkpoints written by either are restored into the other.
 
     Args:
         *args: see ``ModelCheckpoint``.
@@ -142,6 +150,12 @@ class ResumableCheckpoint(ModelCheckpoint):
     def state_key(self) -> str:
         return "ModelCheckpoint" + super().state_key[len(type(self).__qualname__) :]
 
+    def _refresh_last(self, trainer: Trainer) -> None:
+        # Skipped when a checkpoint was already written at this step (then
+        # Lightning wrote last.ckpt with it) and outside fitting.
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
     def on_train_batch_end(
         self,
         trainer: Trainer,
@@ -152,11 +166,15 @@ class ResumableCheckpoint(ModelCheckpoint):
     ) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         every = self.last_every_n_train_steps
-        if (
-            every < 1
-            or trainer.global_step % every != 0
-            or batch_idx + 1 >= trainer.num_training_batches
-            or self._should_skip_saving_checkpoint(trainer)
-        ):
-            return
-        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if every and trainer.global_step % every == 0 and batch_idx + 1 < trainer.num_training_batches:
+            self._refresh_last(trainer)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)

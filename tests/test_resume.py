@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from spml_lightning.checkpointing import AtomicCheckpointIO, ResumableCheckpoint, atomic_torch_save
 from spml_lightning.cli import main, resolve_checkpoint
@@ -134,6 +135,8 @@ def test_sigkilled_fit_resumes_mid_epoch_to_identical_results(tmp_path, tiny_dem
     # Same validation mAP every epoch, bit-identical final weights and loss state.
     val = lambda records: {r["epoch"]: r["mAP"] for r in records if r["kind"] == "val"}  # noqa: E731
     assert val(got_records) == val(ref_records) and len(val(ref_records)) == 2
+    ends = lambda records: [r for r in records if r["kind"] == "epoch_end"][-1]  # noqa: E731
+    assert ends(got_records) == ends(ref_records)  # weights and loss state after the last epoch
     reference_weights, resumed_weights = final_weights(tmp_path / "reference" / "runs"), final_weights(killed_root)
     assert reference_weights.keys() == resumed_weights.keys()
     assert "loss.k_bias" in resumed_weights
@@ -169,6 +172,30 @@ def test_unreadable_checkpoint_is_named_before_torch_sees_it(tmp_path, content):
     bad.write_bytes(content)
     with pytest.raises(ValueError, match="not a readable checkpoint"):
         resolve_checkpoint(str(bad), trainer=None)
+
+
+def test_last_checkpoint_follows_every_epoch_even_without_improvement(tmp_path, tiny_demo):
+    """Lightning >= 2.5 refreshes last.ckpt only with a new top-k file; resuming needs every epoch."""
+    from lightning.pytorch import Callback
+
+    from test_module import make_trainer, tiny_model
+
+    class ConstantMetric(Callback):
+        def on_validation_epoch_end(self, trainer, pl_module):
+            pl_module.log("constant", 1.0)  # never improves after epoch 0
+
+    def last_epoch(callback_class):
+        folder = tmp_path / callback_class.__name__
+        callback = callback_class(dirpath=folder, monitor="constant", mode="max", save_last=True)
+        trainer = make_trainer(
+            tmp_path, max_epochs=3, limit_train_batches=1, limit_val_batches=1,
+            enable_checkpointing=True, callbacks=[ConstantMetric(), callback],
+        )
+        trainer.fit(tiny_model(), tiny_demo)
+        return torch.load(folder / "last.ckpt", map_location="cpu", weights_only=False)["epoch"]
+
+    assert last_epoch(ModelCheckpoint) == 0  # what plain Lightning leaves to resume from
+    assert last_epoch(ResumableCheckpoint) == 2
 
 
 def test_resumable_checkpoint_needs_save_last():

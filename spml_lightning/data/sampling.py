@@ -193,6 +193,9 @@ class ResumableDataLoader(DataLoader):
             sampler = ResumableShuffleSampler(dataset, num_replicas=num_replicas, rank=rank, seed=seed)
         if kwargs.pop("shuffle", None):
             raise ValueError("ResumableDataLoader always shuffles; do not pass shuffle=True.")
+        # Each iterator draws a worker base seed; from a private generator, that
+        # draw leaves the training process's global random stream alone.
+        kwargs.setdefault("generator", torch.Generator())
         super().__init__(SeededDataset(dataset), batch_size=batch_size, sampler=sampler, **kwargs)
         self._state: dict[str, int] = {}
 
