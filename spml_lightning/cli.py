@@ -3,12 +3,14 @@
     spml fit  --config configs/voc.yaml --data.init_args.root /data/VOC
     spml test --config configs/voc.yaml --ckpt_path best
 
-Besides LightningCLI's own work this adds three things: the number and names
-of the classes flow from the datamodule into the model; checkpointing on the
-best ``val/mAP`` and the reference's stopping rule are on by default
-(``--checkpoint.*``, ``--early_stopping.*``); and ``--ckpt_path best|last``
-also works in a fresh process, by finding the checkpoints of the newest run
-under the trainer's ``default_root_dir``.
+Besides LightningCLI's own work this adds: the number and names of the
+classes flow from the datamodule into the model; checkpointing on the best
+``val/mAP`` (``ResumableCheckpoint``, written atomically) and the reference's
+stopping rule are on by default (``--checkpoint.*``, ``--early_stopping.*``);
+``--ckpt_path best|last`` also works in a fresh process, by finding the
+checkpoints of the newest run under the trainer's ``default_root_dir``; and
+``spml fit --ckpt_path last`` resumes a killed run in its own checkpoint
+folder, or starts one when there is nothing to resume yet.
 """
 
 from __future__ import annotations
@@ -154,6 +156,15 @@ class SPMLCLI(LightningCLI):
             }
         )
         parser.add_lightning_class_args(DropFromBestStopping, "early_stopping")
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI torch.loads an explicit --ckpt_path for its hyper-parameters
+        # before anything else runs: name a broken file before torch fails on it.
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if path not in (None, "best", "last") and "://" not in str(path) and Path(path).exists():
+            check_checkpoint_file(path)
+        super()._parse_ckpt_path()
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)

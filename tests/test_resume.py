@@ -47,8 +47,9 @@ def write_callbacks_config(path: Path, callbacks: list[tuple[str, dict]]) -> Pat
     lines = ["trainer:", "  callbacks:"]
     for class_path, init_args in callbacks:
         lines.append(f"    - class_path: {class_path}")
-        lines.append("      init_args:")
-        lines += [f"        {key}: {value!r}" for key, value in init_args.items()]
+        if init_args:
+            lines.append("      init_args:")
+            lines += [f"        {key}: {value!r}" for key, value in init_args.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
 
