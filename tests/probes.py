@@ -1,6 +1,7 @@
-"""Callbacks that tests inject into real `spml` runs (subprocesses included) via --config.
+"""Helpers for tests that drive real `spml` runs, subprocesses included.
 
-They only observe (and, for PauseAtStep, wait); none changes what is trained.
+The callbacks are injected with --config (write_callbacks_config); they only
+observe (and, for PauseAtStep, wait), none changes what is trained.
 """
 
 from __future__ import annotations
@@ -13,6 +14,34 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+
+TESTS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = TESTS_DIR.parent
+
+
+def subprocess_env() -> dict[str, str]:
+    """Environment in which a child process imports this checkout's package and these probes."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), str(TESTS_DIR), env.get("PYTHONPATH", "")])
+    return env
+
+
+def write_callbacks_config(path: Path, callbacks: list[tuple[str, dict]]) -> Path:
+    """A config file adding ``trainer.callbacks`` given as (class path, init args) pairs."""
+    lines = ["trainer:", "  callbacks:"]
+    for class_path, init_args in callbacks:
+        lines.append(f"    - class_path: {class_path}")
+        if init_args:
+            lines.append("      init_args:")
+            lines += [f"        {key}: {value!r}" for key, value in init_args.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def final_weights(run_root: Path) -> dict[str, torch.Tensor]:
+    """The state dict in the one last.ckpt below ``run_root``."""
+    (last,) = run_root.rglob("last.ckpt")
+    return torch.load(last, map_location="cpu", weights_only=False)["state_dict"]
 
 
 def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:

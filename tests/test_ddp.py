@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from spml_lightning.cli import main
 from spml_lightning.data.synthetic import write_demo_dataset
 
-from probes import read_records
+from probes import TESTS_DIR, read_records, subprocess_env, write_callbacks_config
 from test_cli import demo_args
-from test_resume import subprocess_env, write_callbacks_config
 
-TESTS_DIR = Path(__file__).resolve().parent
 ODD_DEMO = {"num_train": 85, "num_test": 41, "render_size": 32}  # 68 train / 17 val, 41 test
 
 

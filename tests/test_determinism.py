@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from spml_lightning.cli import main
 from spml_lightning.data.sampling import ResumableDataLoader
 
+from probes import final_weights
 from test_cli import demo_args
-from test_resume import final_weights, restore_determinism  # noqa: F401 (fixture)
 
 
-def test_two_seeded_deterministic_fits_are_bit_identical(tmp_path, tiny_demo_root, restore_determinism):  # noqa: F811
+def test_two_seeded_deterministic_fits_are_bit_identical(tmp_path, tiny_demo_root, restore_determinism):
     runs = []
     for name in ("first", "second"):
         args = [

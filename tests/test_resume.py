@@ -22,37 +22,8 @@ from spml_lightning.checkpointing import AtomicCheckpointIO, ResumableCheckpoint
 from spml_lightning.cli import main, resolve_checkpoint
 
 from conftest import REPO_ROOT
-from probes import read_records
+from probes import final_weights, read_records, subprocess_env, write_callbacks_config
 from test_cli import demo_args
-
-TESTS_DIR = Path(__file__).resolve().parent
-
-
-@pytest.fixture
-def restore_determinism():
-    """`--trainer.deterministic true` switches torch's global flag on; switch it back."""
-    before = torch.are_deterministic_algorithms_enabled()
-    yield
-    torch.use_deterministic_algorithms(before)
-
-
-def subprocess_env() -> dict[str, str]:
-    """The child imports this worktree's package and the tests' probe callbacks."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), str(TESTS_DIR), env.get("PYTHONPATH", "")])
-    return env
-
-
-def write_callbacks_config(path: Path, callbacks: list[tuple[str, dict]]) -> Path:
-    lines = ["trainer:", "  callbacks:"]
-    for class_path, init_args in callbacks:
-        lines.append(f"    - class_path: {class_path}")
-        if init_args:
-            lines.append("      init_args:")
-            lines += [f"        {key}: {value!r}" for key, value in init_args.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
 
 def resume_args(tmp_path: Path, tiny_demo_root: Path, name: str, pause_at_step: int | None = None) -> list[str]:
     """Tiny demo: 64 train images in 4 batches, 2 epochs, last.ckpt refreshed every 3 steps."""
@@ -74,11 +45,6 @@ def resume_args(tmp_path: Path, tiny_demo_root: Path, name: str, pause_at_step: 
         "--model.loss.init_args.k_form", "learned",
         "--config", str(write_callbacks_config(config, callbacks)),
     ]
-
-
-def final_weights(run_root: Path) -> dict[str, torch.Tensor]:
-    (last,) = run_root.rglob("last.ckpt")
-    return torch.load(last, map_location="cpu", weights_only=False)["state_dict"]
 
 
 def by_step(records: list[dict]) -> dict[int, dict]:
@@ -189,14 +155,14 @@ def test_last_checkpoint_follows_every_epoch_even_without_improvement(tmp_path, 
         folder = tmp_path / callback_class.__name__
         callback = callback_class(dirpath=folder, monitor="constant", mode="max", save_last=True)
         trainer = make_trainer(
-            tmp_path, max_epochs=3, limit_train_batches=1, limit_val_batches=1,
+            tmp_path, max_epochs=2, limit_train_batches=1, limit_val_batches=1,
             enable_checkpointing=True, callbacks=[ConstantMetric(), callback],
         )
         trainer.fit(tiny_model(), tiny_demo)
         return torch.load(folder / "last.ckpt", map_location="cpu", weights_only=False)["epoch"]
 
     assert last_epoch(ModelCheckpoint) == 0  # what plain Lightning leaves to resume from
-    assert last_epoch(ResumableCheckpoint) == 2
+    assert last_epoch(ResumableCheckpoint) == 1
 
 
 def test_resumable_checkpoint_needs_save_last():

@@ -13,7 +13,6 @@ from __future__ import annotations
 import gc
 import os
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,8 +20,8 @@ from lightning.pytorch import Callback
 
 from spml_lightning.cli import main
 
+from probes import write_callbacks_config
 from test_cli import demo_args
-from test_resume import write_callbacks_config
 
 pytestmark = [
     pytest.mark.slow,
