@@ -134,11 +134,11 @@ class ResumableShuffleSampler(DistributedSampler):
         """
         self._resume_at = (int(epoch), int(position))
 
-    def _global_order(self) -> tuple[list[int], torch.Tensor]:
+    def _global_order(self) -> tuple[list[int], list[int]]:
         generator = torch.Generator()
         generator.manual_seed(self.seed + self.epoch)
         order = torch.randperm(len(self.dataset), generator=generator).tolist()  # type: ignore[arg-type]
-        seeds = torch.randint(0, 2**62, (len(order),), generator=generator)
+        seeds = torch.randint(0, 2**62, (len(order),), generator=generator).tolist()
         padding = self.total_size - len(order)
         if padding > 0:
             order += (order * math.ceil(padding / len(order)))[:padding]
@@ -152,7 +152,7 @@ class ResumableShuffleSampler(DistributedSampler):
         self.pass_epoch, self.pass_start = self.epoch, start
         order, seeds = self._global_order()
         mine = order[start:][self.rank :: self.num_replicas]
-        return iter([(index, int(seeds[index])) for index in mine])
+        return iter([(index, seeds[index]) for index in mine])
 
 
 class ResumableDataLoader(DataLoader):
