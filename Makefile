@@ -2,7 +2,7 @@
 PYTHON ?= python3
 CONFIG ?= configs/demo.yaml
 
-.PHONY: install demo test test-slow bench-demo
+.PHONY: install demo test test-slow soak bench-demo
 
 install:
 	$(PYTHON) -m pip install -q -e .
@@ -17,9 +17,15 @@ test:
 	$(PYTHON) -m pip install -q -e ".[test]"
 	$(PYTHON) -m pytest -q
 
+# Long tests marked `slow`, a separate CI step with its own time budget (not in .ci/run).
 test-slow:
 	$(PYTHON) -m pip install -q -e ".[test]"
 	$(PYTHON) -m pytest -q -m slow
+
+# Only the long-run soak: 30 epochs of the demo, host RSS flat, checkpoint disk use bounded.
+soak:
+	$(PYTHON) -m pip install -q -e ".[test]"
+	$(PYTHON) -m pytest -q -m slow tests/test_soak.py
 
 # full / AN / GR on the demo data, 3 seeds each (bench/compare_losses.py runs every loss).
 bench-demo: install

@@ -3,49 +3,97 @@
     spml fit  --config configs/voc.yaml --data.init_args.root /data/VOC
     spml test --config configs/voc.yaml --ckpt_path best
 
-Besides LightningCLI's own work this adds four things: the number and names
-of the classes flow from the datamodule into the model; checkpointing on the
-best ``val/mAP`` and the reference's stopping rule are on by default
-(``--checkpoint.*``, ``--early_stopping.*``); ``--ckpt_path best|last``
-also works in a fresh process, by finding the checkpoints of the newest run
-under the trainer's ``default_root_dir``; and ``spml predict`` writes its
-predictions (``--prediction.*``), on an ``ImageFolderDataModule`` with the
-classes and preprocessing of the checkpoint.
+Besides LightningCLI's own work this adds: the number and names of the
+classes flow from the datamodule into the model; checkpointing on the best
+``val/mAP`` (``ResumableCheckpoint``, written atomically) and the reference's
+stopping rule are on by default (``--checkpoint.*``, ``--early_stopping.*``);
+``--ckpt_path best|last`` also works in a fresh process, by finding the
+checkpoints of the newest run under the trainer's ``default_root_dir``;
+``spml fit --ckpt_path last`` resumes a killed run in its own checkpoint
+folder, or starts one when there is nothing to resume yet; and ``spml predict``
+writes its predictions (``--prediction.*``), on an ``ImageFolderDataModule``
+with the classes and preprocessing of the checkpoint.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import zipfile
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import torch
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_warn
 
 from spml_lightning.callbacks import DropFromBestStopping
+from spml_lightning.checkpointing import AtomicCheckpointIO, ResumableCheckpoint
 from spml_lightning.data.base import SPMLDataModule
 from spml_lightning.data.images import ImageFolderDataModule, fill_from_checkpoint
 from spml_lightning.module import SPMLModule
 from spml_lightning.prediction import PredictionWriter
 
-__all__ = ["SPMLCLI", "main", "resolve_checkpoint"]
+__all__ = ["SPMLCLI", "check_checkpoint_file", "continue_in_checkpoint_folder", "main", "resolve_checkpoint"]
 
 
 def _newest(paths: list[Path]) -> Path | None:
     return max(paths, key=lambda p: p.stat().st_mtime) if paths else None
 
 
-def resolve_checkpoint(ckpt_path: str | None, trainer: Trainer) -> str | None:
+def check_checkpoint_file(path: str | Path) -> None:
+    """Fail clearly on a checkpoint path that is missing, empty, truncated or not a checkpoint.
+
+    ``torch.save`` writes zip archives whose directory is at the end of the
+    file, so ``zipfile.is_zipfile`` (a read of the file's tail) rejects
+    truncated files before torch fails deep inside ``torch.load``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--ckpt_path {path}: no such checkpoint file.")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"--ckpt_path {path}: not a readable checkpoint ({path.stat().st_size} bytes: empty, truncated "
+            "or not written by torch.save, e.g. by a save that was killed before atomic checkpoint "
+            "writes existed). Pass another checkpoint, e.g. a best-*.ckpt of the same run."
+        )
+
+
+def _checkpoint_callback_states(path: str | Path) -> list[dict]:
+    """The ModelCheckpoint states recorded in a checkpoint (memory-mapped, weights not read)."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    return [
+        state
+        for state in checkpoint.get("callbacks", {}).values()
+        if isinstance(state, dict) and "best_model_path" in state
+    ]
+
+
+def resolve_checkpoint(ckpt_path: str | None, trainer: Trainer, missing_ok: bool = False) -> str | None:
     """Turn ``best``/``last`` into a file, also when no fit ran in this process.
 
     ``last`` is the newest ``last*.ckpt`` below the checkpoint folder (or the
-    trainer's ``default_root_dir``); ``best`` is the best model recorded by
-    the ModelCheckpoint state stored in that newest ``last.ckpt``.
+    trainer's ``default_root_dir``) -- the end-of-epoch and mid-epoch saves of
+    ``ResumableCheckpoint`` are the same file, so this is the latest state of
+    the newest run; ``best`` is the best model recorded by the ModelCheckpoint
+    state stored in that newest ``last.ckpt``. Any file is checked to be a
+    readable checkpoint.
+
+    Args:
+        ckpt_path: ``best``, ``last``, a path, or None.
+        trainer: the trainer whose checkpoint folder is searched.
+        missing_ok: return None instead of raising when no ``last`` checkpoint
+            exists (``spml fit --ckpt_path last`` then starts from scratch).
     """
+    if ckpt_path is None:
+        return None
     if ckpt_path not in ("best", "last"):
+        if "://" not in str(ckpt_path):  # remote checkpoints are Lightning's business
+            check_checkpoint_file(ckpt_path)
         return ckpt_path
     callback = trainer.checkpoint_callback
     if ckpt_path == "best" and isinstance(callback, ModelCheckpoint) and callback.best_model_path:
@@ -57,17 +105,20 @@ def resolve_checkpoint(ckpt_path: str | None, trainer: Trainer) -> str | None:
         last = _newest([p for p in root.rglob("last*.ckpt") if p.is_file()]) if root.is_dir() else None
         if last is None:
             continue
+        check_checkpoint_file(last)
         if ckpt_path == "last":
             return str(last)
-        checkpoint = torch.load(last, map_location="cpu", weights_only=False)
-        for key, state in checkpoint.get("callbacks", {}).items():
-            best = state.get("best_model_path") if key.startswith("ModelCheckpoint") else None
+        for state in _checkpoint_callback_states(last):
+            best = state.get("best_model_path")
             if best and Path(best).is_file():
                 return best
         raise FileNotFoundError(
             f"{last} records no existing best checkpoint; pass --ckpt_path /path/to/file.ckpt."
         )
     where = " or ".join(str(r) for r in roots)
+    if missing_ok:
+        rank_zero_warn(f"--ckpt_path {ckpt_path}: no checkpoint under {where} yet; training starts from scratch.")
+        return None
     raise FileNotFoundError(
         f"--ckpt_path {ckpt_path}: no checkpoint found under {where}. Run `spml fit` with the "
         "same config first, or pass --ckpt_path /path/to/file.ckpt."
@@ -84,6 +135,25 @@ def _reads_checkpoint_facts(data_config) -> bool:
         return False
     return isinstance(cls, type) and issubclass(cls, ImageFolderDataModule)
 
+def continue_in_checkpoint_folder(trainer: Trainer, ckpt_path: str) -> None:
+    """Make a resumed fit write its checkpoints where the interrupted run did.
+
+    Lightning puts a resumed run's checkpoints in a new ``version_N`` folder and
+    then restores neither the top-k nor the best score, so ``best`` could end
+    up worse than before the crash and ``save_top_k`` would bound each folder
+    but not the run. When the checkpoint still lies in the folder its
+    ModelCheckpoint recorded (and no ``--checkpoint.dirpath`` was given), the
+    resumed run keeps that folder; logs still go to a new version.
+    """
+    callback = trainer.checkpoint_callback
+    if not isinstance(callback, ModelCheckpoint) or callback.dirpath is not None:
+        return
+    folder = os.path.realpath(Path(ckpt_path).parent)
+    for state in _checkpoint_callback_states(ckpt_path):
+        if state.get("dirpath") and os.path.realpath(state["dirpath"]) == folder:
+            callback.dirpath = folder
+            return
+
 
 class SPMLCLI(LightningCLI):
     """LightningCLI with the SPML defaults and links."""
@@ -91,7 +161,7 @@ class SPMLCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(ResumableCheckpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/mAP",
@@ -116,11 +186,35 @@ class SPMLCLI(LightningCLI):
         )
         fill_from_checkpoint(config.data.init_args, resolve_checkpoint(config.ckpt_path, stand_in))
 
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI torch.loads an explicit --ckpt_path for its hyper-parameters
+        # before anything else runs: name a broken file before torch fails on it.
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if path not in (None, "best", "last") and "://" not in str(path) and Path(path).exists():
+            check_checkpoint_file(path)
+        super()._parse_ckpt_path()
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not a user's own plugin
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
+
     def _resolve_ckpt_path(self) -> None:
         config = self.config_init[self.subcommand]
         config["ckpt_path"] = resolve_checkpoint(config.get("ckpt_path"), self.trainer)
 
-    before_fit = before_validate = before_test = before_predict = _resolve_ckpt_path
+    def before_fit(self) -> None:
+        config = self.config_init["fit"]
+        # `fit --ckpt_path last` also starts a run that has nothing to resume yet,
+        # so one command serves a job's first start and every restart.
+        ckpt_path = resolve_checkpoint(config.get("ckpt_path"), self.trainer, missing_ok=True)
+        config["ckpt_path"] = ckpt_path
+        if ckpt_path is not None:
+            continue_in_checkpoint_folder(self.trainer, ckpt_path)
+
+    before_validate = before_test = before_predict = _resolve_ckpt_path
 
 
 def main(args: list[str] | None = None, run: bool = True) -> SPMLCLI:

@@ -20,6 +20,7 @@ from spml_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, referenc
 from spml_lightning.losses import GRLoss, SPMLLoss, get_loss_class, loss_from_config
 from spml_lightning.losses.distributed import first_occurrences as _first_occurrences
 from spml_lightning.metrics import average_precision_per_class
+from spml_lightning.numerics import FiniteLossGuard
 
 __all__ = ["SPMLModule"]
 
@@ -109,6 +110,8 @@ class SPMLModule(LightningModule):
         if channels_last:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
         self._outputs: dict[str, list[tuple[Tensor, Tensor, Tensor]]] = {"val": [], "test": []}
+        self._finite_loss = FiniteLossGuard()
+        self._scheduled_epoch: int | None = None
         self.test_average_precision: Tensor | None = None
         #: ``{"epoch", "max_epochs", "linear_init"}`` the loss schedule was last set
         #: to (in training, or by the checkpoint this model was loaded from); None before.
@@ -180,7 +183,7 @@ class SPMLModule(LightningModule):
                 f"epochs ({self._schedule_epochs()})."
             )
 
-    def on_train_epoch_start(self) -> None:
+    def _apply_schedule(self, rescore: bool) -> None:
         values = {}
         if isinstance(self.loss, SPMLLoss):
             self.loss_schedule = {
@@ -189,15 +192,33 @@ class SPMLModule(LightningModule):
                 "linear_init": int(self.hparams.linear_init),
             }
             values = self.loss.set_epoch(**self.loss_schedule)
-        if isinstance(self.loss, SPMLLoss) and self.loss.needs_train_scores():
+        # Scoring the training set (EM+APL) belongs to the start of an epoch only: a
+        # mid-epoch resume restores the per-sample state that scoring produced.
+        if rescore and isinstance(self.loss, SPMLLoss) and self.loss.needs_train_scores():
             values = {**values, **self.loss.update_from_train_scores(*self._score_train_set())}
+        self._scheduled_epoch = self.current_epoch
         for name, value in values.items():
             self.log(f"schedule/{name}", float(value), on_step=False, on_epoch=True, sync_dist=False)
         for group in self.trainer.optimizers[0].param_groups if self.trainer.optimizers else []:
             if "name" in group:
                 self.log(f"lr/{group['name']}", float(group["lr"]), on_step=False, on_epoch=True)
 
+    def on_train_epoch_start(self) -> None:
+        self._apply_schedule(rescore=True)
+
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        # Lightning skips on_train_epoch_start when it resumes from a mid-epoch
+        # checkpoint; the rest of that epoch must still use that epoch's schedule.
+        if self._scheduled_epoch != self.current_epoch:
+            self._apply_schedule(rescore=False)
+
+    def on_train_epoch_end(self) -> None:
+        self._finite_loss.check()
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # A loss that went NaN since the last check must stop the run before its
+        # weights replace a good checkpoint.
+        self._finite_loss.check()
         # Where the loss schedule stood, so that a loaded model's loss (and the
         # k̂ curve an analysis draws from it) is the one it was trained with last.
         if self.loss_schedule is not None:
@@ -259,6 +280,7 @@ class SPMLModule(LightningModule):
         logits = self(batch["image"]).float()
         labels = batch["target"] if getattr(self.loss, "trains_on_targets", False) else batch["observed"]
         loss = self.loss(logits, labels, batch.get("index"))
+        self._finite_loss.observe(loss, logits, batch.get("image"), self.global_step, self.current_epoch)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(logits))
         return loss
 
@@ -327,7 +349,7 @@ class SPMLModule(LightningModule):
                 )
             return to_pil_image(image.cpu()).convert("RGB")
         if isinstance(image, (str, os.PathLike)):
-            from spml_lightning.data.base import load_rgb
+            from spml_lightning.data.images_io import load_rgb
 
             return load_rgb(os.fspath(Path(image).expanduser()))
         raise TypeError(f"Cannot predict on a {type(image).__name__}; pass PIL images, tensors or paths.")

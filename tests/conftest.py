@@ -24,6 +24,16 @@ def tiny_demo_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
+def restore_determinism():
+    """`--trainer.deterministic true` switches torch's global flag on; switch it back."""
+    import torch
+
+    before = torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.use_deterministic_algorithms(before)
+
+
+@pytest.fixture
 def tiny_demo(tiny_demo_root):
     """A DemoDataModule over the session's tiny demo set."""
     from spml_lightning.data import DemoDataModule

@@ -24,7 +24,9 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
+from spml_lightning.data.images_io import load_rgb
 from spml_lightning.data.protocol import observe_single_positive, split_train_val
+from spml_lightning.data.sampling import ResumableDataLoader
 from spml_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, reference_transform
 
 __all__ = ["PhaseData", "SPMLDataModule", "SPMLImageDataset", "load_rgb", "unreadable_reason"]
@@ -58,20 +60,6 @@ class PhaseData:
                 f"The observed labels have shape {np.shape(self.observed)} but the full labels "
                 f"{labels.shape}: they must describe the same rows and classes."
             )
-
-
-def load_rgb(path: str) -> Image.Image:
-    """Open an image file as RGB, naming the file when it cannot be read."""
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"Image file not found: {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise OSError(
-            f"Cannot read image {path} ({type(err).__name__}: {err}). Replace or delete the "
-            "file, or remove its row from the data set."
-        ) from err
 
 
 def unreadable_reason(path: str) -> str | None:
@@ -370,15 +358,24 @@ class SPMLDataModule(LightningDataModule, ABC):
     def _loader(self, dataset: SPMLImageDataset | None, shuffle: bool, name: str) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"The {name} set is not set up; call setup() first.")
-        return DataLoader(
-            dataset,
+        options = dict(
             batch_size=self.batch_size,
-            shuffle=shuffle,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.persistent_workers,
             drop_last=False,
         )
+        if shuffle:
+            # Order and augmentation depend on (seed, epoch, index) only, and the
+            # position within the epoch is checkpointed (see sampling.py).
+            trainer = self.trainer
+            return ResumableDataLoader(
+                dataset,
+                num_replicas=trainer.world_size if trainer is not None else 1,
+                rank=trainer.global_rank if trainer is not None else 0,
+                **options,
+            )
+        return DataLoader(dataset, shuffle=False, **options)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_dataset, True, "train")

@@ -1,0 +1,180 @@
+"""Checkpoints that survive crashes: atomic writes and a mid-epoch ``last.ckpt``.
+
+A run killed while it overwrites ``last.ckpt`` must not lose the previous one,
+and a run killed an hour into a COCO epoch should not have to redo the hour.
+
+* :class:`AtomicCheckpointIO` writes every checkpoint to a temporary file in
+  the destination folder, flushes it to disk, and renames it over the
+  destination (``os.replace``, atomic on POSIX and Windows): readers see the old
+  file or the new one, never a partial one. Lightning's own writer serialises
+  to memory and writes through ``fsspec``, whose temporary file lives in the
+  system temp folder: on another file system (a cluster's local ``/tmp``
+  against a shared checkpoint folder) the final move becomes a copy that a kill
+  can cut short.
+* :class:`ResumableCheckpoint` is Lightning's ``ModelCheckpoint`` that
+  refreshes ``last.ckpt`` at every epoch end (not only when the metric
+  improved) and, optionally, every ``last_every_n_train_steps`` optimizer
+  steps, without touching the top-k (the monitored metric is stale mid-epoch).
+
+The ``spml`` command uses both; ``spml fit --ckpt_path last`` then resumes
+from the newest of the end-of-epoch and mid-epoch saves (they are one file).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.types import STEP_OUTPUT
+
+__all__ = ["AtomicCheckpointIO", "ResumableCheckpoint", "atomic_torch_save"]
+
+#: Prefix of the temporary files; starting with a dot keeps them out of
+#: ``last*.ckpt`` / ``*.ckpt`` globs.
+TEMPORARY_PREFIX = "."
+
+
+def _temporary_path(path: Path) -> Path:
+    return path.with_name(f"{TEMPORARY_PREFIX}{path.name}.tmp-{os.getpid()}")
+
+
+def _fsync_directory(directory: Path) -> None:
+    # Makes the rename itself durable (POSIX); not possible on Windows.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save(obj, path)`` that never leaves ``path`` partially written.
+
+    Writes ``.<name>.tmp-<pid>`` next to ``path``, fsyncs it, renames it over
+    ``path`` and fsyncs the folder. Temporary files that earlier processes
+    left behind for the same destination are removed first; on an error the
+    temporary file is removed and ``path`` is untouched.
+
+    Args:
+        obj: what to save.
+        path: the destination file (its folder is created if missing).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f"{TEMPORARY_PREFIX}{path.name}.tmp-*"):
+        stale.unlink(missing_ok=True)  # left by a process killed while saving
+    temporary = _temporary_path(path)
+    try:
+        with open(temporary, "wb") as file:
+            torch.save(obj, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint IO with atomic local writes (see :func:`atomic_torch_save`).
+
+    Remote paths (``s3://`` and the like) go through Lightning's writer
+    unchanged: object stores replace objects atomically anyway.
+
+    Use it with ``Trainer(plugins=[AtomicCheckpointIO()])``; the ``spml``
+    command installs it by default.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(
+                f"{type(self).__name__}.save_checkpoint takes no storage_options (got {storage_options!r})."
+            )
+        if "://" in str(path) and not str(path).startswith("file://"):
+            super().save_checkpoint(checkpoint, path)
+            return
+        atomic_torch_save(checkpoint, str(path).removeprefix("file://"))
+
+
+class ResumableCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose ``last.ckpt`` is always the latest state of the run.
+
+    Two additions, both only about ``last.ckpt`` (with ``save_last``):
+
+    * it is refreshed at the end of every epoch. Lightning >= 2.5 writes it
+      only when it also writes a top-k checkpoint, i.e. only in epochs whose
+      validation metric improved, so a crash could send a resumed run back
+      many epochs;
+    * every ``last_every_n_train_steps`` optimizer steps (``0``: never) it is
+      refreshed mid-epoch too -- and nothing else is written then: the top-k
+      are chosen on the validation metric, which mid-epoch is the previous
+      epoch's. The last batch of an epoch is skipped, because the end-of-epoch
+      save follows right after validation.
+
+    The state key is the one of a plain ``ModelCheckpoint``, so the top-k and
+    best path of checkpoints written by either are restored into the other.
+
+    Args:
+        *args: see ``ModelCheckpoint``.
+        last_every_n_train_steps: optimizer steps between mid-epoch saves of ``last.ckpt``.
+        **kwargs: see ``ModelCheckpoint``; ``save_last`` must be on when
+            ``last_every_n_train_steps`` is used.
+    """
+
+    def __init__(self, *args: Any, last_every_n_train_steps: int = 0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if last_every_n_train_steps < 0:
+            raise ValueError(
+                f"last_every_n_train_steps must be 0 (off) or a positive number of steps, got "
+                f"{last_every_n_train_steps}."
+            )
+        if last_every_n_train_steps and not self.save_last:
+            raise ValueError(
+                "last_every_n_train_steps refreshes last.ckpt, so it needs save_last: true "
+                "(--checkpoint.save_last true)."
+            )
+        self.last_every_n_train_steps = last_every_n_train_steps
+
+    @property
+    def state_key(self) -> str:
+        return "ModelCheckpoint" + super().state_key[len(type(self).__qualname__) :]
+
+    def _refresh_last(self, trainer: Trainer) -> None:
+        # Skipped when a checkpoint was already written at this step (then
+        # Lightning wrote last.ckpt with it) and outside fitting.
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: STEP_OUTPUT,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        every = self.last_every_n_train_steps
+        if every and trainer.global_step % every == 0 and batch_idx + 1 < trainer.num_training_batches:
+            self._refresh_last(trainer)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)

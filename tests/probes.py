@@ -1,0 +1,127 @@
+"""Helpers for tests that drive real `spml` runs, subprocesses included.
+
+The callbacks are injected with --config (write_callbacks_config); they only
+observe (and, for PauseAtStep, wait), none changes what is trained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+TESTS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = TESTS_DIR.parent
+
+
+def subprocess_env() -> dict[str, str]:
+    """Environment in which a child process imports this checkout's package and these probes."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), str(TESTS_DIR), env.get("PYTHONPATH", "")])
+    return env
+
+
+def write_callbacks_config(path: Path, callbacks: list[tuple[str, dict]]) -> Path:
+    """A config file adding ``trainer.callbacks`` given as (class path, init args) pairs."""
+    lines = ["trainer:", "  callbacks:"]
+    for class_path, init_args in callbacks:
+        lines.append(f"    - class_path: {class_path}")
+        if init_args:
+            lines.append("      init_args:")
+            lines += [f"        {key}: {value!r}" for key, value in init_args.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def final_weights(run_root: Path) -> dict[str, torch.Tensor]:
+    """The state dict in the one last.ckpt below ``run_root``."""
+    (last,) = run_root.rglob("last.ckpt")
+    return torch.load(last, map_location="cpu", weights_only=False)["state_dict"]
+
+
+def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict's names and exact bytes."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        digest.update(name.encode())
+        digest.update(tensors[name].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class PauseAtStep(Callback):
+    """At the end of global step ``step``, write ``marker`` and sleep, so a test can SIGKILL the run there.
+
+    Args:
+        step: global step (optimizer steps done) to stop at.
+        marker: file written when the run is paused.
+    """
+
+    def __init__(self, step: int, marker: str) -> None:
+        self.step = step
+        self.marker = marker
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            Path(self.marker).write_text(f"{os.getpid()} {trainer.current_epoch} {batch_idx}\n")
+            time.sleep(600)
+
+
+class RunRecorder(Callback):
+    """Append what a run did to ``<prefix>.rank<R>.jsonl``, one JSON object per event.
+
+    Events: ``train`` (every step: global step, epoch, the loss's schedule
+    values in force, the loss value), ``epoch_end`` (digests of the model
+    weights and of the loss's state), ``val`` and ``test`` (mAP).
+
+    Args:
+        prefix: path prefix of the record files.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def _write(self, trainer: Trainer, record: dict) -> None:
+        with open(f"{self.prefix}.rank{trainer.global_rank}.jsonl", "a") as file:
+            file.write(json.dumps(record) + "\n")
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx) -> None:
+        current = getattr(pl_module.loss, "current", None)
+        self._write(trainer, {
+            "kind": "train",
+            "step": trainer.global_step,
+            "epoch": trainer.current_epoch,
+            "batch_idx": batch_idx,
+            "schedule": current.as_dict() if current is not None else None,
+            "loss": float(outputs["loss"]),
+            "index": [int(i) for i in batch["index"]],
+        })
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._write(trainer, {
+            "kind": "epoch_end",
+            "epoch": trainer.current_epoch,
+            "weights": tensor_digest(pl_module.state_dict()),
+            "loss_state": tensor_digest(pl_module.loss.state_dict()),
+        })
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.sanity_checking and "val/mAP" in trainer.callback_metrics:
+            self._write(trainer, {
+                "kind": "val",
+                "epoch": trainer.current_epoch,
+                "mAP": float(trainer.callback_metrics["val/mAP"]),
+            })
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._write(trainer, {"kind": "test", "mAP": float(trainer.callback_metrics["test/mAP"])})
+
+
+def read_records(prefix: str | Path, rank: int = 0) -> list[dict]:
+    """The events a RunRecorder wrote for one rank, in order."""
+    path = Path(f"{prefix}.rank{rank}.jsonl")
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []

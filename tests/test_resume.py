@@ -1,0 +1,241 @@
+"""Resume after SIGKILL: a real `spml fit` killed mid-epoch ends exactly where an uninterrupted run ends.
+
+Also: checkpoints are written atomically (a kill or an error while saving
+leaves the previous checkpoint readable).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from spml_lightning.checkpointing import AtomicCheckpointIO, ResumableCheckpoint, atomic_torch_save
+from spml_lightning.cli import main, resolve_checkpoint
+
+from conftest import REPO_ROOT
+from probes import final_weights, read_records, subprocess_env, write_callbacks_config
+from test_cli import demo_args
+
+def resume_args(tmp_path: Path, tiny_demo_root: Path, name: str, pause_at_step: int | None = None) -> list[str]:
+    """Tiny demo: 64 train images in 4 batches, 2 epochs, last.ckpt refreshed every 3 steps."""
+    run = tmp_path / name
+    run.mkdir(exist_ok=True)
+    callbacks = [("probes.RunRecorder", {"prefix": str(run / "record")})]
+    if pause_at_step is not None:
+        callbacks.append(("probes.PauseAtStep", {"step": pause_at_step, "marker": str(run / "paused")}))
+    config = run / ("callbacks.yaml" if pause_at_step is None else "callbacks_with_pause.yaml")
+    return [
+        *demo_args(run, tiny_demo_root),
+        "--trainer.max_epochs", "2",
+        "--trainer.limit_train_batches", "1.0",
+        "--data.init_args.batch_size", "16",
+        "--trainer.num_sanity_val_steps", "0",
+        "--trainer.deterministic", "true",
+        "--checkpoint.last_every_n_train_steps", "3",
+        # The learned k is loss state that must survive the crash too.
+        "--model.loss.init_args.k_form", "learned",
+        "--config", str(write_callbacks_config(config, callbacks)),
+    ]
+
+
+def by_step(records: list[dict]) -> dict[int, dict]:
+    """The latest record of each training step (a killed run records some steps twice)."""
+    return {r["step"]: r for r in records if r["kind"] == "train"}
+
+
+def test_sigkilled_fit_resumes_mid_epoch_to_identical_results(tmp_path, tiny_demo_root, restore_determinism):
+    # The run to compare against, never interrupted.
+    reference = resume_args(tmp_path, tiny_demo_root, "reference")
+    main(["fit", *reference])
+
+    # The same run as a real `spml fit` process, paused one step after the
+    # mid-epoch save of global step 6 (epoch 1, batch 2 of 4) and SIGKILLed.
+    marker = tmp_path / "killed" / "paused"
+    log = (tmp_path / "killed.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "spml_lightning", "fit", *resume_args(tmp_path, tiny_demo_root, "killed", 7)],
+        cwd=REPO_ROOT, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"the fit did not reach step 7:\n{(tmp_path / 'killed.log').read_text()[-3000:]}")
+        time.sleep(0.2)
+    os.kill(process.pid, signal.SIGKILL)
+    assert process.wait(timeout=60) == -signal.SIGKILL
+
+    killed_root = tmp_path / "killed" / "runs"
+    (last,) = killed_root.rglob("last.ckpt")
+    checkpoint = torch.load(last, map_location="cpu", weights_only=False)
+    assert (checkpoint["epoch"], checkpoint["global_step"]) == (1, 6)
+    (loader_state,) = checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    assert loader_state["epoch"] == 1 and loader_state["position"] == 32  # 2 of 4 batches of 16
+
+    killed = resume_args(tmp_path, tiny_demo_root, "killed")  # the same run, without the pause
+    resumed = main(["fit", *killed, "--ckpt_path", "last"])
+    assert resumed.trainer.ckpt_path == str(last)
+    assert resumed.trainer.global_step == 8
+
+    ref_records = read_records(tmp_path / "reference" / "record")
+    got_records = read_records(tmp_path / "killed" / "record")
+    ref_steps, got_steps = by_step(ref_records), by_step(got_records)
+    # Every step after the checkpoint was trained again, on the same images, with
+    # the schedule of its epoch (the first resumed step is in epoch 1) and the same loss.
+    assert sorted(got_steps) == sorted(ref_steps) == list(range(1, 9))
+    for step in range(7, 9):
+        assert got_steps[step]["epoch"] == ref_steps[step]["epoch"]
+        assert got_steps[step]["index"] == ref_steps[step]["index"]
+        assert got_steps[step]["schedule"] == ref_steps[step]["schedule"]
+        assert got_steps[step]["loss"] == ref_steps[step]["loss"]
+    assert got_steps[7]["schedule"] != ref_steps[3]["schedule"]  # epoch 1's values, not epoch 0's
+
+    # Same validation mAP every epoch, bit-identical final weights and loss state.
+    val = lambda records: {r["epoch"]: r["mAP"] for r in records if r["kind"] == "val"}  # noqa: E731
+    assert val(got_records) == val(ref_records) and len(val(ref_records)) == 2
+    ends = lambda records: [r for r in records if r["kind"] == "epoch_end"][-1]  # noqa: E731
+    assert ends(got_records) == ends(ref_records)  # weights and loss state after the last epoch
+    reference_weights, resumed_weights = final_weights(tmp_path / "reference" / "runs"), final_weights(killed_root)
+    assert reference_weights.keys() == resumed_weights.keys()
+    assert "loss.k_bias" in resumed_weights
+    for name, value in reference_weights.items():
+        assert torch.equal(value, resumed_weights[name]), name
+
+    # The resumed run kept the interrupted run's checkpoint folder, so its
+    # top-k (save_top_k=1) and best model carry on: one best file, the same as the reference's.
+    folder = last.parent
+    assert sorted(p.name for p in folder.glob("*.ckpt")) == sorted(
+        p.name for p in (tmp_path / "reference" / "runs").rglob("*.ckpt")
+    )
+    assert len(list(folder.glob("best-*.ckpt"))) == 1
+    ref_test = main(["test", *reference, "--ckpt_path", "best"]).trainer.callback_metrics["test/mAP"]
+    got_test = main(["test", *killed, "--ckpt_path", "best"]).trainer.callback_metrics["test/mAP"]
+    assert got_test.item() == ref_test.item()
+
+
+def test_fit_ckpt_path_last_starts_fresh_when_nothing_to_resume(tmp_path, tiny_demo_root):
+    cli = main(["fit", *demo_args(tmp_path, tiny_demo_root), "--trainer.max_epochs", "1", "--ckpt_path", "last"])
+    assert cli.trainer.ckpt_path is None and cli.trainer.current_epoch == 1
+
+
+def test_spml_installs_atomic_checkpoint_writes(tmp_path, tiny_demo_root):
+    cli = main([*demo_args(tmp_path, tiny_demo_root)], run=False)
+    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+    assert isinstance(cli.trainer.checkpoint_callback, ResumableCheckpoint)
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated zip", b"not a checkpoint"])
+def test_unreadable_checkpoint_is_named_before_torch_sees_it(tmp_path, content):
+    bad = tmp_path / "model.ckpt"
+    bad.write_bytes(content)
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        resolve_checkpoint(str(bad), trainer=None)
+
+
+def test_last_checkpoint_follows_every_epoch_even_without_improvement(tmp_path, tiny_demo):
+    """Lightning >= 2.5 refreshes last.ckpt only with a new top-k file; resuming needs every epoch."""
+    from lightning.pytorch import Callback
+
+    from test_module import make_trainer, tiny_model
+
+    class ConstantMetric(Callback):
+        def on_validation_epoch_end(self, trainer, pl_module):
+            pl_module.log("constant", 1.0)  # never improves after epoch 0
+
+    def last_epoch(callback_class):
+        folder = tmp_path / callback_class.__name__
+        callback = callback_class(dirpath=folder, monitor="constant", mode="max", save_last=True)
+        trainer = make_trainer(
+            tmp_path, max_epochs=2, limit_train_batches=1, limit_val_batches=1,
+            enable_checkpointing=True, callbacks=[ConstantMetric(), callback],
+        )
+        trainer.fit(tiny_model(), tiny_demo)
+        return torch.load(folder / "last.ckpt", map_location="cpu", weights_only=False)["epoch"]
+
+    assert last_epoch(ModelCheckpoint) == 0  # what plain Lightning leaves to resume from
+    assert last_epoch(ResumableCheckpoint) == 1
+
+
+def test_resumable_checkpoint_needs_save_last():
+    with pytest.raises(ValueError, match="save_last"):
+        ResumableCheckpoint(last_every_n_train_steps=10, save_last=False)
+
+
+# -- atomic writes ------------------------------------------------------------------------------
+
+#: Saves a first checkpoint, then a second one with torch.save replaced by a writer
+#: that stops half-way (prints WRITING and sleeps) so the parent can SIGKILL it mid-write.
+KILLED_WRITER = textwrap.dedent(
+    """
+    import io, sys, time
+    import torch
+
+    path, mode = sys.argv[1], sys.argv[2]
+    if mode == "atomic":
+        from spml_lightning.checkpointing import AtomicCheckpointIO
+        write = AtomicCheckpointIO().save_checkpoint
+    else:
+        write = lambda obj, p: torch.save(obj, p)
+    write({"version": 1, "weights": torch.arange(100_000)}, path)
+
+    real_save = torch.save
+    def half_written_save(obj, f, *args, **kwargs):
+        buffer = io.BytesIO()
+        real_save(obj, buffer, *args, **kwargs)
+        data = buffer.getvalue()
+        target = open(f, "wb") if isinstance(f, str) else f
+        target.write(data[: len(data) // 2])
+        target.flush()
+        print("WRITING", flush=True)
+        time.sleep(600)
+    torch.save = half_written_save
+    write({"version": 2, "weights": torch.arange(100_000)}, path)
+    """
+)
+
+
+@pytest.mark.parametrize("mode", ["atomic", "direct"])
+def test_kill_during_save(tmp_path, mode):
+    """SIGKILL mid-write: the atomic writer keeps the old file; a direct torch.save (the control) does not."""
+    path = tmp_path / "last.ckpt"
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, str(path), mode],
+        env=subprocess_env(), stdout=subprocess.PIPE, text=True,
+    )
+    assert process.stdout.readline().strip() == "WRITING"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+    if mode == "direct":
+        with pytest.raises(Exception):
+            torch.load(path, weights_only=True)
+        return
+    assert torch.load(path, weights_only=True)["version"] == 1
+    # The next save removes what the killed writer left and replaces the file.
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] != []
+    atomic_torch_save({"version": 3}, path)
+    assert torch.load(path, weights_only=True)["version"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+def test_error_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"version": 1}, path)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("cannot serialise this")
+
+    with pytest.raises(RuntimeError, match="cannot serialise"):
+        io.save_checkpoint({"version": 2, "bad": Unpicklable()}, path)
+    assert torch.load(path, weights_only=True)["version"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # no temporary file left
