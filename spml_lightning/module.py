@@ -120,9 +120,9 @@ class SPMLModule(LightningModule):
         if channels_last:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
         self._outputs: dict[str, list[tuple[Tensor, Tensor, Tensor]]] = {"val": [], "test": []}
-        self._train_loss_sum: Tensor | None = None
-        self._backbone_compiled = False
+        self._train_loss_sum: Tensor | None = None  # this epoch's sum of batch-size-weighted losses
         self._train_loss_count = 0
+        self._backbone_compiled = False
         self.test_average_precision: Tensor | None = None
         #: ``{"epoch", "max_epochs", "linear_init"}`` the loss schedule was last set
         #: to (in training, or by the checkpoint this model was loaded from); None before.
@@ -239,7 +239,7 @@ class SPMLModule(LightningModule):
 
         Never reads the loss back per step: a progress-bar value would (one
         device synchronisation per refresh, i.e. per step), and each
-        ``self.log`` call costs about 1 ms of Lightning's Python
+        ``self.log`` call costs about 0.7 ms of Lightning's Python on a CPU
         (``bench/step_overhead.py``), so the step value is logged only when the
         logger writes it and the epoch mean is accumulated here.
         """
