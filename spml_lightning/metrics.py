@@ -30,6 +30,11 @@ def average_precision_per_class(scores: Tensor, targets: Tensor) -> Tensor:
     AP = sum_n (R_n - R_{n-1}) P_n over the distinct score thresholds in
     decreasing order; entries with equal scores enter together.
 
+    Computed on the scores' device with no host synchronisation, one class per
+    row of a transposed copy: sorting and scanning along contiguous memory is
+    several times faster than along the columns of an (N, C) matrix. Ranks and
+    counts are integers (exact); only the final sum is floating point.
+
     Args:
         scores: (N, C) real-valued scores (probabilities or logits).
         targets: (N, C) binary ground truth (anything > 0.5 is positive).
@@ -41,24 +46,26 @@ def average_precision_per_class(scores: Tensor, targets: Tensor) -> Tensor:
     n, num_classes = scores.shape
     if n == 0:
         return torch.zeros(num_classes, dtype=torch.float64, device=scores.device)
-    scores = scores.detach().to(torch.float64)
-    positive = (targets.detach() > 0.5).to(torch.float64)
-    order = torch.argsort(scores, dim=0, descending=True, stable=True)
-    sorted_scores = torch.gather(scores, 0, order)
-    true_pos = torch.cumsum(torch.gather(positive, 0, order), dim=0)
+    scores = scores.detach()
+    if scores.dtype == torch.bool:
+        scores = scores.to(torch.uint8)
+    by_class = scores.t().contiguous()
+    positive = (targets.detach() > 0.5).t()
+    order = torch.argsort(by_class, dim=1, descending=True, stable=True)
+    sorted_scores = torch.gather(by_class, 1, order)
+    true_pos = torch.cumsum(torch.gather(positive, 1, order), dim=1)
     # A threshold ends where the next score differs (or at the last row): only
     # these positions are points of the precision-recall curve.
     threshold_end = torch.ones_like(sorted_scores, dtype=torch.bool)
-    threshold_end[:-1] = sorted_scores[1:] != sorted_scores[:-1]
-    ranks = torch.arange(1, n + 1, dtype=torch.float64, device=scores.device).unsqueeze(1)
-    precision = true_pos / ranks
+    threshold_end[:, :-1] = sorted_scores[:, 1:] != sorted_scores[:, :-1]
     # Positives gained at each threshold = true_pos there minus at the previous end.
-    tp_at_end = torch.where(threshold_end, true_pos, torch.zeros_like(true_pos))
-    prev_end_tp = torch.cummax(tp_at_end, dim=0).values
-    prev_end_tp = torch.cat([torch.zeros_like(prev_end_tp[:1]), prev_end_tp[:-1]], dim=0)
-    gained = torch.where(threshold_end, true_pos - prev_end_tp, torch.zeros_like(true_pos))
-    num_pos = positive.sum(dim=0)
-    ap = (gained * precision).sum(dim=0) / num_pos.clamp(min=1)
+    tp_at_end = torch.where(threshold_end, true_pos, 0)
+    prev_end_tp = torch.cummax(tp_at_end, dim=1).values
+    prev_end_tp = torch.cat([torch.zeros_like(prev_end_tp[:, :1]), prev_end_tp[:, :-1]], dim=1)
+    gained = tp_at_end - torch.where(threshold_end, prev_end_tp, 0)
+    ranks = torch.arange(1, n + 1, dtype=torch.float64, device=scores.device)
+    num_pos = true_pos[:, -1].to(torch.float64)
+    ap = (gained * (true_pos / ranks)).sum(dim=1) / num_pos.clamp(min=1)
     return torch.where(num_pos > 0, ap, torch.zeros_like(ap))
 
 

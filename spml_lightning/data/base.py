@@ -24,6 +24,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
+from spml_lightning.data.device_decode import collate_encoded, decode_and_transform, read_encoded
 from spml_lightning.data.images_io import load_rgb
 from spml_lightning.data.protocol import observe_single_positive, split_train_val
 from spml_lightning.data.sampling import ResumableDataLoader
@@ -89,6 +90,9 @@ class SPMLImageDataset(Dataset):
 
     Storage is a handful of numpy arrays (no per-row Python objects), so that
     loader workers forked from the main process share it instead of copying it.
+
+    Without a ``transform`` (``None``), ``image`` is the encoded file
+    (``read_encoded``), decoded later on the model's device.
     """
 
     def __init__(
@@ -124,7 +128,8 @@ class SPMLImageDataset(Dataset):
         return len(self._paths)
 
     def __getitem__(self, index: int) -> dict:
-        image = self.transform(load_rgb(str(self._paths[index])))
+        path = str(self._paths[index])
+        image = read_encoded(path) if self.transform is None else self.transform(load_rgb(path))
         observed = torch.from_numpy(self.observed[index].astype(np.float32))
         evaluated = self.observed if self.evaluate_on == "observed" else self.targets
         target = torch.from_numpy(evaluated[index].astype(np.float32))
@@ -168,6 +173,11 @@ class SPMLDataModule(LightningDataModule, ABC):
             instead of stopping with an error. The split and the single
             positives are made on the complete phase first, so the remaining
             rows keep the community's values.
+        decode_on: where images are decoded and transformed: ``workers`` (PIL in
+            the loader workers, the reference pipeline) or ``device`` (the
+            workers only read the files; JPEGs are decoded, resized, flipped and
+            normalised in batches on the model's device -- nvJPEG on a GPU --
+            for machines with few CPU cores per GPU; see ``data/device_decode.py``).
     """
 
     def __init__(
@@ -188,6 +198,7 @@ class SPMLDataModule(LightningDataModule, ABC):
         pin_memory: bool = True,
         persistent_workers: bool = False,
         skip_unreadable: bool = False,
+        decode_on: Literal["workers", "device"] = "workers",
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -203,6 +214,8 @@ class SPMLDataModule(LightningDataModule, ABC):
             )
         if val_labels not in ("full", "observed"):
             raise ValueError(f"val_labels must be 'full' or 'observed', got {val_labels!r}.")
+        if decode_on not in ("workers", "device"):
+            raise ValueError(f"decode_on must be 'workers' or 'device', got {decode_on!r}.")
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise ValueError(f"mean and std need 3 values each, std > 0; got {mean}, {std}.")
         self.root = Path(root).expanduser()
@@ -221,6 +234,7 @@ class SPMLDataModule(LightningDataModule, ABC):
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
         self.skip_unreadable = skip_unreadable
+        self.decode_on = decode_on
         self.train_dataset: SPMLImageDataset | None = None
         self.val_dataset: SPMLImageDataset | None = None
         self.test_dataset: SPMLImageDataset | None = None
@@ -335,8 +349,7 @@ class SPMLDataModule(LightningDataModule, ABC):
             usable = self._usable_rows(paths, "train")
             train_idx, val_idx = train_idx[usable[train_idx]], val_idx[usable[val_idx]]
             self.train_dataset = SPMLImageDataset(
-                paths[train_idx], labels[train_idx], observed[train_idx],
-                reference_transform(self.image_size, self.train_augment, self.mean, self.std),
+                paths[train_idx], labels[train_idx], observed[train_idx], self._train_transform(),
             )
             self.val_dataset = SPMLImageDataset(
                 paths[val_idx], labels[val_idx], observed[val_idx], self._eval_transform(),
@@ -352,18 +365,28 @@ class SPMLDataModule(LightningDataModule, ABC):
                 paths[keep], labels[keep], observed[keep], self._eval_transform()
             )
 
+    def _train_transform(self):
+        if self.decode_on == "device":
+            return None  # the workers read the files; on_before_batch_transfer transforms
+        return reference_transform(self.image_size, self.train_augment, self.mean, self.std)
+
     def _eval_transform(self):
+        if self.decode_on == "device":
+            return None
         return reference_transform(self.image_size, False, self.mean, self.std)
 
     def _loader(self, dataset: SPMLImageDataset | None, shuffle: bool, name: str) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"The {name} set is not set up; call setup() first.")
+        encoded = dataset.transform is None
         options = dict(
             batch_size=self.batch_size,
             num_workers=self.num_workers,
-            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            # Encoded files are read by the decoder from wherever they are; pinning them would be wasted work.
+            pin_memory=self.pin_memory and torch.cuda.is_available() and not encoded,
             persistent_workers=self.persistent_workers,
             drop_last=False,
+            collate_fn=collate_encoded if encoded else None,
         )
         if shuffle:
             # Order and augmentation depend on (seed, epoch, index) only, and the
@@ -376,6 +399,16 @@ class SPMLDataModule(LightningDataModule, ABC):
                 **options,
             )
         return DataLoader(dataset, shuffle=False, **options)
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        """With ``decode_on="device"``: decode and transform the batch's images on the model's device."""
+        if isinstance(batch, dict) and isinstance(batch.get("image"), list):
+            batch["image"] = decode_and_transform(
+                batch["image"], self.image_size, self.mean, self.std,
+                flip=self.train_augment and self.trainer.training,
+                device=self.trainer.lightning_module.device,
+            )
+        return batch
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_dataset, True, "train")
