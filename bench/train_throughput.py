@@ -300,9 +300,9 @@ def build_with_cli(values: dict[str, object]):
 def build_without_cli(values: dict[str, object]):
     """The same objects through the Python API, for machines without jsonargparse (LightningCLI's parser)."""
     from lightning.pytorch import Trainer, seed_everything
-    from lightning.pytorch.callbacks import ModelCheckpoint
 
     from spml_lightning.callbacks import DropFromBestStopping
+    from spml_lightning.checkpointing import ResumableCheckpoint
     from spml_lightning.data import FormattedDataModule
     from spml_lightning.module import SPMLModule
 
@@ -313,7 +313,7 @@ def build_without_cli(values: dict[str, object]):
     datamodule = FormattedDataModule(**group("data"))
     model = SPMLModule(num_classes=datamodule.num_classes, class_names=datamodule.class_names, **group("model"))
     # The callbacks and defaults spml's CLI adds (cli.py).
-    checkpoint = ModelCheckpoint(monitor="val/mAP", mode="max", **group("checkpoint"))
+    checkpoint = ResumableCheckpoint(monitor="val/mAP", mode="max", **group("checkpoint"))
     trainer = Trainer(callbacks=[checkpoint, DropFromBestStopping()], **group("trainer"))
     return trainer, model, datamodule
 

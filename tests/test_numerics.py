@@ -101,7 +101,7 @@ def test_bf16_mixed_training_on_cpu_keeps_losses_finite(tmp_path, tiny_demo):
     trainer = make_trainer(tmp_path, precision="bf16-mixed", max_epochs=2, limit_train_batches=2, limit_val_batches=1)
     trainer.fit(model, tiny_demo)
     assert torch.bfloat16 in head_dtypes  # autocast did run the network in bf16
-    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+    assert torch.isfinite(trainer.callback_metrics["train/loss_epoch"])
     assert torch.isfinite(trainer.callback_metrics["val/mAP"])
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
@@ -120,7 +120,7 @@ def test_16_mixed_keeps_losses_finite_and_the_grad_scaler_healthy(tmp_path, tiny
         tmp_path, accelerator="gpu", precision="16-mixed", max_epochs=2, limit_train_batches=4, limit_val_batches=1
     )
     trainer.fit(model, tiny_demo)
-    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+    assert torch.isfinite(trainer.callback_metrics["train/loss_epoch"])
     # Starts at 2**16 and halves at every overflow; a collapse would take it below 1.
     assert trainer.precision_plugin.scaler.get_scale() >= 2.0**10
     assert all(torch.isfinite(p).all() for p in model.parameters())

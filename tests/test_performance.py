@@ -295,7 +295,7 @@ def test_spml_sides_are_built_alike_with_and_without_the_cli(bench_module, tmp_p
         assert trainer.precision == "bf16-mixed" and model.hparams.channels_last
         assert (data.batch_size, data.decode_on, data.num_workers) == (16, "device", 0)
         assert [type(c).__name__ for c in trainer.callbacks if "Checkpoint" in type(c).__name__ or
-                "Stopping" in type(c).__name__] == ["DropFromBestStopping", "ModelCheckpoint"]
+                "Stopping" in type(c).__name__] == ["DropFromBestStopping", "ResumableCheckpoint"]
 
 
 def test_data_pipeline_runs_and_device_decode_agrees(bench_module, capsys):
