@@ -38,6 +38,7 @@ from harness import (  # noqa: E402
     Timer,
     describe_machine,
     interleave,
+    paired_ratio,
     print_check,
     print_load,
     print_ratio,
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--image-size", type=int, default=448)
     parser.add_argument("--jpeg-size", default="500x375")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--batches", type=int, default=None, help="timed batches; default 6 (CPU) / 40 (GPU)")
+    parser.add_argument("--batches", type=int, default=None, help="timed batches; default 15 (CPU) / 40 (GPU)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--backbone", default="resnet50", help="model of the ceiling-fast side")
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     if not gpu:
         torch.set_num_threads(1)  # the device side decodes in this process: one core, as one worker has
     sides = args.sides or (list(SIDES) if gpu else list(SIDES[:3]))
-    batches = args.batches or (40 if gpu else 6)
+    batches = args.batches or (40 if gpu else 15)
     width, height = map(int, args.jpeg_size.split("x"))
     most_workers = max(args.workers)
     # Every worker prefetches 2 batches: enough rows that no run reaches the end of the epoch.
@@ -167,6 +168,8 @@ def main(argv: list[str] | None = None) -> None:
             if ref and ours:
                 goal = 1.0 if side == "spml-workers" else None
                 print_ratio(f"loader {side}/reference, {workers} worker(s) (goal 3: per core)", ours / ref, goal)
+                print_ratio(f"loader {side}/reference, {workers} worker(s), median of paired runs",
+                            paired_ratio(results[f"{side}/{workers}w"], results[f"reference/{workers}w"], "loader"))
     if "ceiling-fast" in medians:
         best = max((v, k) for k, v in medians.items() if k.startswith("spml-"))
         print_ratio(f"loader {best[1]} / fast step rate (goal 3)", best[0] / medians["ceiling-fast"], 1.2)

@@ -28,6 +28,8 @@ from spml_lightning.module import SPMLModule
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
 
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
 #: Tensor methods that read a value back to the host (a device synchronisation on a GPU).
 HOST_READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__")
 
@@ -90,7 +92,7 @@ def test_eval_steps_keep_outputs_on_the_device_and_read_nothing_back():
         assert index.tolist() == [0, 1, 2]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@CUDA
 def test_steps_do_not_synchronise_cuda():
     module = tiny_module().cuda()
     batch = make_batch("cuda")
@@ -161,16 +163,24 @@ def varied_images(tmp_path_factory) -> list[str]:
     return [*paths, str(folder / "gray.jpg"), str(folder / "png.png")]
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
 @pytest.mark.parametrize("size", [32, 64, 150])
-def test_device_decode_matches_the_pil_path_within_resize_tolerance(varied_images, size):
+def test_device_decode_matches_the_pil_path_within_resize_tolerance(varied_images, size, device):
     reference = torch.stack([reference_transform(size, False)(load_rgb(p)) for p in varied_images])
     ours = decode_and_transform([read_encoded(p) for p in varied_images], size, IMAGENET_MEAN, IMAGENET_STD,
-                                flip=False, device="cpu")
+                                flip=False, device=device)
+    assert ours.device.type == device
+    ours = ours.cpu()
     assert ours.shape == reference.shape and ours.dtype == torch.float32
     levels = ((ours - reference) * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255).abs()
-    # Same filter, same 8-bit rounding: at most one level of rounding apart, rarely that.
-    assert levels.max().item() <= 1 + 1e-3
-    assert levels.mean().item() <= 0.3
+    if device == "cpu":
+        # Same decoder library, same filter, same 8-bit rounding: at most one level apart, rarely that.
+        assert levels.max().item() <= 1 + 1e-3
+        assert levels.mean().item() <= 0.3
+    else:
+        # nvJPEG's IDCT and chroma upsampling differ from libjpeg-turbo's by a few levels.
+        assert levels.max().item() <= 8
+        assert levels.mean().item() <= 1.0
 
 
 def test_device_decode_reads_jpeg_bytes_and_decodes_other_formats(varied_images):
