@@ -18,6 +18,7 @@ from torchvision.transforms.functional import to_pil_image
 from spml_lightning.backbones import build_backbone
 from spml_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, reference_transform
 from spml_lightning.losses import GRLoss, SPMLLoss, get_loss_class, loss_from_config
+from spml_lightning.losses.distributed import all_gather_rows
 from spml_lightning.losses.distributed import first_occurrences as _first_occurrences
 from spml_lightning.metrics import average_precision_per_class
 from spml_lightning.numerics import FiniteLossGuard
@@ -340,10 +341,8 @@ class SPMLModule(LightningModule):
             empty = torch.zeros(0, self.hparams.num_classes, device=self.device)
             return empty, empty
         index, scores, targets = (torch.cat(parts) for parts in zip(*outputs))
-        if self.trainer.world_size > 1:
-            index, scores, targets = (
-                self.all_gather(t).flatten(0, 1) for t in (index, scores, targets)
-            )
+        # The same gather the per-sample loss state uses: rank order, any shard sizes.
+        index, scores, targets = all_gather_rows(index, scores, targets)
         rows = _first_occurrences(index)
         return scores[rows], targets[rows]
 
