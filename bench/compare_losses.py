@@ -8,7 +8,7 @@ Every finished run is appended to a JSON-lines file at once, so an interrupted
 comparison continues where it stopped (``--resume``) and ``--table-only``
 prints the table of what is there.
 
-    python bench/compare_losses.py                          # 16 losses x 3 seeds, 8 epochs each
+    python bench/compare_losses.py                          # 16 losses x 3 seeds, the config's 12 epochs
     python bench/compare_losses.py --losses full AN GR      # make bench-demo
     python bench/compare_losses.py --epochs 4 --seeds 0 1 2 --resume
 """
