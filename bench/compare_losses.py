@@ -38,15 +38,26 @@ def preset_for(loss: str) -> Path:
     return path
 
 
+#: The run length the presets' VOC values were published for (SPEC §3: 8 epochs on VOC).
+PAPER_EPOCHS = 8
+
+
 def loss_arguments(loss: str, epochs: int) -> list[str]:
-    """CLI arguments selecting the loss; APL's warm-up shrinks with a shortened run."""
+    """CLI arguments selecting the loss; APL's warm-up keeps its share of the run.
+
+    The paper pseudo-labels after epoch 5 of 8, i.e. during the last 3/8 of the
+    run. A run of another length keeps that share (warm-up 5 of 8 -> 4 of 6,
+    8 of 12): kept at 5, a 6-epoch run would pseudo-label only in its last epoch,
+    and EM+APL would mostly measure EM.
+    """
     args = ["--config", str(preset_for(loss))]
     init_args = yaml.safe_load(preset_for(loss).read_text())["model"]["loss"].get("init_args", {})
     warmup = init_args.get("warmup_epochs")
-    if warmup is not None and warmup >= epochs:
-        shortened = max(1, round(warmup * epochs / 8))
-        print(f"note: {loss} warm-up {warmup} >= {epochs} epochs; using warmup_epochs={shortened}", flush=True)
-        args += ["--model.loss.init_args.warmup_epochs", str(shortened)]
+    if warmup is not None and epochs != PAPER_EPOCHS:
+        scaled = min(max(1, round(warmup * epochs / PAPER_EPOCHS)), epochs - 1)
+        print(f"note: {loss} warm-up {warmup} of {PAPER_EPOCHS} epochs -> warmup_epochs={scaled} of {epochs}",
+              flush=True)
+        args += ["--model.loss.init_args.warmup_epochs", str(scaled)]
     return args
 
 

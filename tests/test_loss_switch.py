@@ -90,9 +90,14 @@ def test_the_benchmark_finds_the_preset_of_every_registry_name():
     bench = load_compare_losses()
     for name, cls in LOSSES.items():
         assert preset_loss(bench.preset_for(name))["class_path"].endswith(f".{cls.__name__}"), name
-    # A warm-up that does not fit a shortened run is scaled down, and said so.
-    assert bench.loss_arguments("EM+APL", 4)[-2:] == ["--model.loss.init_args.warmup_epochs", "2"]
+    # APL's warm-up (5 of the paper's 8 epochs) keeps its share of a run of another length.
+    warmup = lambda epochs: bench.loss_arguments("EM+APL", epochs)[-2:]  # noqa: E731
+    assert warmup(4) == ["--model.loss.init_args.warmup_epochs", "2"]
+    assert warmup(6) == ["--model.loss.init_args.warmup_epochs", "4"]
+    assert warmup(12) == ["--model.loss.init_args.warmup_epochs", "8"]
+    assert warmup(2) == ["--model.loss.init_args.warmup_epochs", "1"]  # at least one epoch before, one after
     assert bench.loss_arguments("EM+APL", 8) == ["--config", str(bench.preset_for("EM+APL"))]
+    assert bench.loss_arguments("EM", 6) == ["--config", str(bench.preset_for("EM"))]
 
 
 def test_the_benchmark_table_reports_mean_std_and_each_seed_in_registry_order():
