@@ -81,12 +81,17 @@ def children_of(pid: int) -> list[int]:
 
 
 class MemorySampler(threading.Thread):
-    """Samples the main process and its children every ``interval`` seconds; keeps the peaks."""
+    """Samples the main process and its new children every ``interval`` seconds; keeps the peaks.
+
+    Children alive before the sampler is made are not the loader's workers (under
+    pytest: persistent workers or kernels of earlier tests) and are left out.
+    """
 
     def __init__(self, interval: float = 0.05) -> None:
         super().__init__(daemon=True)
         self.interval = interval
         self.pid = os.getpid()
+        self.earlier_children = set(children_of(self.pid))
         self.peak_total_pss = 0
         self.peak_main: dict[str, int] = {"rss": 0, "pss": 0, "uss": 0}
         self.peak_worker: dict[int, dict[str, int]] = {}
@@ -94,18 +99,23 @@ class MemorySampler(threading.Thread):
 
     def run(self) -> None:
         while not self._done.is_set():
-            main = memory_of(self.pid)
-            workers = {child: memory_of(child) for child in children_of(self.pid)}
-            workers = {pid: m for pid, m in workers.items() if m is not None}
-            if main is not None:
-                for key in self.peak_main:
-                    self.peak_main[key] = max(self.peak_main[key], main[key])
-                self.peak_total_pss = max(self.peak_total_pss, main["pss"] + sum(m["pss"] for m in workers.values()))
-            for pid, m in workers.items():
-                peak = self.peak_worker.setdefault(pid, {"rss": 0, "pss": 0, "uss": 0})
-                for key in peak:
-                    peak[key] = max(peak[key], m[key])
+            self.sample()
             time.sleep(self.interval)
+
+    def sample(self) -> None:
+        """One reading of the main process and every new child; updates the peaks."""
+        main = memory_of(self.pid)
+        new_children = [c for c in children_of(self.pid) if c not in self.earlier_children]
+        workers = {child: memory_of(child) for child in new_children}
+        workers = {pid: m for pid, m in workers.items() if m is not None}
+        if main is not None:
+            for key in self.peak_main:
+                self.peak_main[key] = max(self.peak_main[key], main[key])
+            self.peak_total_pss = max(self.peak_total_pss, main["pss"] + sum(m["pss"] for m in workers.values()))
+        for pid, m in workers.items():
+            peak = self.peak_worker.setdefault(pid, {"rss": 0, "pss": 0, "uss": 0})
+            for key in peak:
+                peak[key] = max(peak[key], m[key])
 
     def stop(self) -> None:
         self._done.set()
@@ -146,12 +156,15 @@ def measure(root: Path, workers: int, batches: int, naive: bool) -> dict[str, fl
         loader = DataLoader(naive_set, batch_size=32, shuffle=True, num_workers=workers)
     sampler = MemorySampler()
     sampler.start()
-    for step, _ in enumerate(loader):
-        if step + 1 >= batches:
-            break
-    time.sleep(0.2)  # a last sample with every worker alive
+    # The iterator is held until the last sample: dropping it (as a `for ... break`
+    # does) shuts the workers down, and a worker the 50-ms sampler had not caught
+    # yet would then be missed altogether.
+    iterator = iter(loader)
+    for _ in range(batches):
+        next(iterator)
     sampler.stop()
-    del loader
+    sampler.sample()  # every worker is alive now
+    del iterator, loader
     peaks = list(sampler.peak_worker.values())
     return {
         "rows": len(datamodule.train_dataset) + len(datamodule.val_dataset),

@@ -11,6 +11,8 @@ import csv
 import importlib
 import math
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -326,7 +328,14 @@ def test_eval_speed_runs_and_agrees_with_sklearn(bench_module, capsys):
 
 
 def test_loader_memory_runs(bench_module, capsys):
-    bench_module("loader_memory").main(["--rows", "300", "--workers", "2", "--batches", "3"])
+    # A child process that is not a loader worker (as a previous test's leftover
+    # would be) must not be counted as one.
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        bench_module("loader_memory").main(["--rows", "300", "--workers", "2", "--batches", "3"])
+    finally:
+        bystander.kill()
+        bystander.wait()
     out = capsys.readouterr().out
     lines = goal_lines(out)
     assert "one worker's peak USS (its private pages), MB" in lines
