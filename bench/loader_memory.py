@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:<8} {shown}")
     spml = results["spml"][0]
     print_check(f"main + {args.workers} workers, peak total PSS, MB", spml["total_peak_pss_mb"])
-    print_check(f"... of which added by the datamodule and its workers, MB (goal 5)",
+    print_check("... of which added by the datamodule and its workers, MB (goal 5)",
                 spml["total_peak_pss_mb"] - spml["main_before_mb"], 400.0)
     print_check("one worker's peak USS (its private pages), MB", spml["worker_uss_max_mb"])
     if "naive" in results:

@@ -1,5 +1,6 @@
-"""Shared fixtures: a tiny demo data set generated once per test session."""
+"""Shared fixtures: a tiny demo data set generated once per test session, bench/ scripts as modules."""
 
+import importlib
 import os
 from pathlib import Path
 
@@ -72,3 +73,14 @@ def tiny_run(tmp_path_factory, tiny_demo_root) -> dict:
         "final": final,
         "test_map": test.trainer.callback_metrics["test/mAP"].item(),
     }
+
+
+@pytest.fixture
+def bench_module(monkeypatch):
+    """Import a bench/ script as a module, restoring the global torch state it changes."""
+    import torch
+
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "bench"))
+    threads = torch.get_num_threads()
+    yield importlib.import_module
+    torch.set_num_threads(threads)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -79,15 +78,8 @@ def test_there_is_a_preset_for_every_loss_with_the_spec_values():
             assert init_args[key] == pytest.approx(value), (stem, key)
 
 
-def load_compare_losses():
-    spec = importlib.util.spec_from_file_location("compare_losses", REPO_ROOT / "bench" / "compare_losses.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
-
-
-def test_the_benchmark_finds_the_preset_of_every_registry_name():
-    bench = load_compare_losses()
+def test_the_benchmark_finds_the_preset_of_every_registry_name(bench_module):
+    bench = bench_module("compare_losses")
     for name, cls in LOSSES.items():
         assert preset_loss(bench.preset_for(name))["class_path"].endswith(f".{cls.__name__}"), name
     # APL's warm-up (5 of the paper's 8 epochs) keeps its share of a run of another length.
@@ -100,14 +92,14 @@ def test_the_benchmark_finds_the_preset_of_every_registry_name():
     assert bench.loss_arguments("EM", 6) == ["--config", str(bench.preset_for("EM"))]
 
 
-def test_the_benchmark_table_reports_mean_std_and_each_seed_in_registry_order():
+def test_the_benchmark_table_reports_mean_std_and_each_seed_in_registry_order(bench_module):
     records = [  # written out of order, as a resumed comparison appends them
         {"loss": "GR", "seed": 1, "epochs": 12, "test_map": 62.0},
         {"loss": "AN", "seed": 0, "epochs": 12, "test_map": 56.0},
         {"loss": "GR", "seed": 0, "epochs": 12, "test_map": 61.0},
         {"loss": "GR", "seed": 2, "epochs": 12, "test_map": 57.0},
     ]
-    lines = load_compare_losses().table(records, ["full", "AN", "GR"]).splitlines()
+    lines = bench_module("compare_losses").table(records, ["full", "AN", "GR"]).splitlines()
     assert len(lines) == 4  # header, rule, AN, GR: a loss without runs has no row
     assert lines[2] == "| AN | 56.00 ± 0.00 | 56.00 | 0 | 12 |"
     # mean 60, sample std sqrt(((1)^2 + (2)^2 + (3)^2) / 2) = sqrt(7) = 2.65; values in seed order

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import importlib
 import math
 import re
 import subprocess
@@ -268,15 +267,6 @@ def test_compiled_backbone_computes_the_same_logits():
 
 # -- the benchmark scripts run (tiny sizes; their numbers are not checked) ----------------------
 
-@pytest.fixture
-def bench_module(monkeypatch):
-    """Import a bench/ script as a module, restoring the global torch state it changes."""
-    monkeypatch.syspath_prepend(str(BENCH))
-    threads = torch.get_num_threads()
-    yield importlib.import_module
-    torch.set_num_threads(threads)
-
-
 def goal_lines(output: str) -> dict[str, str]:
     """``ratio`` and ``check`` lines of a benchmark's output by label."""
     return {re.split(r"\s{2,}", line[7:])[0]: line for line in output.splitlines()
@@ -350,6 +340,4 @@ def test_step_overhead_runs(bench_module, capsys):
 
 
 def test_gpu_check_script_is_valid_bash():
-    import subprocess
-
     subprocess.run(["bash", "-n", str(BENCH / "gpu_check.sh")], check=True)
