@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from spml_lightning.cli import main
+from spml_lightning.cli import run_cli
 from spml_lightning.losses import LOSSES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,7 +73,7 @@ def run(loss: str, seed: int, config: Path, workdir: Path, epochs: int, extra: l
         "--trainer.enable_model_summary", "false",
         *extra,
     ]
-    cli = main(["fit", *args])
+    cli = run_cli(["fit", *args])
     (result,) = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False)
     return float(result["test/mAP"])
 

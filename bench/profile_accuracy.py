@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def train_and_test(profile: str, seed: int, work: Path, extra: list[str]) -> dict[str, float]:
     """Fit one profile on the demo, test its best checkpoint; test mAP and seconds."""
-    from spml_lightning.cli import main
+    from spml_lightning.cli import run_cli
 
     args = ["--config", str(REPO / "configs" / "demo.yaml")]
     if profile == "fast":
@@ -47,7 +47,7 @@ def train_and_test(profile: str, seed: int, work: Path, extra: list[str]) -> dic
         *extra,
     ]
     start = time.perf_counter()
-    cli = main(["fit", *args])
+    cli = run_cli(["fit", *args])
     (result,) = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False)
     seconds = time.perf_counter() - start
     print(f"#   {profile} seed {seed}: test mAP {result['test/mAP']:.2f} ({seconds:.0f} s)", flush=True)

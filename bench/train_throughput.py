@@ -284,14 +284,14 @@ def spml_settings(settings: Settings, fast: bool) -> dict[str, object]:
 
 def build_with_cli(values: dict[str, object]):
     """Trainer, model and datamodule exactly as ``spml fit`` builds them (LightningCLI)."""
-    from spml_lightning.cli import main
+    from spml_lightning.cli import run_cli
 
     args = ["--data", "spml_lightning.data.FormattedDataModule"]
     for key, value in values.items():
         args += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
     argv, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI warns about this script's own arguments
     try:
-        cli = main(args, run=False)  # run=False: no subcommand; fit below
+        cli = run_cli(args, run=False)  # run=False: no subcommand; fit below
     finally:
         sys.argv = argv
     return cli.trainer, cli.model, cli.datamodule

@@ -31,7 +31,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from spml_lightning.cli import main, resolve_checkpoint
+from spml_lightning.cli import resolve_checkpoint, run_cli
 from spml_lightning.data.base import SPMLDataModule
 from spml_lightning.data.transforms import reference_transform
 from spml_lightning.diagnostics import (
@@ -106,7 +106,7 @@ def load_run(
     # LightningCLI warns when it gets args while sys.argv has some too, which is
     # always the case under the report command; these args are the whole input.
     with mock.patch.object(sys, "argv", sys.argv[:1]):
-        cli = main(args, run=False)
+        cli = run_cli(args, run=False)
     path = Path(resolve_checkpoint(str(ckpt_path), cli.trainer))
     return LoadedRun(load_checkpoint(path, map_location), cli.datamodule, path)
 

@@ -28,17 +28,24 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_warn
 
 from spml_lightning.callbacks import DropFromBestStopping
 from spml_lightning.checkpointing import AtomicCheckpointIO, ResumableCheckpoint
+from spml_lightning.console import RunProgress, UsageError, run_command
 from spml_lightning.data.base import SPMLDataModule
 from spml_lightning.data.images import ImageFolderDataModule, fill_from_checkpoint
 from spml_lightning.module import SPMLModule
 from spml_lightning.prediction import PredictionWriter
 
-__all__ = ["SPMLCLI", "check_checkpoint_file", "continue_in_checkpoint_folder", "main", "resolve_checkpoint"]
+__all__ = [
+    "SPMLCLI", "check_checkpoint_file", "continue_in_checkpoint_folder", "main", "resolve_checkpoint", "run_cli",
+]
+
+
+#: The subcommands of ``spml`` (LightningCLI's).
+SUBCOMMANDS: tuple[str, ...] = ("fit", "validate", "test", "predict")
 
 
 def _newest(paths: list[Path]) -> Path | None:
@@ -156,7 +163,28 @@ def continue_in_checkpoint_folder(trainer: Trainer, ckpt_path: str) -> None:
 
 
 class SPMLCLI(LightningCLI):
-    """LightningCLI with the SPML defaults and links."""
+    """LightningCLI with the SPML defaults and links.
+
+    Args:
+        *args: see ``LightningCLI``.
+        progress: marked started when the subcommand starts to run (see ``spml_lightning.console``).
+        **kwargs: see ``LightningCLI``.
+    """
+
+    def __init__(self, *args: Any, progress: RunProgress | None = None, **kwargs: Any) -> None:
+        self._progress = progress if progress is not None else RunProgress()
+        super().__init__(*args, **kwargs)
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        self._progress.started = True
+        try:
+            super()._run_subcommand(subcommand)
+        except SystemExit:
+            # Lightning turns Ctrl-C inside the trainer into sys.exit(1) after its
+            # graceful shutdown; the shell convention for an interrupt is 130.
+            if self.trainer.interrupted:
+                raise KeyboardInterrupt from None
+            raise
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
@@ -175,6 +203,17 @@ class SPMLCLI(LightningCLI):
         parser.add_lightning_class_args(PredictionWriter, "prediction")
 
     def before_instantiate_classes(self) -> None:
+        fit = self.config.get("fit") if self.subcommand == "fit" else None
+        if fit is not None:
+            max_epochs = fit.trainer.max_epochs
+            if max_epochs is not None and max_epochs < 1 and not fit.model.schedule_epochs:
+                raise UsageError(
+                    f"--trainer.max_epochs {max_epochs}: spml fit trains for a number of epochs >= 1 (the "
+                    "loss schedule spans them); pass e.g. --trainer.max_epochs 8."
+                )
+        self._fill_predict_facts()
+
+    def _fill_predict_facts(self) -> None:
         # `spml predict` on unlabelled images: the classes and preprocessing are
         # the checkpoint's; they must be known before the model is built.
         config = self.config.get(self.subcommand) if self.subcommand == "predict" else None
@@ -217,8 +256,27 @@ class SPMLCLI(LightningCLI):
     before_validate = before_test = before_predict = _resolve_ckpt_path
 
 
-def main(args: list[str] | None = None, run: bool = True) -> SPMLCLI:
-    """Entry point of ``spml`` and ``python -m spml_lightning``."""
+def run_cli(
+    args: ArgsType = None, run: bool = True, progress: RunProgress | None = None, exit_on_error: bool = True
+) -> SPMLCLI:
+    """Build the ``spml`` CLI and (with ``run``) run its subcommand; errors propagate.
+
+    This is ``spml`` for Python callers (tests, notebooks, scripts): it returns
+    the CLI object (``.trainer``, ``.model``, ``.datamodule``) and raises what
+    the run raises. ``main`` is the command-line entry point with exit statuses.
+
+    Args:
+        args: the command line without the program name, e.g. ``["fit", "--config", "x.yaml"]``;
+            None reads ``sys.argv``.
+        run: run the subcommand; ``False`` only parses the config and builds the
+            objects (then ``args`` has no subcommand).
+        progress: marked started when the subcommand starts to run.
+        exit_on_error: argument errors print the usage and exit (argparse's way);
+            ``False`` raises them instead.
+    """
+    parser_kwargs: dict[str, Any] = {}
+    if not exit_on_error:
+        parser_kwargs = {"exit_on_error": False, **{name: {"exit_on_error": False} for name in SUBCOMMANDS}}
     return SPMLCLI(
         SPMLModule,
         SPMLDataModule,
@@ -227,4 +285,18 @@ def main(args: list[str] | None = None, run: bool = True) -> SPMLCLI:
         args=args,
         run=run,
         auto_configure_optimizers=False,
+        parser_kwargs=parser_kwargs,
+        progress=progress,
+    )
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point of ``spml`` and ``python -m spml_lightning``: the exit status.
+
+    0 on success, 1 when a run fails, 2 for a usage error (bad flag or value,
+    missing config file), 130 on Ctrl-C. See ``spml_lightning.console`` for how
+    errors are reported.
+    """
+    return run_command(
+        "spml", lambda argv, progress: run_cli(argv, progress=progress, exit_on_error=False), args, SUBCOMMANDS
     )

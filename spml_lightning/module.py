@@ -183,8 +183,9 @@ class SPMLModule(LightningModule):
         epochs = self.hparams.schedule_epochs or self.trainer.max_epochs
         if epochs is None or epochs < 1:
             raise ValueError(
-                "The loss schedule needs a finite number of epochs: set --trainer.max_epochs "
-                "or --model.schedule_epochs."
+                f"The loss schedule spans a number of epochs >= 1, but the trainer's max_epochs is "
+                f"{self.trainer.max_epochs} and schedule_epochs is {self.hparams.schedule_epochs}: set "
+                "--trainer.max_epochs (or --model.schedule_epochs) to the number of epochs to train."
             )
         return int(epochs)
 

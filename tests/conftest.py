@@ -57,15 +57,15 @@ def tiny_run(tmp_path_factory, tiny_demo_root) -> dict:
     ``best`` and ``final`` (checkpoints of the best and of the last epoch),
     ``test_map`` (test mAP of ``best``).
     """
-    from spml_lightning.cli import main
+    from spml_lightning.cli import run_cli
     from test_cli import demo_args  # the demo config pointed at the tiny data set
 
     args = demo_args(tmp_path_factory.mktemp("tiny_run"), tiny_demo_root)
-    fit = main(["fit", *args])
+    fit = run_cli(["fit", *args])
     callback = fit.trainer.checkpoint_callback
     final = Path(fit.trainer.default_root_dir) / "final.ckpt"
     fit.trainer.save_checkpoint(final)  # after the last epoch (Lightning's last.ckpt is the last *top-k* save)
-    test = main(["test", *args, "--ckpt_path", "best"])
+    test = run_cli(["test", *args, "--ckpt_path", "best"])
     return {
         "args": args,
         "runs": Path(fit.trainer.default_root_dir),

@@ -7,10 +7,10 @@ is set up once. Usage: python tests/ddp_driver.py <spml arguments shared by the 
 
 import sys
 
-from spml_lightning.cli import main
+from spml_lightning.cli import run_cli
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    main(["fit", *args])
-    main(["validate", *args, "--ckpt_path", "last"])
-    main(["test", *args, "--ckpt_path", "best"])
+    run_cli(["fit", *args])
+    run_cli(["validate", *args, "--ckpt_path", "last"])
+    run_cli(["test", *args, "--ckpt_path", "best"])

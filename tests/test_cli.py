@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from spml_lightning import SPMLModule
-from spml_lightning.cli import main
+from spml_lightning.cli import run_cli
 
 from conftest import REPO_ROOT, TINY_DEMO
 
@@ -30,18 +30,18 @@ def demo_args(tmp_path, tiny_demo_root) -> list[str]:
 
 def test_fit_test_predict_then_reload(tmp_path, tiny_demo_root):
     args = demo_args(tmp_path, tiny_demo_root)
-    fit = main(["fit", *args])
+    fit = run_cli(["fit", *args])
     best = fit.trainer.checkpoint_callback.best_model_path
     assert best and fit.trainer.current_epoch == 2
     assert "schedule/w" in fit.trainer.callback_metrics
 
     # A fresh CLI process state: "best" is found on disk, not in memory.
-    test = main(["test", *args, "--ckpt_path", "best"])
+    test = run_cli(["test", *args, "--ckpt_path", "best"])
     assert test.trainer.ckpt_path == best
     test_map = test.trainer.callback_metrics["test/mAP"].item()
     assert 0.0 < test_map <= 100.0
 
-    predict = main(["predict", *args, "--ckpt_path", "last"])
+    predict = run_cli(["predict", *args, "--ckpt_path", "last"])
     assert predict.trainer.ckpt_path.endswith("last.ckpt")
 
     model = SPMLModule.load_from_checkpoint(best, map_location="cpu")
@@ -53,7 +53,7 @@ def test_fit_test_predict_then_reload(tmp_path, tiny_demo_root):
 
 def test_print_config_lists_the_knobs(tmp_path, tiny_demo_root, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", *demo_args(tmp_path, tiny_demo_root), "--print_config"])
+        run_cli(["fit", *demo_args(tmp_path, tiny_demo_root), "--print_config"])
     assert exit_info.value.code == 0
     printed = capsys.readouterr().out
     for knob in ("q2:", "linear_init:", "backbone: resnet18", "max_drop:", "monitor: val/mAP"):
@@ -62,12 +62,12 @@ def test_print_config_lists_the_knobs(tmp_path, tiny_demo_root, capsys):
 
 def test_missing_checkpoint_is_explained(tmp_path, tiny_demo_root):
     with pytest.raises(FileNotFoundError, match="Run `spml fit`"):
-        main(["test", *demo_args(tmp_path, tiny_demo_root), "--ckpt_path", "best"])
+        run_cli(["test", *demo_args(tmp_path, tiny_demo_root), "--ckpt_path", "best"])
 
 
 def test_bad_hyper_parameter_names_the_parameter(tmp_path, tiny_demo_root):
     with pytest.raises(ValueError, match="q2"):
-        main(["fit", *demo_args(tmp_path, tiny_demo_root), "--model.loss.init_args.q2", "-1"])
+        run_cli(["fit", *demo_args(tmp_path, tiny_demo_root), "--model.loss.init_args.q2", "-1"])
 
 
 def test_module_entry_point_matches_console_script():

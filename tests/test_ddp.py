@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from spml_lightning.cli import main
+from spml_lightning.cli import run_cli
 from spml_lightning.data.synthetic import write_demo_dataset
 
 from probes import TESTS_DIR, read_records, subprocess_env, write_callbacks_config
@@ -60,7 +60,7 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     # One padded row counted twice moves the demo's val mAP by about 0.2.)
     (last,) = tmp_path.rglob("last.ckpt")
     single = [*args, "--trainer.accelerator", "cpu", "--trainer.devices", "1"]
-    val = main(["validate", *single, "--ckpt_path", str(last)]).trainer.callback_metrics["val/mAP"].item()
-    test = main(["test", *single, "--ckpt_path", "best"]).trainer.callback_metrics["test/mAP"].item()
+    val = run_cli(["validate", *single, "--ckpt_path", str(last)]).trainer.callback_metrics["val/mAP"].item()
+    test = run_cli(["test", *single, "--ckpt_path", "best"]).trainer.callback_metrics["test/mAP"].item()
     assert val == pytest.approx(ddp_val, abs=1e-4)
     assert test == pytest.approx(ddp_test, abs=1e-4)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from spml_lightning.cli import main
+from spml_lightning.cli import run_cli
 from spml_lightning.data.sampling import ResumableDataLoader
 
 from probes import final_weights
@@ -21,7 +21,7 @@ def test_two_seeded_deterministic_fits_are_bit_identical(tmp_path, tiny_demo_roo
             "--trainer.num_sanity_val_steps", "0",
             "--trainer.deterministic", "true",
         ]
-        cli = main(["fit", *args])
+        cli = run_cli(["fit", *args])
         runs.append((final_weights(tmp_path / name / "runs"), cli.trainer.callback_metrics["val/mAP"].item()))
     (weights_a, map_a), (weights_b, map_b) = runs
     assert map_a == map_b
@@ -29,7 +29,7 @@ def test_two_seeded_deterministic_fits_are_bit_identical(tmp_path, tiny_demo_roo
     for name, value in weights_a.items():
         assert torch.equal(value, weights_b[name]), name
     # Not trivially equal: training moved the weights away from the seeded initialisation.
-    assert not torch.equal(weights_a["head.weight"], main(args, run=False).model.head.weight)
+    assert not torch.equal(weights_a["head.weight"], run_cli(args, run=False).model.head.weight)
 
 
 def epoch_items(loader, epoch: int) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:

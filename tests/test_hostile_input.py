@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from spml_lightning.cli import main
+from spml_lightning.cli import run_cli
 from spml_lightning.data.base import SPMLImageDataset
 from spml_lightning.data.images_io import load_rgb
 from spml_lightning.data.transforms import reference_transform
@@ -176,7 +176,7 @@ CONFIG_CASES = [
      "num_classes must be at least 1, got 0"),
     ("missing data folder", lambda t, r: formatted_config(t, r, root=str(t / "nowhere")), None,
      FileNotFoundError, "Cannot determine the classes"),
-    ("endless schedule", lambda t, r: ["--trainer.max_epochs", "-1"], "fit", ValueError, "finite number of epochs"),
+    ("endless schedule", lambda t, r: ["--trainer.max_epochs", "-1"], "fit", ValueError, "max_epochs -1: spml fit trains"),
     ("missing checkpoint", lambda t, r: ["--ckpt_path", str(t / "gone.ckpt")], "fit", FileNotFoundError,
      "no such checkpoint file"),
     ("truncated checkpoint", lambda t, r: truncated_checkpoint(t), "test", ValueError, "not a readable checkpoint"),
@@ -189,7 +189,7 @@ CONFIG_CASES = [
 def test_bad_configs(tmp_path, tiny_demo_root, capsys, make_args, subcommand, error, pattern):
     args = [*demo_args(tmp_path, tiny_demo_root), *make_args(tmp_path, tiny_demo_root)]
     with pytest.raises(error) as excinfo:
-        main([subcommand, *args] if subcommand else args, run=subcommand is not None)
+        run_cli([subcommand, *args] if subcommand else args, run=subcommand is not None)
     if error is SystemExit:
         assert excinfo.value.code == 2
         assert re.search(pattern, capsys.readouterr().err)

@@ -235,9 +235,9 @@ def test_decode_on_is_validated():
 # -- the fast profile ----------------------------------------------------------------------
 
 def test_fast_profile_stacks_on_a_benchmark_config():
-    from spml_lightning.cli import main
+    from spml_lightning.cli import run_cli
 
-    cli = main(["--config", str(REPO / "configs" / "demo.yaml"), "--config", str(REPO / "configs" / "fast.yaml"),
+    cli = run_cli(["--config", str(REPO / "configs" / "demo.yaml"), "--config", str(REPO / "configs" / "fast.yaml"),
                 "--data.num_workers", "0", "--data.root", "unused", "--trainer.logger", "false"], run=False)
     assert cli.trainer.precision == "bf16-mixed"
     assert cli.model.hparams.channels_last and not cli.model.hparams.compile

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from spml_lightning import SPMLModule
-from spml_lightning.cli import main
+from spml_lightning.cli import run_cli
 from spml_lightning.data import ImageFolderDataModule
 from spml_lightning.prediction import PredictionWriter, predicted_labels
 
@@ -45,7 +45,7 @@ def test_spml_predict_writes_csv(tiny_run, photos, tmp_path):
     out = tmp_path / "labels.csv"
     # demo.yaml's DemoDataModule has image_size 64; the checkpoint's 32 must win, and say so.
     with pytest.warns(UserWarning, match="image_size=64 replaced by the checkpoint's 32"):
-        main(predict_args(tiny_run, tmp_path, photos, "--prediction.output_path", str(out), "--prediction.top_k", "2"))
+        run_cli(predict_args(tiny_run, tmp_path, photos, "--prediction.output_path", str(out), "--prediction.top_k", "2"))
     with out.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     model = SPMLModule.load_from_checkpoint(tiny_run["best"], map_location="cpu")
@@ -68,7 +68,7 @@ def test_spml_predict_json_from_a_list_with_threshold(tiny_run, photos, tmp_path
     out = tmp_path / "labels.json"
     args = predict_args(tiny_run, tmp_path, listing, "--prediction.output_path", str(out),
                         "--prediction.threshold", "0.3")
-    main(args)
+    run_cli(args)
     records = json.loads(out.read_text())
     assert [r["image"] for r in records] == [str(tmp_path / "photos/img0.png"), str(tmp_path / "photos/more/img4.png")]
     for record in records:
@@ -76,11 +76,11 @@ def test_spml_predict_json_from_a_list_with_threshold(tiny_run, photos, tmp_path
         assert set(record["labels"]) == chosen
     # The file exists now: a second run refuses to replace it, before predicting anything.
     with pytest.raises(FileExistsError, match="overwrite"):
-        main(args)
+        run_cli(args)
 
 
 def test_default_output_lands_in_the_run_folder(tiny_run, photos, tmp_path):
-    cli = main(predict_args(tiny_run, tmp_path, photos))
+    cli = run_cli(predict_args(tiny_run, tmp_path, photos))
     path = next(cb for cb in cli.trainer.callbacks if isinstance(cb, PredictionWriter)).path
     assert path.name == "predictions.csv" and path.parent == Path(cli.trainer.log_dir)
     assert path.is_file()

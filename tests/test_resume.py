@@ -19,7 +19,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from spml_lightning.checkpointing import AtomicCheckpointIO, ResumableCheckpoint, atomic_torch_save
-from spml_lightning.cli import main, resolve_checkpoint
+from spml_lightning.cli import resolve_checkpoint, run_cli
 
 from conftest import REPO_ROOT
 from probes import final_weights, read_records, subprocess_env, write_callbacks_config
@@ -55,7 +55,7 @@ def by_step(records: list[dict]) -> dict[int, dict]:
 def test_sigkilled_fit_resumes_mid_epoch_to_identical_results(tmp_path, tiny_demo_root, restore_determinism):
     # The run to compare against, never interrupted.
     reference = resume_args(tmp_path, tiny_demo_root, "reference")
-    main(["fit", *reference])
+    run_cli(["fit", *reference])
 
     # The same run as a real `spml fit` process, paused one step after the
     # mid-epoch save of global step 6 (epoch 1, batch 2 of 4) and SIGKILLed.
@@ -82,7 +82,7 @@ def test_sigkilled_fit_resumes_mid_epoch_to_identical_results(tmp_path, tiny_dem
     assert loader_state["epoch"] == 1 and loader_state["position"] == 32  # 2 of 4 batches of 16
 
     killed = resume_args(tmp_path, tiny_demo_root, "killed")  # the same run, without the pause
-    resumed = main(["fit", *killed, "--ckpt_path", "last"])
+    resumed = run_cli(["fit", *killed, "--ckpt_path", "last"])
     assert resumed.trainer.ckpt_path == str(last)
     assert resumed.trainer.global_step == 8
 
@@ -117,18 +117,18 @@ def test_sigkilled_fit_resumes_mid_epoch_to_identical_results(tmp_path, tiny_dem
         p.name for p in (tmp_path / "reference" / "runs").rglob("*.ckpt")
     )
     assert len(list(folder.glob("best-*.ckpt"))) == 1
-    ref_test = main(["test", *reference, "--ckpt_path", "best"]).trainer.callback_metrics["test/mAP"]
-    got_test = main(["test", *killed, "--ckpt_path", "best"]).trainer.callback_metrics["test/mAP"]
+    ref_test = run_cli(["test", *reference, "--ckpt_path", "best"]).trainer.callback_metrics["test/mAP"]
+    got_test = run_cli(["test", *killed, "--ckpt_path", "best"]).trainer.callback_metrics["test/mAP"]
     assert got_test.item() == ref_test.item()
 
 
 def test_fit_ckpt_path_last_starts_fresh_when_nothing_to_resume(tmp_path, tiny_demo_root):
-    cli = main(["fit", *demo_args(tmp_path, tiny_demo_root), "--trainer.max_epochs", "1", "--ckpt_path", "last"])
+    cli = run_cli(["fit", *demo_args(tmp_path, tiny_demo_root), "--trainer.max_epochs", "1", "--ckpt_path", "last"])
     assert cli.trainer.ckpt_path is None and cli.trainer.current_epoch == 1
 
 
 def test_spml_installs_atomic_checkpoint_writes(tmp_path, tiny_demo_root):
-    cli = main([*demo_args(tmp_path, tiny_demo_root)], run=False)
+    cli = run_cli([*demo_args(tmp_path, tiny_demo_root)], run=False)
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
     assert isinstance(cli.trainer.checkpoint_callback, ResumableCheckpoint)
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from lightning.pytorch import Callback
 
-from spml_lightning.cli import main
+from spml_lightning.cli import run_cli
 
 from probes import write_callbacks_config
 from test_cli import demo_args
@@ -51,7 +51,7 @@ class ResourceMonitor(Callback):
 def test_many_epochs_keep_memory_flat_and_disk_bounded(tmp_path, tiny_demo_root):
     ResourceMonitor.samples = []
     config = write_callbacks_config(tmp_path / "callbacks.yaml", [("test_soak.ResourceMonitor", {})])
-    cli = main([
+    cli = run_cli([
         "fit", *demo_args(tmp_path, tiny_demo_root),
         "--config", str(config),
         "--trainer.max_epochs", str(EPOCHS),

@@ -3,7 +3,7 @@
 import pytest
 
 from community_reference import copy_fixture
-from spml_lightning.cli import main
+from spml_lightning.cli import run_cli
 
 from conftest import REPO_ROOT
 
@@ -38,10 +38,10 @@ def config_args(name: str, root, tmp_path) -> list[str]:
 def test_fit_then_test(name, tmp_path):
     root = copy_fixture(name, tmp_path)
     args = [*config_args(name, root, tmp_path), *TINY, "--trainer.default_root_dir", str(tmp_path / "runs")]
-    fit = main(["fit", *args])
+    fit = run_cli(["fit", *args])
     best = fit.trainer.checkpoint_callback.best_model_path
     assert best and fit.model.hparams.num_classes == fit.datamodule.num_classes
     assert fit.model.hparams.class_names == fit.datamodule.class_names
-    test = main(["test", *args, "--ckpt_path", "best"])
+    test = run_cli(["test", *args, "--ckpt_path", "best"])
     assert test.trainer.ckpt_path == best
     assert 0.0 <= test.trainer.callback_metrics["test/mAP"].item() <= 100.0

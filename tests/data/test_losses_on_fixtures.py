@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from community_reference import copy_fixture
-from spml_lightning.cli import main
+from spml_lightning.cli import run_cli
 
 from conftest import REPO_ROOT
 from test_datamodules_cli import TINY, config_args
@@ -31,7 +31,7 @@ def test_every_loss_trains_on_every_fixture(name, preset, tmp_path):
     ]  # fmt: skip
     if "apl" in preset.stem:
         args += ["--model.loss.init_args.warmup_epochs", "1"]
-    fit = main(["fit", *args])
+    fit = run_cli(["fit", *args])
     assert fit.trainer.current_epoch == 2
     preset_class = yaml.safe_load(preset.read_text())["model"]["loss"]["class_path"]
     assert preset_class.rsplit(".", 1)[-1] == type(fit.model.loss).__name__
