@@ -2,7 +2,7 @@
 PYTHON ?= python3
 CONFIG ?= configs/demo.yaml
 
-.PHONY: install demo test test-slow soak bench-demo
+.PHONY: install demo test test-min test-slow soak bench-demo
 
 install:
 	$(PYTHON) -m pip install -q -e .
@@ -16,6 +16,10 @@ demo: install
 test:
 	$(PYTHON) -m pip install -q -e ".[test]"
 	$(PYTHON) -m pytest -q
+
+# The suite at the dependency floors of pyproject.toml, in a fresh venv (downloads old releases).
+test-min:
+	bash .ci/test-min
 
 # Long tests marked `slow`, a separate CI step with its own time budget (not in .ci/run).
 test-slow:

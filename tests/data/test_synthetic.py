@@ -88,7 +88,7 @@ def test_images_are_varied_not_blank(big_render: tuple[np.ndarray, np.ndarray]) 
 
 def test_positives_per_image(big_render: tuple[np.ndarray, np.ndarray]) -> None:
     _, labels = big_render
-    per_row = labels.sum(axis=1)
+    per_row = labels.sum(axis=1, dtype=np.int64)  # numpy 1.x sums uint8 to uint64, which bincount refuses
     assert per_row.min() >= 1 and per_row.max() <= 4
     counts = np.bincount(per_row, minlength=5)
     assert (counts[1:] > 0).all(), f"every count 1..4 should occur, got {counts[1:]}"
