@@ -17,7 +17,9 @@ exception the constructor raised. Errors raised by spml_lightning's own checks
 say what to do, and usage errors are fully described by their message: both
 print no traceback; any other exception of a run (a bug, an out-of-memory
 error) prints its traceback first. ``SPML_TRACEBACK=1`` always
-prints it.
+prints it. An exception raised in a DataLoader worker (an image that cannot be
+read) reaches the main process as torch's copy, whose message is the worker's
+whole traceback: it is judged and reported by the worker's exception.
 
 While the command runs, messages that tell the user nothing about their run are
 filtered, each by its text (the filters are undone when the command returns):
@@ -94,10 +96,32 @@ def quiet_third_party_noise(subcommand: str | None) -> Iterator[None]:
                     handler.removeFilter(advert_filter)
 
 
+#: torch's copy of an exception raised in a DataLoader worker (``ExceptionWrapper.reraise``): the
+#: message is "Caught <type> in DataLoader worker process <n>." and the worker's formatted traceback.
+_WORKER_ERROR = re.compile(r"Caught \w+ in DataLoader worker process \d+\.\nOriginal (Traceback .*)", re.S)
+
+#: A frame of a formatted traceback: its ``File`` line and the indented source (and caret) lines.
+_FRAME = re.compile(r'^  File "([^"]+)", line \d+.*\n(?:    .*\n)*', re.M)
+
+
+def _worker_report(error: BaseException) -> tuple[str, str] | None:
+    """The file of the innermost frame and the message of the exception a DataLoader worker raised,
+    if ``error`` is torch's copy of one; else None."""
+    match = _WORKER_ERROR.match(str(error))
+    frames = list(_FRAME.finditer(match.group(1))) if match else []
+    if not frames:
+        return None
+    # After the innermost frame comes "<type>: <message>".
+    message = match.group(1)[frames[-1].end():].strip()
+    return frames[-1].group(1), re.sub(r"^[\w.]+: ", "", message, count=1)
+
+
 def _raised_inside(error: BaseException, package: str) -> bool:
-    """Whether the innermost frame of ``error``'s traceback is in ``package``."""
+    """Whether the innermost frame of ``error``'s traceback (a worker's, for a worker's exception) is in ``package``."""
+    worker = _worker_report(error)
     frames = traceback.extract_tb(error.__traceback__)
-    return bool(frames) and f"{os.sep}{package}{os.sep}" in frames[-1].filename
+    filename = worker[0] if worker else frames[-1].filename if frames else ""
+    return f"{os.sep}{package}{os.sep}" in filename
 
 
 def root_error(error: BaseException) -> BaseException:
@@ -143,6 +167,9 @@ def error_message(error: BaseException) -> str:
         text = str(error.args[0])  # str(KeyError) quotes its message
     if _raised_inside(error, "jsonargparse"):
         text = _parser_message(text)
+    worker = _worker_report(error)
+    if worker is not None:
+        text = worker[1]
     return text or type(error).__name__
 
 

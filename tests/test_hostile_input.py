@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import struct
+import warnings
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 from PIL import Image
 
 from spml_lightning.cli import run_cli
-from spml_lightning.data.base import SPMLImageDataset
+from spml_lightning.data.base import SPMLImageDataset, unreadable_reason
 from spml_lightning.data.images_io import load_rgb
 from spml_lightning.data.transforms import reference_transform
 
@@ -38,16 +39,25 @@ def noise(size: int = 32, channels: int = 3) -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, (size, size, channels), dtype=np.uint8)
 
 
-def write_png_rgb48(path: Path, rgb16: np.ndarray) -> None:
-    """A 16-bit-per-channel RGB PNG, written by hand (Pillow cannot write one)."""
-    height, width, _ = rgb16.shape
+def write_png(path: Path, width: int, height: int, bit_depth: int, color_type: int, raw: bytes) -> None:
+    """A PNG written by hand from its IHDR fields and raw (filtered) scanlines, which may be too few."""
 
     def chunk(tag: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
 
-    raw = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in rgb16)
-    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def write_png_rgb48(path: Path, rgb16: np.ndarray) -> None:
+    """A 16-bit-per-channel RGB PNG (Pillow cannot write one)."""
+    height, width, _ = rgb16.shape
+    write_png(path, width, height, 16, 2, b"".join(b"\x00" + row.astype(">u2").tobytes() for row in rgb16))
+
+
+def decompression_bomb(path: Path) -> None:
+    """A 1-bit grey PNG whose header claims 20000 x 20000 pixels (more than twice Pillow's limit), in 65 bytes."""
+    write_png(path, 20000, 20000, 1, 0, b"")
 
 
 def truncated_jpeg(path: Path) -> None:
@@ -81,6 +91,7 @@ IMAGE_CASES: list[tuple[str, Callable[[Path], None], Callable[[], np.ndarray] | 
     ("truncated.jpg", truncated_jpeg, None, OSError, "Cannot read image.*truncated"),
     ("notes.jpg", lambda p: p.write_text("not an image\n"), None, OSError, "Cannot read image.*cannot identify"),
     ("folder.jpg", directory, None, OSError, "Cannot read image"),
+    ("bomb.png", decompression_bomb, None, OSError, "Cannot read image.*decompression bomb.*MAX_IMAGE_PIXELS"),
     ("absent.jpg", lambda p: None, None, FileNotFoundError, "Image file not found"),
     ("float.tif", float_tiff, None, OSError, "floating-point"),
     # 16-bit grey: Pillow's convert("RGB") would clip it to white; scaled instead.
@@ -127,6 +138,24 @@ def test_decompression_bomb_names_the_limit(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 32 x 32 is more than twice that
     with pytest.raises(OSError, match=re.escape(str(path)) + ".*MAX_IMAGE_PIXELS"):
         load_rgb(str(path))
+
+
+def test_unreadable_reason_reports_a_decompression_bomb(tmp_path, monkeypatch):
+    """The check of skip_unreadable gives a reason for a bomb, as for a truncated file, instead of raising."""
+    bomb = tmp_path / "bomb.png"
+    decompression_bomb(bomb)
+    assert re.match(r"DecompressionBombError: .*MAX_IMAGE_PIXELS", unreadable_reason(str(bomb)))
+    # Between the limit and twice it Pillow only warns; where warnings are errors, that is unreadable too.
+    large = tmp_path / "large.png"
+    Image.fromarray(noise()).save(large)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 600)  # 32 x 32 is 1024
+    with pytest.warns(Image.DecompressionBombWarning):
+        assert unreadable_reason(str(large)) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        assert unreadable_reason(str(large)).startswith("DecompressionBombWarning: ")
+        with pytest.raises(OSError, match=re.escape(str(large)) + ".*MAX_IMAGE_PIXELS"):
+            load_rgb(str(large))
 
 
 # -- configs ---------------------------------------------------------------------------------------

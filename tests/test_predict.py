@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from spml_lightning import SPMLModule
-from spml_lightning.cli import run_cli
+from spml_lightning.cli import main, run_cli
 from spml_lightning.data import ImageFolderDataModule
 from spml_lightning.prediction import PredictionWriter, predicted_labels
 
@@ -84,6 +85,30 @@ def test_default_output_lands_in_the_run_folder(tiny_run, photos, tmp_path):
     path = next(cb for cb in cli.trainer.callbacks if isinstance(cb, PredictionWriter)).path
     assert path.name == "predictions.csv" and path.parent == Path(cli.trainer.log_dir)
     assert path.is_file()
+
+
+def test_unreadable_image_is_named_and_can_be_skipped(tiny_run, photos, tmp_path, capsys):
+    broken = photos / "broken.png"
+    broken.write_bytes((photos / "img0.png").read_bytes()[:60])  # a truncated copy
+    out = tmp_path / "labels.csv"
+    args = predict_args(tiny_run, tmp_path, photos, "--prediction.output_path", str(out))
+    # By default the run stops, before writing anything, naming the file and how to skip it -- in one
+    # line, although the error comes from a loader worker (demo.yaml: num_workers 2).
+    assert main(args) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"spml predict: error: Cannot read image {broken} (")
+    assert error.endswith(
+        "Or pass skip_unreadable=True (spml: --data.init_args.skip_unreadable true) to predict the other images "
+        "(the unreadable ones are left out of the output)."
+    )
+    assert not out.exists()
+    # With the flag the others are predicted; the warning names the one left out.
+    warning = rf"(?s)skip_unreadable: dropped 1 of 6 images of {re.escape(str(photos))} .*{re.escape(str(broken))} \("
+    with pytest.warns(UserWarning, match=warning):
+        run_cli([*args, "--data.init_args.skip_unreadable", "true"])
+    with out.open(newline="") as handle:
+        images = [row["image"] for row in csv.DictReader(handle)]
+    assert len(images) == 5 and str(broken) not in images
 
 
 def test_predicted_labels():

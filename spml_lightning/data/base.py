@@ -25,7 +25,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from spml_lightning.data.device_decode import collate_encoded, decode_and_transform, read_encoded
-from spml_lightning.data.images_io import load_rgb
+from spml_lightning.data.images_io import DECOMPRESSION_BOMB_ERRORS, load_rgb
 from spml_lightning.data.protocol import observe_single_positive, split_train_val
 from spml_lightning.data.sampling import ResumableDataLoader
 from spml_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, reference_transform
@@ -68,6 +68,8 @@ def unreadable_reason(path: str) -> str | None:
 
     JPEGs are decoded at 1/8 scale (``draft``): that still reads the whole
     compressed stream, so truncated files are caught, at a fraction of the cost.
+    A file whose header claims more pixels than Pillow's decompression-bomb
+    limit is unreadable too (``load_rgb`` would refuse it).
     """
     try:
         with Image.open(path) as image:
@@ -75,6 +77,8 @@ def unreadable_reason(path: str) -> str | None:
             image.load()
     except FileNotFoundError:
         return "missing"
+    except DECOMPRESSION_BOMB_ERRORS as err:
+        return f"{type(err).__name__}: {err} Raise PIL.Image.MAX_IMAGE_PIXELS if the image is genuine."
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         return f"{type(err).__name__}: {err}"
     return None
@@ -93,6 +97,10 @@ class SPMLImageDataset(Dataset):
 
     Without a ``transform`` (``None``), ``image`` is the encoded file
     (``read_encoded``), decoded later on the model's device.
+
+    An image that cannot be read raises the reader's ``OSError`` (which names
+    the file), followed by ``unreadable_hint`` when one is given: how the run
+    can go on without the file.
     """
 
     def __init__(
@@ -102,6 +110,7 @@ class SPMLImageDataset(Dataset):
         observed: np.ndarray,
         transform,
         evaluate_on: Literal["targets", "observed"] = "targets",
+        unreadable_hint: str = "",
     ) -> None:
         if len(image_paths) != len(targets) or targets.shape != observed.shape:
             raise ValueError(
@@ -114,6 +123,7 @@ class SPMLImageDataset(Dataset):
         self.observed = np.ascontiguousarray(observed, dtype=np.int8)
         self.transform = transform
         self.evaluate_on = evaluate_on
+        self.unreadable_hint = unreadable_hint
 
     @property
     def image_paths(self) -> list[str]:
@@ -129,7 +139,12 @@ class SPMLImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         path = str(self._paths[index])
-        image = read_encoded(path) if self.transform is None else self.transform(load_rgb(path))
+        try:
+            image = read_encoded(path) if self.transform is None else self.transform(load_rgb(path))
+        except OSError as err:
+            if not self.unreadable_hint:
+                raise
+            raise type(err)(f"{str(err).rstrip('.')}. {self.unreadable_hint}") from err
         observed = torch.from_numpy(self.observed[index].astype(np.float32))
         evaluated = self.observed if self.evaluate_on == "observed" else self.targets
         target = torch.from_numpy(evaluated[index].astype(np.float32))
@@ -253,6 +268,18 @@ class SPMLDataModule(LightningDataModule, ABC):
         """How to get (or restore) the data set's files; appended to file errors."""
         return ""
 
+    #: What ``skip_unreadable`` lets a run do when some images cannot be read (ends the hint of
+    #: ``skip_hint``).
+    skip_purpose = "train without them"
+
+    def describe_phase(self, phase: Phase) -> str:
+        """How messages about the images of ``phase`` name them."""
+        return f"the {phase} phase of {type(self).__name__}"
+
+    def skip_hint(self) -> str:
+        """The advice to go on without the images that cannot be read, as errors about them give it."""
+        return f"Or pass skip_unreadable=True (spml: --data.init_args.skip_unreadable true) to {self.skip_purpose}."
+
     # -- derived ----------------------------------------------------------------
     @property
     def num_classes(self) -> int:
@@ -306,16 +333,16 @@ class SPMLDataModule(LightningDataModule, ABC):
         with ``skip_unreadable`` every image is decoded once and missing or
         undecodable ones are dropped, with a warning that counts them.
         """
-        name = type(self).__name__
+        where = self.describe_phase(phase)
         hint = self.obtain_hint()
         if not self.skip_unreadable:
             missing = [p for p in paths.tolist() if not os.path.isfile(p)]
             if missing:
                 shown = "\n  ".join(missing[:_SHOWN_PATHS])
                 raise FileNotFoundError(
-                    f"{len(missing)} of {len(paths)} images of the {phase} phase of {name} are "
-                    f"missing, e.g.:\n  {shown}\nRestore them{' (' + hint + ')' if hint else ''}, "
-                    "or pass skip_unreadable=True to train without them."
+                    f"{len(missing)} of {len(paths)} images of {where} are "
+                    f"missing, e.g.:\n  {shown}\nRestore them{' (' + hint + ')' if hint else ''}. "
+                    f"{self.skip_hint()}"
                 )
             return np.ones(len(paths), dtype=bool)
         with ThreadPoolExecutor(max_workers=max(1, min(16, os.cpu_count() or 1))) as pool:
@@ -323,14 +350,14 @@ class SPMLDataModule(LightningDataModule, ABC):
         bad = [i for i, reason in enumerate(reasons) if reason is not None]
         if bad and len(bad) == len(paths):
             raise FileNotFoundError(
-                f"None of the {len(paths)} images of the {phase} phase of {name} can be read, e.g. "
+                f"None of the {len(paths)} images of {where} can be read, e.g. "
                 f"{paths[0]} ({reasons[0]}). Check the root{' (' + hint + ')' if hint else ''}."
             )
         if bad:
             shown = "\n  ".join(f"{paths[i]} ({reasons[i]})" for i in bad[:_SHOWN_PATHS])
             rank_zero_warn(
-                f"skip_unreadable: dropped {len(bad)} of {len(paths)} images of the {phase} phase "
-                f"of {name} ({sum(reasons[i] == 'missing' for i in bad)} missing, the others "
+                f"skip_unreadable: dropped {len(bad)} of {len(paths)} images of {where} "
+                f"({sum(reasons[i] == 'missing' for i in bad)} missing, the others "
                 f"undecodable), e.g.:\n  {shown}"
             )
         keep = np.ones(len(paths), dtype=bool)
@@ -348,11 +375,9 @@ class SPMLDataModule(LightningDataModule, ABC):
             # so that every remaining row keeps the community's split and labels.
             usable = self._usable_rows(paths, "train")
             train_idx, val_idx = train_idx[usable[train_idx]], val_idx[usable[val_idx]]
-            self.train_dataset = SPMLImageDataset(
-                paths[train_idx], labels[train_idx], observed[train_idx], self._train_transform(),
-            )
-            self.val_dataset = SPMLImageDataset(
-                paths[val_idx], labels[val_idx], observed[val_idx], self._eval_transform(),
+            self.train_dataset = self._dataset(train_idx, paths, labels, observed, self._train_transform())
+            self.val_dataset = self._dataset(
+                val_idx, paths, labels, observed, self._eval_transform(),
                 evaluate_on="observed" if self.val_labels == "observed" else "targets",
             )
         if stage in (None, "test", "predict") and self.test_dataset is None:
@@ -361,9 +386,17 @@ class SPMLDataModule(LightningDataModule, ABC):
             observed = self._observed(data)
             paths = np.asarray(data.image_paths, dtype=np.str_)
             keep = self._usable_rows(paths, "test")
-            self.test_dataset = SPMLImageDataset(
-                paths[keep], labels[keep], observed[keep], self._eval_transform()
-            )
+            self.test_dataset = self._dataset(keep, paths, labels, observed, self._eval_transform())
+
+    def _dataset(self, rows: np.ndarray, paths: np.ndarray, labels: np.ndarray, observed: np.ndarray,
+                 transform, **kwargs) -> SPMLImageDataset:
+        """The dataset of the chosen ``rows`` (indices or a mask) of a phase."""
+        # With skip_unreadable, setup decoded every image: one that fails later changed since, and
+        # skipping is no advice for it.
+        hint = "" if self.skip_unreadable else self.skip_hint()
+        return SPMLImageDataset(
+            paths[rows], labels[rows], observed[rows], transform, unreadable_hint=hint, **kwargs
+        )
 
     def _train_transform(self):
         if self.decode_on == "device":

@@ -9,6 +9,13 @@ CLI, loaders and transform as the benchmarks. The model's class names and
 preprocessing (image size, mean, std) are facts of the checkpoint: ``spml
 predict`` sets them from ``--ckpt_path`` (over any value of the config), and
 in Python ``ImageFolderDataModule.from_checkpoint(ckpt_path, root)`` does.
+
+An image that cannot be read (corrupt, truncated, over Pillow's
+decompression-bomb limit) stops the prediction with an error naming it, before
+anything is written. With ``skip_unreadable`` (``--data.init_args.skip_unreadable
+true``) every image is decoded once in ``setup`` and the unreadable ones are
+left out of the predictions, with a warning that counts them and names the
+first few.
 """
 
 from __future__ import annotations
@@ -90,7 +97,12 @@ class ImageFolderDataModule(SPMLDataModule):
         std: per-channel normalisation standard deviation (default ImageNet's).
         batch_size: images per batch.
         num_workers: loader worker processes.
+        skip_unreadable: decode every image once in ``setup`` and leave the ones
+            that cannot be read out of the predictions (a warning counts them
+            and names the first few), instead of stopping at the first one.
     """
+
+    skip_purpose = "predict the other images (the unreadable ones are left out of the output)"
 
     def __init__(
         self,
@@ -102,6 +114,7 @@ class ImageFolderDataModule(SPMLDataModule):
         std: list[float] | None = None,
         batch_size: int = 32,
         num_workers: int = 0,
+        skip_unreadable: bool = False,
     ) -> None:
         if class_names is None or image_size is None:
             raise ValueError(
@@ -111,7 +124,8 @@ class ImageFolderDataModule(SPMLDataModule):
             )
         preprocessing = {k: v for k, v in (("mean", mean), ("std", std)) if v is not None}
         super().__init__(
-            root=root, batch_size=batch_size, num_workers=num_workers, image_size=image_size, **preprocessing
+            root=root, batch_size=batch_size, num_workers=num_workers, image_size=image_size,
+            skip_unreadable=skip_unreadable, **preprocessing,
         )
         self._class_names = list(class_names)
         self.recursive = recursive
@@ -125,6 +139,9 @@ class ImageFolderDataModule(SPMLDataModule):
     @property
     def class_names(self) -> list[str]:
         return self._class_names
+
+    def describe_phase(self, phase: Phase) -> str:
+        return str(self.root)  # its only phase: the images to predict
 
     def load_phase(self, phase: Phase) -> PhaseData:
         if phase != "test":

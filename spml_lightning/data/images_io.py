@@ -13,7 +13,11 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["load_rgb", "to_rgb"]
+__all__ = ["DECOMPRESSION_BOMB_ERRORS", "load_rgb", "to_rgb"]
+
+#: What Pillow raises for an image whose header claims more pixels than ``Image.MAX_IMAGE_PIXELS``
+#: allows: the error above twice the limit, and the warning above the limit when warnings are errors.
+DECOMPRESSION_BOMB_ERRORS: tuple[type[Exception], ...] = (Image.DecompressionBombError, Image.DecompressionBombWarning)
 
 #: Modes holding integers up to 16 bits (PNG and TIFF grey images load as these).
 HIGH_BIT_DEPTH_MODES: frozenset[str] = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
@@ -69,7 +73,7 @@ def load_rgb(path: str) -> Image.Image:
             return to_rgb(image)
     except FileNotFoundError:
         raise FileNotFoundError(f"Image file not found: {path}") from None
-    except Image.DecompressionBombError as err:
+    except DECOMPRESSION_BOMB_ERRORS as err:
         raise OSError(
             f"Cannot read image {path}: {err} If the image is genuine, raise PIL.Image.MAX_IMAGE_PIXELS; "
             "otherwise replace the file or remove its row from the data set."

@@ -1,11 +1,13 @@
 """Bad input to every datamodule: missing root, missing and corrupt images, skip_unreadable."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from community_reference import copy_fixture
+from test_hostile_input import decompression_bomb
 from spml_lightning.data import (
     COCODataModule,
     CUBDataModule,
@@ -62,17 +64,25 @@ def test_missing_images_reported_before_training(name, tmp_path):
     assert "skip_unreadable=True" in str(info.value)
 
 
+def truncate(path: str) -> None:
+    """Keep the header, cut the data: a truncated file."""
+    with open(path, "r+b") as f:
+        f.truncate(60)
+
+
+@pytest.mark.parametrize("damage", [truncate, lambda path: decompression_bomb(Path(path))], ids=["truncated", "bomb"])
 @pytest.mark.parametrize("name", ["voc", "folder"])
-def test_corrupt_image_fails_with_its_path(name, tmp_path):
+def test_corrupt_image_fails_with_its_path(name, damage, tmp_path):
     root = copy_fixture(name, tmp_path)
     data = make(name, root)
     data.setup("fit")
     victim = data.train_dataset.image_paths[2]
-    with open(victim, "r+b") as f:  # keep the header, cut the data: a truncated file
-        f.truncate(60)
-    with pytest.raises(OSError, match=rf"Cannot read image {victim}"):
+    damage(victim)
+    with pytest.raises(OSError, match=rf"Cannot read image {victim}") as info:
         for _ in data.train_dataloader():
             pass
+    # ... and says how to go on without it.
+    assert "Or pass skip_unreadable=True (spml: --data.init_args.skip_unreadable true) to train" in str(info.value)
 
 
 @pytest.mark.parametrize("name", ["coco", "cub"])
@@ -82,8 +92,7 @@ def test_skip_unreadable_drops_and_counts(name, tmp_path):
     complete.setup("fit")
     paths = complete.train_dataset.image_paths
     os.unlink(paths[0])
-    with open(paths[3], "r+b") as f:
-        f.truncate(60)
+    truncate(paths[3])
     data = make(name, root, skip_unreadable=True)
     with pytest.warns(UserWarning, match=r"dropped 2 of \d+ images of the train phase .*\(1 missing"):
         data.setup("fit")
@@ -93,6 +102,17 @@ def test_skip_unreadable_drops_and_counts(name, tmp_path):
     np.testing.assert_array_equal(data.train_dataset.targets, complete.train_dataset.targets[keep])
     np.testing.assert_array_equal(data.train_dataset.observed, complete.train_dataset.observed[keep])
     assert data.val_dataset.image_paths == complete.val_dataset.image_paths
+
+
+def test_skip_unreadable_drops_a_decompression_bomb(tmp_path):
+    root = copy_fixture("folder", tmp_path)
+    bomb = root / "images" / "train_05.png"
+    decompression_bomb(bomb)
+    data = make("folder", root, skip_unreadable=True)
+    with pytest.warns(UserWarning, match=rf"(?s)dropped 1 of 12 images.*{bomb} \(DecompressionBombError: "):
+        data.setup("fit")
+    assert str(bomb) not in data.train_dataset.image_paths + data.val_dataset.image_paths
+    assert len(data.train_dataset) + len(data.val_dataset) == 11
 
 
 def test_skip_unreadable_with_nothing_readable_is_an_error(tmp_path):

@@ -1,6 +1,8 @@
 """FolderDataModule: a user's own images and CSV files."""
 
 import csv
+import logging
+import re
 
 import numpy as np
 import pytest
@@ -25,6 +27,18 @@ def read_csv(path):
 
 def make(root=ROOT, **kwargs) -> FolderDataModule:
     return FolderDataModule(root=str(root), image_size=32, batch_size=4, num_workers=0, **kwargs)
+
+
+@pytest.fixture
+def info_lines():
+    """The INFO messages logged through Lightning's logger during a test (what `spml` prints)."""
+    lines = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = logging.getLogger("lightning.pytorch")
+    logger.addHandler(handler)
+    yield lines
+    logger.removeHandler(handler)
 
 
 def test_given_observed_labels_and_generated_single_positives():
@@ -61,6 +75,14 @@ def test_indices(tmp_path):
         ("image,labels\na.png,cat\na.png,dog\n", r"a.png is listed twice \(lines 2 and 3\)"),
         ("image,labels\na.png,lion\n", r"line 2: unknown class 'lion'"),
         ("image,labels,observed\na.png,cat,dog\n", "not positive in the full labels"),
+        # The same file written two ways.
+        ("image,labels\nimages/train_00.png,cat\n./images/train_00.png,dog\n",
+         r"train_00.png is listed twice \(lines 2 and 3\), written 'images/train_00.png' and './images/train_00.png'"),
+        ("image,labels\nimages/train_00.png,\nimages/train_01.png,\n", r"train.csv: none of its 2 rows has a label"),
+        # Labels separated by the CSV's own ',': unquoted, then quoted.
+        ("image,labels\nimages/train_00.png,cat,dog\n", r"line 2: 3 cells for the 2 columns \['image', 'labels'\]"),
+        ('image,labels\nimages/train_00.png,"cat,dog"\n', r"unknown class 'cat,dog'.*: write 'cat;dog'"),
+        ("image,labels\nimages/train_00.png,dgo\n", r"unknown class 'dgo' \(did you mean 'dog'\?\)"),
     ],
 )
 def test_bad_csv_is_explained(tmp_path, content, message):
@@ -73,3 +95,67 @@ def test_bad_csv_is_explained(tmp_path, content, message):
 def test_missing_csv_is_explained(tmp_path):
     with pytest.raises(FileNotFoundError, match="header 'image,labels"):
         make(tmp_path).class_names
+
+
+def test_setup_reports_the_classes_and_their_counts(info_lines):
+    make(class_names="classes.txt").setup()
+    train_files, train_labels, train_observed = read_csv(ROOT / "train.csv")
+    test_files, test_labels, _ = read_csv(ROOT / "test.csv")
+
+    def counts(matrix):
+        return {name: int(n) for name, n in zip(CLASSES, matrix.sum(0))}
+
+    assert info_lines == [
+        f"FolderDataModule: {ROOT / 'train.csv'}: {len(train_files)} images (1 without a label), 4 classes; "
+        f"positives per class {counts(train_labels)}; observed positives per class {counts(train_observed)}",
+        f"FolderDataModule: {ROOT / 'test.csv'}: {len(test_files)} images (1 without a label), 4 classes; "
+        f"positives per class {counts(test_labels)}",
+    ]
+
+
+def test_doubtful_class_names_are_flagged(tmp_path):
+    root = copy_fixture("folder", tmp_path)
+    rows = ['"dog,tv"', "dgo", "dog", "dog;tv", "cat|tv", "cat;tv", "cat"]  # lines 2..8
+    (root / "train.csv").write_text(
+        "image,labels\n" + "".join(f"images/train_{i:02d}.png,{labels}\n" for i, labels in enumerate(rows))
+    )
+    with pytest.warns(UserWarning) as record:
+        data = make(root, test_csv=None)
+        assert data.class_names == ["cat", "cat|tv", "dgo", "dog", "dog,tv", "tv"]  # what was asked, flagged
+    joined, once = (str(w.message) for w in record)
+    where = f"{root / 'train.csv'}, line"
+    assert joined == (
+        "FolderDataModule: 2 of the 6 class names in the CSVs hold a label separator other than "
+        "label_separator=';', e.g.:\n"
+        f"  {where} 6: 'cat|tv' looks like labels separated by '|': pass label_separator='|' if your CSVs "
+        "separate labels with it (now ';'), or write 'cat;tv'.\n"
+        f"  {where} 2: 'dog,tv' looks like labels separated by ',', which separates the CSV's columns and "
+        "cannot separate labels: write 'dog;tv'."
+    )
+    assert once.startswith(
+        "FolderDataModule: 1 of the 6 class names in the CSVs are used by a single image, typos?\n"
+        f"  {where} 3: 'dgo' (did you mean 'dog'?)\nFix them, or pass class_names"
+    )
+
+
+def test_csv_encodings(tmp_path):
+    root = copy_fixture("folder", tmp_path)
+    expected = make(root, class_names=CLASSES).load_phase("train")
+    text = (root / "train.csv").read_text()
+    # UTF-16 with a byte-order mark (Windows PowerShell's `>`) is read as UTF-8 is, CSVs and class names.
+    (root / "train.csv").write_text(text, encoding="utf-16")
+    (root / "classes.txt").write_text("\n".join(CLASSES), encoding="utf-16")
+    data = make(root, class_names="classes.txt")
+    assert data.class_names == CLASSES
+    got = data.load_phase("train")
+    assert got.image_paths == expected.image_paths
+    np.testing.assert_array_equal(got.labels, expected.labels)
+    np.testing.assert_array_equal(got.observed, expected.observed)
+    # Any other encoding is an error that names the file.
+    path = re.escape(str(root / "train.csv"))
+    (root / "train.csv").write_bytes(text.replace("dog", "d\u00f8g").encode("latin-1"))
+    with pytest.raises(ValueError, match=rf"{path}, line 2: not UTF-8 text .*Save it as UTF-8"):
+        make(root, class_names=CLASSES).load_phase("train")
+    (root / "train.csv").write_bytes(text.encode("utf-16-le"))  # no byte-order mark
+    with pytest.raises(ValueError, match=rf"{path} holds NUL characters: probably UTF-16 without"):
+        make(root, class_names=CLASSES).load_phase("train")
