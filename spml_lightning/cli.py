@@ -8,7 +8,9 @@ classes flow from the datamodule into the model; checkpointing on the best
 ``val/mAP`` (``ResumableCheckpoint``, written atomically) and the reference's
 stopping rule are on by default (``--checkpoint.*``, ``--early_stopping.*``);
 ``--ckpt_path best|last`` also works in a fresh process, by finding the
-checkpoints of the newest run under the trainer's ``default_root_dir``;
+checkpoints of the newest run under the trainer's ``default_root_dir``
+(every process looks on its own; under DDP all must find the same
+checkpoint, which is checked when the run starts);
 ``spml fit --ckpt_path last`` resumes a killed run in its own checkpoint
 folder, or starts one when there is nothing to resume yet; and ``spml predict``
 writes its predictions (``--prediction.*``), on an ``ImageFolderDataModule``
@@ -25,8 +27,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from lightning.fabric.plugins import TorchCheckpointIO
-from lightning.pytorch import Trainer
+from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_warn
@@ -40,7 +43,8 @@ from spml_lightning.module import SPMLModule
 from spml_lightning.prediction import PredictionWriter
 
 __all__ = [
-    "SPMLCLI", "check_checkpoint_file", "continue_in_checkpoint_folder", "main", "resolve_checkpoint", "run_cli",
+    "SPMLCLI", "SameCheckpointOnEveryRank", "check_checkpoint_file", "check_same_checkpoint",
+    "continue_in_checkpoint_folder", "main", "resolve_checkpoint", "run_cli",
 ]
 
 
@@ -70,12 +74,16 @@ def check_checkpoint_file(path: str | Path) -> None:
         )
 
 
+def _load_lazily(path: str | Path) -> dict:
+    """A checkpoint's dictionary, memory-mapped: the weights are not read."""
+    return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+
+
 def _checkpoint_callback_states(path: str | Path) -> list[dict]:
     """The ModelCheckpoint states recorded in a checkpoint (memory-mapped, weights not read)."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     return [
         state
-        for state in checkpoint.get("callbacks", {}).values()
+        for state in _load_lazily(path).get("callbacks", {}).values()
         if isinstance(state, dict) and "best_model_path" in state
     ]
 
@@ -162,6 +170,68 @@ def continue_in_checkpoint_folder(trainer: Trainer, ckpt_path: str) -> None:
             return
 
 
+def _training_position(ckpt_path: str | None) -> tuple | None:
+    """What a checkpoint starts a run from: (epoch, global step), or None without one."""
+    if ckpt_path is None:
+        return None
+    if "://" in str(ckpt_path):
+        return (str(ckpt_path),)  # remote: every process reads the same object
+    checkpoint = _load_lazily(ckpt_path)
+    return (checkpoint.get("epoch"), checkpoint.get("global_step"))
+
+
+def check_same_checkpoint(ckpt_path: str | None) -> None:
+    """Raise on every rank unless all ranks start from the same checkpoint.
+
+    Each process resolves ``--ckpt_path best|last`` in its own view of
+    ``default_root_dir``. On several machines whose ``default_root_dir`` is not
+    one shared folder, only the machine of global rank 0 (the one that writes
+    checkpoints) finds them: the others would start from scratch (``fit
+    --ckpt_path last``) or from an older run while rank 0 resumes, and the ranks
+    would train different epochs and hang in a collective. Checkpoints are
+    compared by the (epoch, global step) they hold, so a shared folder mounted
+    at different paths, or a copy per machine, passes. A collective: every rank
+    must call it (a no-op without a process group or with one process).
+
+    Args:
+        ckpt_path: the checkpoint this process resolved, or None.
+
+    Raises:
+        RuntimeError: on every rank, listing what each rank found.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    found: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(found, (ckpt_path, _training_position(ckpt_path)))
+    if len({position for _, position in found}) == 1:
+        return
+    lines = "\n".join(
+        f"  rank {rank}: {path or 'no checkpoint (starts from scratch)'}"
+        + (f" (epoch {position[0]}, step {position[1]})" if position and len(position) == 2 else "")
+        for rank, (path, position) in enumerate(found)
+    )
+    raise RuntimeError(
+        "The processes of this run would start from different checkpoints:\n"
+        f"{lines}\nEach process looks for --ckpt_path best|last under its own --trainer.default_root_dir; "
+        "on several machines it must be a folder every machine shares (or pass --ckpt_path with a file "
+        "every machine has)."
+    )
+
+
+class SameCheckpointOnEveryRank(Callback):
+    """Runs :func:`check_same_checkpoint` on the checkpoint a run resolved, once the ranks are joined.
+
+    Args:
+        ckpt_path: the checkpoint this process resolved, or None.
+    """
+
+    def __init__(self, ckpt_path: str | None) -> None:
+        self.ckpt_path = ckpt_path
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        check_same_checkpoint(self.ckpt_path)
+
+
 class SPMLCLI(LightningCLI):
     """LightningCLI with the SPML defaults and links.
 
@@ -242,16 +312,22 @@ class SPMLCLI(LightningCLI):
 
     def _resolve_ckpt_path(self) -> None:
         config = self.config_init[self.subcommand]
-        config["ckpt_path"] = resolve_checkpoint(config.get("ckpt_path"), self.trainer)
+        self._set_ckpt_path(config, resolve_checkpoint(config.get("ckpt_path"), self.trainer))
 
     def before_fit(self) -> None:
         config = self.config_init["fit"]
         # `fit --ckpt_path last` also starts a run that has nothing to resume yet,
         # so one command serves a job's first start and every restart.
         ckpt_path = resolve_checkpoint(config.get("ckpt_path"), self.trainer, missing_ok=True)
-        config["ckpt_path"] = ckpt_path
+        self._set_ckpt_path(config, ckpt_path)
         if ckpt_path is not None:
             continue_in_checkpoint_folder(self.trainer, ckpt_path)
+
+    def _set_ckpt_path(self, config, ckpt_path: str | None) -> None:
+        # Resolved by each process on its own: the ranks check that they agree once joined.
+        if config.get("ckpt_path") is not None:
+            self.trainer.callbacks.append(SameCheckpointOnEveryRank(ckpt_path))
+        config["ckpt_path"] = ckpt_path
 
     before_validate = before_test = before_predict = _resolve_ckpt_path
 
