@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.types import STEP_OUTPUT
@@ -84,6 +85,21 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
         temporary.unlink(missing_ok=True)
         raise
     _fsync_directory(path.parent)
+
+
+def _same_local_folder(a: str, b: str) -> bool:
+    return _is_local_file_protocol(a) and _is_local_file_protocol(b) and os.path.realpath(a) == os.path.realpath(b)
+
+
+def _with_real_paths(state: dict[str, Any]) -> dict[str, Any]:
+    """A ModelCheckpoint state with its file paths resolved (relative ones against the working directory)."""
+    state = dict(state)
+    for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+        if state.get(key):  # "" means none
+            state[key] = os.path.realpath(state[key])
+    if "best_k_models" in state:
+        state["best_k_models"] = {os.path.realpath(path): score for path, score in state["best_k_models"].items()}
+    return state
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -149,6 +165,30 @@ class ResumableCheckpoint(ModelCheckpoint):
     @property
     def state_key(self) -> str:
         return "ModelCheckpoint" + super().state_key[len(type(self).__qualname__) :]
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        # A folder found from a relative default_root_dir or logger save_dir is
+        # relative; record absolute paths, so that a resume from any working
+        # directory finds the same folder and files (see load_state_dict).
+        if self.dirpath and _is_local_file_protocol(self.dirpath):
+            self.dirpath = os.path.realpath(self.dirpath)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the top-k, best and last paths when the recorded folder is this one.
+
+        Lightning compares the recorded folder with this one as strings and, when
+        they differ, restores only ``best_model_path``: a resume then forgets
+        the best score (a worse epoch becomes "best"), keeps the old top-k files
+        forever and writes ``last-v1.ckpt`` beside ``last.ckpt``. Checkpoints of
+        runs with a relative ``default_root_dir`` recorded relative paths; the
+        same folder reached another way (absolute, through a symlink) is the
+        same folder here, and its recorded paths are made absolute.
+        """
+        recorded = state_dict.get("dirpath")
+        if recorded and self.dirpath and _same_local_folder(recorded, self.dirpath):
+            state_dict = {**_with_real_paths(state_dict), "dirpath": self.dirpath}
+        super().load_state_dict(state_dict)
 
     def _refresh_last(self, trainer: Trainer) -> None:
         # Skipped when a checkpoint was already written at this step (then

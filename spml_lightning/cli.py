@@ -29,7 +29,7 @@ from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from spml_lightning.callbacks import DropFromBestStopping
 from spml_lightning.checkpointing import AtomicCheckpointIO, ResumableCheckpoint
@@ -40,7 +40,8 @@ from spml_lightning.module import SPMLModule
 from spml_lightning.prediction import PredictionWriter
 
 __all__ = [
-    "SPMLCLI", "check_checkpoint_file", "continue_in_checkpoint_folder", "main", "resolve_checkpoint", "run_cli",
+    "SPMLCLI", "check_checkpoint_file", "continue_in_checkpoint_folder", "describe_resume", "main",
+    "resolve_checkpoint", "run_cli",
 ]
 
 
@@ -70,9 +71,14 @@ def check_checkpoint_file(path: str | Path) -> None:
         )
 
 
-def _checkpoint_callback_states(path: str | Path) -> list[dict]:
-    """The ModelCheckpoint states recorded in a checkpoint (memory-mapped, weights not read)."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+def _load_lazily(path: str | Path) -> dict[str, Any]:
+    """A checkpoint, memory-mapped: its weights are not read until used."""
+    return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+
+
+def _checkpoint_callback_states(path: str | Path, checkpoint: dict[str, Any] | None = None) -> list[dict]:
+    """The ModelCheckpoint states recorded in a checkpoint (weights not read), or in its loaded ``checkpoint``."""
+    checkpoint = _load_lazily(path) if checkpoint is None else checkpoint
     return [
         state
         for state in checkpoint.get("callbacks", {}).values()
@@ -160,6 +166,18 @@ def continue_in_checkpoint_folder(trainer: Trainer, ckpt_path: str) -> None:
         if state.get("dirpath") and os.path.realpath(state["dirpath"]) == folder:
             callback.dirpath = folder
             return
+
+
+def describe_resume(ckpt_path: str) -> str:
+    """One line on where a resumed fit starts: the checkpoint, its epoch and step, the best model so far."""
+    checkpoint = _load_lazily(ckpt_path)
+    line = f"Resuming from {ckpt_path} (saved in epoch {checkpoint.get('epoch')}, step {checkpoint.get('global_step')}"
+    for state in _checkpoint_callback_states(ckpt_path, checkpoint):
+        score = state.get("best_model_score")
+        if state.get("best_model_path") and score is not None:
+            line += f"; best so far {Path(state['best_model_path']).name}, {state.get('monitor')} {float(score):.4g}"
+            break
+    return line + ")."
 
 
 class SPMLCLI(LightningCLI):
@@ -252,6 +270,7 @@ class SPMLCLI(LightningCLI):
         config["ckpt_path"] = ckpt_path
         if ckpt_path is not None:
             continue_in_checkpoint_folder(self.trainer, ckpt_path)
+            rank_zero_info(describe_resume(ckpt_path))
 
     before_validate = before_test = before_predict = _resolve_ckpt_path
 

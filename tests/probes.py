@@ -1,7 +1,8 @@
 """Helpers for tests that drive real `spml` runs, subprocesses included.
 
 The callbacks are injected with --config (write_callbacks_config); they only
-observe (and, for PauseAtStep, wait), none changes what is trained.
+observe (and, for PauseAtStep, wait; ScriptedMetric logs a metric whose values
+a test chooses), none changes what is trained.
 """
 
 from __future__ import annotations
@@ -69,6 +70,22 @@ class PauseAtStep(Callback):
         if trainer.global_step == self.step:
             Path(self.marker).write_text(f"{os.getpid()} {trainer.current_epoch} {batch_idx}\n")
             time.sleep(600)
+
+
+class ScriptedMetric(Callback):
+    """Log ``name`` = ``values[epoch]`` at every validation, so a test decides which epoch is best.
+
+    Args:
+        name: the metric's name (monitor it with ``--checkpoint.monitor``).
+        values: one value per epoch.
+    """
+
+    def __init__(self, name: str, values: list[float]) -> None:
+        self.name = name
+        self.values = values
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        pl_module.log(self.name, float(self.values[trainer.current_epoch]))
 
 
 class RunRecorder(Callback):

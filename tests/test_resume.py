@@ -1,11 +1,13 @@
 """Resume after SIGKILL: a real `spml fit` killed mid-epoch ends exactly where an uninterrupted run ends.
 
-Also: checkpoints are written atomically (a kill or an error while saving
-leaves the previous checkpoint readable).
+Also: a resume with a relative root keeps its top-k, best and last checkpoint;
+checkpoints are written atomically (a kill or an error while saving leaves the previous
+checkpoint readable).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -239,3 +241,51 @@ def test_error_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
         io.save_checkpoint({"version": 2, "bad": Unpicklable()}, path)
     assert torch.load(path, weights_only=True)["version"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # no temporary file left
+
+
+# -- resuming with a relative root ----------------------------------------------------------------
+
+@pytest.fixture
+def lightning_log(caplog):
+    """What a run prints through Lightning's logger, at INFO whatever level other tests left it at.
+
+    The logger need not propagate to caplog's root handler (Lightning adds its own handler when
+    the root logger has none), hence caplog's handler on it.
+    """
+    logger = logging.getLogger("lightning.pytorch")
+    caplog.set_level(logging.INFO, logger=logger.name)
+    logger.addHandler(caplog.handler)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+
+
+#: The tiny demo with a backbone a seventh of resnet18's size: its checkpoints are written in a fraction of the time.
+SMALL = [
+    "--model.backbone", "mobilenet_v3_small", "--trainer.num_sanity_val_steps", "0",
+    "--trainer.enable_model_summary", "false",
+]  # fmt: skip
+
+
+def scripted_args(tmp_path: Path, tiny_demo_root: Path, values: list[float]) -> list[str]:
+    """The tiny demo run, its best checkpoint chosen on ``scripted`` = ``values[epoch]``."""
+    config = write_callbacks_config(
+        tmp_path / "scripted.yaml", [("probes.ScriptedMetric", {"name": "scripted", "values": values})]
+    )
+    return [*demo_args(tmp_path, tiny_demo_root), *SMALL, "--config", str(config), "--checkpoint.monitor", "scripted"]
+
+
+def test_resume_with_a_relative_root_keeps_top_k_best_and_last(tmp_path, tiny_demo_root, monkeypatch, lightning_log):
+    # Every shipped config has a relative default_root_dir (runs/...).
+    monkeypatch.chdir(tmp_path)
+    args = [*scripted_args(tmp_path, tiny_demo_root, [10.0, 30.0, 20.0]), "--trainer.default_root_dir", "runs"]
+    run_cli(["fit", *args])  # epochs 0 and 1: epoch 1 is the best
+    resumed = run_cli(["fit", *args, "--trainer.max_epochs", "3", "--ckpt_path", "last"])  # epoch 2 is worse
+    assert resumed.trainer.current_epoch == 3
+
+    # One checkpoint folder, with one last.ckpt (no last-v1.ckpt) and the best epoch's file only (save_top_k 1).
+    (folder,) = {path.parent for path in (tmp_path / "runs").rglob("*.ckpt")}
+    assert sorted(path.name for path in folder.iterdir()) == ["best-01.ckpt", "last.ckpt"]
+    assert torch.load(folder / "last.ckpt", map_location="cpu", weights_only=False)["epoch"] == 2
+    test = run_cli(["test", *args, "--ckpt_path", "best"])
+    assert os.path.samefile(test.trainer.ckpt_path, folder / "best-01.ckpt")
+    assert "best so far best-01.ckpt, scripted 30" in lightning_log.text  # the resume said where it started
