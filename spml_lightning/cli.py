@@ -26,10 +26,12 @@ from typing import Any
 
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
 from spml_lightning.callbacks import DropFromBestStopping
 from spml_lightning.checkpointing import AtomicCheckpointIO, ResumableCheckpoint
@@ -41,7 +43,7 @@ from spml_lightning.prediction import PredictionWriter
 
 __all__ = [
     "SPMLCLI", "check_checkpoint_file", "continue_in_checkpoint_folder", "describe_resume", "main",
-    "resolve_checkpoint", "run_cli",
+    "reserve_log_version", "resolve_checkpoint", "run_cli",
 ]
 
 
@@ -180,6 +182,37 @@ def describe_resume(ckpt_path: str) -> str:
     return line + ")."
 
 
+def reserve_log_version(trainer: Trainer) -> None:
+    """Give each TensorBoard/CSV logger of ``trainer`` a ``version_N`` folder no other run has.
+
+    These loggers take the version after the highest ``version_*`` folder they
+    list and create the folder later, so runs started together in one
+    ``default_root_dir`` took the same ``version_N`` -- and the same checkpoint
+    folder. ``os.mkdir`` fails on a folder that exists: the first free
+    ``version_N`` a run manages to create is its own. Loggers given a version
+    (``version=``, SLURM's job id) and processes other than rank 0 (which get
+    rank 0's folder from Lightning) are left alone.
+    """
+    if rank_zero_only.rank != 0:
+        return
+    for logger in trainer.loggers:
+        if not isinstance(logger, (TensorBoardLogger, CSVLogger)) or logger._version is not None:
+            continue
+        root = logger.root_dir
+        if not _is_local_file_protocol(root):
+            continue
+        os.makedirs(root, exist_ok=True)
+        version = logger._get_next_version()
+        while True:
+            try:
+                os.mkdir(os.path.join(root, f"version_{version}"))
+                break
+            except FileExistsError:  # another run took it since the listing
+                version += 1
+        logger._version = version  # what the logger's version property would have set
+        rank_zero_info(f"Logging to {os.path.join(root, f'version_{version}')}")
+
+
 class SPMLCLI(LightningCLI):
     """LightningCLI with the SPML defaults and links.
 
@@ -261,6 +294,7 @@ class SPMLCLI(LightningCLI):
     def _resolve_ckpt_path(self) -> None:
         config = self.config_init[self.subcommand]
         config["ckpt_path"] = resolve_checkpoint(config.get("ckpt_path"), self.trainer)
+        reserve_log_version(self.trainer)
 
     def before_fit(self) -> None:
         config = self.config_init["fit"]
@@ -271,6 +305,7 @@ class SPMLCLI(LightningCLI):
         if ckpt_path is not None:
             continue_in_checkpoint_folder(self.trainer, ckpt_path)
             rank_zero_info(describe_resume(ckpt_path))
+        reserve_log_version(self.trainer)
 
     before_validate = before_test = before_predict = _resolve_ckpt_path
 

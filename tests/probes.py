@@ -1,8 +1,8 @@
 """Helpers for tests that drive real `spml` runs, subprocesses included.
 
 The callbacks are injected with --config (write_callbacks_config); they only
-observe (and, for PauseAtStep, wait; ScriptedMetric logs a metric whose values
-a test chooses), none changes what is trained.
+observe (and, for PauseAtStep and StartTogether, wait; ScriptedMetric logs a
+metric whose values a test chooses), none changes what is trained.
 """
 
 from __future__ import annotations
@@ -86,6 +86,33 @@ class ScriptedMetric(Callback):
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         pl_module.log(self.name, float(self.values[trainer.current_epoch]))
+
+
+class StartTogether(Callback):
+    """Hold each run in ``setup`` until ``count`` runs got there, so that they go on at the same moment.
+
+    Lightning's loggers have chosen their version folder by then but not yet
+    created it: the moment at which runs started together collided.
+
+    Args:
+        folder: where each run leaves a file named by its pid.
+        count: the number of runs to wait for.
+        timeout: seconds to wait before failing the run.
+    """
+
+    def __init__(self, folder: str, count: int, timeout: float = 120.0) -> None:
+        self.folder = Path(folder)
+        self.count = count
+        self.timeout = timeout
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / str(os.getpid())).touch()
+        deadline = time.monotonic() + self.timeout
+        while len(list(self.folder.iterdir())) < self.count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {len(list(self.folder.iterdir()))} of {self.count} runs started")
+            time.sleep(0.05)
 
 
 class RunRecorder(Callback):

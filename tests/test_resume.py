@@ -2,7 +2,7 @@
 
 Also: a resume with a relative root keeps its top-k, best and last checkpoint;
 checkpoints are written atomically (a kill or an error while saving leaves the previous
-checkpoint readable).
+checkpoint readable); runs started together in one root get folders of their own.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -18,7 +19,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from spml_lightning.checkpointing import AtomicCheckpointIO, ResumableCheckpoint, atomic_torch_save
 from spml_lightning.cli import resolve_checkpoint, run_cli
@@ -289,3 +292,72 @@ def test_resume_with_a_relative_root_keeps_top_k_best_and_last(tmp_path, tiny_de
     test = run_cli(["test", *args, "--ckpt_path", "best"])
     assert os.path.samefile(test.trainer.ckpt_path, folder / "best-01.ckpt")
     assert "best so far best-01.ckpt, scripted 30" in lightning_log.text  # the resume said where it started
+
+
+# -- runs that share a root -----------------------------------------------------------------------
+
+def test_concurrent_fits_in_one_root_get_a_version_folder_each(tmp_path, tiny_demo_root):
+    # Three `spml fit` processes started together, held until all three reach the point at which
+    # Lightning has listed the version folders but created none (StartTogether).
+    args = [
+        *demo_args(tmp_path, tiny_demo_root), *SMALL, "--trainer.max_epochs", "1",
+        "--config", str(write_callbacks_config(tmp_path / "together.yaml", [
+            ("probes.StartTogether", {"folder": str(tmp_path / "started"), "count": 3}),
+        ])),
+    ]  # fmt: skip
+    logs = [tmp_path / f"run{i}.log" for i in range(3)]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "spml_lightning", "fit", *args],
+            cwd=REPO_ROOT, env=subprocess_env(), stdout=log.open("w"), stderr=subprocess.STDOUT,
+        )
+        for log in logs
+    ]
+    for process, log in zip(processes, logs):
+        assert process.wait(timeout=300) == 0, log.read_text()[-3000:]
+    versions = tmp_path / "runs" / "lightning_logs"
+    assert sorted(p.name for p in versions.iterdir()) == ["version_0", "version_1", "version_2"]
+    for folder in versions.iterdir():
+        assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == ["best-00.ckpt", "last.ckpt"]
+    said = sorted(line.split("Logging to ")[1] for log in logs for line in log.read_text().splitlines()
+                  if "Logging to " in line)  # fmt: skip
+    assert said == [str(versions / f"version_{i}") for i in range(3)]
+
+
+def test_atomic_save_removes_only_the_temporary_files_of_writers_that_are_gone(tmp_path):
+    path = tmp_path / "best-00.ckpt"
+    host = socket.gethostname()
+    gone = 2**22  # above Linux's largest pid_max: no process has this pid
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        temporary = {
+            "live writer": f".best-00.ckpt.tmp-{host}-{live.pid}-0123abcd",
+            "writer of this host that is gone": f".best-00.ckpt.tmp-{host}-{gone}-0123abcd",
+            "older version's name, writer gone": f".best-00.ckpt.tmp-{gone}",
+            "other host, recent": ".best-00.ckpt.tmp-elsewhere-12-89abcdef",
+            "other host, untouched for 2 h": ".best-00.ckpt.tmp-elsewhere-13-89abcdef",
+        }
+        for name in temporary.values():
+            (tmp_path / name).write_bytes(b"half a checkpoint")
+        two_hours_ago = time.time() - 7200
+        os.utime(tmp_path / temporary["other host, untouched for 2 h"], (two_hours_ago, two_hours_ago))
+        atomic_torch_save({"version": 1}, path)
+        assert torch.load(path, weights_only=True) == {"version": 1}
+        left = {what for what, name in temporary.items() if (tmp_path / name).exists()}
+        assert left == {"live writer", "other host, recent"}
+    finally:
+        live.kill()
+        live.wait()
+
+
+@pytest.mark.parametrize("logger_class", [TensorBoardLogger, CSVLogger])
+def test_a_version_folder_taken_after_the_listing_is_skipped(tmp_path, monkeypatch, logger_class):
+    from spml_lightning.cli import reserve_log_version
+
+    trainer = Trainer(logger=logger_class(tmp_path), enable_checkpointing=False, enable_progress_bar=False)
+    (tmp_path / "lightning_logs" / "version_0").mkdir(parents=True)
+    monkeypatch.setattr(logger_class, "_get_next_version", lambda self: 0)  # listed before another run made it
+    reserve_log_version(trainer)
+    assert trainer.logger.version == 1 and (tmp_path / "lightning_logs" / "version_1").is_dir()
+    reserve_log_version(trainer)  # a logger that has its version keeps it
+    assert trainer.logger.version == 1 and not (tmp_path / "lightning_logs" / "version_2").exists()
