@@ -283,7 +283,12 @@ class SPMLCLI(LightningCLI):
         path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if path not in (None, "best", "last") and "://" not in str(path) and Path(path).exists():
             check_checkpoint_file(path)
-        super()._parse_ckpt_path()
+        # LightningCLI then replaces the model's arguments with the checkpoint's,
+        # dropping the command line's silently. A resumed fit keeps the command
+        # line's, whatever form --ckpt_path takes: SPMLModule applies or refuses
+        # each change (spml_lightning.compatibility).
+        if subcommand != "fit":
+            super()._parse_ckpt_path()
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)

@@ -1,7 +1,8 @@
 """Resume after SIGKILL: a real `spml fit` killed mid-epoch ends exactly where an uninterrupted run ends.
 
 Also: a resume with a relative root keeps its top-k, best and last checkpoint;
-checkpoints are written atomically (a kill or an error while saving leaves the previous
+a resume with changed arguments applies or refuses each change; checkpoints
+are written atomically (a kill or an error while saving leaves the previous
 checkpoint readable); runs started together in one root get folders of their own.
 """
 
@@ -19,12 +20,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from spml_lightning.checkpointing import AtomicCheckpointIO, ResumableCheckpoint, atomic_torch_save
-from spml_lightning.cli import resolve_checkpoint, run_cli
+from spml_lightning.cli import main, resolve_checkpoint, run_cli
 
 from conftest import REPO_ROOT
 from probes import final_weights, read_records, subprocess_env, write_callbacks_config
@@ -246,7 +248,7 @@ def test_error_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # no temporary file left
 
 
-# -- resuming with a relative root ----------------------------------------------------------------
+# -- resuming with a relative root, with changed arguments ---------------------------------------
 
 @pytest.fixture
 def lightning_log(caplog):
@@ -292,6 +294,57 @@ def test_resume_with_a_relative_root_keeps_top_k_best_and_last(tmp_path, tiny_de
     test = run_cli(["test", *args, "--ckpt_path", "best"])
     assert os.path.samefile(test.trainer.ckpt_path, folder / "best-01.ckpt")
     assert "best so far best-01.ckpt, scripted 30" in lightning_log.text  # the resume said where it started
+
+
+def one_epoch_run(tmp_path: Path, tiny_demo_root: Path) -> tuple[list[str], Path]:
+    """The arguments of a 1-epoch tiny demo run (lr 1e-3, lr_mult 1, GR Loss), fitted; and its last.ckpt."""
+    args = [*demo_args(tmp_path, tiny_demo_root), *SMALL, "--trainer.max_epochs", "1"]
+    run_cli(["fit", *args])
+    (last,) = (tmp_path / "runs").rglob("last.ckpt")
+    return args, last
+
+
+@pytest.mark.parametrize("form", ["last", "path"])
+def test_resume_with_a_new_learning_rate_trains_with_it(tmp_path, tiny_demo_root, lightning_log, form):
+    args, last = one_epoch_run(tmp_path, tiny_demo_root)
+    resumed = run_cli([
+        "fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last" if form == "last" else str(last),
+        "--model.lr", "0.5", "--model.lr_mult", "2",
+    ])  # fmt: skip
+    assert resumed.trainer.current_epoch == 2
+    rates = {group["name"]: group["lr"] for group in resumed.trainer.optimizers[0].param_groups}
+    assert rates == {"backbone": 0.5, "head": 1.0}
+    assert resumed.trainer.callback_metrics["lr/backbone"].item() == 0.5  # logged in the resumed epoch
+    assert (
+        "Resumed with lr 0.5 (the checkpoint trained with 0.001), lr_mult 2.0 (the checkpoint trained with 1.0)."
+        in lightning_log.text
+    )
+    assert yaml.safe_load((Path(resumed.trainer.log_dir) / "config.yaml").read_text())["model"]["lr"] == 0.5
+
+
+#: Changes a resume refuses, with what the message says about each.
+REFUSED_CHANGES = [
+    (["--model.loss", "AN"], "loss: GRLoss in the checkpoint, AssumeNegativeLoss now"),
+    (["--model.loss.init_args.q2", "0.05"], "loss GRLoss: q2 0.01 -> 0.05 (checkpoint -> now)"),
+    (["--model.backbone", "resnet18"], "backbone: 'mobilenet_v3_small' in the checkpoint, 'resnet18' now"),
+]
+
+
+def test_resume_refuses_another_network_or_loss(tmp_path, tiny_demo_root, capsys):
+    args, last = one_epoch_run(tmp_path, tiny_demo_root)
+    saved = last.read_bytes()
+    for change, named in REFUSED_CHANGES:
+        with pytest.raises(ValueError, match="Cannot resume from .*last.ckpt") as refusal:
+            run_cli(["fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last", *change])
+        assert named in str(refusal.value)
+    assert last.read_bytes() == saved  # nothing written was lost
+    # The spml command: exit status 1, the reason and what to do in one line, no traceback.
+    capsys.readouterr()
+    assert main(["fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last", "--model.loss", "AN"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert f"spml fit: error: Cannot resume from checkpoint {last}" in err
+    assert "Resume with the checkpoint's settings, or train with the new ones in a new run" in err
 
 
 # -- runs that share a root -----------------------------------------------------------------------
