@@ -23,11 +23,16 @@ from the newest of the end-of-epoch and mid-epoch saves (they are one file).
 from __future__ import annotations
 
 import os
+import re
+import secrets
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.types import STEP_OUTPUT
@@ -38,9 +43,47 @@ __all__ = ["AtomicCheckpointIO", "ResumableCheckpoint", "atomic_torch_save"]
 #: ``last*.ckpt`` / ``*.ckpt`` globs.
 TEMPORARY_PREFIX = "."
 
+#: A temporary file untouched for this long belongs to a writer that is gone, even
+#: one on another machine (a writer updates its file until it renames it).
+STALE_AFTER_S = 3600.0
+
+_HOST = socket.gethostname()
+
 
 def _temporary_path(path: Path) -> Path:
-    return path.with_name(f"{TEMPORARY_PREFIX}{path.name}.tmp-{os.getpid()}")
+    # Owned by this writer: host and pid say whether it is still alive, the token
+    # keeps two writers (threads, or processes on two hosts) apart.
+    return path.with_name(f"{TEMPORARY_PREFIX}{path.name}.tmp-{_HOST}-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process of this host runs under ``pid`` (True when that cannot be known)."""
+    if os.name == "nt":  # os.kill(pid, 0) would send Ctrl-C there
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: it exists, as another user's process
+        return True
+    return True
+
+
+def _is_stale(temporary: Path, destination: Path) -> bool:
+    """Whether a temporary file of ``destination`` was left by a writer that is gone.
+
+    A writer of this host is gone when its pid no longer runs; any writer when
+    its file was not touched for ``STALE_AFTER_S`` (other hosts' pids cannot be
+    asked). The names of older versions, ``.<name>.tmp-<pid>``, count as this host's.
+    """
+    suffix = temporary.name[len(f"{TEMPORARY_PREFIX}{destination.name}.tmp-") :]
+    match = re.fullmatch(r"(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{8}", suffix) or re.fullmatch(r"(?P<pid>\d+)", suffix)
+    if match and match.groupdict().get("host") in (None, _HOST) and not _pid_alive(int(match["pid"])):
+        return True
+    try:
+        return time.time() - temporary.stat().st_mtime > STALE_AFTER_S
+    except FileNotFoundError:  # its writer renamed or removed it meanwhile
+        return False
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -60,10 +103,12 @@ def _fsync_directory(directory: Path) -> None:
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save(obj, path)`` that never leaves ``path`` partially written.
 
-    Writes ``.<name>.tmp-<pid>`` next to ``path``, fsyncs it, renames it over
-    ``path`` and fsyncs the folder. Temporary files that earlier processes
-    left behind for the same destination are removed first; on an error the
-    temporary file is removed and ``path`` is untouched.
+    Writes ``.<name>.tmp-<host>-<pid>-<token>`` next to ``path``, fsyncs it,
+    renames it over ``path`` and fsyncs the folder. Temporary files that
+    writers which are gone left behind for the same destination are removed
+    first (see ``_is_stale``): those of live writers -- another run saving into
+    the same folder -- are theirs to rename. On an error the temporary file is
+    removed and ``path`` is untouched.
 
     Args:
         obj: what to save.
@@ -71,8 +116,9 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f"{TEMPORARY_PREFIX}{path.name}.tmp-*"):
-        stale.unlink(missing_ok=True)  # left by a process killed while saving
+    for temporary in path.parent.glob(f"{TEMPORARY_PREFIX}{path.name}.tmp-*"):
+        if _is_stale(temporary, path):
+            temporary.unlink(missing_ok=True)  # left by a process killed while saving
     temporary = _temporary_path(path)
     try:
         with open(temporary, "wb") as file:
@@ -84,6 +130,21 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
         temporary.unlink(missing_ok=True)
         raise
     _fsync_directory(path.parent)
+
+
+def _same_local_folder(a: str, b: str) -> bool:
+    return _is_local_file_protocol(a) and _is_local_file_protocol(b) and os.path.realpath(a) == os.path.realpath(b)
+
+
+def _with_real_paths(state: dict[str, Any]) -> dict[str, Any]:
+    """A ModelCheckpoint state with its file paths resolved (relative ones against the working directory)."""
+    state = dict(state)
+    for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+        if state.get(key):  # "" means none
+            state[key] = os.path.realpath(state[key])
+    if "best_k_models" in state:
+        state["best_k_models"] = {os.path.realpath(path): score for path, score in state["best_k_models"].items()}
+    return state
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -149,6 +210,30 @@ class ResumableCheckpoint(ModelCheckpoint):
     @property
     def state_key(self) -> str:
         return "ModelCheckpoint" + super().state_key[len(type(self).__qualname__) :]
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        # A folder found from a relative default_root_dir or logger save_dir is
+        # relative; record absolute paths, so that a resume from any working
+        # directory finds the same folder and files (see load_state_dict).
+        if self.dirpath and _is_local_file_protocol(self.dirpath):
+            self.dirpath = os.path.realpath(self.dirpath)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the top-k, best and last paths when the recorded folder is this one.
+
+        Lightning compares the recorded folder with this one as strings and, when
+        they differ, restores only ``best_model_path``: a resume then forgets
+        the best score (a worse epoch becomes "best"), keeps the old top-k files
+        forever and writes ``last-v1.ckpt`` beside ``last.ckpt``. Checkpoints of
+        runs with a relative ``default_root_dir`` recorded relative paths; the
+        same folder reached another way (absolute, through a symlink) is the
+        same folder here, and its recorded paths are made absolute.
+        """
+        recorded = state_dict.get("dirpath")
+        if recorded and self.dirpath and _same_local_folder(recorded, self.dirpath):
+            state_dict = {**_with_real_paths(state_dict), "dirpath": self.dirpath}
+        super().load_state_dict(state_dict)
 
     def _refresh_last(self, trainer: Trainer) -> None:
         # Skipped when a checkpoint was already written at this step (then

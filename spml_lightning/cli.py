@@ -29,10 +29,12 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
 from spml_lightning.callbacks import DropFromBestStopping
 from spml_lightning.checkpointing import AtomicCheckpointIO, ResumableCheckpoint
@@ -44,7 +46,8 @@ from spml_lightning.prediction import PredictionWriter
 
 __all__ = [
     "SPMLCLI", "SameCheckpointOnEveryRank", "check_checkpoint_file", "check_same_checkpoint",
-    "continue_in_checkpoint_folder", "main", "resolve_checkpoint", "run_cli",
+    "continue_in_checkpoint_folder", "describe_resume", "main", "reserve_log_version", "resolve_checkpoint",
+    "run_cli",
 ]
 
 
@@ -74,16 +77,17 @@ def check_checkpoint_file(path: str | Path) -> None:
         )
 
 
-def _load_lazily(path: str | Path) -> dict:
-    """A checkpoint's dictionary, memory-mapped: the weights are not read."""
+def _load_lazily(path: str | Path) -> dict[str, Any]:
+    """A checkpoint, memory-mapped: its weights are not read until used."""
     return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
 
 
-def _checkpoint_callback_states(path: str | Path) -> list[dict]:
-    """The ModelCheckpoint states recorded in a checkpoint (memory-mapped, weights not read)."""
+def _checkpoint_callback_states(path: str | Path, checkpoint: dict[str, Any] | None = None) -> list[dict]:
+    """The ModelCheckpoint states recorded in a checkpoint (weights not read), or in its loaded ``checkpoint``."""
+    checkpoint = _load_lazily(path) if checkpoint is None else checkpoint
     return [
         state
-        for state in _load_lazily(path).get("callbacks", {}).values()
+        for state in checkpoint.get("callbacks", {}).values()
         if isinstance(state, dict) and "best_model_path" in state
     ]
 
@@ -232,6 +236,49 @@ class SameCheckpointOnEveryRank(Callback):
         check_same_checkpoint(self.ckpt_path)
 
 
+def describe_resume(ckpt_path: str) -> str:
+    """One line on where a resumed fit starts: the checkpoint, its epoch and step, the best model so far."""
+    checkpoint = _load_lazily(ckpt_path)
+    line = f"Resuming from {ckpt_path} (saved in epoch {checkpoint.get('epoch')}, step {checkpoint.get('global_step')}"
+    for state in _checkpoint_callback_states(ckpt_path, checkpoint):
+        score = state.get("best_model_score")
+        if state.get("best_model_path") and score is not None:
+            line += f"; best so far {Path(state['best_model_path']).name}, {state.get('monitor')} {float(score):.4g}"
+            break
+    return line + ")."
+
+
+def reserve_log_version(trainer: Trainer) -> None:
+    """Give each TensorBoard/CSV logger of ``trainer`` a ``version_N`` folder no other run has.
+
+    These loggers take the version after the highest ``version_*`` folder they
+    list and create the folder later, so runs started together in one
+    ``default_root_dir`` took the same ``version_N`` -- and the same checkpoint
+    folder. ``os.mkdir`` fails on a folder that exists: the first free
+    ``version_N`` a run manages to create is its own. Loggers given a version
+    (``version=``, SLURM's job id) and processes other than rank 0 (which get
+    rank 0's folder from Lightning) are left alone.
+    """
+    if rank_zero_only.rank != 0:
+        return
+    for logger in trainer.loggers:
+        if not isinstance(logger, (TensorBoardLogger, CSVLogger)) or logger._version is not None:
+            continue
+        root = logger.root_dir
+        if not _is_local_file_protocol(root):
+            continue
+        os.makedirs(root, exist_ok=True)
+        version = logger._get_next_version()
+        while True:
+            try:
+                os.mkdir(os.path.join(root, f"version_{version}"))
+                break
+            except FileExistsError:  # another run took it since the listing
+                version += 1
+        logger._version = version  # what the logger's version property would have set
+        rank_zero_info(f"Logging to {os.path.join(root, f'version_{version}')}")
+
+
 class SPMLCLI(LightningCLI):
     """LightningCLI with the SPML defaults and links.
 
@@ -302,7 +349,12 @@ class SPMLCLI(LightningCLI):
         path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if path not in (None, "best", "last") and "://" not in str(path) and Path(path).exists():
             check_checkpoint_file(path)
-        super()._parse_ckpt_path()
+        # LightningCLI then replaces the model's arguments with the checkpoint's,
+        # dropping the command line's silently. A resumed fit keeps the command
+        # line's, whatever form --ckpt_path takes: SPMLModule applies or refuses
+        # each change (spml_lightning.compatibility).
+        if subcommand != "fit":
+            super()._parse_ckpt_path()
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)
@@ -313,6 +365,7 @@ class SPMLCLI(LightningCLI):
     def _resolve_ckpt_path(self) -> None:
         config = self.config_init[self.subcommand]
         self._set_ckpt_path(config, resolve_checkpoint(config.get("ckpt_path"), self.trainer))
+        reserve_log_version(self.trainer)
 
     def before_fit(self) -> None:
         config = self.config_init["fit"]
@@ -322,6 +375,8 @@ class SPMLCLI(LightningCLI):
         self._set_ckpt_path(config, ckpt_path)
         if ckpt_path is not None:
             continue_in_checkpoint_folder(self.trainer, ckpt_path)
+            rank_zero_info(describe_resume(ckpt_path))
+        reserve_log_version(self.trainer)
 
     def _set_ckpt_path(self, config, ckpt_path: str | None) -> None:
         # Resolved by each process on its own: the ranks check that they agree once joined.

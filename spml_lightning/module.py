@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch import LightningModule
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
@@ -16,6 +18,7 @@ from torch.utils.data.distributed import DistributedSampler
 from torchvision.transforms.functional import to_pil_image
 
 from spml_lightning.backbones import build_backbone
+from spml_lightning.compatibility import check_class_names, resume_plan
 from spml_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, reference_transform
 from spml_lightning.losses import GRLoss, SPMLLoss, get_loss_class, loss_from_config
 from spml_lightning.losses.distributed import all_gather_rows
@@ -125,6 +128,9 @@ class SPMLModule(LightningModule):
         #: ``{"epoch", "max_epochs", "linear_init"}`` the loss schedule was last set
         #: to (in training, or by the checkpoint this model was loaded from); None before.
         self.loss_schedule: dict[str, int] | None = None
+        #: Hyper-parameters a resumed fit changed, ``{name: (checkpoint's, new)}``:
+        #: the learning rates among them are set once the optimizer is restored.
+        self._resume_changes: dict[str, tuple] = {}
 
     # -- model ------------------------------------------------------------------
     def forward(self, images: Tensor) -> Tensor:
@@ -155,8 +161,11 @@ class SPMLModule(LightningModule):
             )
         # Preprocessing facts travel with the checkpoint (hparams), so a model
         # can predict on raw images without its datamodule.
-        if self.hparams.class_names is None and hasattr(datamodule, "class_names"):
-            self.hparams.class_names = list(datamodule.class_names)
+        if hasattr(datamodule, "class_names"):
+            if self.hparams.class_names is None:
+                self.hparams.class_names = list(datamodule.class_names)
+            else:  # e.g. a loaded model given another data set
+                check_class_names(self.hparams.class_names, datamodule.class_names, "hparams.class_names")
         for key, value in getattr(datamodule, "preprocessing", {}).items():
             if self.hparams.get(key) is None:
                 self.hparams[key] = value
@@ -169,7 +178,8 @@ class SPMLModule(LightningModule):
             # updates); DDP must neither broadcast nor check them.
             self._ddp_params_and_buffers_to_ignore = [f"loss.{name}" for name, _ in self.loss.named_buffers()]
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def _parameter_groups(self) -> list[dict]:
+        """The optimizer's parameter groups, each named, with its learning rate from the hyper-parameters."""
         lr = self.hparams.lr
         groups = [
             {"params": [p for p in self.backbone.parameters() if p.requires_grad], "lr": lr, "name": "backbone"},
@@ -177,7 +187,10 @@ class SPMLModule(LightningModule):
         ]
         if isinstance(self.loss, SPMLLoss):
             groups += self.loss.optimizer_groups(lr)
-        return torch.optim.Adam(groups, lr=lr)
+        return groups
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self._parameter_groups(), lr=self.hparams.lr)
 
     def _schedule_epochs(self) -> int:
         epochs = self.hparams.schedule_epochs or self.trainer.max_epochs
@@ -236,11 +249,55 @@ class SPMLModule(LightningModule):
             checkpoint["loss_schedule"] = dict(self.loss_schedule)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self._trainer is not None:  # a trainer restores it: a resumed fit, or test/validate/predict
+            self._check_checkpoint_fits(checkpoint.get("hyper_parameters", {}))
         schedule = checkpoint.get("loss_schedule")
         if schedule is not None:
             self.loss_schedule = dict(schedule)
             if isinstance(self.loss, SPMLLoss):
                 self.loss.set_epoch(schedule["epoch"], schedule["max_epochs"], schedule["linear_init"])
+
+    def _check_checkpoint_fits(self, hparams: Mapping) -> None:
+        """Refuse a checkpoint that does not fit this run; note what a resumed fit changes.
+
+        Outside fit only the classes matter (see ``spml_lightning.compatibility``);
+        a resumed fit may change the optimizer and schedule settings, not the
+        network, its classes or the loss.
+        """
+        source = f"checkpoint {self.trainer.ckpt_path}" if self.trainer.ckpt_path else "the checkpoint"
+        if self.trainer.state.fn != TrainerFn.FITTING:
+            if self.hparams.class_names is None:  # no names from the data: the checkpoint's hold
+                self.hparams.class_names = hparams.get("class_names")
+            check_class_names(hparams.get("class_names"), self.hparams.class_names, source)
+            return
+        plan = resume_plan(hparams, self.hparams)
+        if plan.refused:
+            raise ValueError(
+                f"Cannot resume from {source} with other settings than it was trained with: "
+                f"{'; '.join(plan.refused)}. A resumed fit continues that training, whose weights, optimizer "
+                "state and loss state belong to its network, classes and loss. Resume with the checkpoint's "
+                "settings, or train with the new ones in a new run (without --ckpt_path)."
+            )
+        for name, (old, new) in plan.no_effect.items():
+            rank_zero_warn(
+                f"{name}={new!r} has no effect on a resumed fit: its weights are those of {source} "
+                f"(which started from {name}={old!r})."
+            )
+        if plan.applied:
+            changes = ", ".join(f"{name} {new!r} (the checkpoint trained with {old!r})" for name, (old, new) in
+                                plan.applied.items())  # fmt: skip
+            rank_zero_info(f"Resumed with {changes}.")
+        self._resume_changes = plan.applied
+
+    def on_train_start(self) -> None:
+        # Adam's restored state carries the checkpoint's learning rates; a resumed
+        # fit with a new lr or lr_mult (a restart with a lower lr) trains with the new ones.
+        if {"lr", "lr_mult"} & set(self._resume_changes) and self.trainer.optimizers:
+            rates = {group["name"]: group["lr"] for group in self._parameter_groups()}
+            for group in self.trainer.optimizers[0].param_groups:
+                if group.get("name") in rates:
+                    group["lr"] = rates[group["name"]]
+        self._resume_changes = {}
 
     @torch.no_grad()
     def _score_train_set(self) -> tuple[Tensor, Tensor]:

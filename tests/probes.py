@@ -1,7 +1,8 @@
 """Helpers for tests that drive real `spml` runs, subprocesses included.
 
 The callbacks are injected with --config (write_callbacks_config); they only
-observe (and, for PauseAtStep, wait), none changes what is trained.
+observe (and, for PauseAtStep and StartTogether, wait; ScriptedMetric logs a
+metric whose values a test chooses), none changes what is trained.
 """
 
 from __future__ import annotations
@@ -69,6 +70,49 @@ class PauseAtStep(Callback):
         if trainer.global_step == self.step:
             Path(self.marker).write_text(f"{os.getpid()} {trainer.current_epoch} {batch_idx}\n")
             time.sleep(600)
+
+
+class ScriptedMetric(Callback):
+    """Log ``name`` = ``values[epoch]`` at every validation, so a test decides which epoch is best.
+
+    Args:
+        name: the metric's name (monitor it with ``--checkpoint.monitor``).
+        values: one value per epoch.
+    """
+
+    def __init__(self, name: str, values: list[float]) -> None:
+        self.name = name
+        self.values = values
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        pl_module.log(self.name, float(self.values[trainer.current_epoch]))
+
+
+class StartTogether(Callback):
+    """Hold each run in ``setup`` until ``count`` runs got there, so that they go on at the same moment.
+
+    Lightning's loggers have chosen their version folder by then but not yet
+    created it: the moment at which runs started together collided.
+
+    Args:
+        folder: where each run leaves a file named by its pid.
+        count: the number of runs to wait for.
+        timeout: seconds to wait before failing the run.
+    """
+
+    def __init__(self, folder: str, count: int, timeout: float = 120.0) -> None:
+        self.folder = Path(folder)
+        self.count = count
+        self.timeout = timeout
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / str(os.getpid())).touch()
+        deadline = time.monotonic() + self.timeout
+        while len(list(self.folder.iterdir())) < self.count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {len(list(self.folder.iterdir()))} of {self.count} runs started")
+            time.sleep(0.05)
 
 
 class RunRecorder(Callback):

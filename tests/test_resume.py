@@ -1,13 +1,17 @@
 """Resume after SIGKILL: a real `spml fit` killed mid-epoch ends exactly where an uninterrupted run ends.
 
-Also: checkpoints are written atomically (a kill or an error while saving
-leaves the previous checkpoint readable).
+Also: a resume with a relative root keeps its top-k, best and last checkpoint;
+a resume with changed arguments applies or refuses each change; checkpoints
+are written atomically (a kill or an error while saving leaves the previous
+checkpoint readable); runs started together in one root get folders of their own.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -16,10 +20,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
+from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from spml_lightning.checkpointing import AtomicCheckpointIO, ResumableCheckpoint, atomic_torch_save
-from spml_lightning.cli import resolve_checkpoint, run_cli
+from spml_lightning.cli import main, resolve_checkpoint, run_cli
 
 from conftest import REPO_ROOT
 from probes import final_weights, read_records, subprocess_env, write_callbacks_config
@@ -239,3 +246,171 @@ def test_error_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
         io.save_checkpoint({"version": 2, "bad": Unpicklable()}, path)
     assert torch.load(path, weights_only=True)["version"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # no temporary file left
+
+
+# -- resuming with a relative root, with changed arguments ---------------------------------------
+
+@pytest.fixture
+def lightning_log(caplog):
+    """What a run prints through Lightning's logger, at INFO whatever level other tests left it at.
+
+    The logger need not propagate to caplog's root handler (Lightning adds its own handler when
+    the root logger has none), hence caplog's handler on it.
+    """
+    logger = logging.getLogger("lightning.pytorch")
+    caplog.set_level(logging.INFO, logger=logger.name)
+    logger.addHandler(caplog.handler)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+
+
+#: The tiny demo with a backbone a seventh of resnet18's size: its checkpoints are written in a fraction of the time.
+SMALL = [
+    "--model.backbone", "mobilenet_v3_small", "--trainer.num_sanity_val_steps", "0",
+    "--trainer.enable_model_summary", "false",
+]  # fmt: skip
+
+
+def scripted_args(tmp_path: Path, tiny_demo_root: Path, values: list[float]) -> list[str]:
+    """The tiny demo run, its best checkpoint chosen on ``scripted`` = ``values[epoch]``."""
+    config = write_callbacks_config(
+        tmp_path / "scripted.yaml", [("probes.ScriptedMetric", {"name": "scripted", "values": values})]
+    )
+    return [*demo_args(tmp_path, tiny_demo_root), *SMALL, "--config", str(config), "--checkpoint.monitor", "scripted"]
+
+
+def test_resume_with_a_relative_root_keeps_top_k_best_and_last(tmp_path, tiny_demo_root, monkeypatch, lightning_log):
+    # Every shipped config has a relative default_root_dir (runs/...).
+    monkeypatch.chdir(tmp_path)
+    args = [*scripted_args(tmp_path, tiny_demo_root, [10.0, 30.0, 20.0]), "--trainer.default_root_dir", "runs"]
+    run_cli(["fit", *args])  # epochs 0 and 1: epoch 1 is the best
+    resumed = run_cli(["fit", *args, "--trainer.max_epochs", "3", "--ckpt_path", "last"])  # epoch 2 is worse
+    assert resumed.trainer.current_epoch == 3
+
+    # One checkpoint folder, with one last.ckpt (no last-v1.ckpt) and the best epoch's file only (save_top_k 1).
+    (folder,) = {path.parent for path in (tmp_path / "runs").rglob("*.ckpt")}
+    assert sorted(path.name for path in folder.iterdir()) == ["best-01.ckpt", "last.ckpt"]
+    assert torch.load(folder / "last.ckpt", map_location="cpu", weights_only=False)["epoch"] == 2
+    test = run_cli(["test", *args, "--ckpt_path", "best"])
+    assert os.path.samefile(test.trainer.ckpt_path, folder / "best-01.ckpt")
+    assert "best so far best-01.ckpt, scripted 30" in lightning_log.text  # the resume said where it started
+
+
+def one_epoch_run(tmp_path: Path, tiny_demo_root: Path) -> tuple[list[str], Path]:
+    """The arguments of a 1-epoch tiny demo run (lr 1e-3, lr_mult 1, GR Loss), fitted; and its last.ckpt."""
+    args = [*demo_args(tmp_path, tiny_demo_root), *SMALL, "--trainer.max_epochs", "1"]
+    run_cli(["fit", *args])
+    (last,) = (tmp_path / "runs").rglob("last.ckpt")
+    return args, last
+
+
+@pytest.mark.parametrize("form", ["last", "path"])
+def test_resume_with_a_new_learning_rate_trains_with_it(tmp_path, tiny_demo_root, lightning_log, form):
+    args, last = one_epoch_run(tmp_path, tiny_demo_root)
+    resumed = run_cli([
+        "fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last" if form == "last" else str(last),
+        "--model.lr", "0.5", "--model.lr_mult", "2",
+    ])  # fmt: skip
+    assert resumed.trainer.current_epoch == 2
+    rates = {group["name"]: group["lr"] for group in resumed.trainer.optimizers[0].param_groups}
+    assert rates == {"backbone": 0.5, "head": 1.0}
+    assert resumed.trainer.callback_metrics["lr/backbone"].item() == 0.5  # logged in the resumed epoch
+    assert (
+        "Resumed with lr 0.5 (the checkpoint trained with 0.001), lr_mult 2.0 (the checkpoint trained with 1.0)."
+        in lightning_log.text
+    )
+    assert yaml.safe_load((Path(resumed.trainer.log_dir) / "config.yaml").read_text())["model"]["lr"] == 0.5
+
+
+#: Changes a resume refuses, with what the message says about each.
+REFUSED_CHANGES = [
+    (["--model.loss", "AN"], "loss: GRLoss in the checkpoint, AssumeNegativeLoss now"),
+    (["--model.loss.init_args.q2", "0.05"], "loss GRLoss: q2 0.01 -> 0.05 (checkpoint -> now)"),
+    (["--model.backbone", "resnet18"], "backbone: 'mobilenet_v3_small' in the checkpoint, 'resnet18' now"),
+]
+
+
+def test_resume_refuses_another_network_or_loss(tmp_path, tiny_demo_root, capsys):
+    args, last = one_epoch_run(tmp_path, tiny_demo_root)
+    saved = last.read_bytes()
+    for change, named in REFUSED_CHANGES:
+        with pytest.raises(ValueError, match="Cannot resume from .*last.ckpt") as refusal:
+            run_cli(["fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last", *change])
+        assert named in str(refusal.value)
+    assert last.read_bytes() == saved  # nothing written was lost
+    # The spml command: exit status 1, the reason and what to do in one line, no traceback.
+    capsys.readouterr()
+    assert main(["fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last", "--model.loss", "AN"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert f"spml fit: error: Cannot resume from checkpoint {last}" in err
+    assert "Resume with the checkpoint's settings, or train with the new ones in a new run" in err
+
+
+# -- runs that share a root -----------------------------------------------------------------------
+
+def test_concurrent_fits_in_one_root_get_a_version_folder_each(tmp_path, tiny_demo_root):
+    # Three `spml fit` processes started together, held until all three reach the point at which
+    # Lightning has listed the version folders but created none (StartTogether).
+    args = [
+        *demo_args(tmp_path, tiny_demo_root), *SMALL, "--trainer.max_epochs", "1",
+        "--config", str(write_callbacks_config(tmp_path / "together.yaml", [
+            ("probes.StartTogether", {"folder": str(tmp_path / "started"), "count": 3}),
+        ])),
+    ]  # fmt: skip
+    logs = [tmp_path / f"run{i}.log" for i in range(3)]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "spml_lightning", "fit", *args],
+            cwd=REPO_ROOT, env=subprocess_env(), stdout=log.open("w"), stderr=subprocess.STDOUT,
+        )
+        for log in logs
+    ]
+    for process, log in zip(processes, logs):
+        assert process.wait(timeout=300) == 0, log.read_text()[-3000:]
+    versions = tmp_path / "runs" / "lightning_logs"
+    assert sorted(p.name for p in versions.iterdir()) == ["version_0", "version_1", "version_2"]
+    for folder in versions.iterdir():
+        assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == ["best-00.ckpt", "last.ckpt"]
+    said = sorted(line.split("Logging to ")[1] for log in logs for line in log.read_text().splitlines()
+                  if "Logging to " in line)  # fmt: skip
+    assert said == [str(versions / f"version_{i}") for i in range(3)]
+
+
+def test_atomic_save_removes_only_the_temporary_files_of_writers_that_are_gone(tmp_path):
+    path = tmp_path / "best-00.ckpt"
+    host = socket.gethostname()
+    gone = 2**22  # above Linux's largest pid_max: no process has this pid
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        temporary = {
+            "live writer": f".best-00.ckpt.tmp-{host}-{live.pid}-0123abcd",
+            "writer of this host that is gone": f".best-00.ckpt.tmp-{host}-{gone}-0123abcd",
+            "older version's name, writer gone": f".best-00.ckpt.tmp-{gone}",
+            "other host, recent": ".best-00.ckpt.tmp-elsewhere-12-89abcdef",
+            "other host, untouched for 2 h": ".best-00.ckpt.tmp-elsewhere-13-89abcdef",
+        }
+        for name in temporary.values():
+            (tmp_path / name).write_bytes(b"half a checkpoint")
+        two_hours_ago = time.time() - 7200
+        os.utime(tmp_path / temporary["other host, untouched for 2 h"], (two_hours_ago, two_hours_ago))
+        atomic_torch_save({"version": 1}, path)
+        assert torch.load(path, weights_only=True) == {"version": 1}
+        left = {what for what, name in temporary.items() if (tmp_path / name).exists()}
+        assert left == {"live writer", "other host, recent"}
+    finally:
+        live.kill()
+        live.wait()
+
+
+@pytest.mark.parametrize("logger_class", [TensorBoardLogger, CSVLogger])
+def test_a_version_folder_taken_after_the_listing_is_skipped(tmp_path, monkeypatch, logger_class):
+    from spml_lightning.cli import reserve_log_version
+
+    trainer = Trainer(logger=logger_class(tmp_path), enable_checkpointing=False, enable_progress_bar=False)
+    (tmp_path / "lightning_logs" / "version_0").mkdir(parents=True)
+    monkeypatch.setattr(logger_class, "_get_next_version", lambda self: 0)  # listed before another run made it
+    reserve_log_version(trainer)
+    assert trainer.logger.version == 1 and (tmp_path / "lightning_logs" / "version_1").is_dir()
+    reserve_log_version(trainer)  # a logger that has its version keeps it
+    assert trainer.logger.version == 1 and not (tmp_path / "lightning_logs" / "version_2").exists()

@@ -1,0 +1,144 @@
+"""Whether a checkpoint fits the run that loads it: class names, and what a resumed fit may change.
+
+A model scores the classes it was trained on, in their order: its output
+column ``j`` is the checkpoint's class ``j``. Testing it on data whose classes
+are named or ordered differently compares each score with another class's
+labels, and the mAP is wrong without any error. :func:`check_class_names`
+refuses that (a reorder is refused too, not remapped: the order of the data's
+classes is a setting of its config, so the fix is one flag, and a remap would
+have to be carried through every output -- metrics per class, prediction files).
+
+A resumed ``fit`` continues the checkpoint's training, so :func:`resume_plan`
+sorts what differs between the checkpoint's hyper-parameters and the new
+run's (README, "Resuming and fault tolerance"):
+
+* :data:`REFUSED` -- the network, its classes and the loss: the restored
+  weights, optimizer state and loss state were made with the checkpoint's.
+* :data:`NO_EFFECT` -- the initial weights: a resumed run's weights are the checkpoint's.
+* everything else (``lr``, ``lr_mult``, ``linear_init``, ``schedule_epochs``,
+  preprocessing and speed settings) is applied from the first resumed step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["NO_EFFECT", "REFUSED", "ResumePlan", "check_class_names", "class_names_difference", "resume_plan"]
+
+#: Hyper-parameters a resumed fit must keep: they define what the checkpoint's state means.
+REFUSED: tuple[str, ...] = ("backbone", "num_classes", "class_names", "loss")
+
+#: Hyper-parameters that do nothing on a resumed fit.
+NO_EFFECT: tuple[str, ...] = ("weights",)
+
+
+def class_names_difference(checkpoint: Sequence[str], data: Sequence[str]) -> str | None:
+    """How the data's class names differ from a checkpoint's; None when they are the same, in the same order."""
+    checkpoint, data = list(checkpoint), list(data)
+    if checkpoint == data:
+        return None
+    if sorted(checkpoint) == sorted(data):
+        moved = [f"{i}: {c!r} in the checkpoint, {d!r} in the data" for i, (c, d) in enumerate(zip(checkpoint, data))
+                 if c != d]  # fmt: skip
+        return (
+            f"the same {len(data)} classes in another order (column {'; '.join(moved[:3])}"
+            f"{f'; {len(moved) - 3} more' if len(moved) > 3 else ''})"
+        )
+    only_checkpoint = [name for name in checkpoint if name not in data]
+    only_data = [name for name in data if name not in checkpoint]
+    return (
+        f"{len(checkpoint)} classes in the checkpoint, {len(data)} in the data; only in the checkpoint: "
+        f"{only_checkpoint or 'none'}; only in the data: {only_data or 'none'}"
+    )
+
+
+def check_class_names(checkpoint: Sequence[str] | None, data: Sequence[str] | None, source: str) -> None:
+    """Refuse data whose classes are not the checkpoint's, in the checkpoint's order.
+
+    Args:
+        checkpoint: the class names the model was trained on (None: not recorded, nothing to check).
+        data: the class names of the data it is given (None: unknown, nothing to check).
+        source: what the model's names come from, for the message (e.g. a checkpoint path).
+
+    Raises:
+        ValueError: naming the differences and the order the data must have.
+    """
+    if checkpoint is None or data is None:
+        return
+    difference = class_names_difference(checkpoint, data)
+    if difference is None:
+        return
+    raise ValueError(
+        f"The classes of the data do not match those of the model ({source}): {difference}. The model's "
+        "output columns are its classes in its order, so every score would be compared with another "
+        "class's labels. Give the data the model's classes in the model's order (e.g. "
+        f"--data.init_args.class_names \"{list(checkpoint)}\"), or use a model trained on these classes."
+    )
+
+
+@dataclass
+class ResumePlan:
+    """What differs between a checkpoint's hyper-parameters and a resumed run's.
+
+    Attributes:
+        applied: ``{name: (checkpoint's value, new value)}`` of the changes the resumed run applies.
+        no_effect: the same for changes that do nothing (see :data:`NO_EFFECT`).
+        refused: one description per change a resume cannot make (see :data:`REFUSED`).
+    """
+
+    applied: dict[str, tuple[Any, Any]]
+    no_effect: dict[str, tuple[Any, Any]]
+    refused: list[str]
+
+
+def _loss_difference(checkpoint: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    old_class, new_class = (str(c.get("class_path", "?")).rpartition(".")[2] for c in (checkpoint, new))
+    if old_class != new_class:
+        return f"loss: {old_class} in the checkpoint, {new_class} now"
+    old_args, new_args = checkpoint.get("init_args", {}), new.get("init_args", {})
+    changed = [
+        f"{key} {old_args.get(key)!r} -> {new_args.get(key)!r}"
+        for key in sorted(set(old_args) | set(new_args))
+        if old_args.get(key) != new_args.get(key)
+    ]
+    return f"loss {new_class}: {', '.join(changed)} (checkpoint -> now)"
+
+
+def _comparable(value: Any) -> Any:
+    # A value read back from a checkpoint may hold tuples where the config gave lists.
+    if isinstance(value, Mapping):
+        return {key: _comparable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_comparable(item) for item in value]
+    return value
+
+
+def resume_plan(checkpoint: Mapping[str, Any], new: Mapping[str, Any]) -> ResumePlan:
+    """Sort the hyper-parameters that differ between a checkpoint and the run resuming it.
+
+    Names only one side has (checkpoints of older versions) and private ones
+    (``_instantiator``, added by LightningCLI) are not compared.
+
+    Args:
+        checkpoint: the checkpoint's ``hyper_parameters``.
+        new: the resumed model's hyper-parameters.
+    """
+    plan = ResumePlan(applied={}, no_effect={}, refused=[])
+    for name in sorted(set(checkpoint) & set(new)):
+        old_value, new_value = _comparable(checkpoint[name]), _comparable(new[name])
+        if name.startswith("_") or old_value == new_value:
+            continue
+        if name == "loss" and isinstance(old_value, Mapping) and isinstance(new_value, Mapping):
+            plan.refused.append(_loss_difference(old_value, new_value))
+        elif name == "class_names":
+            if old_value is not None and new_value is not None:  # None: not recorded, nothing to compare
+                plan.refused.append(f"class_names: {class_names_difference(old_value, new_value)}")
+        elif name in REFUSED:
+            plan.refused.append(f"{name}: {old_value!r} in the checkpoint, {new_value!r} now")
+        elif name in NO_EFFECT:
+            plan.no_effect[name] = (old_value, new_value)
+        else:
+            plan.applied[name] = (old_value, new_value)
+    return plan
