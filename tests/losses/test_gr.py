@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ddp_harness import run_ranks
 from spml_lightning.losses import LOSSES, GRLoss, SPMLLoss, get_loss_class
-from spml_lightning.losses.framework import (
+from spml_lightning.losses.functional import (
     bayes_pseudo_label,
     gaussian_weight,
     generalized_negative_loss,
