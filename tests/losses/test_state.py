@@ -1,7 +1,8 @@
 """Per-sample loss state: ROLE, LL-Cp and EM+APL (SPEC §3), single process.
 
 Transcriptions are float64 and written from SPEC §3, independent of the package.
-The DDP behaviour is in test_ddp_state.py.
+The DDP behaviour is in test_distributed.py (and test_distributed_fit.py for a Lightning fit);
+SPMLModule driving the state (binding, checkpoints, resume) is in test_state_fit.py.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
-"""Per-sample loss state under DDP: 2 CPU processes over gloo (no Lightning).
+"""losses/distributed.py and per-sample loss state under DDP: 2 CPU processes, gloo.
 
-Each rank trains on its own samples; afterwards the state must be identical on
-both ranks and equal to what one process computes from both ranks' samples.
+No Lightning here (test_distributed_fit.py runs a Lightning fit). all_gather_rows
+must exchange uneven shards. Each rank trains on its own samples; afterwards the
+state must be identical on both ranks and equal to what one process computes
+from both ranks' samples.
 """
 
 from __future__ import annotations
