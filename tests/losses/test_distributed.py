@@ -109,7 +109,9 @@ def features(index: torch.Tensor) -> torch.Tensor:
 
 
 def optimizer_for(model: HeadWithLoss) -> torch.optim.Optimizer:
-    return torch.optim.Adam([{"params": model.head.parameters()}, *model.loss.optimizer_groups(1e-2)], lr=1e-2)
+    return torch.optim.Adam(
+        [{"params": model.head.parameters()}, *model.loss.optimizer_groups(1e-2)], lr=1e-2
+    )
 
 
 def _role_worker(rank: int, world_size: int, out_dir: str) -> None:
