@@ -20,6 +20,19 @@ VOC_BETA = (0.0, 2.0, -2.0, -2.0)
 VOC_ALPHA = (0.5, 2.0, 0.8, 0.5)
 COCO_BETA = (0.0, 10.0, -2.0, -8.0)
 
+# σ from 2.0 to 0.5 in 7 equal steps over 8 epochs: the reference ramp with one head-only
+# epoch (max(e - 1, 0) / 7) and the linear ramp (epoch / 7) give the same values.
+SIGMA_2_TO_HALF_IN_7_STEPS = [
+    2.0,
+    1.7857142857142858,
+    1.5714285714285714,
+    1.3571428571428572,
+    1.1428571428571428,
+    0.9285714285714286,
+    0.7142857142857143,
+    0.5,
+]
+
 
 def _table(mode: str, beta, alpha, max_epochs: int, linear_init: int = 0) -> dict[str, list[float]]:
     rows = [
@@ -72,19 +85,7 @@ def test_reference_voc_8_epochs_linear_init_1() -> None:
         ],
         abs=1e-12,
     )
-    assert got["sigma"] == pytest.approx(
-        [
-            2.0,
-            1.7857142857142858,
-            1.5714285714285714,
-            1.3571428571428572,
-            1.1428571428571428,
-            0.9285714285714286,
-            0.7142857142857143,
-            0.5,
-        ],
-        abs=1e-12,
-    )
+    assert got["sigma"] == pytest.approx(SIGMA_2_TO_HALF_IN_7_STEPS, abs=1e-12)
 
 
 def test_reference_coco_beta() -> None:
@@ -125,19 +126,7 @@ def test_linear_mode_8_epochs() -> None:
         abs=1e-12,
     )
     assert got["mu"][0] == pytest.approx(0.5) and got["mu"][-1] == pytest.approx(0.8)
-    assert got["sigma"] == pytest.approx(
-        [
-            2.0,
-            1.7857142857142858,
-            1.5714285714285714,
-            1.3571428571428572,
-            1.1428571428571428,
-            0.9285714285714286,
-            0.7142857142857143,
-            0.5,
-        ],
-        abs=1e-12,
-    )
+    assert got["sigma"] == pytest.approx(SIGMA_2_TO_HALF_IN_7_STEPS, abs=1e-12)
 
 
 def test_linear_mode_with_linear_init() -> None:
