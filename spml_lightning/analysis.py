@@ -49,7 +49,7 @@ from spml_lightning.loss_curves import (
     unknown_logit_gradient,
     unknown_logit_gradients,
 )
-from spml_lightning.losses.framework import bayes_pseudo_label
+from spml_lightning.losses.functional import bayes_pseudo_label
 from spml_lightning.metrics import average_precision_per_class
 from spml_lightning.module import SPMLModule
 

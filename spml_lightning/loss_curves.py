@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from spml_lightning.losses import LOSSES, GRLoss, SPMLLoss
-from spml_lightning.losses.framework import bayes_pseudo_label, sigmoid_pseudo_label
+from spml_lightning.losses.functional import bayes_pseudo_label, sigmoid_pseudo_label
 
 __all__ = ["default_losses", "probability_grid", "pseudo_label_curve", "unknown_logit_gradient"]
 

@@ -1,8 +1,12 @@
 """Epoch schedules of loss hyper-parameters, as pure functions.
 
-GR Loss (SPEC §2) ramps the parameters of its soft pseudo-label
-``k̂(p) = sigmoid(w·p + b)`` and of its re-weighting
-``v(p) = exp(-(p - μ)² / (2σ²))`` over training. Everything here is a pure
+GR Loss (Chen et al., "Boosting Single Positive Multi-label Classification with
+Generalized Robust Loss", IJCAI 2024, arXiv:2405.03501) ramps the parameters of
+its soft pseudo-label ``k̂(p) = sigmoid(w·p + b)`` and of its re-weighting
+``v(p) = exp(-(p - μ)² / (2σ²))`` over training, from start to end values.
+``"reference"`` mode reproduces the ramp of the published code
+(github.com/yan4xi1/GRLoss), asymmetry included, because the paper's numbers
+come from it; ``"linear"`` is a plain linear ramp. Everything here is a pure
 function of ``(epoch, max_epochs, linear_init)`` so that a resumed run, every DDP
 rank and a notebook all see the same values without any stored state. No torch.
 """
@@ -16,6 +20,9 @@ from dataclasses import asdict, dataclass
 
 SCHEDULE_MODES: tuple[str, ...] = ("reference", "linear")
 """Valid values of ``mode`` in :func:`gr_parameters`."""
+
+Endpoints = tuple[float, float, float, float]
+"""Start and end values of two parameters, in the layout of ``beta`` or of ``alpha``."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +58,7 @@ def _as_int(name: str, value: int) -> int:
         ) from None
 
 
-def _endpoints(name: str, values: Sequence[float], layout: str) -> tuple[float, float, float, float]:
+def _endpoints(name: str, values: Sequence[float], layout: str) -> Endpoints:
     try:
         floats = tuple(float(x) for x in values)
     except (TypeError, ValueError):
@@ -59,17 +66,15 @@ def _endpoints(name: str, values: Sequence[float], layout: str) -> tuple[float, 
             f"{name} must be a sequence of 4 numbers {layout}, found {values!r}."
         ) from None
     if len(floats) != 4:
-        raise ValueError(
-            f"{name} must have 4 entries {layout}, found {len(floats)}: {values!r}."
-        )
+        raise ValueError(f"{name} must have 4 entries {layout}, found {len(floats)}: {values!r}.")
     if not all(math.isfinite(x) for x in floats):
         raise ValueError(f"{name} must contain finite numbers {layout}, found {values!r}.")
-    return floats  # type: ignore[return-value]
+    return floats[0], floats[1], floats[2], floats[3]
 
 
 def validate_gr_endpoints(
     beta: Sequence[float], alpha: Sequence[float]
-) -> tuple[tuple[float, float, float, float], tuple[float, float, float, float]]:
+) -> tuple[Endpoints, Endpoints]:
     """Check and normalise the start/end points of the GR schedule.
 
     The two sequences use the reference's (different) layouts, kept so that values
@@ -119,20 +124,43 @@ def validate_epoch_range(epoch: int, max_epochs: int, linear_init: int = 0) -> t
     linear_init = _as_int("linear_init", linear_init)
     if max_epochs < 1:
         raise ValueError(
-            f"max_epochs must be >= 1, found {max_epochs}; set trainer.max_epochs to a positive number."
+            f"max_epochs must be >= 1, found {max_epochs}; set trainer.max_epochs to a positive "
+            f"number."
         )
     if not 0 <= linear_init < max_epochs:
         raise ValueError(
-            f"linear_init must satisfy 0 <= linear_init < max_epochs={max_epochs}, found {linear_init}; "
-            f"leave at least one epoch that trains the whole network."
+            f"linear_init must satisfy 0 <= linear_init < max_epochs={max_epochs}, found "
+            f"{linear_init}; leave at least one epoch that trains the whole network."
         )
     if epoch < 0:
-        raise ValueError(f"epoch must be >= 0 (0-based, as Lightning's current_epoch), found {epoch}.")
+        raise ValueError(
+            f"epoch must be >= 0 (0-based, as Lightning's current_epoch), found {epoch}."
+        )
     return epoch, max_epochs, linear_init
 
 
-def reference_ramp_fractions(epoch: int, max_epochs: int, linear_init: int = 0) -> tuple[float, float]:
-    """Ramp fractions of the reference GR code, for β and for α.
+def check_schedule_mode(mode: str, name: str = "mode") -> str:
+    """``mode``, checked to be one of :data:`SCHEDULE_MODES`.
+
+    Args:
+        mode: The ramp mode.
+        name: The argument's name, for the message (``GRLoss`` calls it ``schedule``).
+
+    Returns:
+        ``mode``.
+
+    Raises:
+        ValueError: If ``mode`` is not a known mode.
+    """
+    if mode not in SCHEDULE_MODES:
+        raise ValueError(f"{name} must be one of {list(SCHEDULE_MODES)}, found {mode!r}.")
+    return mode
+
+
+def reference_ramp_fractions(
+    epoch: int, max_epochs: int, linear_init: int = 0
+) -> tuple[float, float]:
+    """Ramp fractions of the published GR code (github.com/yan4xi1/GRLoss), for β and for α.
 
     With ``e = epoch + 1`` (1-based), ``T = max_epochs`` and ``n = linear_init``::
 
@@ -201,7 +229,7 @@ def gr_parameters(
     linear_init: int = 0,
     mode: str = "reference",
 ) -> GRParameters:
-    """GR Loss parameters (w, b, μ, σ) for one epoch (SPEC §2).
+    """GR Loss parameters (w, b, μ, σ) for one epoch (Chen et al., IJCAI 2024).
 
     Example (VOC defaults, 8 epochs): ``w`` goes 0, 0.25, ..., 1.75 and ``μ`` goes
     0.5375, 0.575, ..., 0.8 over epochs 0..7 in ``"reference"`` mode.
@@ -224,8 +252,7 @@ def gr_parameters(
         ValueError: On an unknown ``mode``, malformed ``beta``/``alpha`` or an epoch
             argument out of range.
     """
-    if mode not in SCHEDULE_MODES:
-        raise ValueError(f"mode must be one of {list(SCHEDULE_MODES)}, found {mode!r}.")
+    check_schedule_mode(mode)
     (w0, wT, b0, bT), (mu0, sigma0, muT, sigmaT) = validate_gr_endpoints(beta, alpha)
     if mode == "reference":
         f_beta, f_alpha = reference_ramp_fractions(epoch, max_epochs, linear_init)

@@ -1,4 +1,8 @@
-"""Loss gradients w.r.t. an unknown logit and k̂ curves, against SPEC §2's closed forms."""
+"""Loss gradients w.r.t. an unknown logit and k̂ curves, against GR Loss's closed forms.
+
+GR Loss: Chen et al., IJCAI 2024 (arXiv:2405.03501), with the epoch ramp of its published
+code (github.com/yan4xi1/GRLoss).
+"""
 
 import math
 
@@ -18,8 +22,8 @@ from spml_lightning.losses import LOSSES, AssumeNegativeLoss, GRLoss, SPMLLoss
 P = probability_grid(49)
 
 
-def spec_reference_schedule(epoch, max_epochs, beta, alpha, linear_init=0):
-    """SPEC §2, transcribed: e = epoch + 1, beta ramps with e - n - 1, alpha with e - n."""
+def reference_schedule(epoch, max_epochs, beta, alpha, linear_init=0):
+    """The published ramp: e = epoch + 1, beta ramps with e - n - 1, alpha with e - n."""
     e, n, t = epoch + 1, linear_init, max_epochs
     w0, wt, b0, bt = beta
     mu0, s0, mut, st = alpha
@@ -27,8 +31,11 @@ def spec_reference_schedule(epoch, max_epochs, beta, alpha, linear_init=0):
     return w0 + (wt - w0) * fb, b0 + (bt - b0) * fb, mu0 + (mut - mu0) * fa, s0 + (st - s0) * fa
 
 
-def spec_gr_gradient(p, w, b, mu, sigma, q2, q3):
-    """SPEC §2: dl/dz = v * [-k p^q2 (1 - p) + (1 - k) p (1 - p)^q3]."""
+def closed_form_gr_gradient(p, w, b, mu, sigma, q2, q3):
+    """An unknown entry's gradient, k̂ and v constant.
+
+    dl/dz = v * [-k p^q2 (1 - p) + (1 - k) p (1 - p)^q3]
+    """
     k = 1 / (1 + np.exp(-(w * p + b)))
     v = np.exp(-((p - mu) ** 2) / (2 * sigma**2))
     return v * (-k * p**q2 * (1 - p) + (1 - k) * p * (1 - p) ** q3)
@@ -40,7 +47,7 @@ def test_gr_gradient_matches_the_closed_form(epoch, q2, q3):
     beta, alpha = (0.0, 10.0, -2.0, -8.0), (0.5, 2.0, 0.8, 0.5)
     loss = GRLoss(beta=beta, alpha=alpha, q2=q2, q3=q3)
     got = unknown_logit_gradient(loss, P, epoch=epoch, max_epochs=8)
-    expected = spec_gr_gradient(P, *spec_reference_schedule(epoch, 8, beta, alpha), q2, q3)
+    expected = closed_form_gr_gradient(P, *reference_schedule(epoch, 8, beta, alpha), q2, q3)
     np.testing.assert_allclose(got, expected, atol=2e-6)
 
 
@@ -110,7 +117,7 @@ def test_gradient_input_checks():
 def test_pseudo_label_curve_follows_the_schedule():
     loss = GRLoss(beta=(0.0, 2.0, -2.0, -2.0))
     loss.set_epoch(1, 2)
-    w, b, _, _ = spec_reference_schedule(1, 2, (0.0, 2.0, -2.0, -2.0), (0.5, 2.0, 0.8, 0.5))
+    w, b, _, _ = reference_schedule(1, 2, (0.0, 2.0, -2.0, -2.0), (0.5, 2.0, 0.8, 0.5))
     assert (w, b) == (1.0, -2.0)
     expected = [1 / (1 + math.exp(-(w * p + b))) for p in P]
     np.testing.assert_allclose(pseudo_label_curve(loss, P), expected, rtol=1e-6)
@@ -118,12 +125,12 @@ def test_pseudo_label_curve_follows_the_schedule():
 
 def test_pseudo_label_curve_of_other_forms_and_losses():
     a = 1 / 1.46
-    np.testing.assert_allclose(
-        pseudo_label_curve(GRLoss(k_form="bayes", bayes_a=a), P), (1 - a) * P / (1 - a * P), rtol=1e-6
-    )
+    bayes = pseudo_label_curve(GRLoss(k_form="bayes", bayes_a=a), P)
+    np.testing.assert_allclose(bayes, (1 - a) * P / (1 - a * P), rtol=1e-6)
     learned = pseudo_label_curve(GRLoss(k_form="learned", num_classes=3), P)
     assert learned.shape == (3, len(P))
-    np.testing.assert_allclose(learned, np.broadcast_to(1 / (1 + np.exp(2.0)), learned.shape), rtol=1e-6)
+    initial = 1 / (1 + np.exp(2.0))  # k̂ = sigmoid(0·p - 2) before any training
+    np.testing.assert_allclose(learned, np.broadcast_to(initial, learned.shape), rtol=1e-6)
     assert pseudo_label_curve(AssumeNegativeLoss(), P) is None
 
 
@@ -143,4 +150,5 @@ def test_side_by_side_gradients_report_losses_that_cannot_be_placed():
     assert "warmup_epochs" in failures["EM+APL"]
     # Stateful losses are probed with a fresh one-image state and give finite curves.
     assert np.isfinite(curves["ROLE"]).all()
-    np.testing.assert_allclose(curves["GR"], unknown_logit_gradient(GRLoss(), p, epoch=1, max_epochs=2))
+    gr_alone = unknown_logit_gradient(GRLoss(), p, epoch=1, max_epochs=2)
+    np.testing.assert_allclose(curves["GR"], gr_alone)

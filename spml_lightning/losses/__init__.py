@@ -1,9 +1,15 @@
 """SPML losses: plain ``torch.nn.Module`` objects, one registry name per loss.
 
-``LOSSES`` maps the names used in configs and the CLI (SPEC §3's table) to the
-loss classes; :func:`get_loss_class` looks one up. Every loss but ROLE is a
+``LOSSES`` maps the names used in configs and the CLI (the names the papers'
+comparison tables use, e.g. Chen et al., IJCAI 2024) to the loss classes;
+:func:`get_loss_class` looks one up. Every loss but ROLE is a
 :class:`FrameworkLoss`, an instance of the GR framework built from the blocks of
-:mod:`spml_lightning.losses.framework`.
+:mod:`spml_lightning.losses.functional`.
+
+Layout: ``base.py`` (:class:`SPMLLoss`, :class:`FrameworkLoss`),
+``functional.py`` (the per-entry blocks: L1-L3, k̂, v, ...), ``validation.py``
+(every argument check), ``state.py`` (per-sample state), ``distributed.py``
+(exchanging state updates under DDP), and one file per loss.
 """
 
 from __future__ import annotations
@@ -11,12 +17,11 @@ from __future__ import annotations
 from spml_lightning.losses.an import AssumeNegativeLoss
 from spml_lightning.losses.an_ls import LabelSmoothedAssumeNegativeLoss
 from spml_lightning.losses.asl import AsymmetricLoss
-from spml_lightning.losses.base import SPMLLoss, loss_from_config
+from spml_lightning.losses.base import FrameworkLoss, SPMLLoss, loss_from_config
 from spml_lightning.losses.em import EntropyMaximizationLoss
 from spml_lightning.losses.em_apl import AsymmetricPseudoLabelLoss
 from spml_lightning.losses.epr import ExpectedPositiveRegularizationLoss
 from spml_lightning.losses.focal import FocalLoss
-from spml_lightning.losses.framework_loss import FrameworkLoss
 from spml_lightning.losses.full import FullLabelLoss
 from spml_lightning.losses.gr import GRLoss
 from spml_lightning.losses.hill import HillLoss
@@ -48,7 +53,7 @@ LOSSES: dict[str, type[SPMLLoss]] = {
     "ASL": AsymmetricLoss,
     "GR": GRLoss,
 }
-"""Registry of the losses by name (as in SPEC §3's table)."""
+"""Registry of the losses by name: the baselines every SPML paper compares against, and GR."""
 
 
 def get_loss_class(name: str) -> type[SPMLLoss]:
@@ -71,8 +76,8 @@ def get_loss_class(name: str) -> type[SPMLLoss]:
     if isinstance(name, str) and name.lower() in by_lower:
         return by_lower[name.lower()]
     raise ValueError(
-        f"unknown loss name {name!r}; valid names are {list(LOSSES)}, or give a class path such as "
-        f"spml_lightning.losses.GRLoss."
+        f"unknown loss name {name!r}; valid names are {list(LOSSES)}, or give a class path "
+        f"such as spml_lightning.losses.GRLoss."
     )
 
 

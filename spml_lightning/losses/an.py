@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from spml_lightning.losses.framework import neg_log_one_minus_sigmoid
-from spml_lightning.losses.framework_loss import FrameworkLoss
+from spml_lightning.losses.base import FrameworkLoss
+from spml_lightning.losses.functional import neg_log_one_minus_sigmoid
 
 __all__ = ["AssumeNegativeLoss"]
 
@@ -14,7 +14,8 @@ class AssumeNegativeLoss(FrameworkLoss):
     r"""Binary cross-entropy with every unknown label taken as negative.
 
     .. math::
-        \ell = \frac{1}{BC} \sum_{b,c} \big[ s_{bc} (-\log p_{bc}) + (1 - s_{bc}) (-\log(1 - p_{bc})) \big]
+        \ell = \frac{1}{BC} \sum_{b,c} \big[ s_{bc} (-\log p_{bc})
+            + (1 - s_{bc}) (-\log(1 - p_{bc})) \big]
 
     In the GR framework: :math:`\hat k = 0`, :math:`v = 1`, :math:`L_3 = -\log(1-p)`.
     The standard SPML baseline of Cole et al., "Multi-Label Learning from Single

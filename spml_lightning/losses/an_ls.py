@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from spml_lightning.losses.checks import fraction
-from spml_lightning.losses.framework import neg_log_one_minus_sigmoid, neg_log_sigmoid, pseudo_label_loss
-from spml_lightning.losses.framework_loss import FrameworkLoss
+from spml_lightning.losses.base import FrameworkLoss
+from spml_lightning.losses.functional import (
+    neg_log_one_minus_sigmoid,
+    neg_log_sigmoid,
+    pseudo_label_loss,
+)
+from spml_lightning.losses.validation import fraction
 
 __all__ = ["LabelSmoothedAssumeNegativeLoss"]
 
@@ -33,11 +37,15 @@ class LabelSmoothedAssumeNegativeLoss(FrameworkLoss):
 
     def __init__(self, smoothing: float = 0.1) -> None:
         super().__init__()
-        self.smoothing = fraction("smoothing", smoothing, "label-smoothing coefficient", allow_zero=True)
+        self.smoothing = fraction(
+            "smoothing", smoothing, "label-smoothing coefficient", allow_zero=True
+        )
 
     def observed_loss(self, z: Tensor) -> Tensor:
         """Cross-entropy against the soft label ``1 - ε``."""
-        return pseudo_label_loss(1 - self.smoothing, neg_log_sigmoid(z), neg_log_one_minus_sigmoid(z))
+        return pseudo_label_loss(
+            1 - self.smoothing, neg_log_sigmoid(z), neg_log_one_minus_sigmoid(z)
+        )
 
     def unknown_loss(self, z: Tensor, unknown: Tensor, index: Tensor | None) -> Tensor:
         """Cross-entropy against the soft label ``ε`` (k̂ = ε, v = 1)."""

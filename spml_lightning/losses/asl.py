@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from spml_lightning.losses.checks import Reduction, check_reduction, fraction, non_negative_float
-from spml_lightning.losses.framework import focal_negative_loss, focal_positive_loss
-from spml_lightning.losses.framework_loss import FrameworkLoss
+from spml_lightning.losses.base import FrameworkLoss
+from spml_lightning.losses.functional import focal_negative_loss, focal_positive_loss
+from spml_lightning.losses.validation import (
+    Reduction,
+    check_reduction,
+    fraction,
+    non_negative_float,
+)
 
 __all__ = ["AsymmetricLoss"]
 
@@ -23,7 +28,8 @@ class AsymmetricLoss(FrameworkLoss):
     summed over the batch (``reduction="sum"``, as the reference) or averaged. In
     the GR framework: ``k̂ = 0``, ``v = 1``, ``L3`` the shifted focal negative loss.
     The focusing weights carry gradient (the loss as written in the paper).
-    Defaults γ- = 4, γ+ = 0, clip = 0.05 (SPEC §3).
+    Defaults γ- = 4, γ+ = 0, clip = 0.05, the paper's multi-label setting, which the
+    SPML comparisons (Zhang et al., arXiv:2112.07368; Chen et al., IJCAI 2024) reuse.
 
     Args:
         gamma_neg: γ-, focusing exponent of the unknown (negative) entries, >= 0.
@@ -33,11 +39,19 @@ class AsymmetricLoss(FrameworkLoss):
     """
 
     def __init__(
-        self, gamma_neg: float = 4.0, gamma_pos: float = 0.0, clip: float = 0.05, reduction: Reduction = "sum"
+        self,
+        gamma_neg: float = 4.0,
+        gamma_pos: float = 0.0,
+        clip: float = 0.05,
+        reduction: Reduction = "sum",
     ) -> None:
         super().__init__()
-        self.gamma_neg = non_negative_float("gamma_neg", gamma_neg, "focusing exponent of the negatives")
-        self.gamma_pos = non_negative_float("gamma_pos", gamma_pos, "focusing exponent of the positives")
+        self.gamma_neg = non_negative_float(
+            "gamma_neg", gamma_neg, "focusing exponent of the negatives"
+        )
+        self.gamma_pos = non_negative_float(
+            "gamma_pos", gamma_pos, "focusing exponent of the positives"
+        )
         self.clip = fraction("clip", clip, "probability margin of the negatives", allow_zero=True)
         self.reduction = check_reduction(reduction)
 

@@ -1,4 +1,9 @@
-"""Base class and input handling shared by every SPML loss.
+"""The two base classes of the losses: :class:`SPMLLoss` and :class:`FrameworkLoss`.
+
+:class:`SPMLLoss` is what every loss is: the hooks the LightningModule drives,
+fp32 inputs, and the config round-trip that checkpoints store.
+:class:`FrameworkLoss` is what every loss but ROLE is: an instance of the GR
+framework, built from the blocks of :mod:`~spml_lightning.losses.functional`.
 
 Losses are plain :class:`torch.nn.Module` objects (no Lightning import) so that
 they can be tested with bare tensors and reused in any training loop.
@@ -17,73 +22,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from spml_lightning.losses.functional import neg_log_sigmoid
+from spml_lightning.losses.validation import Reduction, validate_inputs
 
-def validate_inputs(logits: Tensor, observed: Tensor) -> None:
-    """Check the ``(logits, observed)`` pair every SPML loss receives.
-
-    The shapes and dtypes are always checked. That ``observed`` holds only 0 and 1
-    is checked only for CPU tensors: on an accelerator the check would force a
-    device-to-host synchronisation every step, and the datamodules already
-    validate the whole observed matrix once at setup.
-
-    Args:
-        logits: Floating tensor of shape ``(B, C)``.
-        observed: Tensor of shape ``(B, C)`` of any numeric dtype, with 1 for an
-            observed positive and 0 for an unknown label.
-
-    Raises:
-        ValueError: If a shape or dtype is not as expected, the batch is empty, or
-            a CPU ``observed`` holds a value other than 0 or 1.
-    """
-    if not isinstance(logits, Tensor) or not isinstance(observed, Tensor):
-        raise ValueError(
-            f"logits and observed must be torch.Tensors, found {type(logits).__name__} and "
-            f"{type(observed).__name__}."
-        )
-    if logits.dim() != 2:
-        raise ValueError(
-            f"logits must have shape (batch, num_classes), found shape {tuple(logits.shape)}; "
-            f"flatten extra dimensions before the loss."
-        )
-    if not logits.is_floating_point():
-        raise ValueError(
-            f"logits must be a floating-point tensor (raw scores before the sigmoid), found "
-            f"dtype {logits.dtype}."
-        )
-    if observed.shape != logits.shape:
-        raise ValueError(
-            f"observed must have the same shape as logits {tuple(logits.shape)}, found "
-            f"{tuple(observed.shape)}; pass the (batch, num_classes) observed-label matrix."
-        )
-    if observed.is_complex():
-        raise ValueError(f"observed must be a real (bool, integer or float) tensor, found {observed.dtype}.")
-    if logits.numel() == 0:
-        raise ValueError(
-            f"logits must be non-empty, found shape {tuple(logits.shape)}; the loss is a mean over "
-            f"batch x classes entries."
-        )
-    if observed.device.type == "cpu":
-        check_binary_labels(observed, "observed", "check the observed-label matrix of the datamodule")
-
-
-def check_binary_labels(labels: Tensor, name: str, advice: str) -> None:
-    """Raise if ``labels`` holds a value other than 0 (unknown) and 1 (observed positive).
-
-    Args:
-        labels: Tensor of any numeric dtype.
-        name: What the tensor is, for the message.
-        advice: What the user should do, for the message.
-
-    Raises:
-        ValueError: Naming up to 5 offending values.
-    """
-    is_binary = (labels == 0) | (labels == 1)
-    if not bool(is_binary.all()):
-        bad = labels[~is_binary].flatten()[:5].tolist()
-        raise ValueError(
-            f"{name} must contain only 0 (unknown) and 1 (observed positive), found values such as "
-            f"{bad}; {advice}."
-        )
+__all__ = ["FrameworkLoss", "SPMLLoss", "autocast_disabled", "loss_from_config"]
 
 
 def autocast_disabled(tensor: Tensor) -> contextlib.AbstractContextManager[Any]:
@@ -237,7 +179,7 @@ class SPMLLoss(nn.Module, abc.ABC):
             the original ``logits``.
 
         Raises:
-            ValueError: See :func:`validate_inputs`.
+            ValueError: See :func:`~spml_lightning.losses.validation.validate_inputs`.
         """
         validate_inputs(logits, observed)
         return logits.float(), observed.float()
@@ -255,6 +197,81 @@ class SPMLLoss(nn.Module, abc.ABC):
         Returns:
             The loss as an fp32 scalar tensor.
         """
+
+
+class FrameworkLoss(SPMLLoss):
+    r"""An SPML loss in the shape of the GR framework.
+
+    Chen et al., IJCAI 2024 (arXiv:2405.03501) write GR Loss and the losses it
+    unifies in one shape. For the entry (b, c) with logit ``z`` and observed
+    label ``s``::
+
+        positive (s = 1):  L1(z)                                  observed_loss
+        unknown  (s = 0):  v · [ k̂·L2(z) + (1 - k̂)·L3(z) ]        unknown_loss
+
+    reduced over all ``B·C`` entries (``reduction``: mean, the default, or sum),
+    plus an optional batch-level term (EPR's regulariser, :meth:`batch_loss`).
+    Subclasses pick ``k̂``, ``v`` and ``L1``-``L3`` from the blocks of
+    :mod:`spml_lightning.losses.functional` and may redefine which entries count as
+    positive (:meth:`positive_mask`, for LL-Cp's permanent corrections). Everything
+    runs in fp32 with autocast disabled.
+    """
+
+    reduction: Reduction = "mean"
+
+    def positive_mask(self, observed: Tensor, index: Tensor | None) -> Tensor:
+        """Entries treated as positives (default: the observed positives).
+
+        Args:
+            observed: ``(B, C)`` fp32 observed labels.
+            index: ``(B,)`` dataset indices, or None.
+
+        Returns:
+            Boolean ``(B, C)`` mask.
+        """
+        return observed > 0.5
+
+    def observed_loss(self, z: Tensor) -> Tensor:
+        """``L1``, the loss of a positive entry (default ``-log p``)."""
+        return neg_log_sigmoid(z)
+
+    @abc.abstractmethod
+    def unknown_loss(self, z: Tensor, unknown: Tensor, index: Tensor | None) -> Tensor:
+        """``v·[k̂·L2 + (1 - k̂)·L3]``, the loss of the unknown entries.
+
+        Args:
+            z: ``(B, C)`` fp32 logits.
+            unknown: Boolean ``(B, C)`` mask of the unknown entries (the values at
+                the other entries are discarded).
+            index: ``(B,)`` dataset indices, or None.
+
+        Returns:
+            ``(B, C)`` element-wise losses, finite everywhere.
+        """
+
+    def batch_loss(self, z: Tensor) -> Tensor | None:
+        """A batch-level term added to the reduced loss (default: none)."""
+        return None
+
+    def forward(self, logits: Tensor, observed: Tensor, index: Tensor | None = None) -> Tensor:
+        """Compute the loss of a batch.
+
+        Args:
+            logits: ``(B, C)`` raw scores, any float dtype.
+            observed: ``(B, C)`` observed labels in {0, 1}.
+            index: ``(B,)`` dataset indices (used by losses with per-sample state).
+
+        Returns:
+            The fp32 scalar loss.
+        """
+        z, s = self.prepare_inputs(logits, observed)
+        with autocast_disabled(z):
+            positive = self.positive_mask(s, index)
+            unknown = self.unknown_loss(z, ~positive, index)
+            entries = torch.where(positive, self.observed_loss(z), unknown)
+            loss = entries.sum() if self.reduction == "sum" else entries.mean()
+            extra = self.batch_loss(z)
+            return loss if extra is None else loss + extra
 
 
 def _plain(value: Any) -> Any:

@@ -45,7 +45,8 @@ def all_gather_rows(*tensors: Tensor) -> tuple[Tensor, ...]:
     rows = tensors[0].shape[0]
     if any(t.shape[0] != rows for t in tensors):
         raise ValueError(
-            f"all_gather_rows needs tensors with the same number of rows, found {[t.shape[0] for t in tensors]}."
+            f"all_gather_rows needs tensors with the same number of rows, found "
+            f"{[t.shape[0] for t in tensors]}."
         )
     ranks = world_size()
     if ranks == 1:
@@ -64,7 +65,7 @@ def all_gather_rows(*tensors: Tensor) -> tuple[Tensor, ...]:
         padded[:rows] = send
         received = [torch.empty_like(padded) for _ in range(ranks)]
         dist.all_gather(received, padded.contiguous())
-        joined = torch.cat([part[:size] for part, size in zip(received, sizes)])
+        joined = torch.cat([part[:size] for part, size in zip(received, sizes, strict=True)])
         gathered.append(joined.to(torch.bool) if tensor.dtype == torch.bool else joined)
     return tuple(gathered)
 

@@ -7,11 +7,20 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from spml_lightning.losses.checks import fraction, non_negative_int, positive_float
 from spml_lightning.losses.distributed import all_gather_rows, first_occurrences
 from spml_lightning.losses.em import EntropyMaximizationLoss
-from spml_lightning.losses.framework import neg_log_one_minus_sigmoid, neg_log_sigmoid, pseudo_label_loss
+from spml_lightning.losses.functional import (
+    neg_log_one_minus_sigmoid,
+    neg_log_sigmoid,
+    pseudo_label_loss,
+)
 from spml_lightning.losses.state import PerSampleStateLoss, StateKind
+from spml_lightning.losses.validation import (
+    check_index_range,
+    fraction,
+    positive_float,
+    whole_number,
+)
 
 __all__ = ["AsymmetricPseudoLabelLoss", "UNASSIGNED"]
 
@@ -54,7 +63,7 @@ class AsymmetricPseudoLabelLoss(PerSampleStateLoss, EntropyMaximizationLoss):
     every rank scores its shard, the scores are gathered, and every rank makes the
     same assignment.
 
-    Per-dataset values (SPEC §3): α VOC 0.2, COCO 0.1, NUS-WIDE 0.1, CUB 0.01;
+    The paper's per-dataset values: α VOC 0.2, COCO 0.1, NUS-WIDE 0.1, CUB 0.01;
     β VOC 0.02, COCO 0.9, NUS-WIDE 0.2, CUB 0.4; warm-up VOC 5, COCO 5, NUS-WIDE 4,
     CUB 3.
 
@@ -67,18 +76,35 @@ class AsymmetricPseudoLabelLoss(PerSampleStateLoss, EntropyMaximizationLoss):
             the end of training (0.9).
     """
 
-    sample_state: ClassVar[dict[str, StateKind]] = {"pseudo_labels": "buffer", "apl_candidates": "buffer"}
+    # Per-sample state, registered by bind_train_set (or loaded from a checkpoint).
+    pseudo_labels: Tensor
+    apl_candidates: Tensor
+
+    sample_state: ClassVar[dict[str, StateKind]] = {
+        "pseudo_labels": "buffer",
+        "apl_candidates": "buffer",
+    }
 
     def __init__(
-        self, alpha: float = 0.2, beta: float = 0.02, warmup_epochs: int = 5, neg_proportion: float = 0.9
+        self,
+        alpha: float = 0.2,
+        beta: float = 0.02,
+        warmup_epochs: int = 5,
+        neg_proportion: float = 0.9,
     ) -> None:
         super().__init__(alpha=alpha)
         self.beta = positive_float("beta", beta, "weight of the pseudo-labelled entries")
-        self.warmup_epochs = non_negative_int("warmup_epochs", warmup_epochs, "epochs before pseudo-labelling")
-        if self.warmup_epochs < 1:
-            raise ValueError("warmup_epochs must be at least 1: pseudo-labels come from a model trained for an epoch.")
+        self.warmup_epochs = whole_number(
+            "warmup_epochs",
+            warmup_epochs,
+            "epochs before pseudo-labelling: pseudo-labels come from a model trained for an epoch",
+            minimum=1,
+        )
         self.neg_proportion = fraction(
-            "neg_proportion", neg_proportion, "share of unknown entries pseudo-labelled", allow_one=True
+            "neg_proportion",
+            neg_proportion,
+            "share of unknown entries pseudo-labelled",
+            allow_one=True,
         )
         self._epoch: int | None = None
         self._max_epochs: int | None = None
@@ -145,8 +171,7 @@ class AsymmetricPseudoLabelLoss(PerSampleStateLoss, EntropyMaximizationLoss):
         index, logits = all_gather_rows(index, logits.detach().float().to(state.device))
         keep = first_occurrences(index)
         index, probs = index[keep], torch.sigmoid(logits[keep])
-        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= state.shape[0]):
-            raise ValueError(f"index holds values outside [0, {state.shape[0]}), the bound training set.")
+        check_index_range(index, state.shape[0], type(self).__name__)
         current = state[index]
         eligible = self.apl_candidates[index] & (current == UNASSIGNED)
         quota = quota.to(state.device)
@@ -157,14 +182,19 @@ class AsymmetricPseudoLabelLoss(PerSampleStateLoss, EntropyMaximizationLoss):
         rank.scatter_(0, order, positions)
         selected = eligible & (rank < quota.unsqueeze(0))
         state[index] = torch.where(selected, probs, current)
-        return {"apl_assigned": float(selected.sum()), "apl_total": float((state != UNASSIGNED).sum())}
+        return {
+            "apl_assigned": float(selected.sum()),
+            "apl_total": float((state != UNASSIGNED).sum()),
+        }
 
     def unknown_loss(self, z: Tensor, unknown: Tensor, index: Tensor | None) -> Tensor:
         """β·[s̃·(-log p) + (1 - s̃)·(-log(1 - p))] where pseudo-labelled, EM elsewhere."""
         rows = self.sample_rows(index, z.shape[0])
         soft = self.pseudo_labels[rows].to(z.device)
         labelled = soft != UNASSIGNED
-        pseudo = self.beta * pseudo_label_loss(soft.clamp(0, 1), neg_log_sigmoid(z), neg_log_one_minus_sigmoid(z))
+        pseudo = self.beta * pseudo_label_loss(
+            soft.clamp(0, 1), neg_log_sigmoid(z), neg_log_one_minus_sigmoid(z)
+        )
         return torch.where(labelled, pseudo, super().unknown_loss(z, unknown, index))
 
     def extra_repr(self) -> str:

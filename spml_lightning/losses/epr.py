@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from spml_lightning.losses.checks import positive_float
-from spml_lightning.losses.framework import expected_positive_regularizer
-from spml_lightning.losses.framework_loss import FrameworkLoss
+from spml_lightning.losses.base import FrameworkLoss
+from spml_lightning.losses.functional import expected_positive_regularizer
+from spml_lightning.losses.validation import positive_float
 
 __all__ = ["ExpectedPositiveRegularizationLoss"]
 
@@ -20,9 +20,10 @@ class ExpectedPositiveRegularizationLoss(FrameworkLoss):
             + \frac{1}{C^2} \Big( \frac{1}{B} \sum_{b} \sum_{c} p_{bc} - k \Big)^2
 
     In the GR framework: :math:`v = 0` on unknown entries, plus the batch-level
-    regulariser. k is the expected number of positives per image: VOC 1.5, COCO
-    2.9, NUS-WIDE 1.9, CUB 31.4 (SPEC §3; ``configs/losses/epr*.yaml``). Cole et al.,
-    "Multi-Label Learning from Single Positive Labels", CVPR 2021.
+    regulariser. Cole et al., "Multi-Label Learning from Single Positive Labels",
+    CVPR 2021. k is the expected number of positives per image, which they take
+    from the training labels: VOC 1.5, COCO 2.9, NUS-WIDE 1.9, CUB 31.4
+    (``configs/losses/epr*.yaml``).
 
     Args:
         expected_positives: k, > 0.

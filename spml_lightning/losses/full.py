@@ -13,7 +13,8 @@ class FullLabelLoss(AssumeNegativeLoss):
     r"""Binary cross-entropy on the FULL label matrix (the upper bound of SPML).
 
     .. math::
-        \ell = \frac{1}{BC} \sum_{b,c} \big[ y_{bc} (-\log p_{bc}) + (1 - y_{bc}) (-\log(1 - p_{bc})) \big]
+        \ell = \frac{1}{BC} \sum_{b,c} \big[ y_{bc} (-\log p_{bc})
+            + (1 - y_{bc}) (-\log(1 - p_{bc})) \big]
 
     This is the only loss that reads the true labels ``y``: it declares
     ``trains_on_targets``, and the module then passes the full labels in place of

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 from typing import Literal
 
@@ -10,8 +9,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from spml_lightning.losses.checks import fraction, non_negative_float, positive_float
-from spml_lightning.losses.framework import (
+from spml_lightning.losses.base import FrameworkLoss
+from spml_lightning.losses.functional import (
     bayes_pseudo_label,
     gaussian_weight,
     generalized_negative_loss,
@@ -19,8 +18,19 @@ from spml_lightning.losses.framework import (
     pseudo_label_loss,
     sigmoid_pseudo_label,
 )
-from spml_lightning.losses.framework_loss import FrameworkLoss
-from spml_lightning.schedule import SCHEDULE_MODES, GRParameters, gr_parameters, validate_gr_endpoints
+from spml_lightning.losses.validation import (
+    fraction,
+    non_negative_float,
+    one_of,
+    positive_float,
+    whole_number,
+)
+from spml_lightning.schedule import (
+    GRParameters,
+    check_schedule_mode,
+    gr_parameters,
+    validate_gr_endpoints,
+)
 
 K_FORMS: tuple[str, ...] = ("sigmoid", "bayes", "learned")
 """Valid values of ``GRLoss(k_form=...)``."""
@@ -33,7 +43,8 @@ class GRLoss(FrameworkLoss):
     r"""Generalized Robust Loss (Chen et al., IJCAI 2024).
 
     "Boosting Single Positive Multi-label Classification with Generalized Robust
-    Loss", Y. Chen et al., IJCAI 2024, arXiv:2405.03501. See SPEC §2.
+    Loss", Y. Chen et al., IJCAI 2024, arXiv:2405.03501; published code
+    github.com/yan4xi1/GRLoss ("the reference" below).
 
     With ``z`` the logit, ``p = sigmoid(z)``, ``p̂ = p`` detached and ``s`` the
     observed label, the loss of one entry is::
@@ -111,6 +122,12 @@ class GRLoss(FrameworkLoss):
         torch.Size([])
     """
 
+    # The learned k̂'s buffers, registered by set_num_classes (k_form="learned" only).
+    k_weight: Tensor
+    k_bias: Tensor
+    k_weight_momentum: Tensor
+    k_bias_momentum: Tensor
+
     def __init__(
         self,
         beta: Sequence[float] = (0.0, 2.0, -2.0, -2.0),
@@ -129,20 +146,14 @@ class GRLoss(FrameworkLoss):
         self.beta, self.alpha = validate_gr_endpoints(beta, alpha)
         self.q2 = positive_float("q2", q2, "exponent of the robust positive loss L2")
         self.q3 = positive_float("q3", q3, "exponent of the robust negative loss L3")
-        if k_form not in K_FORMS:
-            raise ValueError(f"k_form must be one of {list(K_FORMS)}, found {k_form!r}.")
-        self.k_form = k_form
-        bayes_a = float(bayes_a)
-        if not 0 < bayes_a < 1:
-            raise ValueError(
-                f"bayes_a must be in (0, 1) (1 / expected positives per image, e.g. 1/1.46 for VOC), "
-                f"found {bayes_a}."
-            )
-        self.bayes_a = bayes_a
-        if schedule not in SCHEDULE_MODES:
-            raise ValueError(f"schedule must be one of {list(SCHEDULE_MODES)}, found {schedule!r}.")
-        self.schedule = schedule
-        self.learned_lr = positive_float("learned_lr", learned_lr, "SGD learning rate of the learned k")
+        self.k_form = one_of("k_form", k_form, K_FORMS)
+        self.bayes_a = fraction(
+            "bayes_a", bayes_a, "1 / expected positives per image, e.g. 1/1.46 for VOC"
+        )
+        self.schedule = check_schedule_mode(schedule, "schedule")
+        self.learned_lr = positive_float(
+            "learned_lr", learned_lr, "SGD learning rate of the learned k"
+        )
         self.learned_momentum = fraction(
             "learned_momentum", learned_momentum, "SGD momentum of the learned k", allow_zero=True
         )
@@ -172,17 +183,15 @@ class GRLoss(FrameworkLoss):
             num_classes: Number of classes C, >= 1.
 
         Raises:
-            ValueError: If ``num_classes`` is not a positive integer or differs from
+            ValueError: If ``num_classes`` is not a whole number >= 1 or differs from
                 the C the loss was already set up for.
         """
-        if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive integer, found {num_classes!r}.")
-        num_classes = int(num_classes)
+        num_classes = whole_number("num_classes", num_classes, "number of classes C", minimum=1)
         if self.num_classes is not None:
             if num_classes != self.num_classes:
                 raise ValueError(
-                    f"num_classes={num_classes} differs from the num_classes={self.num_classes} this "
-                    f"GRLoss was built for; create a new loss for a different label set."
+                    f"num_classes={num_classes} differs from the num_classes={self.num_classes} "
+                    f"this GRLoss was built for; create a new loss for a different label set."
                 )
             return
         self.num_classes = num_classes
@@ -261,7 +270,9 @@ class GRLoss(FrameworkLoss):
             )
 
     @torch.no_grad()
-    def _learned_sgd_step(self, p_hat: Tensor, v: Tensor, l2: Tensor, l3: Tensor, k: Tensor, unknown: Tensor) -> None:
+    def _learned_sgd_step(
+        self, p_hat: Tensor, v: Tensor, l2: Tensor, l3: Tensor, k: Tensor, unknown: Tensor
+    ) -> None:
         # Closed form of the gradient of the batch loss w.r.t. (w_c, b_c): only k̂
         # depends on them, ∂ℓ/∂k̂ = v·(L2 - L3)/(B·C) on unknown entries and
         # ∂k̂/∂b = k̂(1 - k̂), ∂k̂/∂w = k̂(1 - k̂)·p̂. No autograd graph is needed, so

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from spml_lightning.losses.checks import Reduction, check_reduction, non_negative_float
-from spml_lightning.losses.framework import focal_positive_loss, hill_negative_loss
-from spml_lightning.losses.framework_loss import FrameworkLoss
+from spml_lightning.losses.base import FrameworkLoss
+from spml_lightning.losses.functional import focal_positive_loss, hill_negative_loss
+from spml_lightning.losses.validation import Reduction, check_reduction, non_negative_float
 
 __all__ = ["HillLoss"]
 
@@ -31,7 +31,13 @@ class HillLoss(FrameworkLoss):
         reduction: ``"sum"`` (reference) or ``"mean"`` over the ``B·C`` entries.
     """
 
-    def __init__(self, lam: float = 1.5, margin: float = 1.0, gamma: float = 2.0, reduction: Reduction = "sum") -> None:
+    def __init__(
+        self,
+        lam: float = 1.5,
+        margin: float = 1.0,
+        gamma: float = 2.0,
+        reduction: Reduction = "sum",
+    ) -> None:
         super().__init__()
         self.lam = non_negative_float("lam", lam, "lambda of Hill's negative loss (lam - p)·p²")
         self.margin = non_negative_float("margin", margin, "logit margin of the positive loss")
@@ -48,5 +54,7 @@ class HillLoss(FrameworkLoss):
 
     def extra_repr(self) -> str:
         """Summarise the hyper-parameters for ``print(loss)``."""
-        return f"lam={self.lam}, margin={self.margin}, gamma={self.gamma}, reduction={self.reduction!r}"
-
+        return (
+            f"lam={self.lam}, margin={self.margin}, gamma={self.gamma}, "
+            f"reduction={self.reduction!r}"
+        )

@@ -9,11 +9,15 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from spml_lightning.losses.checks import fraction
+from spml_lightning.losses.base import FrameworkLoss
 from spml_lightning.losses.distributed import all_gather_rows
-from spml_lightning.losses.framework import neg_log_one_minus_sigmoid, neg_log_sigmoid, pseudo_label_loss
-from spml_lightning.losses.framework_loss import FrameworkLoss
+from spml_lightning.losses.functional import (
+    neg_log_one_minus_sigmoid,
+    neg_log_sigmoid,
+    pseudo_label_loss,
+)
 from spml_lightning.losses.state import PerSampleStateLoss, StateKind
+from spml_lightning.losses.validation import fraction
 
 __all__ = [
     "LargeLossModificationLoss",
@@ -125,7 +129,7 @@ class LargeLossRejectionLoss(LargeLossModificationLoss):
 
 
 class LargeLossTemporaryCorrectionLoss(LargeLossModificationLoss):
-    """LL-Ct (Kim et al., CVPR 2022): treat the largest-loss unknown entries as positives for this step.
+    """LL-Ct (Kim et al., CVPR 2022): the largest-loss unknown entries are positives for this step.
 
     ``r = (e - 1)·Δ`` in the 1-based epoch e, Δ = 0.2 %. Per entry: ``-log p`` on
     observed positives and on the ``k`` corrected entries (k̂ = 1), ``-log(1 - p)`` on
@@ -153,6 +157,8 @@ class LargeLossPermanentCorrectionLoss(PerSampleStateLoss, LargeLossModification
     """
 
     sample_state: ClassVar[dict[str, StateKind]] = {"corrections": "buffer"}
+    # Registered by bind_train_set (or loaded from a checkpoint).
+    corrections: Tensor
 
     def __init__(self, delta: float = 0.001) -> None:
         super().__init__(delta=delta)

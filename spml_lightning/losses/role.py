@@ -6,17 +6,17 @@ import math
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from spml_lightning.losses.base import autocast_disabled
-from spml_lightning.losses.checks import non_negative_int, positive_float
-from spml_lightning.losses.framework import (
+from spml_lightning.losses.functional import (
     expected_positive_regularizer,
     neg_log_one_minus_sigmoid,
     neg_log_sigmoid,
     pseudo_label_loss,
 )
 from spml_lightning.losses.state import PerSampleStateLoss, StateKind
+from spml_lightning.losses.validation import positive_float, whole_number
 
 __all__ = ["OnlineLabelEstimationLoss"]
 
@@ -60,8 +60,8 @@ class OnlineLabelEstimationLoss(PerSampleStateLoss):
     its own sample (Adam's momentum then keeps moving a row for a few steps after
     its sample was seen, exactly as in the reference).
 
-    k is the expected number of positives per image: VOC 1.5, COCO 2.9,
-    NUS-WIDE 1.9, CUB 31.4 (SPEC §3).
+    k is the expected number of positives per image, as for EPR (Cole et al.):
+    VOC 1.5, COCO 2.9, NUS-WIDE 1.9, CUB 31.4.
 
     Args:
         expected_positives: k, > 0.
@@ -70,14 +70,20 @@ class OnlineLabelEstimationLoss(PerSampleStateLoss):
     """
 
     sample_state: ClassVar[dict[str, StateKind]] = {"label_estimates": "parameter"}
+    # Registered by bind_train_set (or loaded from a checkpoint).
+    label_estimates: nn.Parameter
 
-    def __init__(self, expected_positives: float = 1.5, lr_mult: float = 10.0, init_seed: int = 0) -> None:
+    def __init__(
+        self, expected_positives: float = 1.5, lr_mult: float = 10.0, init_seed: int = 0
+    ) -> None:
         super().__init__()
         self.expected_positives = positive_float(
             "expected_positives", expected_positives, "expected number of positives per image"
         )
-        self.lr_mult = positive_float("lr_mult", lr_mult, "learning-rate multiplier of the label estimates")
-        self.init_seed = non_negative_int("init_seed", init_seed, "seed of the initial label estimates")
+        self.lr_mult = positive_float(
+            "lr_mult", lr_mult, "learning-rate multiplier of the label estimates"
+        )
+        self.init_seed = whole_number("init_seed", init_seed, "seed of the initial label estimates")
 
     def initial_sample_state(self, observed: Tensor) -> dict[str, Tensor]:
         """Logits: logit(0.995) on observed positives, U(-logit(0.6), logit(0.6)) elsewhere."""
@@ -95,10 +101,12 @@ class OnlineLabelEstimationLoss(PerSampleStateLoss):
         """
         if self.num_train_samples is None:
             raise ValueError(
-                "OnlineLabelEstimationLoss must be bound to the training set before the optimizer is "
-                "built: call loss.bind_train_set(train_observed_matrix) first."
+                "OnlineLabelEstimationLoss must be bound to the training set before the optimizer "
+                "is built: call loss.bind_train_set(train_observed_matrix) first."
             )
-        return [{"params": [self.label_estimates], "lr": lr * self.lr_mult, "name": "label_estimates"}]
+        return [
+            {"params": [self.label_estimates], "lr": lr * self.lr_mult, "name": "label_estimates"}
+        ]
 
     def forward(self, logits: Tensor, observed: Tensor, index: Tensor | None = None) -> Tensor:
         """Compute the ROLE loss of a batch.
@@ -118,9 +126,15 @@ class OnlineLabelEstimationLoss(PerSampleStateLoss):
             g = self.label_estimates[rows].to(z.device).float()
             positive = s > 0.5
             p, e = torch.sigmoid(z), torch.sigmoid(g)
-            positive_terms = torch.where(positive, neg_log_sigmoid(z) + neg_log_sigmoid(g), torch.zeros_like(z))
-            cross_classifier = pseudo_label_loss(e.detach(), neg_log_sigmoid(z), neg_log_one_minus_sigmoid(z))
-            cross_estimator = pseudo_label_loss(p.detach(), neg_log_sigmoid(g), neg_log_one_minus_sigmoid(g))
+            positive_terms = torch.where(
+                positive, neg_log_sigmoid(z) + neg_log_sigmoid(g), torch.zeros_like(z)
+            )
+            cross_classifier = pseudo_label_loss(
+                e.detach(), neg_log_sigmoid(z), neg_log_one_minus_sigmoid(z)
+            )
+            cross_estimator = pseudo_label_loss(
+                p.detach(), neg_log_sigmoid(g), neg_log_one_minus_sigmoid(g)
+            )
             entries = 0.5 * positive_terms + 0.5 * (cross_classifier + cross_estimator)
             regularizer = 0.5 * (
                 expected_positive_regularizer(p, self.expected_positives)

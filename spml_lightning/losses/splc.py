@@ -5,15 +5,25 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from spml_lightning.losses.checks import Reduction, check_reduction, fraction, non_negative_float, non_negative_int
-from spml_lightning.losses.framework import focal_negative_loss, focal_positive_loss, pseudo_label_loss
-from spml_lightning.losses.framework_loss import FrameworkLoss
+from spml_lightning.losses.base import FrameworkLoss
+from spml_lightning.losses.functional import (
+    focal_negative_loss,
+    focal_positive_loss,
+    pseudo_label_loss,
+)
+from spml_lightning.losses.validation import (
+    Reduction,
+    check_reduction,
+    fraction,
+    non_negative_float,
+    whole_number,
+)
 
 __all__ = ["SelfPacedLossCorrectionLoss"]
 
 
 class SelfPacedLossCorrectionLoss(FrameworkLoss):
-    r"""SPLC: focal losses, with confident unknown entries corrected to positives (Zhang et al., 2021).
+    r"""SPLC: focal losses; confident unknown entries corrected to positives (Zhang et al., 2021).
 
     "Simple and Robust Loss Design for Multi-Label Learning with Missing Labels",
     Y. Zhang et al., arXiv:2112.07368. Per entry, with ``p̂`` the (detached)
@@ -50,7 +60,9 @@ class SelfPacedLossCorrectionLoss(FrameworkLoss):
     ) -> None:
         super().__init__()
         self.tau = fraction("tau", tau, "probability threshold of the loss correction")
-        self.start_epoch = non_negative_int("start_epoch", start_epoch, "first 0-based epoch with correction")
+        self.start_epoch = whole_number(
+            "start_epoch", start_epoch, "first 0-based epoch with correction"
+        )
         self.margin = non_negative_float("margin", margin, "logit margin of the positive loss")
         self.gamma = non_negative_float("gamma", gamma, "focusing exponent")
         self.reduction = check_reduction(reduction)
@@ -80,11 +92,13 @@ class SelfPacedLossCorrectionLoss(FrameworkLoss):
             k = (torch.sigmoid(z).detach() > self.tau).float()
         else:
             k = torch.zeros_like(z)
-        return pseudo_label_loss(k, focal_positive_loss(z, self.gamma), focal_negative_loss(z, self.gamma))
+        return pseudo_label_loss(
+            k, focal_positive_loss(z, self.gamma), focal_negative_loss(z, self.gamma)
+        )
 
     def extra_repr(self) -> str:
         """Summarise the hyper-parameters for ``print(loss)``."""
         return (
-            f"tau={self.tau}, start_epoch={self.start_epoch}, margin={self.margin}, gamma={self.gamma}, "
-            f"reduction={self.reduction!r}"
+            f"tau={self.tau}, start_epoch={self.start_epoch}, margin={self.margin}, "
+            f"gamma={self.gamma}, reduction={self.reduction!r}"
         )

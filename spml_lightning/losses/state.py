@@ -30,36 +30,16 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from spml_lightning.losses.base import SPMLLoss, check_binary_labels
+from spml_lightning.losses.base import SPMLLoss
+from spml_lightning.losses.validation import (
+    check_index_range,
+    check_observed_matrix,
+    check_sample_index,
+)
 
-__all__ = ["PerSampleStateLoss", "check_observed_matrix"]
+__all__ = ["PerSampleStateLoss", "StateKind"]
 
 StateKind = Literal["buffer", "parameter"]
-
-
-def check_observed_matrix(observed: Any) -> Tensor:
-    """Check a training set's observed-label matrix and return it as a tensor.
-
-    Args:
-        observed: ``(N, C)`` array or tensor with 1 for an observed positive and 0
-            for an unknown label.
-
-    Returns:
-        The matrix as a tensor (same device as given, numpy arrays on the CPU).
-
-    Raises:
-        ValueError: If it is not a non-empty 2-D matrix of 0 and 1.
-    """
-    matrix = torch.as_tensor(observed)
-    if matrix.dim() != 2 or matrix.shape[0] == 0 or matrix.shape[1] == 0:
-        raise ValueError(
-            f"The observed matrix of the training set must be a non-empty (num_samples, num_classes) "
-            f"matrix, found shape {tuple(matrix.shape)}."
-        )
-    check_binary_labels(
-        matrix, "The observed matrix of the training set", "losses with per-sample state support num_neg=0 only"
-    )
-    return matrix
 
 
 class PerSampleStateLoss(SPMLLoss):
@@ -105,10 +85,8 @@ class PerSampleStateLoss(SPMLLoss):
     @property
     def num_train_samples(self) -> int | None:
         """N, the number of training samples the state covers (None until bound or loaded)."""
-        tensors = [self._state_tensor(name) for name in self.sample_state]
-        if not tensors or any(t is None for t in tensors):
-            return None
-        return int(tensors[0].shape[0])
+        state = self._bound_state()
+        return int(state[0].shape[0]) if state else None
 
     def sample_rows(self, index: Tensor | None, batch_size: int) -> Tensor:
         """Check ``index`` against the state and return it as a long tensor on the state's device.
@@ -125,31 +103,31 @@ class PerSampleStateLoss(SPMLLoss):
                 wrong shape, or points outside the training set.
         """
         name = type(self).__name__
-        total = self.num_train_samples
-        if total is None:
+        state = self._bound_state()
+        if not state:
             raise ValueError(
                 f"{name} keeps per-sample state and must be bound to the training set first: "
-                f"call loss.bind_train_set(train_observed_matrix) (SPMLModule does this when fitting "
-                f"with an SPMLDataModule)."
+                f"call loss.bind_train_set(train_observed_matrix) (SPMLModule does this when "
+                f"fitting with an SPMLDataModule)."
             )
         if index is None:
             raise ValueError(
-                f"{name} keeps per-sample state: pass the batch's dataset indices, loss(logits, observed, index)."
+                f"{name} keeps per-sample state: pass the batch's dataset indices, "
+                f"loss(logits, observed, index)."
             )
-        rows = torch.as_tensor(index).to(device=self._state_tensor(next(iter(self.sample_state))).device)
-        if rows.dim() != 1 or rows.shape[0] != batch_size or rows.is_floating_point():
-            raise ValueError(
-                f"index must be a 1-D integer tensor with one entry per row of the logits ({batch_size}), "
-                f"found dtype {rows.dtype} and shape {tuple(rows.shape)}."
-            )
+        rows = torch.as_tensor(index).to(device=state[0].device)
+        check_sample_index(rows, batch_size)
         rows = rows.long()
         # Checked on the CPU only: on an accelerator it would synchronise every step.
-        if rows.device.type == "cpu" and rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= total):
-            raise ValueError(
-                f"index holds values outside [0, {total}), the training set {name} was bound to; "
-                f"the index must be the row of the sample in the training dataset."
-            )
+        if rows.device.type == "cpu":
+            check_index_range(rows, int(state[0].shape[0]), name)
         return rows
+
+    def _bound_state(self) -> list[Tensor]:
+        """The state tensors, in ``sample_state`` order; empty while any is missing."""
+        tensors = [self._state_tensor(name) for name in self.sample_state]
+        present = [t for t in tensors if t is not None]
+        return present if len(present) == len(tensors) else []
 
     def _state_tensor(self, name: str) -> Tensor | None:
         if name in self._parameters:
@@ -182,9 +160,10 @@ class PerSampleStateLoss(SPMLLoss):
                 self._install(name, kind, torch.empty_like(incoming))
             elif current.shape != incoming.shape:
                 error_msgs.append(
-                    f"{prefix}{name}: the checkpoint holds per-sample state of shape {tuple(incoming.shape)} "
-                    f"but this {type(self).__name__} is bound to a training set of shape "
-                    f"{tuple(current.shape)}; resume with the training set the checkpoint was trained on."
+                    f"{prefix}{name}: the checkpoint holds per-sample state of shape "
+                    f"{tuple(incoming.shape)} but this {type(self).__name__} is bound to a "
+                    f"training set of shape {tuple(current.shape)}; resume with the training set "
+                    f"the checkpoint was trained on."
                 )
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs

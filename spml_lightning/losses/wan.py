@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from spml_lightning.losses.framework import neg_log_one_minus_sigmoid
-from spml_lightning.losses.framework_loss import FrameworkLoss
+from spml_lightning.losses.base import FrameworkLoss
+from spml_lightning.losses.functional import neg_log_one_minus_sigmoid
 
 __all__ = ["WeakAssumeNegativeLoss"]
 
@@ -31,5 +31,7 @@ class WeakAssumeNegativeLoss(FrameworkLoss):
         """
         num_classes = z.shape[1]
         if num_classes < 2:
-            raise ValueError("WeakAssumeNegativeLoss needs at least 2 classes (its weight is 1 / (C - 1)).")
+            raise ValueError(
+                "WeakAssumeNegativeLoss needs at least 2 classes (its weight is 1 / (C - 1))."
+            )
         return neg_log_one_minus_sigmoid(z) / (num_classes - 1)

@@ -1,4 +1,8 @@
-"""Every stateless SPML baseline against an independent transcription of SPEC §3.
+"""Every stateless SPML baseline against an independent transcription of its paper.
+
+Papers: AN, AN-LS, WAN, EPR (Cole et al., CVPR 2021); EM (Zhou et al., ECCV 2022);
+LL-R, LL-Ct (Kim et al., CVPR 2022); Hill, SPLC (Zhang et al., arXiv:2112.07368);
+Focal (Lin et al., ICCV 2017); ASL (Ridnik et al., ICCV 2021).
 
 Each reference below is written from the formula, in float64 probability space
 (``p = sigmoid(z)``, plain ``log``), sharing no code with the package; value and
@@ -99,7 +103,9 @@ def epr(k: float):
 
 def em(alpha: float):
     return reference(
-        lambda z, p, q, s: s * -torch.log(p) + (1 - s) * alpha * (p * torch.log(p) + q * torch.log(q))
+        lambda z, p, q, s: (
+            s * -torch.log(p) + (1 - s) * alpha * (p * torch.log(p) + q * torch.log(q))
+        )
     )
 
 
@@ -150,36 +156,72 @@ def large_loss(epoch: int, delta: float, correct: bool):
 
 
 CASES = [
-    pytest.param(AssumeNegativeLoss(), None, reference(lambda z, p, q, s: -(s * torch.log(p) + (1 - s) * torch.log(q))), id="AN"),
+    pytest.param(
+        AssumeNegativeLoss(),
+        None,
+        reference(lambda z, p, q, s: -(s * torch.log(p) + (1 - s) * torch.log(q))),
+        id="AN",
+    ),
     pytest.param(LabelSmoothedAssumeNegativeLoss(), None, an_ls(0.1), id="AN-LS"),
-    pytest.param(LabelSmoothedAssumeNegativeLoss(smoothing=0.25), None, an_ls(0.25), id="AN-LS-0.25"),
+    pytest.param(
+        LabelSmoothedAssumeNegativeLoss(smoothing=0.25), None, an_ls(0.25), id="AN-LS-0.25"
+    ),
     pytest.param(WeakAssumeNegativeLoss(), None, wan(), id="WAN"),
     pytest.param(ExpectedPositiveRegularizationLoss(), None, epr(1.5), id="EPR-voc"),
-    pytest.param(ExpectedPositiveRegularizationLoss(expected_positives=2.9), None, epr(2.9), id="EPR-coco"),
+    pytest.param(
+        ExpectedPositiveRegularizationLoss(expected_positives=2.9), None, epr(2.9), id="EPR-coco"
+    ),
     pytest.param(EntropyMaximizationLoss(), None, em(0.2), id="EM-voc"),
     pytest.param(EntropyMaximizationLoss(alpha=0.01), None, em(0.01), id="EM-cub"),
     pytest.param(HillLoss(), None, hill(1.5, 1.0, 2.0, "sum"), id="Hill"),
-    pytest.param(HillLoss(lam=1.2, margin=0.5, gamma=1.0, reduction="mean"), None, hill(1.2, 0.5, 1.0, "mean"), id="Hill-mean"),
-    pytest.param(SelfPacedLossCorrectionLoss(), (0, 8), splc(0.6, False, 1.0, 2.0, "sum"), id="SPLC-epoch0"),
-    pytest.param(SelfPacedLossCorrectionLoss(), (1, 8), splc(0.6, True, 1.0, 2.0, "sum"), id="SPLC-epoch1"),
     pytest.param(
-        SelfPacedLossCorrectionLoss(tau=0.8, start_epoch=3, reduction="mean"), (3, 8),
-        splc(0.8, True, 1.0, 2.0, "mean"), id="SPLC-tau0.8-start3",
+        HillLoss(lam=1.2, margin=0.5, gamma=1.0, reduction="mean"),
+        None,
+        hill(1.2, 0.5, 1.0, "mean"),
+        id="Hill-mean",
+    ),
+    pytest.param(
+        SelfPacedLossCorrectionLoss(), (0, 8), splc(0.6, False, 1.0, 2.0, "sum"), id="SPLC-epoch0"
+    ),
+    pytest.param(
+        SelfPacedLossCorrectionLoss(), (1, 8), splc(0.6, True, 1.0, 2.0, "sum"), id="SPLC-epoch1"
+    ),
+    pytest.param(
+        SelfPacedLossCorrectionLoss(tau=0.8, start_epoch=3, reduction="mean"),
+        (3, 8),
+        splc(0.8, True, 1.0, 2.0, "mean"),
+        id="SPLC-tau0.8-start3",
     ),
     pytest.param(FocalLoss(), None, asl(2.0, 2.0, 0.0, "sum"), id="Focal"),
     pytest.param(AsymmetricLoss(), None, asl(4.0, 0.0, 0.05, "sum"), id="ASL"),
-    pytest.param(AsymmetricLoss(gamma_neg=0.5, gamma_pos=1.0, clip=0.1, reduction="mean"), None, asl(0.5, 1.0, 0.1, "mean"), id="ASL-gamma0.5"),
-    pytest.param(AsymmetricLoss(gamma_neg=2.0, clip=0.0), None, asl(2.0, 0.0, 0.0, "sum"), id="ASL-noclip"),
+    pytest.param(
+        AsymmetricLoss(gamma_neg=0.5, gamma_pos=1.0, clip=0.1, reduction="mean"),
+        None,
+        asl(0.5, 1.0, 0.1, "mean"),
+        id="ASL-gamma0.5",
+    ),
+    pytest.param(
+        AsymmetricLoss(gamma_neg=2.0, clip=0.0), None, asl(2.0, 0.0, 0.0, "sum"), id="ASL-noclip"
+    ),
     pytest.param(LargeLossRejectionLoss(), (0, 8), large_loss(0, 0.005, False), id="LL-R-epoch0"),
     pytest.param(LargeLossRejectionLoss(), (3, 8), large_loss(3, 0.005, False), id="LL-R-epoch3"),
-    pytest.param(LargeLossTemporaryCorrectionLoss(), (5, 8), large_loss(5, 0.002, True), id="LL-Ct-epoch5"),
-    pytest.param(LargeLossTemporaryCorrectionLoss(delta=0.02), (2, 8), large_loss(2, 0.02, True), id="LL-Ct-delta2pct"),
+    pytest.param(
+        LargeLossTemporaryCorrectionLoss(), (5, 8), large_loss(5, 0.002, True), id="LL-Ct-epoch5"
+    ),
+    pytest.param(
+        LargeLossTemporaryCorrectionLoss(delta=0.02),
+        (2, 8),
+        large_loss(2, 0.02, True),
+        id="LL-Ct-delta2pct",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("loss", "epoch", "transcription"), CASES)
 @pytest.mark.parametrize("seed", [0, 1])
-def test_value_and_gradient_match_transcription(loss: SPMLLoss, epoch, transcription, seed: int) -> None:
+def test_value_and_gradient_match_transcription(
+    loss: SPMLLoss, epoch, transcription, seed: int
+) -> None:
     if epoch is not None:
         loss.set_epoch(*epoch)
     logits, observed = make_batch(seed)
@@ -229,7 +271,9 @@ def build(name: str, num_samples: int, observed: Tensor) -> SPMLLoss:
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("name", list(LOSSES))
-def test_extreme_logits_low_precision_stay_finite_and_trainable(name: str, dtype: torch.dtype) -> None:
+def test_extreme_logits_low_precision_stay_finite_and_trainable(
+    name: str, dtype: torch.dtype
+) -> None:
     n = len(EXTREMES)
     # Row r is the extremes rotated by r with its positive in column 0, so every
     # extreme value occurs both as a positive and as an unknown.
@@ -245,7 +289,9 @@ def test_extreme_logits_low_precision_stay_finite_and_trainable(name: str, dtype
     assert value.dtype == torch.float32 and torch.isfinite(value)
     assert leaf.grad is not None and leaf.grad.dtype == dtype and torch.isfinite(leaf.grad).all()
     # The loss computes in fp32: the same value as on fp32 copies of the inputs.
-    torch.testing.assert_close(value, reference_loss(rows.to(dtype).float(), observed, index), rtol=1e-6, atol=0)
+    torch.testing.assert_close(
+        value, reference_loss(rows.to(dtype).float(), observed, index), rtol=1e-6, atol=0
+    )
     # A positive at logit -30 is pushed up (a probability-space loss with
     # log(p + eps) would give it almost no gradient).
     row = [r for r in range(n) if rows[r, 0] == -30.0][0]
@@ -289,11 +335,29 @@ def test_wan_needs_two_classes() -> None:
         WeakAssumeNegativeLoss()(torch.zeros(2, 1), torch.ones(2, 1))
 
 
-def test_registry_has_every_spec_loss_and_only_full_reads_targets() -> None:
-    spec_names = ["full", "AN", "AN-LS", "WAN", "EPR", "ROLE", "EM", "EM+APL", "LL-R", "LL-Ct", "LL-Cp",
-                  "Hill", "SPLC", "Focal", "ASL", "GR"]
-    assert list(LOSSES) == spec_names
+def test_registry_has_every_baseline_and_only_full_reads_targets() -> None:
+    names = [
+        "full",
+        "AN",
+        "AN-LS",
+        "WAN",
+        "EPR",
+        "ROLE",
+        "EM",
+        "EM+APL",
+        "LL-R",
+        "LL-Ct",
+        "LL-Cp",
+        "Hill",
+        "SPLC",
+        "Focal",
+        "ASL",
+        "GR",
+    ]
+    assert list(LOSSES) == names
     assert [name for name, cls in LOSSES.items() if cls.trains_on_targets] == ["full"]
     for cls in LOSSES.values():
         doc = cls.__doc__ or ""
-        assert any(venue in doc for venue in ("CVPR", "ICCV", "ECCV", "IJCAI", "arXiv")), cls.__name__
+        assert any(venue in doc for venue in ("CVPR", "ICCV", "ECCV", "IJCAI", "arXiv")), (
+            cls.__name__
+        )

@@ -1,7 +1,8 @@
-"""Tests of GRLoss, its framework blocks and the loss base class (SPEC §2).
+"""Tests of GRLoss, its framework blocks and the loss base class.
 
-The reference values come from an independent float64 transcription of SPEC §2
-in probability space, written here and not shared with the package.
+The reference values come from an independent float64 transcription, in
+probability space, of GR Loss as Chen et al., IJCAI 2024 (arXiv:2405.03501)
+define it, written here and not shared with the package.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from torch import Tensor
 
 from ddp_harness import run_ranks
 from spml_lightning.losses import LOSSES, GRLoss, SPMLLoss, get_loss_class
-from spml_lightning.losses.framework import (
+from spml_lightning.losses.functional import (
     bayes_pseudo_label,
     gaussian_weight,
     generalized_negative_loss,
@@ -48,7 +49,12 @@ def reference_gr(
     q3: float,
     bayes_a: float | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """SPEC §2 transcribed literally in float64 probability space: (value, d value / d logits)."""
+    """GR Loss transcribed literally in float64 probability space: (value, d value / d logits).
+
+    -log p on observed positives; v(p̂)·[k̂(p̂)·(1 - p^q2)/q2 + (1 - k̂(p̂))·(1 - (1-p)^q3)/q3]
+    on unknown entries, k̂ = sigmoid(w·p̂ + b) (or the Bayes form), v = exp(-(p̂ - μ)²/2σ²),
+    p̂ = p detached; the mean over all B·C entries.
+    """
     z = logits.detach().double().requires_grad_(True)
     p = torch.sigmoid(z)
     p_hat = p.detach()
@@ -78,9 +84,14 @@ SETTINGS = [
     pytest.param({}, None, (0.0, -2.0, 0.5, 2.0), id="voc-defaults-before-set-epoch"),
     pytest.param({}, (3, 8), (0.75, -2.0, 0.65, 1.25), id="voc-epoch3of8"),
     pytest.param(
-        {"beta": (0, 10, -2, -8), "q3": 1.5}, (5, 8), (6.25, -5.75, 0.725, 0.875), id="coco-beta-q3-1.5-epoch5of8"
+        {"beta": (0, 10, -2, -8), "q3": 1.5},
+        (5, 8),
+        (6.25, -5.75, 0.725, 0.875),
+        id="coco-beta-q3-1.5-epoch5of8",
     ),
-    pytest.param({"q2": 0.5, "q3": 0.3}, (7, 8), (1.75, -2.0, 0.8, 0.5), id="q2-0.5-q3-0.3-last-epoch"),
+    pytest.param(
+        {"q2": 0.5, "q3": 0.3}, (7, 8), (1.75, -2.0, 0.8, 0.5), id="q2-0.5-q3-0.3-last-epoch"
+    ),
     pytest.param(
         {"beta": (1, 3, 0, -4), "alpha": (0.2, 0.3, 0.6, 0.1), "schedule": "linear"},
         (2, 5),
@@ -91,7 +102,9 @@ SETTINGS = [
 
 
 @pytest.mark.parametrize(("kwargs", "epoch", "params"), SETTINGS)
-def test_value_and_gradient_match_reference(kwargs: dict, epoch: tuple[int, int] | None, params: tuple) -> None:
+def test_value_and_gradient_match_reference(
+    kwargs: dict, epoch: tuple[int, int] | None, params: tuple
+) -> None:
     loss = GRLoss(**kwargs)
     if epoch is not None:
         loss.set_epoch(*epoch)
@@ -125,7 +138,9 @@ def test_bayes_form_value_matches_reference() -> None:
     assert loss.set_epoch(2, 8) == pytest.approx({"mu": 0.6125, "sigma": 1.4375})
     logits, observed = make_batch(2)
     value, grad = loss_and_grad(loss, logits, observed)
-    ref_value, ref_grad = reference_gr(logits, observed, 0.0, 0.0, 0.6125, 1.4375, 0.01, 1.5, bayes_a=1 / 1.46)
+    ref_value, ref_grad = reference_gr(
+        logits, observed, 0.0, 0.0, 0.6125, 1.4375, 0.01, 1.5, bayes_a=1 / 1.46
+    )
     torch.testing.assert_close(value.double(), ref_value, rtol=1e-5, atol=0.0)
     torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-5, atol=1e-9)
     # The Bayes form ignores the scheduled (w, b): a sigmoid-form loss differs.
@@ -139,7 +154,9 @@ EXTREMES = [0.0, 10.0, -10.0, 30.0, -30.0, 60.0, -60.0, 100.0, -100.0]
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("k_form", ["sigmoid", "bayes", "learned"])
-def test_extreme_logits_low_precision_stay_finite_and_trainable(dtype: torch.dtype, k_form: str) -> None:
+def test_extreme_logits_low_precision_stay_finite_and_trainable(
+    dtype: torch.dtype, k_form: str
+) -> None:
     n = len(EXTREMES)
     # Row r is the extremes rotated by r; its positive is column 0, so every
     # extreme value occurs both as a positive and as an unknown.
@@ -233,7 +250,9 @@ def test_learned_eval_mode_does_not_update() -> None:
 def test_learned_buffers_in_state_dict_and_round_trip() -> None:
     loss = GRLoss(k_form="learned", num_classes=C)
     assert set(loss.state_dict()) == {"k_weight", "k_bias", "k_weight_momentum", "k_bias_momentum"}
-    assert torch.equal(loss.k_weight, torch.zeros(C)) and torch.equal(loss.k_bias, torch.full((C,), -2.0))
+    assert torch.equal(loss.k_weight, torch.zeros(C)) and torch.equal(
+        loss.k_bias, torch.full((C,), -2.0)
+    )
     assert list(loss.parameters()) == []  # never seen by the main optimizer
     loss.train()
     loss(*make_batch(22))
@@ -324,7 +343,9 @@ def test_learned_ddp_ranks_stay_identical_with_averaged_gradient(tmp_path: Path)
 def test_current_and_set_epoch_return_values() -> None:
     loss = GRLoss()
     assert loss.current.as_dict() == {"w": 0.0, "b": -2.0, "mu": 0.5, "sigma": 2.0}
-    assert loss.set_epoch(0, 8) == pytest.approx({"w": 0.0, "b": -2.0, "mu": 0.5375, "sigma": 1.8125})
+    assert loss.set_epoch(0, 8) == pytest.approx(
+        {"w": 0.0, "b": -2.0, "mu": 0.5375, "sigma": 1.8125}
+    )
     assert loss.set_epoch(7, 8, linear_init=1) == pytest.approx(
         {"w": 1.7142857142857142, "b": -2.0, "mu": 0.8, "sigma": 0.5}
     )
@@ -370,7 +391,11 @@ def test_bad_hyper_parameters_raise(kwargs: dict, match: str) -> None:
     [
         (torch.zeros(4), torch.zeros(4), "logits must have shape"),
         (torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3), "floating"),
-        (torch.zeros(2, 3), torch.zeros(3, 2), r"observed must have the same shape as logits \(2, 3\).*\(3, 2\)"),
+        (
+            torch.zeros(2, 3),
+            torch.zeros(3, 2),
+            r"observed must have the same shape as logits \(2, 3\).*\(3, 2\)",
+        ),
         (torch.zeros(2, 3), torch.tensor([[1, 0, 2], [0, 1, 0]]), "only 0 .* and 1"),
         (torch.zeros(2, 3), torch.tensor([[1.0, 0.5, 0], [0, 1, 0]]), "only 0 .* and 1"),
         (torch.zeros(0, 3), torch.zeros(0, 3), "non-empty"),
@@ -399,9 +424,15 @@ def test_framework_blocks() -> None:
     torch.testing.assert_close(generalized_positive_loss(z, 0.7), (1 - p**0.7) / 0.7)
     torch.testing.assert_close(generalized_negative_loss(z, 1.0), p)  # q3 = 1 is the MAE
     # q → 0 recovers the log losses.
-    torch.testing.assert_close(generalized_positive_loss(z, 1e-7), -torch.log(p), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(generalized_negative_loss(z, 1e-7), -torch.log(1 - p), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(sigmoid_pseudo_label(p, 2.0, -1.0), 1 / (1 + torch.exp(-(2 * p - 1))))
+    torch.testing.assert_close(
+        generalized_positive_loss(z, 1e-7), -torch.log(p), rtol=1e-5, atol=1e-6
+    )
+    torch.testing.assert_close(
+        generalized_negative_loss(z, 1e-7), -torch.log(1 - p), rtol=1e-5, atol=1e-6
+    )
+    torch.testing.assert_close(
+        sigmoid_pseudo_label(p, 2.0, -1.0), 1 / (1 + torch.exp(-(2 * p - 1)))
+    )
     torch.testing.assert_close(bayes_pseudo_label(p, 0.25), 0.75 * p / (1 - 0.25 * p))
     torch.testing.assert_close(gaussian_weight(p, 0.3, 0.5), torch.exp(-((p - 0.3) ** 2) / 0.5))
     big = torch.tensor([-1e4, 1e4])

@@ -1,7 +1,10 @@
-"""Per-sample loss state: ROLE, LL-Cp and EM+APL (SPEC §3), single process.
+"""Per-sample loss state: ROLE, LL-Cp and EM+APL, single process.
 
-Transcriptions are float64 and written from SPEC §3, independent of the package.
-The DDP behaviour is in test_ddp_state.py.
+Transcriptions are float64, written from the papers' formulas (ROLE: Cole et al.,
+CVPR 2021; LL-Cp: Kim et al., CVPR 2022; EM+APL: Zhou et al., ECCV 2022) and
+independent of the package.
+The DDP behaviour is in test_distributed.py (and test_distributed_fit.py for a Lightning fit);
+SPMLModule driving the state (binding, checkpoints, resume) is in test_state_fit.py.
 """
 
 from __future__ import annotations
@@ -44,7 +47,12 @@ def grad_of(value: Tensor, *tensors: Tensor) -> tuple[Tensor, ...]:
 
 
 def role_transcription(z: Tensor, g: Tensor, s: Tensor, k: float) -> Tensor:
-    """SPEC §3's ROLE loss, float64 probability space; gradients to z and g."""
+    """ROLE (Cole et al., CVPR 2021) in float64 probability space; gradients reach z and g.
+
+    With p = sigmoid(z), e = sigmoid(g) and sg() a stopped gradient:
+    mean of ½·s·(-log p - log e) + ½·(cross(p, sg(e)) + cross(e, sg(p))), plus
+    ½·(R(p) + R(e)), cross(x, y) = -[y·log x + (1 - y)·log(1 - x)] and R EPR's term.
+    """
     p, e = torch.sigmoid(z), torch.sigmoid(g)
     pd, ed = p.detach(), e.detach()
     positive = s * (-torch.log(p) - torch.log(e))
@@ -62,7 +70,9 @@ def test_role_value_and_gradients_match_transcription() -> None:
     loss = OnlineLabelEstimationLoss(expected_positives=2.9)
     loss.bind_train_set(observed)
     with torch.no_grad():  # estimates away from their initial values
-        loss.label_estimates.copy_(torch.randn(N, C, generator=torch.Generator().manual_seed(1)) * 3)
+        loss.label_estimates.copy_(
+            torch.randn(N, C, generator=torch.Generator().manual_seed(1)) * 3
+        )
     index = torch.tensor([3, 17, 3, 0, 39, 22, 8, 11])  # sample 3 twice
     logits = logits_for(index, 2).requires_grad_(True)
     value = loss(logits, observed[index], index)
@@ -81,7 +91,9 @@ def test_role_value_and_gradients_match_transcription() -> None:
     assert torch.count_nonzero(grad_g[outside]) == 0 and torch.count_nonzero(grad_g[index]) > 0
 
 
-def test_role_initial_estimates_follow_spec_and_seed() -> None:
+def test_role_initial_estimates_follow_the_paper_and_seed() -> None:
+    # Cole et al.'s initialisation: logit(0.995) on observed positives,
+    # U(-logit(0.6), +logit(0.6)) elsewhere.
     observed = train_observed()
     loss = OnlineLabelEstimationLoss()
     torch.manual_seed(123)  # the global RNG must not matter
@@ -139,7 +151,9 @@ def test_role_needs_binding_and_index() -> None:
 
 def largest_unknown(z: np.ndarray, positive: np.ndarray, k: int) -> set[tuple[int, int]]:
     """The k unknown entries of largest AN loss -log(1 - p), i.e. largest logit."""
-    candidates = [(z[b, c], b, c) for b in range(z.shape[0]) for c in range(z.shape[1]) if not positive[b, c]]
+    candidates = [
+        (z[b, c], b, c) for b in range(z.shape[0]) for c in range(z.shape[1]) if not positive[b, c]
+    ]
     candidates.sort(reverse=True)
     return {(b, c) for _, b, c in candidates[:k]}
 
@@ -164,12 +178,16 @@ def test_ll_cp_flips_are_the_k_largest_and_persist_into_the_next_epoch() -> None
     loss.train()
     first = loss(logits, observed[index], index)
     assert not loss.corrections.any()  # nothing modified in the first epoch
-    torch.testing.assert_close(first.double(), ll_transcription(logits, observed[index].bool(), set()))
+    torch.testing.assert_close(
+        first.double(), ll_transcription(logits, observed[index].bool(), set())
+    )
 
     loss.set_epoch(1, 8)
     value = loss(logits, observed[index], index)
     flips = largest_unknown(logits.numpy(), observed[index].bool().numpy(), 3)
-    torch.testing.assert_close(value.double(), ll_transcription(logits, observed[index].bool(), flips))
+    torch.testing.assert_close(
+        value.double(), ll_transcription(logits, observed[index].bool(), flips)
+    )
     stored = {(int(index[b]), c) for b, c in flips}
     assert {tuple(map(int, e)) for e in loss.corrections.nonzero()} == stored
 
@@ -251,7 +269,10 @@ def test_apl_assigns_the_stated_number_of_lowest_scored_pseudo_labels_per_class(
         now = (loss.pseudo_labels != -1).numpy()
         np.testing.assert_array_equal(now & ~assigned, expected)
         assert now[~candidates].sum() == 0  # observed positives are never pseudo-labelled
-        torch.testing.assert_close(loss.pseudo_labels[torch.from_numpy(expected)], torch.sigmoid(logits)[torch.from_numpy(expected)])
+        torch.testing.assert_close(
+            loss.pseudo_labels[torch.from_numpy(expected)],
+            torch.sigmoid(logits)[torch.from_numpy(expected)],
+        )
         assert (expected.sum(axis=0) == np.array(quota)).all()
         assert logged["apl_assigned"] == sum(quota)
         assigned |= expected
@@ -267,7 +288,9 @@ def test_apl_loss_matches_transcription() -> None:
     loss = AsymmetricPseudoLabelLoss(alpha=0.1, beta=0.9, warmup_epochs=1)
     loss.bind_train_set(observed)
     loss.set_epoch(1, 3)
-    loss.update_from_train_scores(torch.arange(N), torch.randn(N, C, generator=torch.Generator().manual_seed(3)))
+    loss.update_from_train_scores(
+        torch.arange(N), torch.randn(N, C, generator=torch.Generator().manual_seed(3))
+    )
     index = torch.arange(0, N, 5)
     logits = logits_for(index, 4).requires_grad_(True)
     value = loss(logits, observed[index], index)
@@ -291,14 +314,19 @@ def test_apl_loss_matches_transcription() -> None:
 
 
 @pytest.mark.parametrize(
-    "factory", [OnlineLabelEstimationLoss, LargeLossPermanentCorrectionLoss, AsymmetricPseudoLabelLoss]
+    "factory",
+    [OnlineLabelEstimationLoss, LargeLossPermanentCorrectionLoss, AsymmetricPseudoLabelLoss],
 )
 def test_state_is_saved_and_lazily_restored(factory) -> None:
     observed = train_observed()
     trained = factory()
     trained.bind_train_set(observed)
     for tensor in trained.state_dict().values():  # a state unlike the initial one
-        tensor.copy_(torch.rand(tensor.shape) > 0.5 if tensor.dtype == torch.bool else torch.rand(tensor.shape))
+        tensor.copy_(
+            torch.rand(tensor.shape) > 0.5
+            if tensor.dtype == torch.bool
+            else torch.rand(tensor.shape)
+        )
     state = trained.state_dict()
     assert set(state) == set(factory.sample_state) and all(t.shape[0] == N for t in state.values())
 

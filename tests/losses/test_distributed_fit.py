@@ -48,12 +48,16 @@ def ddp_trainer(tmp_path: Path, max_epochs: int, tag: str) -> Trainer:
         enable_progress_bar=False,
         enable_model_summary=False,
         default_root_dir=tmp_path,
-        callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True), DumpLossState(tmp_path, tag)],
+        callbacks=[
+            ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True),
+            DumpLossState(tmp_path, tag),
+        ],
     )
 
 
 def load_pair(tmp_path: Path, name: str) -> tuple[dict, dict]:
-    return tuple(torch.load(tmp_path / f"{name}-rank{r}.pt") for r in range(2))  # type: ignore[return-value]
+    rank0, rank1 = (torch.load(tmp_path / f"{name}-rank{r}.pt") for r in range(2))
+    return rank0, rank1
 
 
 def assert_same(states: tuple[dict, dict]) -> None:
@@ -76,7 +80,9 @@ def changed(before: dict, after: dict) -> bool:
 
 
 @pytest.mark.parametrize("make_loss", LOSSES)
-def test_state_is_identical_on_both_ranks_after_an_epoch_and_after_resuming(tmp_path, tiny_demo, make_loss):
+def test_state_is_identical_on_both_ranks_after_an_epoch_and_after_resuming(
+    tmp_path, tiny_demo, make_loss
+):
     ddp_trainer(tmp_path, 2, "first").fit(tiny_model(loss=make_loss()), tiny_demo)
     for when in ("start", "epoch0", "epoch1"):
         assert_same(load_pair(tmp_path, f"first-{when}"))

@@ -66,7 +66,9 @@ def test_fit_binds_the_train_set_and_hides_loss_buffers_from_ddp(tmp_path, tiny_
     assert model._ddp_params_and_buffers_to_ignore == ["loss.corrections"]
     # Epoch 2 corrected ceil(16 * 14 * 0.001) = 1 entry in each of its 2 batches.
     assert int(model.loss.corrections.sum()) == 2
-    assert not (model.loss.corrections & torch.from_numpy(tiny_demo.train_dataset.observed == 1)).any()
+    assert not (
+        model.loss.corrections & torch.from_numpy(tiny_demo.train_dataset.observed == 1)
+    ).any()
 
 
 class StateAtStart(Callback):
@@ -88,7 +90,9 @@ def test_state_survives_checkpoints_resume_and_inference_loading(tmp_path, tiny_
     saved = {k: v.clone() for k, v in model.loss.state_dict().items()}
     fresh_state = type(model.loss)(**model.loss.init_args)
     fresh_state.bind_train_set(torch.tensor(tiny_demo.train_dataset.observed))
-    assert any(not torch.equal(saved[k], v) for k, v in fresh_state.state_dict().items()), "nothing was learned"
+    assert any(not torch.equal(saved[k], v) for k, v in fresh_state.state_dict().items()), (
+        "nothing was learned"
+    )
 
     # Inference: no datamodule, no training set; the state loads along.
     loaded = SPMLModule.load_from_checkpoint(path, map_location="cpu")
@@ -100,7 +104,9 @@ def test_state_survives_checkpoints_resume_and_inference_loading(tmp_path, tiny_
     # Resume: bound afresh at setup, then overwritten by the checkpoint.
     spy = StateAtStart()
     resumed = build()
-    trainer = make_trainer(tmp_path, max_epochs=3, limit_train_batches=1, limit_val_batches=0, callbacks=[spy])
+    trainer = make_trainer(
+        tmp_path, max_epochs=3, limit_train_batches=1, limit_val_batches=0, callbacks=[spy]
+    )
     trainer.fit(resumed, tiny_demo, ckpt_path=path)
     assert trainer.current_epoch == 3
     for key, value in saved.items():

@@ -1,36 +1,42 @@
-"""Building blocks of the GR framework (SPEC §2), in logit space.
+"""Building blocks of the GR framework, in logit space.
 
 GR Loss and the baselines it unifies are all choices of a soft pseudo-label
-``k̂``, a re-weighting ``v`` and per-entry losses ``L1``-``L3``. The losses here
-take the logit ``z`` rather than ``p = sigmoid(z)``: ``log p = logsigmoid(z)`` is
-exact for any ``z`` whereas ``log(p + eps)`` saturates for ``|z|`` beyond ~16 in
-fp32 (and much earlier in fp16), which is what makes a probability-space loss stop
-training under mixed precision. Call them on fp32 tensors.
+``k̂``, a re-weighting ``v`` and per-entry losses ``L1``-``L3`` (Chen et al.,
+"Boosting Single Positive Multi-label Classification with Generalized Robust
+Loss", IJCAI 2024, arXiv:2405.03501). For an entry with logit ``z``,
+``p = sigmoid(z)`` and observed label ``s``::
+
+    s = 1 (observed positive):  L1(z)
+    s = 0 (unknown):            v(p̂) · [ k̂(p̂)·L2(z) + (1 - k̂(p̂))·L3(z) ]
+
+with ``p̂ = p`` detached. The losses here take the logit ``z`` rather than ``p``:
+``log p = logsigmoid(z)`` is exact for any ``z`` whereas ``log(p + eps)`` (as in
+the published GR code) saturates for ``|z|`` beyond ~16 in fp32 (and much earlier
+in fp16), which is what makes a probability-space loss stop training under mixed
+precision. Call them on fp32 tensors.
 
 ``k̂`` and ``v`` take probabilities; callers pass ``p̂ = sigmoid(z).detach()``
 because in GR Loss neither carries gradient.
 
-The baselines of SPEC §3 add a few more blocks: :func:`pseudo_label_loss` (the
-bracket ``k̂·L2 + (1 - k̂)·L3`` itself, i.e. cross-entropy against a soft label),
-the focal losses of a positive (with a logit margin) and of a negative (with
-ASL's probability clip), Hill's negative loss and EPR's regulariser.
-:class:`~spml_lightning.losses.framework_loss.FrameworkLoss` assembles them into
-a loss.
+The baselines the paper casts in this shape (AN, EPR, EM, LL, Hill, SPLC, Focal,
+ASL, ...) add a few more blocks: :func:`pseudo_label_loss` (the bracket
+``k̂·L2 + (1 - k̂)·L3`` itself, i.e. cross-entropy against a soft label), the
+focal losses of a positive (with a logit margin) and of a negative (with ASL's
+probability clip), Hill's negative loss and EPR's regulariser.
+:class:`~spml_lightning.losses.base.FrameworkLoss` assembles them into a loss.
+
+The blocks check their number arguments (with
+:mod:`~spml_lightning.losses.validation`) only when they are Python numbers:
+reading a tensor's value would synchronise the device at every step.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-
-def _check_positive(name: str, value: float, meaning: str) -> None:
-    # Only Python numbers are checked: inspecting a tensor would sync the device.
-    if isinstance(value, (int, float)) and not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0 ({meaning}), found {value}.")
+from spml_lightning.losses.validation import fraction, non_negative_float, positive_float
 
 
 def neg_log_sigmoid(z: Tensor) -> Tensor:
@@ -75,7 +81,8 @@ def generalized_positive_loss(z: Tensor, q: float) -> Tensor:
     Raises:
         ValueError: If ``q`` is not a finite positive number.
     """
-    _check_positive("q", q, "exponent of the generalized positive loss L2")
+    if isinstance(q, (int, float)):
+        positive_float("q", q, "exponent of the generalized positive loss L2")
     return -torch.expm1(q * F.logsigmoid(z)) / q
 
 
@@ -95,7 +102,8 @@ def generalized_negative_loss(z: Tensor, q: float) -> Tensor:
     Raises:
         ValueError: If ``q`` is not a finite positive number.
     """
-    _check_positive("q", q, "exponent of the generalized negative loss L3")
+    if isinstance(q, (int, float)):
+        positive_float("q", q, "exponent of the generalized negative loss L3")
     return -torch.expm1(q * F.logsigmoid(-z)) / q
 
 
@@ -129,10 +137,8 @@ def bayes_pseudo_label(p: Tensor, a: float) -> Tensor:
     Raises:
         ValueError: If ``a`` is not in (0, 1).
     """
-    if isinstance(a, (int, float)) and not 0 < a < 1:
-        raise ValueError(
-            f"a must be in (0, 1) (a = 1 / expected positives per image), found {a}."
-        )
+    if isinstance(a, (int, float)):
+        fraction("a", a, "a = 1 / expected positives per image")
     return (1 - a) * p / (1 - a * p)
 
 
@@ -150,7 +156,8 @@ def gaussian_weight(p: Tensor, mu: float, sigma: float) -> Tensor:
     Raises:
         ValueError: If ``sigma`` is not a finite positive number.
     """
-    _check_positive("sigma", sigma, "width of the Gaussian re-weighting")
+    if isinstance(sigma, (int, float)):
+        positive_float("sigma", sigma, "width of the Gaussian re-weighting")
     return torch.exp(-((p - mu) ** 2) / (2 * sigma**2))
 
 
@@ -193,7 +200,8 @@ def focal_positive_loss(z: Tensor, gamma: float, margin: float = 0.0) -> Tensor:
     Raises:
         ValueError: If ``gamma`` is negative or not finite.
     """
-    _check_non_negative("gamma", gamma, "focusing exponent of the positive loss")
+    if isinstance(gamma, (int, float)):
+        non_negative_float("gamma", gamma, "focusing exponent of the positive loss")
     shifted = z - margin
     loss = F.softplus(-shifted)
     if gamma == 0:
@@ -221,9 +229,10 @@ def focal_negative_loss(z: Tensor, gamma: float, clip: float = 0.0) -> Tensor:
     Raises:
         ValueError: If ``gamma`` is negative or ``clip`` is outside [0, 1).
     """
-    _check_non_negative("gamma", gamma, "focusing exponent of the negative loss")
-    if isinstance(clip, (int, float)) and not 0 <= clip < 1:
-        raise ValueError(f"clip must be in [0, 1) (ASL's probability margin), found {clip}.")
+    if isinstance(gamma, (int, float)):
+        non_negative_float("gamma", gamma, "focusing exponent of the negative loss")
+    if isinstance(clip, (int, float)):
+        fraction("clip", clip, "ASL's probability margin", allow_zero=True)
     if clip == 0:
         loss = F.softplus(z)
         return loss if gamma == 0 else torch.exp(gamma * F.logsigmoid(z)) * loss
@@ -267,8 +276,3 @@ def expected_positive_regularizer(p: Tensor, expected_positives: float) -> Tenso
     """
     num_classes = p.shape[1]
     return (p.sum(dim=1).mean() - expected_positives) ** 2 / num_classes**2
-
-
-def _check_non_negative(name: str, value: float, meaning: str) -> None:
-    if isinstance(value, (int, float)) and not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0 ({meaning}), found {value}.")

@@ -1,7 +1,9 @@
-"""Per-sample loss state under DDP: 2 CPU processes over gloo (no Lightning).
+"""losses/distributed.py and per-sample loss state under DDP: 2 CPU processes, gloo.
 
-Each rank trains on its own samples; afterwards the state must be identical on
-both ranks and equal to what one process computes from both ranks' samples.
+No Lightning here (test_distributed_fit.py runs a Lightning fit). all_gather_rows
+must exchange uneven shards. Each rank trains on its own samples; afterwards the
+state must be identical on both ranks and equal to what one process computes
+from both ranks' samples.
 """
 
 from __future__ import annotations
@@ -107,7 +109,9 @@ def features(index: torch.Tensor) -> torch.Tensor:
 
 
 def optimizer_for(model: HeadWithLoss) -> torch.optim.Optimizer:
-    return torch.optim.Adam([{"params": model.head.parameters()}, *model.loss.optimizer_groups(1e-2)], lr=1e-2)
+    return torch.optim.Adam(
+        [{"params": model.head.parameters()}, *model.loss.optimizer_groups(1e-2)], lr=1e-2
+    )
 
 
 def _role_worker(rank: int, world_size: int, out_dir: str) -> None:
