@@ -21,15 +21,16 @@ import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from spml_lightning.data.device_decode import collate_encoded, decode_and_transform, read_encoded
-from spml_lightning.data.images_io import DECOMPRESSION_BOMB_ERRORS, load_rgb
+from spml_lightning.data.io import load_rgb, unreadable_reason
 from spml_lightning.data.protocol import observe_single_positive, split_train_val
 from spml_lightning.data.sampling import ResumableDataLoader
 from spml_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, reference_transform
 
+# load_rgb and unreadable_reason live in io.py; importing them here keeps the older
+# spml_lightning.data.base.load_rgb path (users' notebooks) working.
 __all__ = ["PhaseData", "SPMLDataModule", "SPMLImageDataset", "load_rgb", "unreadable_reason"]
 
 Phase = Literal["train", "test"]
@@ -61,27 +62,6 @@ class PhaseData:
                 f"The observed labels have shape {np.shape(self.observed)} but the full labels "
                 f"{labels.shape}: they must describe the same rows and classes."
             )
-
-
-def unreadable_reason(path: str) -> str | None:
-    """Why an image file cannot be decoded, or None if it can.
-
-    JPEGs are decoded at 1/8 scale (``draft``): that still reads the whole
-    compressed stream, so truncated files are caught, at a fraction of the cost.
-    A file whose header claims more pixels than Pillow's decompression-bomb
-    limit is unreadable too (``load_rgb`` would refuse it).
-    """
-    try:
-        with Image.open(path) as image:
-            image.draft("RGB", (64, 64))
-            image.load()
-    except FileNotFoundError:
-        return "missing"
-    except DECOMPRESSION_BOMB_ERRORS as err:
-        return f"{type(err).__name__}: {err} Raise PIL.Image.MAX_IMAGE_PIXELS if the image is genuine."
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        return f"{type(err).__name__}: {err}"
-    return None
 
 
 class SPMLImageDataset(Dataset):
