@@ -136,7 +136,8 @@ class SPMLDataModule(LightningDataModule, ABC):
 
     Subclasses implement ``class_names`` (available right after construction)
     and ``load_phase("train" | "test")``. This class applies the benchmark
-    protocol of SPEC §4: the official training phase is split into train/val
+    protocol of Cole et al. (CVPR 2021, Sec. 4, and their released code; see
+    ``protocol.py``): the official training phase is split into train/val
     with ``split_train_val``, single positives are observed with
     ``observe_single_positive`` on the whole official training phase (then
     split, as the community files are), and the official test phase is the

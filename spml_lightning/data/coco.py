@@ -1,12 +1,13 @@
 """MS-COCO 2014 as extracted from the official zip files.
 
-Label matrices exactly as the community builds them (SPEC §4, Cole et al.'s
-``format_coco.py``): columns follow the order of ``categories`` in
-``instances_train2014.json`` (ids are not contiguous: 1..90 with gaps); rows
-are the images with at least one instance annotation (crowd ones included),
-ordered by their image ids sorted AS STRINGS ("100" < "25" < "9"); images
-without annotations are not rows. Official train2014 is split into train/val,
-val2014 is the test set: 82,081 and 40,137 rows.
+Label matrices exactly as the community builds them (Cole et al., CVPR 2021:
+``preproc/format_coco.py`` of their released code): columns follow the order
+of ``categories`` in ``instances_train2014.json`` (ids are not contiguous:
+1..90 with gaps); rows are the images with at least one instance annotation
+(crowd ones included), ordered by their image ids sorted AS STRINGS
+("100" < "25" < "9"); images without annotations are not rows. Official
+train2014 is split into train/val, val2014 is the test set: 82,081 and 40,137
+rows.
 
 The json is parsed with the standard library and numpy, and the result is
 cached next to the data. Polygon segmentations (tens of millions of numbers,

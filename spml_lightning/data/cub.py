@@ -1,11 +1,11 @@
 """CUB-200-2011 attributes as extracted from ``CUB_200_2011.tgz``.
 
-Label matrices exactly as the community builds them (SPEC §4, Cole et al.'s
-``format_cub.py``): the 312 binary attributes are the labels, ``is_present``
-of ``attributes/image_attribute_labels.txt`` is the label value, rows follow
-``images.txt``, and ``train_test_split.txt`` puts them in the training
-(5,994) or test (5,794) phase. About 31 positives per image; rows without any
-positive stay (their observed labels are all unknown).
+Label matrices exactly as the community builds them (Cole et al., CVPR 2021:
+``preproc/format_cub.py`` of their released code): the 312 binary attributes
+are the labels, ``is_present`` of ``attributes/image_attribute_labels.txt`` is
+the label value, rows follow ``images.txt``, and ``train_test_split.txt`` puts
+them in the training (5,994) or test (5,794) phase. About 31 positives per
+image; rows without any positive stay (their observed labels are all unknown).
 
 The attribute file has a few lines with more than the documented five
 fields; as in the community script, only the first three (image id,

@@ -83,7 +83,12 @@ def decode_and_transform(
     flip: bool,
     device: torch.device | str,
 ) -> Tensor:
-    """The reference transform (SPEC §4) of a batch of encoded images, on ``device``.
+    """The reference transform of a batch of encoded images, on ``device``.
+
+    The reference transform is Cole et al.'s (CVPR 2021, Sec. 4 and their
+    released code; GR Loss uses it unchanged): ``Resize((S, S))`` without
+    keeping the aspect, ``RandomHorizontalFlip(0.5)`` in training, ImageNet
+    mean/std normalisation (``transforms.py`` is the PIL version).
 
     Args:
         images: what ``read_encoded`` returns, one tensor per image.

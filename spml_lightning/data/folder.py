@@ -11,7 +11,7 @@ the image's full labels, class names (or integer column indices) separated by
 ``label_separator`` (empty: an image without positives); the optional
 ``observed`` column gives the observed single positives in the same form. When
 a CSV has no ``observed`` column, the protocol generates single positives from
-``labels`` (SPEC §4). The training CSV is split into train/val by the
+``labels`` (as in ``protocol.py``). The training CSV is split into train/val by the
 protocol; the test CSV is the test set.
 
 If you only have single positives for your training images, put them in

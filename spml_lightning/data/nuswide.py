@@ -1,7 +1,8 @@
 """NUS-WIDE: the community's formatted arrays, or the official label lists.
 
-No script turns raw NUS-WIDE into the arrays behind the published SPML
-numbers (SPEC §4): the community passes around ``formatted_*.npy`` files
+No script turns raw NUS-WIDE into the arrays behind the published SPML numbers
+(Cole et al., CVPR 2021, released code: ``preproc/`` formats VOC, COCO and
+CUB, not NUS-WIDE): the community passes around ``formatted_*.npy`` files
 (150,000 train / 60,260 test rows in one version, about 22% of the rows
 without any positive) with the images in ``Flickr/``. Reading those is the
 default (``source="formatted"``) and the only way to compare with the papers.

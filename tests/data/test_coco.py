@@ -1,4 +1,4 @@
-"""COCODataModule against SPEC §4 (format_coco.py) on the tests/data/coco fixture."""
+"""COCODataModule against Cole et al.'s format_coco.py on the tests/data/coco fixture."""
 
 import json
 

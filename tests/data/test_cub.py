@@ -1,4 +1,4 @@
-"""CUBDataModule against SPEC §4 (format_cub.py) on the tests/data/cub fixture."""
+"""CUBDataModule against Cole et al.'s format_cub.py on the tests/data/cub fixture."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""VOCDataModule against SPEC §4 (format_pascal.py) on the tests/data/voc fixture."""
+"""VOCDataModule against Cole et al.'s format_pascal.py on the tests/data/voc fixture."""
 
 import numpy as np
 import pytest
