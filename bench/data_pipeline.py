@@ -79,7 +79,7 @@ def spml_loader(root: Path, size: int, batch_size: int, workers: int, decode_on:
 
 def check_device_decode(root: Path, size: int, device: torch.device, count: int = 32) -> tuple[float, float]:
     """(max, mean) absolute difference in 8-bit levels between decode_on=device and the PIL path."""
-    from spml_lightning.data.base import load_rgb
+    from spml_lightning.data.io import load_rgb
     from spml_lightning.data.device_decode import decode_and_transform, read_encoded
     from spml_lightning.data.transforms import reference_transform
 
