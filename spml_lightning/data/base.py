@@ -258,8 +258,11 @@ class SPMLDataModule(LightningDataModule, ABC):
         return f"the {phase} phase of {type(self).__name__}"
 
     def skip_hint(self) -> str:
-        """The advice to go on without the images that cannot be read, as errors about them give it."""
-        return f"Or pass skip_unreadable=True (spml: --data.init_args.skip_unreadable true) to {self.skip_purpose}."
+        """The advice to go on without the images that cannot be read, as errors give it."""
+        return (
+            "Or pass skip_unreadable=True (spml: --data.init_args.skip_unreadable true) to "
+            f"{self.skip_purpose}."
+        )
 
     # -- derived ----------------------------------------------------------------
     @property
@@ -285,7 +288,9 @@ class SPMLDataModule(LightningDataModule, ABC):
         if data.observed is not None:
             observed = np.asarray(data.observed)
             if not np.isin(observed, (-1, 0, 1)).all():
-                raise ValueError(f"The given {phase} observed labels of {name} are not all -1, 0 or 1.")
+                raise ValueError(
+                    f"The given {phase} observed labels of {name} are not all -1, 0 or 1."
+                )
             wrong = np.argwhere((observed == 1) & (labels != 1))
             if len(wrong):
                 row, col = wrong[0]
@@ -356,9 +361,15 @@ class SPMLDataModule(LightningDataModule, ABC):
             # so that every remaining row keeps the community's split and labels.
             usable = self._usable_rows(paths, "train")
             train_idx, val_idx = train_idx[usable[train_idx]], val_idx[usable[val_idx]]
-            self.train_dataset = self._dataset(train_idx, paths, labels, observed, self._train_transform())
+            self.train_dataset = self._dataset(
+                train_idx, paths, labels, observed, self._train_transform()
+            )
             self.val_dataset = self._dataset(
-                val_idx, paths, labels, observed, self._eval_transform(),
+                val_idx,
+                paths,
+                labels,
+                observed,
+                self._eval_transform(),
                 evaluate_on="observed" if self.val_labels == "observed" else "targets",
             )
         if stage in (None, "test", "predict") and self.test_dataset is None:
@@ -369,8 +380,15 @@ class SPMLDataModule(LightningDataModule, ABC):
             keep = self._usable_rows(paths, "test")
             self.test_dataset = self._dataset(keep, paths, labels, observed, self._eval_transform())
 
-    def _dataset(self, rows: np.ndarray, paths: np.ndarray, labels: np.ndarray, observed: np.ndarray,
-                 transform, **kwargs) -> SPMLImageDataset:
+    def _dataset(
+        self,
+        rows: np.ndarray,
+        paths: np.ndarray,
+        labels: np.ndarray,
+        observed: np.ndarray,
+        transform,
+        **kwargs,
+    ) -> SPMLImageDataset:
         """The dataset of the chosen ``rows`` (indices or a mask) of a phase."""
         # With skip_unreadable, setup decoded every image: one that fails later changed since, and
         # skipping is no advice for it.
@@ -396,7 +414,8 @@ class SPMLDataModule(LightningDataModule, ABC):
         options = dict(
             batch_size=self.batch_size,
             num_workers=self.num_workers,
-            # Encoded files are read by the decoder from wherever they are; pinning them would be wasted work.
+            # Encoded files are read by the decoder from wherever they are; pinning them would be
+            # wasted work.
             pin_memory=self.pin_memory and torch.cuda.is_available() and not encoded,
             persistent_workers=self.persistent_workers,
             drop_last=False,
@@ -415,10 +434,13 @@ class SPMLDataModule(LightningDataModule, ABC):
         return DataLoader(dataset, shuffle=False, **options)
 
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
-        """With ``decode_on="device"``: decode and transform the batch's images on the model's device."""
+        """With ``decode_on="device"``: decode and transform the batch's images on the device."""
         if isinstance(batch, dict) and isinstance(batch.get("image"), list):
             batch["image"] = decode_and_transform(
-                batch["image"], self.image_size, self.mean, self.std,
+                batch["image"],
+                self.image_size,
+                self.mean,
+                self.std,
                 flip=self.train_augment and self.trainer.training,
                 device=self.trainer.lightning_module.device,
             )

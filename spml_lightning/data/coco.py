@@ -73,10 +73,14 @@ def read_coco_instances(path: Path, split: str) -> dict[str, np.ndarray]:
         categories = data["categories"]
         annotations = data["annotations"]
     except (KeyError, TypeError):
-        raise ValueError(f"{path} is not a COCO instances file (no 'categories'/'annotations').") from None
+        raise ValueError(
+            f"{path} is not a COCO instances file (no 'categories'/'annotations')."
+        ) from None
     category_ids = np.fromiter((c["id"] for c in categories), dtype=np.int64, count=len(categories))
     category_names = np.asarray([c["name"] for c in categories], dtype=np.str_)
-    image_of = np.fromiter((a["image_id"] for a in annotations), dtype=np.int64, count=len(annotations))
+    image_of = np.fromiter(
+        (a["image_id"] for a in annotations), dtype=np.int64, count=len(annotations)
+    )
     category_of = np.fromiter(
         (a["category_id"] for a in annotations), dtype=np.int64, count=len(annotations)
     )
@@ -90,7 +94,9 @@ def read_coco_instances(path: Path, split: str) -> dict[str, np.ndarray]:
     columns = table[category_of] if len(category_of) else category_of
     if (columns < 0).any():
         unknown = sorted(set(category_of[columns < 0].tolist()))[:5]
-        raise ValueError(f"{path}: annotations use category ids {unknown} missing from 'categories'.")
+        raise ValueError(
+            f"{path}: annotations use category ids {unknown} missing from 'categories'."
+        )
 
     # Rows: annotated images, ordered by their ids as strings (the community's order).
     unique_ids = np.unique(image_of)  # numerically sorted
@@ -101,7 +107,9 @@ def read_coco_instances(path: Path, split: str) -> dict[str, np.ndarray]:
     labels = np.zeros((len(unique_ids), len(category_ids)), dtype=np.float64)
     labels[rows, columns] = 1.0
     image_ids = unique_ids[order]
-    names = np.asarray([f"{split}/COCO_{split}_{i:012d}.jpg" for i in image_ids.tolist()], dtype=np.str_)
+    names = np.asarray(
+        [f"{split}/COCO_{split}_{i:012d}.jpg" for i in image_ids.tolist()], dtype=np.str_
+    )
     return {
         "names": names,
         "image_ids": image_ids,
@@ -177,6 +185,7 @@ class COCODataModule(OfficialDataModule):
         ):
             raise ValueError(
                 f"{self._annotation_file(split)} lists other categories (or another order) than "
-                f"{self._annotation_file(_COCO_PHASES['train'])}: the label columns would not match."
+                f"{self._annotation_file(_COCO_PHASES['train'])}: the label columns would not "
+                "match."
             )
         return PhaseData([str(self.root / n) for n in arrays["names"].tolist()], arrays["labels"])

@@ -50,10 +50,12 @@ NUS_WIDE_CONCEPTS: tuple[str, ...] = (
 )  # fmt: skip
 
 _OFFICIAL_PHASES: dict[str, str] = {"train": "Train", "test": "Test"}
-_OFFICIAL_LAYOUT = """\
-  <root>/ImageList/TrainImagelist.txt, TestImagelist.txt
-  <root>/Groundtruth/TrainTestLabels/Labels_<concept>_Train.txt, Labels_<concept>_Test.txt  (81 concepts)
-  <root>/Flickr/<folder>/<file>.jpg"""
+_OFFICIAL_LAYOUT = (
+    "  <root>/ImageList/TrainImagelist.txt, TestImagelist.txt\n"
+    "  <root>/Groundtruth/TrainTestLabels/Labels_<concept>_Train.txt, Labels_<concept>_Test.txt"
+    "  (81 concepts)\n"
+    "  <root>/Flickr/<folder>/<file>.jpg"
+)
 
 
 def _official_files(root: Path, phase: Phase) -> tuple[Path, list[Path]]:
@@ -134,8 +136,8 @@ class NUSWIDEDataModule(FormattedDataModule):
                 f"NUSWIDEDataModule(source='official'): missing {', '.join(missing[:3])}"
                 f"{f' and {len(missing) - 3} more' if len(missing) > 3 else ''}. Expected:\n"
                 f"{_OFFICIAL_LAYOUT}\nThe lists are published at "
-                "https://lms.comp.nus.edu.sg/wp-content/uploads/2019/research/nuswide/NUS-WIDE.html "
-                "(ImageList.zip, Groundtruth.zip); the images are not distributed there."
+                "https://lms.comp.nus.edu.sg/wp-content/uploads/2019/research/nuswide/NUS-WIDE.html"
+                " (ImageList.zip, Groundtruth.zip); the images are not distributed there."
             )
         names, labels = read_nuswide_official(self.root, phase)
         return PhaseData([str(self.image_root / n) for n in names], labels)

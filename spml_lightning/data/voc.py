@@ -117,4 +117,5 @@ class VOCDataModule(OfficialDataModule):
             f"voc2012_{image_set}", sources, lambda: read_voc_phase(self.data_dir, image_set)
         )
         images = self.data_dir / "JPEGImages"
-        return PhaseData([str(images / name) for name in arrays["names"].tolist()], arrays["labels"])
+        paths = [str(images / name) for name in arrays["names"].tolist()]
+        return PhaseData(paths, arrays["labels"])

@@ -68,10 +68,14 @@ def coco_reference(json_path: Path, split: str) -> tuple[list[str], np.ndarray, 
     return files, labels, names
 
 
-def cub_reference(data_dir: Path, num_attributes: int = 312) -> dict[str, tuple[list[str], np.ndarray]]:
+def cub_reference(
+    data_dir: Path, num_attributes: int = 312
+) -> dict[str, tuple[list[str], np.ndarray]]:
     """format_cub.py's rule: images.txt order, is_present read line by line."""
     images = [line.split(" ")[1].strip() for line in open(data_dir / "images.txt") if line.strip()]
-    is_train = [line.split(" ")[1].strip() == "1" for line in open(data_dir / "train_test_split.txt")]
+    is_train = [
+        line.split(" ")[1].strip() == "1" for line in open(data_dir / "train_test_split.txt")
+    ]
     values = [
         int(line.split()[2])
         for line in open(data_dir / "attributes" / "image_attribute_labels.txt")
@@ -88,14 +92,18 @@ def cub_reference(data_dir: Path, num_attributes: int = 312) -> dict[str, tuple[
     return {phase: (files, np.array(rows)) for phase, (files, rows) in phases.items()}
 
 
-def split_reference(n: int, fraction: float = 0.2, seed: int = 1200) -> tuple[np.ndarray, np.ndarray]:
+def split_reference(
+    n: int, fraction: float = 0.2, seed: int = 1200
+) -> tuple[np.ndarray, np.ndarray]:
     """generate_split's rule: n_val = round(f·N); perm = RandomState(seed).permutation(N)."""
     n_val = int(np.round(fraction * n))
     perm = np.random.RandomState(seed).permutation(n)
     return np.sort(perm[: n - n_val]), np.sort(perm[-n_val:])
 
 
-def assert_protocol(datamodule, image_root: Path, train: tuple, test: tuple, given_observed=None) -> None:
+def assert_protocol(
+    datamodule, image_root: Path, train: tuple, test: tuple, given_observed=None
+) -> None:
     """The datamodule's train/val/test datasets are the protocol applied to the given phases.
 
     ``train``/``test``: (file names relative to ``image_root``, full label matrix).

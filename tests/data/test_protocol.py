@@ -100,7 +100,9 @@ def test_observe_rejects_bad_input(kwargs, match):
         observe_single_positive(**kwargs)
 
 
-@pytest.mark.parametrize("n,frac,match", [(0, 0.2, "positive"), (10, 1.0, "val_fraction"), (10, -0.1, "val_fraction")])
+@pytest.mark.parametrize(
+    "n,frac,match", [(0, 0.2, "positive"), (10, 1.0, "val_fraction"), (10, -0.1, "val_fraction")]
+)
 def test_split_rejects_bad_input(n, frac, match):
     with pytest.raises(ValueError, match=match):
         split_train_val(n, frac)
