@@ -41,9 +41,10 @@ _SHOWN_PATHS = 5
 
 @dataclass(frozen=True)
 class PhaseData:
-    """One official phase of a data set: image files, their full labels, and
-    optionally observed labels that come with the data (else the protocol
-    generates them).
+    """One official phase of a data set: image files, full labels, maybe observed labels.
+
+    Observed labels are given only where they come with the data; otherwise the
+    protocol generates them.
     """
 
     image_paths: Sequence[str]

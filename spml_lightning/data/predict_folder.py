@@ -1,6 +1,6 @@
-"""Unlabelled images to predict on: a folder of images, or a list file of them.
+r"""Unlabelled images to predict on: a folder of images, or a list file of them.
 
-    spml predict --config configs/demo.yaml --ckpt_path best \\
+    spml predict --config configs/demo.yaml --ckpt_path best \
         --data spml_lightning.data.ImageFolderDataModule --data.init_args.root photos/
 
 The datamodule is an ``SPMLDataModule`` whose test phase is the images with
