@@ -4,8 +4,8 @@ Sides, interleaved in one run, each reading the same synthetic JPEGs with the
 training transform (resize to S x S, random flip, normalise) and nothing
 else running in the main process:
 
-- ``reference``: a plain DataLoader over SPEC §4's PIL data set
-  (``bench/train_throughput.py``'s ``ReferenceDataset``).
+- ``reference``: a plain DataLoader over the PIL data set of Cole et al.'s
+  released code (``bench/train_throughput.py``'s ``ReferenceDataset``).
 - ``spml-workers``: ``FormattedDataModule(...).train_dataloader()``, decoding
   in the workers (the default).
 - ``spml-device``: the same datamodule with ``decode_on="device"``: workers
