@@ -4,8 +4,8 @@ Sides, interleaved in one run, each reading the same synthetic JPEGs with the
 training transform (resize to S x S, random flip, normalise) and nothing
 else running in the main process:
 
-- ``reference``: a plain DataLoader over SPEC §4's PIL data set
-  (``bench/train_throughput.py``'s ``ReferenceDataset``).
+- ``reference``: a plain DataLoader over the PIL data set of Cole et al.'s
+  released code (``bench/train_throughput.py``'s ``ReferenceDataset``).
 - ``spml-workers``: ``FormattedDataModule(...).train_dataloader()``, decoding
   in the workers (the default).
 - ``spml-device``: the same datamodule with ``decode_on="device"``: workers
@@ -79,7 +79,7 @@ def spml_loader(root: Path, size: int, batch_size: int, workers: int, decode_on:
 
 def check_device_decode(root: Path, size: int, device: torch.device, count: int = 32) -> tuple[float, float]:
     """(max, mean) absolute difference in 8-bit levels between decode_on=device and the PIL path."""
-    from spml_lightning.data.base import load_rgb
+    from spml_lightning.data.io import load_rgb
     from spml_lightning.data.device_decode import decode_and_transform, read_encoded
     from spml_lightning.data.transforms import reference_transform
 

@@ -135,7 +135,7 @@ class NaiveDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict:
-        from spml_lightning.data.base import load_rgb
+        from spml_lightning.data.io import load_rgb
 
         return {"image": self.transform(load_rgb(self.paths[index])),
                 "observed": torch.from_numpy(self.observed[index].astype(np.float32)),

@@ -440,7 +440,7 @@ class SPMLModule(LightningModule):
                 )
             return to_pil_image(image.cpu()).convert("RGB")
         if isinstance(image, (str, os.PathLike)):
-            from spml_lightning.data.images_io import load_rgb
+            from spml_lightning.data.io import load_rgb
 
             return load_rgb(os.fspath(Path(image).expanduser()))
         raise TypeError(f"Cannot predict on a {type(image).__name__}; pass PIL images, tensors or paths.")

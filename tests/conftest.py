@@ -22,7 +22,7 @@ TINY_DEMO = {"num_train": 80, "num_test": 40, "render_size": 32}
 
 @pytest.fixture(scope="session")
 def tiny_demo_root(tmp_path_factory) -> Path:
-    from spml_lightning.data.synthetic import write_demo_dataset
+    from spml_lightning.data.demo import write_demo_dataset
 
     root = tmp_path_factory.mktemp("demo")
     write_demo_dataset(root, TINY_DEMO["num_train"], TINY_DEMO["num_test"], TINY_DEMO["render_size"], seed=0)

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from spml_lightning.cli import run_cli
-from spml_lightning.data.synthetic import write_demo_dataset
+from spml_lightning.data.demo import write_demo_dataset
 
 from probes import TESTS_DIR, read_records, subprocess_env, write_callbacks_config
 from test_cli import demo_args

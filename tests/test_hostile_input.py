@@ -22,7 +22,7 @@ from PIL import Image
 
 from spml_lightning.cli import run_cli
 from spml_lightning.data.base import SPMLImageDataset, unreadable_reason
-from spml_lightning.data.images_io import load_rgb
+from spml_lightning.data.io import load_rgb
 from spml_lightning.data.transforms import reference_transform
 
 from test_cli import demo_args

@@ -7,9 +7,9 @@ from spml_lightning.data.demo import DemoDataModule
 from spml_lightning.data.download import Archive
 from spml_lightning.data.folder import FolderDataModule
 from spml_lightning.data.formatted import FormattedDataModule
-from spml_lightning.data.images import ImageFolderDataModule
 from spml_lightning.data.nuswide import NUSWIDEDataModule
 from spml_lightning.data.official import OfficialDataModule
+from spml_lightning.data.predict_folder import ImageFolderDataModule
 from spml_lightning.data.protocol import observe_single_positive, split_train_val
 from spml_lightning.data.voc import VOCDataModule
 

@@ -21,15 +21,16 @@ import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from spml_lightning.data.device_decode import collate_encoded, decode_and_transform, read_encoded
-from spml_lightning.data.images_io import DECOMPRESSION_BOMB_ERRORS, load_rgb
+from spml_lightning.data.io import load_rgb, unreadable_reason
 from spml_lightning.data.protocol import observe_single_positive, split_train_val
 from spml_lightning.data.sampling import ResumableDataLoader
 from spml_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, reference_transform
 
+# load_rgb and unreadable_reason live in io.py; importing them here keeps the older
+# spml_lightning.data.base.load_rgb path (users' notebooks) working.
 __all__ = ["PhaseData", "SPMLDataModule", "SPMLImageDataset", "load_rgb", "unreadable_reason"]
 
 Phase = Literal["train", "test"]
@@ -40,9 +41,10 @@ _SHOWN_PATHS = 5
 
 @dataclass(frozen=True)
 class PhaseData:
-    """One official phase of a data set: image files, their full labels, and
-    optionally observed labels that come with the data (else the protocol
-    generates them).
+    """One official phase of a data set: image files, full labels, maybe observed labels.
+
+    Observed labels are given only where they come with the data; otherwise the
+    protocol generates them.
     """
 
     image_paths: Sequence[str]
@@ -61,27 +63,6 @@ class PhaseData:
                 f"The observed labels have shape {np.shape(self.observed)} but the full labels "
                 f"{labels.shape}: they must describe the same rows and classes."
             )
-
-
-def unreadable_reason(path: str) -> str | None:
-    """Why an image file cannot be decoded, or None if it can.
-
-    JPEGs are decoded at 1/8 scale (``draft``): that still reads the whole
-    compressed stream, so truncated files are caught, at a fraction of the cost.
-    A file whose header claims more pixels than Pillow's decompression-bomb
-    limit is unreadable too (``load_rgb`` would refuse it).
-    """
-    try:
-        with Image.open(path) as image:
-            image.draft("RGB", (64, 64))
-            image.load()
-    except FileNotFoundError:
-        return "missing"
-    except DECOMPRESSION_BOMB_ERRORS as err:
-        return f"{type(err).__name__}: {err} Raise PIL.Image.MAX_IMAGE_PIXELS if the image is genuine."
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        return f"{type(err).__name__}: {err}"
-    return None
 
 
 class SPMLImageDataset(Dataset):
@@ -156,7 +137,8 @@ class SPMLDataModule(LightningDataModule, ABC):
 
     Subclasses implement ``class_names`` (available right after construction)
     and ``load_phase("train" | "test")``. This class applies the benchmark
-    protocol of SPEC §4: the official training phase is split into train/val
+    protocol of Cole et al. (CVPR 2021, Sec. 4, and their released code; see
+    ``protocol.py``): the official training phase is split into train/val
     with ``split_train_val``, single positives are observed with
     ``observe_single_positive`` on the whole official training phase (then
     split, as the community files are), and the official test phase is the
@@ -277,8 +259,11 @@ class SPMLDataModule(LightningDataModule, ABC):
         return f"the {phase} phase of {type(self).__name__}"
 
     def skip_hint(self) -> str:
-        """The advice to go on without the images that cannot be read, as errors about them give it."""
-        return f"Or pass skip_unreadable=True (spml: --data.init_args.skip_unreadable true) to {self.skip_purpose}."
+        """The advice to go on without the images that cannot be read, as errors give it."""
+        return (
+            "Or pass skip_unreadable=True (spml: --data.init_args.skip_unreadable true) to "
+            f"{self.skip_purpose}."
+        )
 
     # -- derived ----------------------------------------------------------------
     @property
@@ -304,7 +289,9 @@ class SPMLDataModule(LightningDataModule, ABC):
         if data.observed is not None:
             observed = np.asarray(data.observed)
             if not np.isin(observed, (-1, 0, 1)).all():
-                raise ValueError(f"The given {phase} observed labels of {name} are not all -1, 0 or 1.")
+                raise ValueError(
+                    f"The given {phase} observed labels of {name} are not all -1, 0 or 1."
+                )
             wrong = np.argwhere((observed == 1) & (labels != 1))
             if len(wrong):
                 row, col = wrong[0]
@@ -375,9 +362,15 @@ class SPMLDataModule(LightningDataModule, ABC):
             # so that every remaining row keeps the community's split and labels.
             usable = self._usable_rows(paths, "train")
             train_idx, val_idx = train_idx[usable[train_idx]], val_idx[usable[val_idx]]
-            self.train_dataset = self._dataset(train_idx, paths, labels, observed, self._train_transform())
+            self.train_dataset = self._dataset(
+                train_idx, paths, labels, observed, self._train_transform()
+            )
             self.val_dataset = self._dataset(
-                val_idx, paths, labels, observed, self._eval_transform(),
+                val_idx,
+                paths,
+                labels,
+                observed,
+                self._eval_transform(),
                 evaluate_on="observed" if self.val_labels == "observed" else "targets",
             )
         if stage in (None, "test", "predict") and self.test_dataset is None:
@@ -388,8 +381,15 @@ class SPMLDataModule(LightningDataModule, ABC):
             keep = self._usable_rows(paths, "test")
             self.test_dataset = self._dataset(keep, paths, labels, observed, self._eval_transform())
 
-    def _dataset(self, rows: np.ndarray, paths: np.ndarray, labels: np.ndarray, observed: np.ndarray,
-                 transform, **kwargs) -> SPMLImageDataset:
+    def _dataset(
+        self,
+        rows: np.ndarray,
+        paths: np.ndarray,
+        labels: np.ndarray,
+        observed: np.ndarray,
+        transform,
+        **kwargs,
+    ) -> SPMLImageDataset:
         """The dataset of the chosen ``rows`` (indices or a mask) of a phase."""
         # With skip_unreadable, setup decoded every image: one that fails later changed since, and
         # skipping is no advice for it.
@@ -415,7 +415,8 @@ class SPMLDataModule(LightningDataModule, ABC):
         options = dict(
             batch_size=self.batch_size,
             num_workers=self.num_workers,
-            # Encoded files are read by the decoder from wherever they are; pinning them would be wasted work.
+            # Encoded files are read by the decoder from wherever they are; pinning them would be
+            # wasted work.
             pin_memory=self.pin_memory and torch.cuda.is_available() and not encoded,
             persistent_workers=self.persistent_workers,
             drop_last=False,
@@ -434,10 +435,13 @@ class SPMLDataModule(LightningDataModule, ABC):
         return DataLoader(dataset, shuffle=False, **options)
 
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
-        """With ``decode_on="device"``: decode and transform the batch's images on the model's device."""
+        """With ``decode_on="device"``: decode and transform the batch's images on the device."""
         if isinstance(batch, dict) and isinstance(batch.get("image"), list):
             batch["image"] = decode_and_transform(
-                batch["image"], self.image_size, self.mean, self.std,
+                batch["image"],
+                self.image_size,
+                self.mean,
+                self.std,
                 flip=self.train_augment and self.trainer.training,
                 device=self.trainer.lightning_module.device,
             )

@@ -1,12 +1,13 @@
 """MS-COCO 2014 as extracted from the official zip files.
 
-Label matrices exactly as the community builds them (SPEC §4, Cole et al.'s
-``format_coco.py``): columns follow the order of ``categories`` in
-``instances_train2014.json`` (ids are not contiguous: 1..90 with gaps); rows
-are the images with at least one instance annotation (crowd ones included),
-ordered by their image ids sorted AS STRINGS ("100" < "25" < "9"); images
-without annotations are not rows. Official train2014 is split into train/val,
-val2014 is the test set: 82,081 and 40,137 rows.
+Label matrices exactly as the community builds them (Cole et al., CVPR 2021:
+``preproc/format_coco.py`` of their released code): columns follow the order
+of ``categories`` in ``instances_train2014.json`` (ids are not contiguous:
+1..90 with gaps); rows are the images with at least one instance annotation
+(crowd ones included), ordered by their image ids sorted AS STRINGS
+("100" < "25" < "9"); images without annotations are not rows. Official
+train2014 is split into train/val, val2014 is the test set: 82,081 and 40,137
+rows.
 
 The json is parsed with the standard library and numpy, and the result is
 cached next to the data. Polygon segmentations (tens of millions of numbers,
@@ -72,10 +73,14 @@ def read_coco_instances(path: Path, split: str) -> dict[str, np.ndarray]:
         categories = data["categories"]
         annotations = data["annotations"]
     except (KeyError, TypeError):
-        raise ValueError(f"{path} is not a COCO instances file (no 'categories'/'annotations').") from None
+        raise ValueError(
+            f"{path} is not a COCO instances file (no 'categories'/'annotations')."
+        ) from None
     category_ids = np.fromiter((c["id"] for c in categories), dtype=np.int64, count=len(categories))
     category_names = np.asarray([c["name"] for c in categories], dtype=np.str_)
-    image_of = np.fromiter((a["image_id"] for a in annotations), dtype=np.int64, count=len(annotations))
+    image_of = np.fromiter(
+        (a["image_id"] for a in annotations), dtype=np.int64, count=len(annotations)
+    )
     category_of = np.fromiter(
         (a["category_id"] for a in annotations), dtype=np.int64, count=len(annotations)
     )
@@ -89,7 +94,9 @@ def read_coco_instances(path: Path, split: str) -> dict[str, np.ndarray]:
     columns = table[category_of] if len(category_of) else category_of
     if (columns < 0).any():
         unknown = sorted(set(category_of[columns < 0].tolist()))[:5]
-        raise ValueError(f"{path}: annotations use category ids {unknown} missing from 'categories'.")
+        raise ValueError(
+            f"{path}: annotations use category ids {unknown} missing from 'categories'."
+        )
 
     # Rows: annotated images, ordered by their ids as strings (the community's order).
     unique_ids = np.unique(image_of)  # numerically sorted
@@ -100,7 +107,9 @@ def read_coco_instances(path: Path, split: str) -> dict[str, np.ndarray]:
     labels = np.zeros((len(unique_ids), len(category_ids)), dtype=np.float64)
     labels[rows, columns] = 1.0
     image_ids = unique_ids[order]
-    names = np.asarray([f"{split}/COCO_{split}_{i:012d}.jpg" for i in image_ids.tolist()], dtype=np.str_)
+    names = np.asarray(
+        [f"{split}/COCO_{split}_{i:012d}.jpg" for i in image_ids.tolist()], dtype=np.str_
+    )
     return {
         "names": names,
         "image_ids": image_ids,
@@ -176,6 +185,7 @@ class COCODataModule(OfficialDataModule):
         ):
             raise ValueError(
                 f"{self._annotation_file(split)} lists other categories (or another order) than "
-                f"{self._annotation_file(_COCO_PHASES['train'])}: the label columns would not match."
+                f"{self._annotation_file(_COCO_PHASES['train'])}: the label columns would not "
+                "match."
             )
         return PhaseData([str(self.root / n) for n in arrays["names"].tolist()], arrays["labels"])

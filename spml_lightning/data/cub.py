@@ -1,11 +1,11 @@
 """CUB-200-2011 attributes as extracted from ``CUB_200_2011.tgz``.
 
-Label matrices exactly as the community builds them (SPEC §4, Cole et al.'s
-``format_cub.py``): the 312 binary attributes are the labels, ``is_present``
-of ``attributes/image_attribute_labels.txt`` is the label value, rows follow
-``images.txt``, and ``train_test_split.txt`` puts them in the training
-(5,994) or test (5,794) phase. About 31 positives per image; rows without any
-positive stay (their observed labels are all unknown).
+Label matrices exactly as the community builds them (Cole et al., CVPR 2021:
+``preproc/format_cub.py`` of their released code): the 312 binary attributes
+are the labels, ``is_present`` of ``attributes/image_attribute_labels.txt`` is
+the label value, rows follow ``images.txt``, and ``train_test_split.txt`` puts
+them in the training (5,994) or test (5,794) phase. About 31 positives per
+image; rows without any positive stay (their observed labels are all unknown).
 
 The attribute file has a few lines with more than the documented five
 fields; as in the community script, only the first three (image id,
@@ -121,7 +121,9 @@ def read_cub(data_dir: Path, num_attributes: int) -> dict[str, np.ndarray]:
         raise ValueError(f"{data_dir / 'images.txt'} lists an image id twice.")
     missing = [i for i in ids.tolist() if i not in split]
     if missing:
-        raise ValueError(f"{data_dir / 'train_test_split.txt'} has no entry for image ids {missing[:5]}.")
+        raise ValueError(
+            f"{data_dir / 'train_test_split.txt'} has no entry for image ids {missing[:5]}."
+        )
     if not set(split[i] for i in ids.tolist()) <= {"0", "1"}:
         raise ValueError(f"{data_dir / 'train_test_split.txt'}: is_training_image must be 0 or 1.")
 
@@ -132,7 +134,8 @@ def read_cub(data_dir: Path, num_attributes: int) -> dict[str, np.ndarray]:
     rows, columns, present = row_of[table[:, 0]], table[:, 1] - 1, table[:, 2]
     if (rows < 0).any() or (columns < 0).any() or (columns >= num_attributes).any():
         raise ValueError(
-            f"{path} refers to image ids not in images.txt or attribute ids outside 1..{num_attributes}."
+            f"{path} refers to image ids not in images.txt or attribute ids outside "
+            f"1..{num_attributes}."
         )
     if not np.isin(present, (0, 1)).all():
         raise ValueError(f"{path}: is_present must be 0 or 1.")
@@ -215,7 +218,9 @@ class CUBDataModule(OfficialDataModule):
         self.check_layout()
         num_attributes = self.num_classes
         arrays = self.parsed(
-            f"cub_{num_attributes}", self._source_files(), lambda: read_cub(self.data_dir, num_attributes)
+            f"cub_{num_attributes}",
+            self._source_files(),
+            lambda: read_cub(self.data_dir, num_attributes),
         )
         rows = arrays["is_train"] if phase == "train" else ~arrays["is_train"]
         images = self.data_dir / "images"

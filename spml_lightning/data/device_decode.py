@@ -25,6 +25,8 @@ from torch.utils.data import default_collate
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.functional import pil_to_tensor
 
+from spml_lightning.data.io import load_rgb
+
 __all__ = ["collate_encoded", "decode_and_transform", "read_encoded"]
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
@@ -42,14 +44,13 @@ def read_encoded(path: str) -> Tensor:
         raise FileNotFoundError(f"Image file not found: {path}") from None
     if data[:3] == _JPEG_MAGIC:
         return torch.frombuffer(bytearray(data), dtype=torch.uint8)
-    from spml_lightning.data.base import load_rgb  # the reference decoder for the rest
-
-    return pil_to_tensor(load_rgb(path))
+    return pil_to_tensor(load_rgb(path))  # the reference decoder for the rest
 
 
 def collate_encoded(items: Sequence[dict]) -> dict:
     """Collate items whose images are encoded files of different lengths: ``image`` stays a list."""
-    batch = default_collate([{key: value for key, value in item.items() if key != "image"} for item in items])
+    labels = [{key: value for key, value in item.items() if key != "image"} for item in items]
+    batch = default_collate(labels)
     batch["image"] = [item["image"] for item in items]
     return batch
 
@@ -82,7 +83,12 @@ def decode_and_transform(
     flip: bool,
     device: torch.device | str,
 ) -> Tensor:
-    """The reference transform (SPEC §4) of a batch of encoded images, on ``device``.
+    """The reference transform of a batch of encoded images, on ``device``.
+
+    The reference transform is Cole et al.'s (CVPR 2021, Sec. 4 and their
+    released code; GR Loss uses it unchanged): ``Resize((S, S))`` without
+    keeping the aspect, ``RandomHorizontalFlip(0.5)`` in training, ImageNet
+    mean/std normalisation (``transforms.py`` is the PIL version).
 
     Args:
         images: what ``read_encoded`` returns, one tensor per image.
@@ -100,15 +106,18 @@ def decode_and_transform(
         [
             # Bilinear with antialiasing is PIL's filter; rounding to integers
             # reproduces the 8-bit image PIL hands to ToTensor.
-            F.interpolate(image.unsqueeze(0).float(), size=(image_size, image_size), mode="bilinear",
-                          align_corners=False, antialias=True)[0]
+            F.interpolate(
+                image.unsqueeze(0).float(), size=(image_size, image_size), mode="bilinear",
+                align_corners=False, antialias=True,
+            )[0]
             for image in _decode(images, device)
         ]
     ).round_().clamp_(0, 255)
     if flip:
         flipped = torch.rand(len(resized), device=device) < 0.5
         resized = torch.where(flipped[:, None, None, None], resized.flip(-1), resized)
-    # Per channel with Python scalars: a (3,) tensor built here would be a host-to-device copy per batch.
+    # Per channel with Python scalars: a (3,) tensor built here would be a host-to-device copy
+    # per batch.
     for channel, (m, s) in enumerate(zip(mean, std)):
         resized[:, channel].sub_(255.0 * m).div_(255.0 * s)
     return resized

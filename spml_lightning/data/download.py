@@ -93,7 +93,10 @@ def fetch_archive(archive: Archive, destination: Path, mirror: str | None = None
     rank_zero_info(f"Downloading {url} to {destination}")
     try:
         # The timeout bounds each socket operation, not the (multi-GB) transfer.
-        with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as out:  # noqa: S310
+        with (
+            urllib.request.urlopen(url, timeout=60) as response,  # noqa: S310
+            open(part, "wb") as out,
+        ):
             total = int(response.headers.get("Content-Length") or 0)
             done, reported = 0, 0
             for chunk in iter(lambda: response.read(_CHUNK), b""):

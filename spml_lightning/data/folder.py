@@ -11,7 +11,7 @@ the image's full labels, class names (or integer column indices) separated by
 ``label_separator`` (empty: an image without positives); the optional
 ``observed`` column gives the observed single positives in the same form. When
 a CSV has no ``observed`` column, the protocol generates single positives from
-``labels`` (SPEC §4). The training CSV is split into train/val by the
+``labels`` (as in ``protocol.py``). The training CSV is split into train/val by the
 protocol; the test CSV is the test set.
 
 If you only have single positives for your training images, put them in
@@ -73,27 +73,35 @@ _BYTE_ORDER_MARKS: tuple[tuple[bytes, str], ...] = (
 #: How many doubtful class names a warning shows.
 _SHOWN_NAMES = 5
 
-_SAVE_AS_UTF8 = "Save it as UTF-8 (in Excel: 'CSV UTF-8'); UTF-16 with a byte-order mark is read too."
+_SAVE_AS_UTF8 = (
+    "Save it as UTF-8 (in Excel: 'CSV UTF-8'); UTF-16 with a byte-order mark is read too."
+)
 
 
 def _read_text(path: Path) -> str:
-    """The text of a CSV or class-name file: UTF-8, or UTF-16/UTF-32 that starts with a byte-order mark.
+    """The text of a CSV or class-name file: UTF-8, or UTF-16/32 starting with a byte-order mark.
 
     Raises:
         ValueError: naming the file (and the line) when it is in another encoding.
     """
     data = path.read_bytes()
-    encoding = next((name for mark, name in _BYTE_ORDER_MARKS if data.startswith(mark)), "utf-8-sig")
+    encoding = next(
+        (name for mark, name in _BYTE_ORDER_MARKS if data.startswith(mark)), "utf-8-sig"
+    )
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
         shown = "UTF-8" if encoding == "utf-8-sig" else encoding.upper()
         raise ValueError(
-            f"{path}, line {line}: not {shown} text ({err.reason} at byte {err.start}). {_SAVE_AS_UTF8}"
+            f"{path}, line {line}: not {shown} text ({err.reason} at byte {err.start}). "
+            f"{_SAVE_AS_UTF8}"
         ) from None
     if "\x00" in text:  # valid UTF-8 but NUL characters: UTF-16 without a byte-order mark
-        raise ValueError(f"{path} holds NUL characters: probably UTF-16 without a byte-order mark. {_SAVE_AS_UTF8}")
+        raise ValueError(
+            f"{path} holds NUL characters: probably UTF-16 without a byte-order mark. "
+            f"{_SAVE_AS_UTF8}"
+        )
     return text
 
 
@@ -112,9 +120,9 @@ def _read_rows(path: Path) -> list[dict[str, str]]:
         extra = row.pop(None, None)  # DictReader's key for cells beyond the header's columns
         if extra:
             raise ValueError(
-                f"{path}, line {reader.line_num}: {len(columns) + len(extra)} cells for the {len(columns)} columns "
-                f"{columns}; the extra ones are {extra}. A ',' separates columns: separate the labels within a "
-                "cell with label_separator (default ';')."
+                f"{path}, line {reader.line_num}: {len(columns) + len(extra)} cells for the "
+                f"{len(columns)} columns {columns}; the extra ones are {extra}. A ',' separates "
+                "columns: separate the labels within a cell with label_separator (default ';')."
             )
         rows.append({(k or "").strip(): (v or "").strip() for k, v in row.items()})
     return rows
@@ -149,12 +157,12 @@ def _separator_hint(label: str, separator: str) -> str:
     rewritten = separator.join(part.strip() for part in label.split(found) if part.strip())
     if found == ",":
         return (
-            f"{label!r} looks like labels separated by ',', which separates the CSV's columns and cannot "
-            f"separate labels: write {rewritten!r}."
+            f"{label!r} looks like labels separated by ',', which separates the CSV's columns "
+            f"and cannot separate labels: write {rewritten!r}."
         )
     return (
-        f"{label!r} looks like labels separated by {found!r}: pass label_separator={found!r} if your CSVs "
-        f"separate labels with it (now {separator!r}), or write {rewritten!r}."
+        f"{label!r} looks like labels separated by {found!r}: pass label_separator={found!r} "
+        f"if your CSVs separate labels with it (now {separator!r}), or write {rewritten!r}."
     )
 
 
@@ -196,31 +204,38 @@ def read_label_csv(
         image = row["image"]
         if not image:
             raise ValueError(f"{path}, line {line}: empty 'image' cell.")
-        key = os.path.normpath(_resolve(root, image) if root is not None else os.path.expanduser(image))
+        key = os.path.normpath(
+            _resolve(root, image) if root is not None else os.path.expanduser(image)
+        )
         if key in seen:
             first_line, first = seen[key]
             written = f", written {first!r} and {image!r}" if first != image else ""
             raise ValueError(
-                f"{path}: {key} is listed twice (lines {first_line} and {line}){written}. List each image once."
+                f"{path}: {key} is listed twice (lines {first_line} and {line}){written}. "
+                "List each image once."
             )
         seen[key] = (line, image)
         images.append(image)
-        targets = [(labels, row["labels"])] + ([(observed, row["observed"])] if has_observed else [])
+        targets = [(labels, row["labels"])] + (
+            [(observed, row["observed"])] if has_observed else []
+        )
         for matrix, cell in targets:
             for token in _tokens(cell, separator):
                 if label_format == "indices":
                     if not token.isdigit() or int(token) >= len(class_names):
                         raise ValueError(
                             f"{path}, line {line}: label {token!r} is not a column index in "
-                            f"0..{len(class_names) - 1}. {_separator_hint(token, separator)}".rstrip()
+                            f"0..{len(class_names) - 1}. "
+                            f"{_separator_hint(token, separator)}".rstrip()
                         )
                     matrix[i, int(token)] = 1
                 elif token in column_of:
                     matrix[i, column_of[token]] = 1
                 else:
                     raise ValueError(
-                        f"{path}, line {line}: unknown class {token!r}{_closest(token, class_names)}; the "
-                        f"classes are {list(class_names)[:10]}{' ...' if len(class_names) > 10 else ''}. "
+                        f"{path}, line {line}: unknown class {token!r}"
+                        f"{_closest(token, class_names)}; the classes are "
+                        f"{list(class_names)[:10]}{' ...' if len(class_names) > 10 else ''}. "
                         f"{_separator_hint(token, separator)}".rstrip()
                     )
     return images, labels, observed
@@ -302,7 +317,8 @@ class FolderDataModule(SPMLDataModule):
                 bad = sorted(t for t in used if not t.isdigit())
                 if bad:
                     raise ValueError(
-                        f"label_format='indices' but the CSVs use labels {bad[:5]} ({self._where(used[bad[0]])}). "
+                        f"label_format='indices' but the CSVs use labels {bad[:5]} "
+                        f"({self._where(used[bad[0]])}). "
                         f"{_separator_hint(bad[0], self.label_separator)}".rstrip()
                     )
                 names = [f"class_{i}" for i in range(max((int(t) for t in used), default=-1) + 1)]
@@ -313,12 +329,14 @@ class FolderDataModule(SPMLDataModule):
         return names
 
     def _label_uses(self) -> dict[str, list[tuple[Path, int]]]:
-        """Every label of the CSVs (labels and observed columns), with the (CSV, line) of each row using it."""
+        """Every label of the CSVs (labels and observed columns), with the (CSV, line) using it."""
         uses: dict[str, list[tuple[Path, int]]] = {}
         for path in self._csv_files():
             for line, row in enumerate(_read_rows(path), start=2):  # the header is line 1
                 cells = (row.get(key, "") for key in ("labels", "observed"))
-                for token in sorted({t for cell in cells for t in _tokens(cell, self.label_separator)}):
+                for token in sorted(
+                    {t for cell in cells for t in _tokens(cell, self.label_separator)}
+                ):
                     uses.setdefault(token, []).append((path, line))
         return uses
 
@@ -334,13 +352,18 @@ class FolderDataModule(SPMLDataModule):
         class. A name holding another common separator is probably several
         labels; a name that only one image uses is probably a typo.
         """
-        joined = {name: hint for name in sorted(uses) if (hint := _separator_hint(name, self.label_separator))}
+        joined = {
+            name: hint
+            for name in sorted(uses)
+            if (hint := _separator_hint(name, self.label_separator))
+        }
         if joined:
             examples = list(joined.items())[:_SHOWN_NAMES]
             shown = "\n  ".join(f"{self._where(uses[name])}: {hint}" for name, hint in examples)
             rank_zero_warn(
-                f"FolderDataModule: {len(joined)} of the {len(uses)} class names in the CSVs hold a label "
-                f"separator other than label_separator={self.label_separator!r}, e.g.:\n  {shown}"
+                f"FolderDataModule: {len(joined)} of the {len(uses)} class names in the CSVs hold "
+                f"a label separator other than label_separator={self.label_separator!r}, e.g.:"
+                f"\n  {shown}"
             )
         once = [name for name in sorted(uses) if len(uses[name]) == 1 and name not in joined]
         if once:
@@ -348,12 +371,13 @@ class FolderDataModule(SPMLDataModule):
             # are matched: difflib over every pair of a large vocabulary is slow.
             common = [name for name in uses if len(uses[name]) > 1 and name not in joined]
             shown = "\n  ".join(
-                f"{self._where(uses[name])}: {name!r}{_closest(name, common)}" for name in once[:_SHOWN_NAMES]
+                f"{self._where(uses[name])}: {name!r}{_closest(name, common)}"
+                for name in once[:_SHOWN_NAMES]
             )
             rank_zero_warn(
-                f"FolderDataModule: {len(once)} of the {len(uses)} class names in the CSVs are used by a single "
-                f"image, typos?\n  {shown}\nFix them, or pass class_names (a list, or a file with one name per "
-                "line) so that any other name is an error."
+                f"FolderDataModule: {len(once)} of the {len(uses)} class names in the CSVs are "
+                f"used by a single image, typos?\n  {shown}\nFix them, or pass class_names (a "
+                "list, or a file with one name per line) so that any other name is an error."
             )
 
     def obtain_hint(self) -> str:
@@ -369,15 +393,16 @@ class FolderDataModule(SPMLDataModule):
         )
         if phase == "train" and not labels.any():
             raise ValueError(
-                f"{path}: none of its {len(images)} rows has a label (every 'labels' cell is empty), so there "
-                f"is nothing to learn. Write each image's labels in its 'labels' cell, separated by "
-                f"{self.label_separator!r}."
+                f"{path}: none of its {len(images)} rows has a label (every 'labels' cell is "
+                "empty), so there is nothing to learn. Write each image's labels in its 'labels' "
+                f"cell, separated by {self.label_separator!r}."
             )
         self._report(path, labels, observed)
         return PhaseData([str(self._resolve(image)) for image in images], labels, observed)
 
     def _report(self, path: Path, labels: np.ndarray, observed: np.ndarray | None) -> None:
-        """Log what a CSV holds: a label set that is not what was meant shows before any training."""
+        """Log what a CSV holds: a label set that is not what was meant shows before training."""
+
         def per_class(matrix: np.ndarray) -> dict[str, int]:
             return dict(zip(self.class_names, (int(n) for n in matrix.sum(0))))
 
@@ -386,5 +411,9 @@ class FolderDataModule(SPMLDataModule):
             f"FolderDataModule: {path}: {len(labels)} images"
             + (f" ({unlabelled} without a label)" if unlabelled else "")
             + f", {len(self.class_names)} classes; positives per class {per_class(labels)}"
-            + (f"; observed positives per class {per_class(observed == 1)}" if observed is not None else "")
+            + (
+                f"; observed positives per class {per_class(observed == 1)}"
+                if observed is not None
+                else ""
+            )
         )

@@ -46,7 +46,10 @@ def observed_file(root: Path, phase: Phase) -> Path | None:
     for the same (uniform) single positives; either name is accepted.
     """
     name = FORMATTED_PHASE_NAMES[phase]
-    for candidate in (f"formatted_{name}_labels_obs.npy", f"formatted_{name}_uniform_labels_obs.npy"):
+    for candidate in (
+        f"formatted_{name}_labels_obs.npy",
+        f"formatted_{name}_uniform_labels_obs.npy",
+    ):
         if (root / candidate).is_file():
             return root / candidate
     return None
@@ -144,7 +147,10 @@ class FormattedDataModule(SPMLDataModule):
         return [f"class_{i}" for i in range(np.load(labels_file, mmap_mode="r").shape[1])]
 
     def obtain_hint(self) -> str:
-        return f"check image_root: the names in formatted_*_images.npy are relative to {self.image_root}"
+        return (
+            "check image_root: the names in formatted_*_images.npy are relative to "
+            f"{self.image_root}"
+        )
 
     def load_phase(self, phase: Phase) -> PhaseData:
         data = read_formatted_phase(
@@ -161,7 +167,9 @@ class FormattedDataModule(SPMLDataModule):
         self._report_protocol_mismatch(phase, np.asarray(data.labels), np.asarray(data.observed))
         return data
 
-    def _report_protocol_mismatch(self, phase: Phase, labels: np.ndarray, given: np.ndarray) -> None:
+    def _report_protocol_mismatch(
+        self, phase: Phase, labels: np.ndarray, given: np.ndarray
+    ) -> None:
         if not np.isin(labels, (0, 1)).all():
             return  # reported as an error by the base class
         generated = self.observe(labels)

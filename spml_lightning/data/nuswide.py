@@ -1,7 +1,8 @@
 """NUS-WIDE: the community's formatted arrays, or the official label lists.
 
-No script turns raw NUS-WIDE into the arrays behind the published SPML
-numbers (SPEC §4): the community passes around ``formatted_*.npy`` files
+No script turns raw NUS-WIDE into the arrays behind the published SPML numbers
+(Cole et al., CVPR 2021, released code: ``preproc/`` formats VOC, COCO and
+CUB, not NUS-WIDE): the community passes around ``formatted_*.npy`` files
 (150,000 train / 60,260 test rows in one version, about 22% of the rows
 without any positive) with the images in ``Flickr/``. Reading those is the
 default (``source="formatted"``) and the only way to compare with the papers.
@@ -49,10 +50,12 @@ NUS_WIDE_CONCEPTS: tuple[str, ...] = (
 )  # fmt: skip
 
 _OFFICIAL_PHASES: dict[str, str] = {"train": "Train", "test": "Test"}
-_OFFICIAL_LAYOUT = """\
-  <root>/ImageList/TrainImagelist.txt, TestImagelist.txt
-  <root>/Groundtruth/TrainTestLabels/Labels_<concept>_Train.txt, Labels_<concept>_Test.txt  (81 concepts)
-  <root>/Flickr/<folder>/<file>.jpg"""
+_OFFICIAL_LAYOUT = (
+    "  <root>/ImageList/TrainImagelist.txt, TestImagelist.txt\n"
+    "  <root>/Groundtruth/TrainTestLabels/Labels_<concept>_Train.txt, Labels_<concept>_Test.txt"
+    "  (81 concepts)\n"
+    "  <root>/Flickr/<folder>/<file>.jpg"
+)
 
 
 def _official_files(root: Path, phase: Phase) -> tuple[Path, list[Path]]:
@@ -133,8 +136,8 @@ class NUSWIDEDataModule(FormattedDataModule):
                 f"NUSWIDEDataModule(source='official'): missing {', '.join(missing[:3])}"
                 f"{f' and {len(missing) - 3} more' if len(missing) > 3 else ''}. Expected:\n"
                 f"{_OFFICIAL_LAYOUT}\nThe lists are published at "
-                "https://lms.comp.nus.edu.sg/wp-content/uploads/2019/research/nuswide/NUS-WIDE.html "
-                "(ImageList.zip, Groundtruth.zip); the images are not distributed there."
+                "https://lms.comp.nus.edu.sg/wp-content/uploads/2019/research/nuswide/NUS-WIDE.html"
+                " (ImageList.zip, Groundtruth.zip); the images are not distributed there."
             )
         names, labels = read_nuswide_official(self.root, phase)
         return PhaseData([str(self.image_root / n) for n in names], labels)

@@ -113,4 +113,5 @@ class OfficialDataModule(SPMLDataModule):
     ) -> dict[str, np.ndarray]:
         """``parse()``, cached under ``root/.spml_cache/<name>.npz`` when caching is on."""
         cache_file = self.root / CACHE_FOLDER / f"{name}.npz" if self.cache else None
-        return cached_arrays(cache_file, sources, parse, f"{type(self).__name__}/{self.parser_version}")
+        version = f"{type(self).__name__}/{self.parser_version}"
+        return cached_arrays(cache_file, sources, parse, version)

@@ -1,10 +1,13 @@
 """The SPML benchmark protocol: train/val split and single-positive observation.
 
-Every published SPML number (Cole et al., CVPR 2021, and every paper built on
-their code, GR Loss included) uses the same split of the official training set
-and the same observed single positives. Both are reproduced here bit for bit
-(SPEC §4), with numpy only, so that the label matrices are identical to the
-community's ``formatted_*_labels_obs.npy`` files.
+Every published SPML number (Cole et al., "Multi-Label Learning from Single
+Positive Labels", CVPR 2021, and every paper built on their code, GR Loss
+included) uses the same split of the official training set and the same
+observed single positives. Both are reproduced here bit for bit from their
+released code (github.com/elijahcole/single-positive-multi-label:
+``generate_split`` in ``datasets.py``, ``preproc/generate_observed_labels.py``),
+with numpy only, so that the label matrices are identical to the community's
+``formatted_*_labels_obs.npy`` files.
 """
 
 from __future__ import annotations

@@ -119,9 +119,13 @@ class ResumableShuffleSampler(DistributedSampler):
         seed: shuffling seed; default ``seed_everything``'s (``PL_GLOBAL_SEED``), else 0.
     """
 
-    def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0, seed: int | None = None) -> None:
+    def __init__(
+        self, dataset: Dataset, num_replicas: int = 1, rank: int = 0, seed: int | None = None
+    ) -> None:
         seed = default_shuffle_seed() if seed is None else int(seed)
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False)
+        super().__init__(
+            dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False
+        )
         self._resume_at: tuple[int, int] | None = None
         self.pass_epoch = 0
         self.pass_start = 0
@@ -137,7 +141,8 @@ class ResumableShuffleSampler(DistributedSampler):
     def _global_order(self) -> tuple[list[int], list[int]]:
         generator = torch.Generator()
         generator.manual_seed(self.seed + self.epoch)
-        order = torch.randperm(len(self.dataset), generator=generator).tolist()  # type: ignore[arg-type]
+        size = len(self.dataset)  # type: ignore[arg-type]
+        order = torch.randperm(size, generator=generator).tolist()
         seeds = torch.randint(0, 2**62, (len(order),), generator=generator).tolist()
         padding = self.total_size - len(order)
         if padding > 0:
@@ -190,7 +195,9 @@ class ResumableDataLoader(DataLoader):
         **kwargs: Any,
     ) -> None:
         if sampler is None:
-            sampler = ResumableShuffleSampler(dataset, num_replicas=num_replicas, rank=rank, seed=seed)
+            sampler = ResumableShuffleSampler(
+                dataset, num_replicas=num_replicas, rank=rank, seed=seed
+            )
         if kwargs.pop("shuffle", None):
             raise ValueError("ResumableDataLoader always shuffles; do not pass shuffle=True.")
         # Each iterator draws a worker base seed; from a private generator, that
@@ -234,9 +241,9 @@ class ResumableDataLoader(DataLoader):
             return
         if state_dict["num_replicas"] != sampler.num_replicas:
             warnings.warn(
-                f"Resuming on {sampler.num_replicas} processes a run that had {state_dict['num_replicas']}: "
-                "the rest of the interrupted epoch is re-sharded, so the run will not match an "
-                "uninterrupted one exactly.",
+                f"Resuming on {sampler.num_replicas} processes a run that had "
+                f"{state_dict['num_replicas']}: the rest of the interrupted epoch is re-sharded, "
+                "so the run will not match an uninterrupted one exactly.",
                 stacklevel=2,
             )
         sampler.seed = int(state_dict["seed"])

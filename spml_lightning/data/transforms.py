@@ -1,7 +1,9 @@
-"""Image preprocessing of the reference protocol (SPEC §4).
+"""Image preprocessing of the reference protocol.
 
-Resize to a square (aspect ratio not kept), random horizontal flip for
-training only, ImageNet mean/std normalisation. The same eval transform is
+As Cole et al. (CVPR 2021) do in their released code (``get_transforms`` in
+``datasets.py``), and GR Loss after them: resize to a square (aspect ratio not
+kept), random horizontal flip for training only, ImageNet mean/std
+normalisation. The same eval transform is
 stored in every checkpoint so that a trained model predicts on raw images
 without its datamodule.
 """

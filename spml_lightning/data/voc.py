@@ -1,12 +1,12 @@
 """PASCAL VOC 2012 as extracted from ``VOCtrainval_11-May-2012.tar``.
 
-Label matrices exactly as the community builds them (SPEC §4, Cole et al.'s
-``format_pascal.py``): for each phase (official ``train`` for training,
-official ``val`` as the test set) and each of the 20 classes in alphabetical
-order, ``ImageSets/Main/{class}_{phase}.txt`` lists ``<image id> <-1|0|1>``;
-an image is a row if some class lists it with 1, and its label is 1 exactly
-there ("difficult" 0 counts as negative). Rows are sorted by file name
-(``<image id>.jpg``). 5,717 train and 5,823 test rows.
+Label matrices exactly as the community builds them (Cole et al., CVPR 2021:
+``preproc/format_pascal.py`` of their released code): for each phase (official
+``train`` for training, official ``val`` as the test set) and each of the 20
+classes in alphabetical order, ``ImageSets/Main/{class}_{phase}.txt`` lists
+``<image id> <-1|0|1>``; an image is a row if some class lists it with 1, and
+its label is 1 exactly there ("difficult" 0 counts as negative). Rows are
+sorted by file name (``<image id>.jpg``). 5,717 train and 5,823 test rows.
 """
 
 from __future__ import annotations
@@ -117,4 +117,5 @@ class VOCDataModule(OfficialDataModule):
             f"voc2012_{image_set}", sources, lambda: read_voc_phase(self.data_dir, image_set)
         )
         images = self.data_dir / "JPEGImages"
-        return PhaseData([str(images / name) for name in arrays["names"].tolist()], arrays["labels"])
+        paths = [str(images / name) for name in arrays["names"].tolist()]
+        return PhaseData(paths, arrays["labels"])

@@ -1,4 +1,9 @@
-"""Independent transcriptions of SPEC §4 (the community's preprocessing), for the tests.
+"""Independent transcriptions of the community's preprocessing, for the tests.
+
+The community's preprocessing is the released code of Cole et al. (CVPR 2021,
+github.com/elijahcole/single-positive-multi-label): ``preproc/format_*.py``
+build the label matrices, ``generate_split`` in ``datasets.py`` the train/val
+split, ``preproc/generate_observed_labels.py`` the single positives.
 
 Written in the style of the community scripts (Python loops over lines and
 annotations, dicts, string sorting), not with the package's readers, so that
@@ -33,7 +38,7 @@ def copy_fixture(name: str, tmp_path: Path) -> Path:
 
 
 def voc_reference(devkit: Path, image_set: str) -> tuple[list[str], np.ndarray]:
-    """format_pascal.py as SPEC §4 states it: rows = images with a 1, sorted file names."""
+    """format_pascal.py's rule: rows = images with a 1, sorted file names."""
     annotations: dict[str, list[int]] = {}
     for index, name in enumerate(VOC_CLASS_ORDER):
         with open(devkit / "ImageSets" / "Main" / f"{name}_{image_set}.txt") as f:
@@ -49,7 +54,7 @@ def voc_reference(devkit: Path, image_set: str) -> tuple[list[str], np.ndarray]:
 
 
 def coco_reference(json_path: Path, split: str) -> tuple[list[str], np.ndarray, list[str]]:
-    """format_coco.py as SPEC §4 states it: json category order, ids sorted as strings."""
+    """format_coco.py's rule: json category order, ids sorted as strings."""
     with open(json_path) as f:
         document = json.load(f)
     names = [c["name"] for c in document["categories"]]
@@ -63,10 +68,14 @@ def coco_reference(json_path: Path, split: str) -> tuple[list[str], np.ndarray, 
     return files, labels, names
 
 
-def cub_reference(data_dir: Path, num_attributes: int = 312) -> dict[str, tuple[list[str], np.ndarray]]:
-    """format_cub.py as SPEC §4 states it: images.txt order, is_present read line by line."""
+def cub_reference(
+    data_dir: Path, num_attributes: int = 312
+) -> dict[str, tuple[list[str], np.ndarray]]:
+    """format_cub.py's rule: images.txt order, is_present read line by line."""
     images = [line.split(" ")[1].strip() for line in open(data_dir / "images.txt") if line.strip()]
-    is_train = [line.split(" ")[1].strip() == "1" for line in open(data_dir / "train_test_split.txt")]
+    is_train = [
+        line.split(" ")[1].strip() == "1" for line in open(data_dir / "train_test_split.txt")
+    ]
     values = [
         int(line.split()[2])
         for line in open(data_dir / "attributes" / "image_attribute_labels.txt")
@@ -83,15 +92,19 @@ def cub_reference(data_dir: Path, num_attributes: int = 312) -> dict[str, tuple[
     return {phase: (files, np.array(rows)) for phase, (files, rows) in phases.items()}
 
 
-def split_reference(n: int, fraction: float = 0.2, seed: int = 1200) -> tuple[np.ndarray, np.ndarray]:
-    """SPEC §4: n_val = round(f·N); perm = RandomState(seed).permutation(N)."""
+def split_reference(
+    n: int, fraction: float = 0.2, seed: int = 1200
+) -> tuple[np.ndarray, np.ndarray]:
+    """generate_split's rule: n_val = round(f·N); perm = RandomState(seed).permutation(N)."""
     n_val = int(np.round(fraction * n))
     perm = np.random.RandomState(seed).permutation(n)
     return np.sort(perm[: n - n_val]), np.sort(perm[-n_val:])
 
 
-def assert_protocol(datamodule, image_root: Path, train: tuple, test: tuple, given_observed=None) -> None:
-    """The datamodule's train/val/test datasets are SPEC §4 applied to the given phases.
+def assert_protocol(
+    datamodule, image_root: Path, train: tuple, test: tuple, given_observed=None
+) -> None:
+    """The datamodule's train/val/test datasets are the protocol applied to the given phases.
 
     ``train``/``test``: (file names relative to ``image_root``, full label matrix).
     ``given_observed``: per phase, the observed matrix that came with the data

@@ -112,7 +112,8 @@ def make_voc(rng: np.random.Generator) -> None:
 def make_coco(rng: np.random.Generator) -> None:
     root = fresh("coco")
     categories = [
-        {"supercategory": "thing", "id": cid, "name": name} for cid, name in zip(COCO_IDS, COCO_CLASSES)
+        {"supercategory": "thing", "id": cid, "name": name}
+        for cid, name in zip(COCO_IDS, COCO_CLASSES)
     ]
     splits = {
         # Numeric order != string order (9 < 10 < 25 < 100, but "10" < "100" < "25" < "9").
@@ -131,8 +132,11 @@ def make_coco(rng: np.random.Generator) -> None:
             for cid in rng.choice(COCO_IDS, size=rng.integers(1, 4)):  # repeats allowed
                 crowd = int(rng.random() < 0.15)
                 # Crowds carry an RLE dict, the others polygons, as in the official files.
-                segmentation = {"counts": [30, 4, 20, 4, 518], "size": [24, 24]} if crowd else [
-                    [1.5, 1.25, 5.0, 1.0, 5.0, 5.75], [10, 10, 12, 10, 12, 12]]
+                segmentation = (
+                    {"counts": [30, 4, 20, 4, 518], "size": [24, 24]}
+                    if crowd
+                    else [[1.5, 1.25, 5.0, 1.0, 5.0, 5.75], [10, 10, 12, 10, 12, 12]]
+                )
                 annotations.append({
                     "segmentation": segmentation, "area": 10.0, "iscrowd": crowd,
                     "image_id": image_id, "bbox": [1, 1, 4, 4], "category_id": int(cid),
@@ -140,8 +144,13 @@ def make_coco(rng: np.random.Generator) -> None:
                 })  # fmt: skip
         # Annotations are not grouped by image in the official files either.
         annotations = [annotations[i] for i in rng.permutation(len(annotations))]
-        document = {"info": {"description": "spml_lightning test fixture"}, "images": images,
-                    "annotations": annotations, "categories": categories, "licenses": []}  # fmt: skip
+        document = {
+            "info": {"description": "spml_lightning test fixture"},
+            "images": images,
+            "annotations": annotations,
+            "categories": categories,
+            "licenses": [],
+        }
         (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(document))
 
 
@@ -159,8 +168,12 @@ def make_cub(rng: np.random.Generator) -> None:
         split.append(int(image_id not in (2, 5, 9, 12)))
     (data / "attributes").mkdir(parents=True)
     (data / "images.txt").write_text("".join(f"{i} {n}\n" for i, n in enumerate(names, 1)))
-    (data / "train_test_split.txt").write_text("".join(f"{i} {s}\n" for i, s in enumerate(split, 1)))
-    (root / "attributes.txt").write_text("".join(f"{i} {n}\n" for i, n in enumerate(CUB_ATTRIBUTES, 1)))
+    (data / "train_test_split.txt").write_text(
+        "".join(f"{i} {s}\n" for i, s in enumerate(split, 1))
+    )
+    (root / "attributes.txt").write_text(
+        "".join(f"{i} {n}\n" for i, n in enumerate(CUB_ATTRIBUTES, 1))
+    )
     present = (rng.random((len(names), len(CUB_ATTRIBUTES))) < 0.1).astype(int)
     present[6] = 0  # an image without any present attribute stays a row
     lines = []
@@ -200,7 +213,9 @@ def make_nuswide(rng: np.random.Generator) -> None:
     labels_dir.mkdir(parents=True)
     (root / "ImageList").mkdir()
     for formatted, official, count in phases.values():
-        names = [f"{folders[i % 3]}/{i + 1:04d}_{2000000 + 97 * i + count}.jpg" for i in range(count)]
+        names = [
+            f"{folders[i % 3]}/{i + 1:04d}_{2000000 + 97 * i + count}.jpg" for i in range(count)
+        ]
         labels = (rng.random((count, len(NUS_WIDE_CONCEPTS))) < 0.04).astype(np.float64)
         labels[[1, 4]] = 0  # rows without any positive (22% in the real arrays)
         labels[2, [13, 55]] = 1
@@ -239,7 +254,9 @@ def make_folder(rng: np.random.Generator) -> None:
     (root / "train.csv").write_text(
         "image,labels,observed\n" + "".join(f'{n},"{l}",{o}\n' for n, l, o in rows["train"])
     )
-    (root / "test.csv").write_text("image,labels\n" + "".join(f"{n},{l}\n" for n, l, _ in rows["test"]))
+    (root / "test.csv").write_text(
+        "image,labels\n" + "".join(f"{n},{l}\n" for n, l, _ in rows["test"])
+    )
 
 
 def main() -> None:

@@ -28,7 +28,9 @@ MISSING_ROOT = {
     "voc": r"(?s)does not exist.*VOCdevkit/VOC2012/.*download=True.*VOCtrainval_11-May-2012.tar",
     "coco": r"(?s)does not exist.*instances_train2014.json.*download=True.*cocodataset.org",
     "cub": r"(?s)does not exist.*image_attribute_labels.txt.*download=True.*CUB_200_2011.tgz",
-    "nuswide": r"(?s)does not exist.*formatted_\{train,val\}_images.npy.*single-positive-multi-label",
+    "nuswide": (
+        r"(?s)does not exist.*formatted_\{train,val\}_images.npy.*single-positive-multi-label"
+    ),
     "folder": r"does not exist.*'image,labels\[,observed\]'",
 }
 
@@ -58,7 +60,9 @@ def test_missing_images_reported_before_training(name, tmp_path):
     for path in paths[1:3]:
         os.unlink(path)
     data = make(name, root)
-    with pytest.raises(FileNotFoundError, match=rf"2 of {len(paths)} images of the train phase") as info:
+    with pytest.raises(
+        FileNotFoundError, match=rf"2 of {len(paths)} images of the train phase"
+    ) as info:
         data.setup("fit")
     assert paths[1] in str(info.value) and paths[2] in str(info.value)
     assert "skip_unreadable=True" in str(info.value)
@@ -70,7 +74,9 @@ def truncate(path: str) -> None:
         f.truncate(60)
 
 
-@pytest.mark.parametrize("damage", [truncate, lambda path: decompression_bomb(Path(path))], ids=["truncated", "bomb"])
+@pytest.mark.parametrize(
+    "damage", [truncate, lambda path: decompression_bomb(Path(path))], ids=["truncated", "bomb"]
+)
 @pytest.mark.parametrize("name", ["voc", "folder"])
 def test_corrupt_image_fails_with_its_path(name, damage, tmp_path):
     root = copy_fixture(name, tmp_path)
@@ -82,7 +88,10 @@ def test_corrupt_image_fails_with_its_path(name, damage, tmp_path):
         for _ in data.train_dataloader():
             pass
     # ... and says how to go on without it.
-    assert "Or pass skip_unreadable=True (spml: --data.init_args.skip_unreadable true) to train" in str(info.value)
+    assert (
+        "Or pass skip_unreadable=True (spml: --data.init_args.skip_unreadable true) to train"
+        in str(info.value)
+    )
 
 
 @pytest.mark.parametrize("name", ["coco", "cub"])
@@ -94,13 +103,17 @@ def test_skip_unreadable_drops_and_counts(name, tmp_path):
     os.unlink(paths[0])
     truncate(paths[3])
     data = make(name, root, skip_unreadable=True)
-    with pytest.warns(UserWarning, match=r"dropped 2 of \d+ images of the train phase .*\(1 missing"):
+    with pytest.warns(
+        UserWarning, match=r"dropped 2 of \d+ images of the train phase .*\(1 missing"
+    ):
         data.setup("fit")
     keep = [i for i in range(len(paths)) if i not in (0, 3)]
     # The others keep the rows, labels and single positives of the complete data set.
     assert data.train_dataset.image_paths == [paths[i] for i in keep]
     np.testing.assert_array_equal(data.train_dataset.targets, complete.train_dataset.targets[keep])
-    np.testing.assert_array_equal(data.train_dataset.observed, complete.train_dataset.observed[keep])
+    np.testing.assert_array_equal(
+        data.train_dataset.observed, complete.train_dataset.observed[keep]
+    )
     assert data.val_dataset.image_paths == complete.val_dataset.image_paths
 
 
@@ -109,7 +122,9 @@ def test_skip_unreadable_drops_a_decompression_bomb(tmp_path):
     bomb = root / "images" / "train_05.png"
     decompression_bomb(bomb)
     data = make("folder", root, skip_unreadable=True)
-    with pytest.warns(UserWarning, match=rf"(?s)dropped 1 of 12 images.*{bomb} \(DecompressionBombError: "):
+    with pytest.warns(
+        UserWarning, match=rf"(?s)dropped 1 of 12 images.*{bomb} \(DecompressionBombError: "
+    ):
         data.setup("fit")
     assert str(bomb) not in data.train_dataset.image_paths + data.val_dataset.image_paths
     assert len(data.train_dataset) + len(data.val_dataset) == 11

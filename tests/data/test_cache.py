@@ -43,7 +43,9 @@ def test_changed_source_is_parsed_again(coco):
     path = coco / "annotations" / "instances_train2014.json"
     document = json.loads(path.read_text())
     victim = document["annotations"][0]
-    document["annotations"] = [a for a in document["annotations"] if a["image_id"] != victim["image_id"]]
+    document["annotations"] = [
+        a for a in document["annotations"] if a["image_id"] != victim["image_id"]
+    ]
     path.write_text(json.dumps(document))
     assert len(train_targets(coco)) == len(first) - 1
 

@@ -1,4 +1,4 @@
-"""COCODataModule against SPEC §4 (format_coco.py) on the tests/data/coco fixture."""
+"""COCODataModule against Cole et al.'s format_coco.py on the tests/data/coco fixture."""
 
 import json
 
@@ -16,18 +16,25 @@ def make(root, **kwargs) -> COCODataModule:
 
 def test_matches_community_rows_labels_split_and_observed(tmp_path):
     root = copy_fixture("coco", tmp_path)
-    train_files, train_labels, names = coco_reference(root / "annotations" / "instances_train2014.json", "train2014")
-    test_files, test_labels, _ = coco_reference(root / "annotations" / "instances_val2014.json", "val2014")
+    train_files, train_labels, names = coco_reference(
+        root / "annotations" / "instances_train2014.json", "train2014"
+    )
+    test_files, test_labels, _ = coco_reference(
+        root / "annotations" / "instances_val2014.json", "val2014"
+    )
     data = make(root)
     assert data.class_names == names == list(COCO_CLASSES)
     assert_protocol(data, root, (train_files, train_labels), (test_files, test_labels))
 
 
 def test_format_traps():
-    arrays = read_coco_instances(FIXTURES / "coco" / "annotations" / "instances_train2014.json", "train2014")
+    arrays = read_coco_instances(
+        FIXTURES / "coco" / "annotations" / "instances_train2014.json", "train2014"
+    )
     # Image ids sorted as strings; image 3 has no annotation and is not a row.
     assert [str(i) for i in arrays["image_ids"]] == [
-        "10", "100", "1000", "12", "131", "2", "25", "391895", "5", "57870", "80", "800", "8000", "9"
+        "10", "100", "1000", "12", "131", "2", "25",
+        "391895", "5", "57870", "80", "800", "8000", "9",
     ]  # fmt: skip
     assert arrays["names"][0] == "train2014/COCO_train2014_000000000010.jpg"
     assert arrays["labels"].dtype == np.float64
@@ -54,7 +61,14 @@ def test_columns_follow_the_json_category_order(tmp_path):
 
 def test_unknown_category_is_an_error(tmp_path):
     path = tmp_path / "instances_train2014.json"
-    path.write_text(json.dumps({"categories": [{"id": 1, "name": "a"}], "annotations": [{"image_id": 1, "category_id": 5}]}))
+    path.write_text(
+        json.dumps(
+            {
+                "categories": [{"id": 1, "name": "a"}],
+                "annotations": [{"image_id": 1, "category_id": 5}],
+            }
+        )
+    )
     with pytest.raises(ValueError, match=r"category ids \[5\]"):
         read_coco_instances(path, "train2014")
 
@@ -92,12 +106,15 @@ def test_polygon_stripping_changes_no_label(tmp_path):
         "categories": [{"id": 3, "name": "a"}, {"id": 1, "name": "b"}],
         "annotations": [
             {"segmentation": [[1.5e2, -3, 4.25E-1, 7]], "image_id": 20, "category_id": 1, "id": 1},
-            {"image_id": 3, "category_id": 3, "id": 2, "segmentation": {"counts": [4, 2, 10], "size": [4, 4]}},
+            {"image_id": 3, "category_id": 3, "id": 2,
+             "segmentation": {"counts": [4, 2, 10], "size": [4, 4]}},
             {"id": 3, "category_id": 3, "image_id": 20, "segmentation":[ [ 1 , 2 ] , [3,4] ] },
         ],
     }  # fmt: skip
     path = tmp_path / "instances_train2014.json"
-    path.write_text(json.dumps(document, indent=1).replace('"segmentation": [', '"segmentation" :\n ['))
+    path.write_text(
+        json.dumps(document, indent=1).replace('"segmentation": [', '"segmentation" :\n [')
+    )
     files, labels, names = coco_reference(path, "train2014")  # plain json.load
     arrays = read_coco_instances(path, "train2014")
     assert arrays["names"].tolist() == files and arrays["category_names"].tolist() == names

@@ -1,6 +1,5 @@
-"""CUBDataModule against SPEC §4 (format_cub.py) on the tests/data/cub fixture."""
+"""CUBDataModule against Cole et al.'s format_cub.py on the tests/data/cub fixture."""
 
-import numpy as np
 import pytest
 
 from community_reference import FIXTURES, assert_protocol, copy_fixture, cub_reference
@@ -15,12 +14,17 @@ def make(root, **kwargs) -> CUBDataModule:
 def test_matches_community_rows_labels_split_and_observed(tmp_path):
     root = copy_fixture("cub", tmp_path)
     reference = cub_reference(root / "CUB_200_2011")
-    assert_protocol(make(root), root / "CUB_200_2011" / "images", reference["train"], reference["test"])
+    assert_protocol(
+        make(root), root / "CUB_200_2011" / "images", reference["train"], reference["test"]
+    )
 
 
 def test_312_attributes_named_by_attributes_txt():
     data = make(FIXTURES / "cub", cache=False)
-    names = [line.split(" ", 1)[1] for line in (FIXTURES / "cub" / "attributes.txt").read_text().splitlines()]
+    names = [
+        line.split(" ", 1)[1]
+        for line in (FIXTURES / "cub" / "attributes.txt").read_text().splitlines()
+    ]
     assert data.num_classes == 312 and data.class_names == names == list(CUB_ATTRIBUTES)
     # Before the data is on disk (e.g. download=True), the built-in names stand in.
     assert make(FIXTURES / "nowhere").class_names == list(CUB_ATTRIBUTES)
@@ -35,7 +39,9 @@ def test_format_traps():
     # Image 7 has no present attribute and is still a row; six-field lines are read.
     seventh = [p.rsplit("_", 2)[1] for p in train.image_paths].index("0007")
     assert train.labels[seventh].sum() == 0
-    raw = (FIXTURES / "cub" / "CUB_200_2011" / "attributes" / "image_attribute_labels.txt").read_text()
+    raw = (
+        FIXTURES / "cub" / "CUB_200_2011" / "attributes" / "image_attribute_labels.txt"
+    ).read_text()
     assert sum(len(line.split()) == 6 for line in raw.splitlines()) == 2
 
 

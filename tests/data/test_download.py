@@ -22,7 +22,12 @@ def md5(path: Path) -> str:
 
 def pack(fixture: Path, tops: list[str], path: Path) -> None:
     """An archive of the fixture's ``tops`` entries, in the format its file name says."""
-    files = [p for top in tops for p in sorted((fixture / top).rglob("*")) + [fixture / top] if p.is_file()]
+    files = [
+        p
+        for top in tops
+        for p in sorted((fixture / top).rglob("*")) + [fixture / top]
+        if p.is_file()
+    ]
     if path.suffix == ".zip":
         with zipfile.ZipFile(path, "w") as handle:
             for file in files:
@@ -61,7 +66,11 @@ def test_download_verify_extract(name, tmp_path, monkeypatch):
     np.testing.assert_array_equal(data.train_dataset.observed, expected.train_dataset.observed)
     # Downloaded archives are removed once extracted; nothing half-written is left.
     leftovers = [p.name for p in (tmp_path / "data").iterdir() if p.name != ".spml_cache"]
-    assert not [n for n in leftovers if n.endswith((".tar", ".zip", ".tgz", ".part")) or n.startswith(".extract")]
+    assert not [
+        n
+        for n in leftovers
+        if n.endswith((".tar", ".zip", ".tgz", ".part")) or n.startswith(".extract")
+    ]
     data.prepare_data()  # everything present: nothing is fetched again
 
 
@@ -70,7 +79,9 @@ def test_never_downloads_unless_asked(tmp_path, monkeypatch):
     data = make("voc", tmp_path / "data")
     data.prepare_data()
     assert not (tmp_path / "data").exists()
-    with pytest.raises(FileNotFoundError, match=r"(?s)does not exist.*VOCdevkit/VOC2012.*download=True"):
+    with pytest.raises(
+        FileNotFoundError, match=r"(?s)does not exist.*VOCdevkit/VOC2012.*download=True"
+    ):
         data.setup("fit")
 
 
@@ -102,10 +113,10 @@ def test_archive_already_in_root_is_verified_used_and_kept(tmp_path, monkeypatch
     root.mkdir()
     local = root / "CUB_200_2011.tgz"
     local.write_bytes((tmp_path / "server" / "CUB_200_2011.tgz").read_bytes())
-    monkeypatch.setattr(
-        CUBDataModule, "archives", (Archive(url="file:///not/used/CUB_200_2011.tgz", md5=archives[0].md5,
-                                            provides=archives[0].provides),)
-    )  # fmt: skip
+    already_local = Archive(
+        url="file:///not/used/CUB_200_2011.tgz", md5=archives[0].md5, provides=archives[0].provides
+    )
+    monkeypatch.setattr(CUBDataModule, "archives", (already_local,))
     make("cub", root, download=True).prepare_data()
     assert local.is_file() and (root / "CUB_200_2011" / "images.txt").is_file()
 

@@ -76,13 +76,28 @@ def test_indices(tmp_path):
         ("image,labels\na.png,lion\n", r"line 2: unknown class 'lion'"),
         ("image,labels,observed\na.png,cat,dog\n", "not positive in the full labels"),
         # The same file written two ways.
-        ("image,labels\nimages/train_00.png,cat\n./images/train_00.png,dog\n",
-         r"train_00.png is listed twice \(lines 2 and 3\), written 'images/train_00.png' and './images/train_00.png'"),
-        ("image,labels\nimages/train_00.png,\nimages/train_01.png,\n", r"train.csv: none of its 2 rows has a label"),
+        (
+            "image,labels\nimages/train_00.png,cat\n./images/train_00.png,dog\n",
+            r"train_00.png is listed twice \(lines 2 and 3\), "
+            r"written 'images/train_00.png' and './images/train_00.png'",
+        ),
+        (
+            "image,labels\nimages/train_00.png,\nimages/train_01.png,\n",
+            r"train.csv: none of its 2 rows has a label",
+        ),
         # Labels separated by the CSV's own ',': unquoted, then quoted.
-        ("image,labels\nimages/train_00.png,cat,dog\n", r"line 2: 3 cells for the 2 columns \['image', 'labels'\]"),
-        ('image,labels\nimages/train_00.png,"cat,dog"\n', r"unknown class 'cat,dog'.*: write 'cat;dog'"),
-        ("image,labels\nimages/train_00.png,dgo\n", r"unknown class 'dgo' \(did you mean 'dog'\?\)"),
+        (
+            "image,labels\nimages/train_00.png,cat,dog\n",
+            r"line 2: 3 cells for the 2 columns \['image', 'labels'\]",
+        ),
+        (
+            'image,labels\nimages/train_00.png,"cat,dog"\n',
+            r"unknown class 'cat,dog'.*: write 'cat;dog'",
+        ),
+        (
+            "image,labels\nimages/train_00.png,dgo\n",
+            r"unknown class 'dgo' \(did you mean 'dog'\?\)",
+        ),
     ],
 )
 def test_bad_csv_is_explained(tmp_path, content, message):
@@ -106,10 +121,11 @@ def test_setup_reports_the_classes_and_their_counts(info_lines):
         return {name: int(n) for name, n in zip(CLASSES, matrix.sum(0))}
 
     assert info_lines == [
-        f"FolderDataModule: {ROOT / 'train.csv'}: {len(train_files)} images (1 without a label), 4 classes; "
-        f"positives per class {counts(train_labels)}; observed positives per class {counts(train_observed)}",
-        f"FolderDataModule: {ROOT / 'test.csv'}: {len(test_files)} images (1 without a label), 4 classes; "
-        f"positives per class {counts(test_labels)}",
+        f"FolderDataModule: {ROOT / 'train.csv'}: {len(train_files)} images "
+        f"(1 without a label), 4 classes; positives per class {counts(train_labels)}; "
+        f"observed positives per class {counts(train_observed)}",
+        f"FolderDataModule: {ROOT / 'test.csv'}: {len(test_files)} images "
+        f"(1 without a label), 4 classes; positives per class {counts(test_labels)}",
     ]
 
 
@@ -117,20 +133,28 @@ def test_doubtful_class_names_are_flagged(tmp_path):
     root = copy_fixture("folder", tmp_path)
     rows = ['"dog,tv"', "dgo", "dog", "dog;tv", "cat|tv", "cat;tv", "cat"]  # lines 2..8
     (root / "train.csv").write_text(
-        "image,labels\n" + "".join(f"images/train_{i:02d}.png,{labels}\n" for i, labels in enumerate(rows))
+        "image,labels\n"
+        + "".join(f"images/train_{i:02d}.png,{labels}\n" for i, labels in enumerate(rows))
     )
     with pytest.warns(UserWarning) as record:
         data = make(root, test_csv=None)
-        assert data.class_names == ["cat", "cat|tv", "dgo", "dog", "dog,tv", "tv"]  # what was asked, flagged
+        assert data.class_names == [
+            "cat",
+            "cat|tv",
+            "dgo",
+            "dog",
+            "dog,tv",
+            "tv",
+        ]  # what was asked, flagged
     joined, once = (str(w.message) for w in record)
     where = f"{root / 'train.csv'}, line"
     assert joined == (
         "FolderDataModule: 2 of the 6 class names in the CSVs hold a label separator other than "
         "label_separator=';', e.g.:\n"
-        f"  {where} 6: 'cat|tv' looks like labels separated by '|': pass label_separator='|' if your CSVs "
-        "separate labels with it (now ';'), or write 'cat;tv'.\n"
-        f"  {where} 2: 'dog,tv' looks like labels separated by ',', which separates the CSV's columns and "
-        "cannot separate labels: write 'dog;tv'."
+        f"  {where} 6: 'cat|tv' looks like labels separated by '|': pass label_separator='|' "
+        "if your CSVs separate labels with it (now ';'), or write 'cat;tv'.\n"
+        f"  {where} 2: 'dog,tv' looks like labels separated by ',', which separates the CSV's "
+        "columns and cannot separate labels: write 'dog;tv'."
     )
     assert once.startswith(
         "FolderDataModule: 1 of the 6 class names in the CSVs are used by a single image, typos?\n"
@@ -142,7 +166,8 @@ def test_csv_encodings(tmp_path):
     root = copy_fixture("folder", tmp_path)
     expected = make(root, class_names=CLASSES).load_phase("train")
     text = (root / "train.csv").read_text()
-    # UTF-16 with a byte-order mark (Windows PowerShell's `>`) is read as UTF-8 is, CSVs and class names.
+    # UTF-16 with a byte-order mark (Windows PowerShell's `>`) is read as UTF-8 is, CSVs and
+    # class names.
     (root / "train.csv").write_text(text, encoding="utf-16")
     (root / "classes.txt").write_text("\n".join(CLASSES), encoding="utf-16")
     data = make(root, class_names="classes.txt")

@@ -9,7 +9,12 @@ from spml_lightning.data import FormattedDataModule
 
 def make(root, **kwargs) -> FormattedDataModule:
     return FormattedDataModule(
-        root=str(root), image_root=str(root / "Flickr"), image_size=32, batch_size=4, num_workers=0, **kwargs
+        root=str(root),
+        image_root=str(root / "Flickr"),
+        image_size=32,
+        batch_size=4,
+        num_workers=0,
+        **kwargs,
     )
 
 
@@ -26,7 +31,10 @@ def test_obs_file_is_used_as_given_and_a_mismatch_is_reported(tmp_path):
     data = make(root)
     with pytest.warns(UserWarning, match=r"1 of 15 rows .*first row 2.*observed_labels='generate'"):
         data.setup("fit")
-    by_path = {str(root / "Flickr" / n): row for n, row in zip(np.load(root / "formatted_train_images.npy"), observed)}
+    by_path = {
+        str(root / "Flickr" / n): row
+        for n, row in zip(np.load(root / "formatted_train_images.npy"), observed)
+    }
     for dataset in (data.train_dataset, data.val_dataset):
         for path_, row in zip(dataset.image_paths, dataset.observed):
             np.testing.assert_array_equal(row, by_path[path_])
@@ -65,10 +73,15 @@ def test_observed_positive_outside_the_labels_is_an_error(tmp_path):
     labels = np.load(root / "formatted_train_labels.npy")
     observed[0, np.flatnonzero(labels[0] == 0)[0]] = 1
     np.save(root / "formatted_train_labels_obs.npy", observed)
-    with pytest.raises(ValueError, match="not positive in the full labels, e.g. row 0"), pytest.warns(UserWarning):
+    with (
+        pytest.raises(ValueError, match="not positive in the full labels, e.g. row 0"),
+        pytest.warns(UserWarning),
+    ):
         make(root, observed_labels="file").setup("fit")
 
 
 def test_missing_root_names_the_layout(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"does not exist.*formatted_\{train,val\}_images.npy"):
+    with pytest.raises(
+        FileNotFoundError, match=r"does not exist.*formatted_\{train,val\}_images.npy"
+    ):
         FormattedDataModule(root=str(tmp_path / "nope"), class_names=["a"]).setup("fit")

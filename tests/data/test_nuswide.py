@@ -27,7 +27,11 @@ def test_formatted_arrays_used_as_given(recwarn):
     data = make()
     assert data.class_names == list(NUS_WIDE_CONCEPTS) and data.num_classes == 81
     assert_protocol(
-        data, ROOT / "Flickr", train[:2], test[:2], given_observed={"train": train[2], "test": test[2]}
+        data,
+        ROOT / "Flickr",
+        train[:2],
+        test[:2],
+        given_observed={"train": train[2], "test": test[2]},
     )
     assert not [w for w in recwarn if "differ" in str(w.message)]  # files agree with the protocol
     assert (train[1].sum(1) == 0).any()  # rows without positives are rows

@@ -1,4 +1,4 @@
-"""The SPML protocol against an independent transcription of SPEC §4."""
+"""The SPML protocol against an independent transcription of Cole et al.'s released code."""
 
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ from spml_lightning.data.protocol import observe_single_positive, split_train_va
 
 
 def community_observe(labels: np.ndarray, seed: int, num_pos: int, num_neg: int) -> np.ndarray:
-    """SPEC §4 written out step by step: -1/+1 labels, per row two shuffles."""
+    """``preproc/generate_observed_labels.py`` step by step: -1/+1 labels, two shuffles a row."""
     signed = labels.astype(np.float64).copy()
     signed[signed == 0] = -1
     rng = np.random.RandomState(seed)
@@ -100,7 +100,9 @@ def test_observe_rejects_bad_input(kwargs, match):
         observe_single_positive(**kwargs)
 
 
-@pytest.mark.parametrize("n,frac,match", [(0, 0.2, "positive"), (10, 1.0, "val_fraction"), (10, -0.1, "val_fraction")])
+@pytest.mark.parametrize(
+    "n,frac,match", [(0, 0.2, "positive"), (10, 1.0, "val_fraction"), (10, -0.1, "val_fraction")]
+)
 def test_split_rejects_bad_input(n, frac, match):
     with pytest.raises(ValueError, match=match):
         split_train_val(n, frac)

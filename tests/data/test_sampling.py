@@ -1,4 +1,7 @@
-"""The training order: a function of (seed, epoch), sharded like DistributedSampler, resumable mid-epoch."""
+"""The training order: a function of (seed, epoch), sharded like DistributedSampler, resumable.
+
+Resumable mid-epoch: the position within the epoch is part of the loader's state.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from spml_lightning.data.sampling import ResumableDataLoader, ResumableShuffleSa
 
 
 class RandomItems(Dataset):
-    """Item i is (i, a draw from torch's global generator): shows the seed each item was loaded under."""
+    """Item i is (i, a draw from torch's global generator): the seed it was loaded under."""
 
     def __init__(self, n: int) -> None:
         self.n = n
@@ -44,10 +47,15 @@ def test_ranks_share_one_global_order_and_seeds():
     data = RandomItems(10)
     single = dict(keys(ResumableShuffleSampler(data, seed=1), 3))
     for replicas in (2, 3, 4):
-        shards = [keys(ResumableShuffleSampler(data, replicas, rank, seed=1), 3) for rank in range(replicas)]
+        shards = [
+            keys(ResumableShuffleSampler(data, replicas, rank, seed=1), 3)
+            for rank in range(replicas)
+        ]
         union = {key for shard in shards for key in shard}
         assert {index for index, _ in union} == set(range(10))
-        assert all(single[index] == seed for index, seed in union)  # same augmentation seed per image
+        assert all(
+            single[index] == seed for index, seed in union
+        )  # same augmentation seed per image
 
 
 def test_seeded_items_do_not_depend_on_workers_and_leave_the_global_state_alone():
@@ -71,7 +79,10 @@ def test_resume_continues_with_the_next_batch(replicas):
     epoch = 2
 
     def loaders():
-        return [ResumableDataLoader(data, batch_size=3, num_replicas=replicas, rank=r, seed=9) for r in range(replicas)]
+        return [
+            ResumableDataLoader(data, batch_size=3, num_replicas=replicas, rank=r, seed=9)
+            for r in range(replicas)
+        ]
 
     uninterrupted = []
     for loader in loaders():
@@ -85,7 +96,12 @@ def test_resume_continues_with_the_next_batch(replicas):
         iterator = iter(loader)
         next(iterator), next(iterator)  # two batches trained, then the crash
         states.append(loader.state_dict())
-    assert states[0] == {"epoch": epoch, "position": 2 * 3 * replicas, "seed": 9, "num_replicas": replicas}
+    assert states[0] == {
+        "epoch": epoch,
+        "position": 2 * 3 * replicas,
+        "seed": 9,
+        "num_replicas": replicas,
+    }
 
     for rank, loader in enumerate(loaders()):
         loader.load_state_dict(states[rank])

@@ -1,4 +1,4 @@
-"""VOCDataModule against SPEC §4 (format_pascal.py) on the tests/data/voc fixture."""
+"""VOCDataModule against Cole et al.'s format_pascal.py on the tests/data/voc fixture."""
 
 import numpy as np
 import pytest
@@ -23,7 +23,10 @@ def test_matches_community_rows_labels_split_and_observed(tmp_path):
     root = copy_fixture("voc", tmp_path)
     devkit = root / "VOCdevkit" / "VOC2012"
     assert_protocol(
-        make(root), devkit / "JPEGImages", voc_reference(devkit, "train"), voc_reference(devkit, "val")
+        make(root),
+        devkit / "JPEGImages",
+        voc_reference(devkit, "train"),
+        voc_reference(devkit, "val"),
     )
 
 
@@ -39,10 +42,14 @@ def test_format_traps():
     # "difficult" next to a positive counts as negative.
     row = phase.labels[names.index("2008_000015.jpg")]
     assert row[14] == 0 and row[11] == 1  # person difficult, dog positive
-    # Sorted by file name: "2009_000001-b.jpg" < "2009_000001.jpg" although "2009_000001" < "2009_000001-b".
+    # Sorted by file name: "2009_000001-b.jpg" < "2009_000001.jpg" although
+    # "2009_000001" < "2009_000001-b".
     assert names.index("2009_000001-b.jpg") < names.index("2009_000001.jpg")
     assert names == sorted(names)
-    test_names = [p.rsplit("/", 1)[1] for p in make(FIXTURES / "voc", cache=False).load_phase("test").image_paths]
+    test_names = [
+        p.rsplit("/", 1)[1]
+        for p in make(FIXTURES / "voc", cache=False).load_phase("test").image_paths
+    ]
     assert "2010_000036.jpg" not in test_names and len(test_names) == 9
 
 

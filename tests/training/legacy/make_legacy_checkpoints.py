@@ -40,7 +40,7 @@ def _zeroed(value):
 def main() -> None:
     from conftest import TINY_DEMO
     from spml_lightning.cli import run_cli
-    from spml_lightning.data.synthetic import write_demo_dataset
+    from spml_lightning.data.demo import write_demo_dataset
 
     with tempfile.TemporaryDirectory() as tmp:
         data = write_demo_dataset(Path(tmp) / "demo", TINY_DEMO["num_train"], TINY_DEMO["num_test"],

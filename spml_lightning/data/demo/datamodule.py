@@ -1,14 +1,15 @@
 """The offline demo data set as a datamodule.
 
-The images are generated deterministically (``synthetic.py``) and written once
-in the community's formatted layout, so the demo runs through exactly the same
-reading, protocol and transform code as the real benchmarks.
+The images are generated deterministically (``render.py``) and written once
+in the community's formatted layout (``install.py``), so the demo runs through
+exactly the same reading, protocol and transform code as the real benchmarks.
 """
 
 from __future__ import annotations
 
+from spml_lightning.data.demo.install import write_demo_dataset
+from spml_lightning.data.demo.render import DEMO_CLASS_NAMES
 from spml_lightning.data.formatted import FormattedDataModule
-from spml_lightning.data.synthetic import DEMO_CLASS_NAMES, write_demo_dataset
 
 __all__ = ["DemoDataModule"]
 

@@ -1,4 +1,4 @@
-"""Tests of the offline demo data set (spml_lightning.data.synthetic)."""
+"""Tests of the offline demo data set (spml_lightning.data.demo: render and install)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from spml_lightning.data import synthetic
-from spml_lightning.data.synthetic import DEMO_CLASS_NAMES, render_demo_images, write_demo_dataset
+from spml_lightning.data.demo import (
+    DEMO_CLASS_NAMES,
+    install,
+    render,
+    render_demo_images,
+    write_demo_dataset,
+)
 
 C = len(DEMO_CLASS_NAMES)
 SMALL = {"num_train": 10, "num_test": 6, "image_size": 32, "seed": 5}
@@ -88,7 +93,8 @@ def test_images_are_varied_not_blank(big_render: tuple[np.ndarray, np.ndarray]) 
 
 def test_positives_per_image(big_render: tuple[np.ndarray, np.ndarray]) -> None:
     _, labels = big_render
-    per_row = labels.sum(axis=1, dtype=np.int64)  # numpy 1.x sums uint8 to uint64, which bincount refuses
+    # numpy 1.x sums uint8 to uint64, which bincount refuses.
+    per_row = labels.sum(axis=1, dtype=np.int64)
     assert per_row.min() >= 1 and per_row.max() <= 4
     counts = np.bincount(per_row, minlength=5)
     assert (counts[1:] > 0).all(), f"every count 1..4 should occur, got {counts[1:]}"
@@ -173,7 +179,10 @@ def test_write_layout(tmp_path: Path) -> None:
 
     manifest = json.loads((root / "demo_manifest.json").read_text(encoding="utf-8"))
     assert {k: manifest[k] for k in SMALL} == SMALL
-    assert manifest["version"] == synthetic.GENERATOR_VERSION
+    assert manifest["version"] == render.GENERATOR_VERSION
+    # The name of the module that wrote demo sets before data/demo/ existed: sets on disk
+    # from then must still be recognised (reused, not refused as foreign folders).
+    assert manifest["generator"] == "spml_lightning.data.synthetic"
 
     # Train and test come from different derived seeds.
     with Image.open(root / "images/train/000000.png") as a:
@@ -185,7 +194,7 @@ def test_write_layout(tmp_path: Path) -> None:
 
 def test_write_stores_the_rendered_pixels(tmp_path: Path) -> None:
     root = write_demo_dataset(tmp_path / "demo", **SMALL)
-    seed = synthetic._phase_seed(SMALL["seed"], "train")
+    seed = install._phase_seed(SMALL["seed"], "train")
     images, labels = render_demo_images(SMALL["num_train"], seed, SMALL["image_size"])
     with Image.open(root / "images/train/000003.png") as im:
         assert np.array_equal(np.asarray(im), images[3])  # PNG is lossless
@@ -207,7 +216,7 @@ def test_write_is_idempotent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     def fail(*args: object, **kwargs: object) -> None:
         raise AssertionError("a complete demo set must not be regenerated")
 
-    monkeypatch.setattr(synthetic, "render_demo_images", fail)
+    monkeypatch.setattr(install, "render_demo_images", fail)
     time.sleep(0.01)
     assert write_demo_dataset(str(root), **SMALL) == root
     assert _mtimes(root) == before
@@ -291,7 +300,7 @@ def test_install_tolerates_losing_the_race(tmp_path: Path) -> None:
     loser = write_demo_dataset(tmp_path / "loser", **SMALL)
     manifest = json.loads((root / "demo_manifest.json").read_text())
     before = _mtimes(root)
-    synthetic._install(loser, root, manifest)
+    install._install(loser, root, manifest)
     assert not loser.exists()
     assert _mtimes(root) == before
 
@@ -310,5 +319,5 @@ def test_racing_processes_both_end_with_a_valid_set(tmp_path: Path) -> None:
     for p in procs:
         p.join(60)
     assert [p.exitcode for p in procs] == [0, 0, 0]
-    assert synthetic._is_complete(root, json.loads((root / "demo_manifest.json").read_text()))
+    assert install._is_complete(root, json.loads((root / "demo_manifest.json").read_text()))
     assert os.listdir(tmp_path) == ["demo"]

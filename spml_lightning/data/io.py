@@ -1,4 +1,8 @@
-"""Reading image files as RGB, whatever their mode, or failing with the file's name.
+"""Reading image files: decode to RGB, or say why a file cannot be decoded.
+
+Every reader of image files in ``data/`` goes through here; this module imports
+nothing else from the package, so the dataset code (``base.py``) and the
+device decoder (``device_decode.py``) can both depend on it.
 
 The reference code reads every image with ``Image.open(path).convert("RGB")``.
 That is right for the 8-bit modes (RGB, L, P, CMYK, RGBA, ...), and kept for
@@ -13,11 +17,15 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["DECOMPRESSION_BOMB_ERRORS", "load_rgb", "to_rgb"]
+__all__ = ["DECOMPRESSION_BOMB_ERRORS", "load_rgb", "to_rgb", "unreadable_reason"]
 
-#: What Pillow raises for an image whose header claims more pixels than ``Image.MAX_IMAGE_PIXELS``
-#: allows: the error above twice the limit, and the warning above the limit when warnings are errors.
-DECOMPRESSION_BOMB_ERRORS: tuple[type[Exception], ...] = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+#: What Pillow raises for an image whose header claims more pixels than
+#: ``Image.MAX_IMAGE_PIXELS`` allows: the error above twice the limit, and the warning
+#: above the limit when warnings are errors.
+DECOMPRESSION_BOMB_ERRORS: tuple[type[Exception], ...] = (
+    Image.DecompressionBombError,
+    Image.DecompressionBombWarning,
+)
 
 #: Modes holding integers up to 16 bits (PNG and TIFF grey images load as these).
 HIGH_BIT_DEPTH_MODES: frozenset[str] = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
@@ -41,8 +49,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
         values = np.asarray(image, dtype=np.int64)
         if values.size and (values.min() < 0 or values.max() > 65535):
             raise ValueError(
-                f"{image.mode} image with values in [{values.min()}, {values.max()}], outside the 16-bit "
-                "range this reader scales to 8 bits; save it as an 8- or 16-bit image."
+                f"{image.mode} image with values in [{values.min()}, {values.max()}], outside "
+                "the 16-bit range this reader scales to 8 bits; save it as an 8- or 16-bit image."
             )
         eight_bit = np.rint(values / 257.0).astype(np.uint8)
         return Image.fromarray(eight_bit, mode="L").convert("RGB")
@@ -75,11 +83,42 @@ def load_rgb(path: str) -> Image.Image:
         raise FileNotFoundError(f"Image file not found: {path}") from None
     except DECOMPRESSION_BOMB_ERRORS as err:
         raise OSError(
-            f"Cannot read image {path}: {err} If the image is genuine, raise PIL.Image.MAX_IMAGE_PIXELS; "
-            "otherwise replace the file or remove its row from the data set."
+            f"Cannot read image {path}: {err} If the image is genuine, raise "
+            "PIL.Image.MAX_IMAGE_PIXELS; otherwise replace the file or remove its row from the "
+            "data set."
         ) from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise OSError(
             f"Cannot read image {path} ({type(err).__name__}: {err}). Replace or delete the "
             "file, or remove its row from the data set."
         ) from err
+
+
+def unreadable_reason(path: str) -> str | None:
+    """Why an image file cannot be decoded, or None if it can.
+
+    JPEGs are decoded at 1/8 scale (``draft``): that still reads the whole
+    compressed stream, so truncated files are caught, at a fraction of the cost.
+    A file whose header claims more pixels than Pillow's decompression-bomb
+    limit is unreadable too (``load_rgb`` would refuse it).
+
+    Args:
+        path: the image file.
+
+    Returns:
+        ``"missing"`` for a file that does not exist, the error's type and
+        message for one that cannot be decoded, None for a readable image.
+    """
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", (64, 64))
+            image.load()
+    except FileNotFoundError:
+        return "missing"
+    except DECOMPRESSION_BOMB_ERRORS as err:
+        return (
+            f"{type(err).__name__}: {err} Raise PIL.Image.MAX_IMAGE_PIXELS if the image is genuine."
+        )
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        return f"{type(err).__name__}: {err}"
+    return None
