@@ -97,7 +97,7 @@ def run_spml(steps: int, warmup: int, work_dir: Path, progress_bar: bool, log_ev
     from lightning.pytorch import Callback, Trainer
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from spml_lightning.callbacks import DropFromBestStopping
+    from spml_lightning.training.callbacks import DropFromBestStopping
 
     class StepTimer(Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):

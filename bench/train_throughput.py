@@ -301,8 +301,8 @@ def build_without_cli(values: dict[str, object]):
     """The same objects through the Python API, for machines without jsonargparse (LightningCLI's parser)."""
     from lightning.pytorch import Trainer, seed_everything
 
-    from spml_lightning.callbacks import DropFromBestStopping
-    from spml_lightning.checkpointing import ResumableCheckpoint
+    from spml_lightning.training.callbacks import DropFromBestStopping
+    from spml_lightning.training import ResumableCheckpoint
     from spml_lightning.data import FormattedDataModule
     from spml_lightning.module import SPMLModule
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import copy
-import os
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from lightning.pytorch import LightningModule
@@ -13,22 +11,22 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from PIL import Image
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
-from torchvision.transforms.functional import to_pil_image
 
 from spml_lightning.backbones import build_backbone
-from spml_lightning.compatibility import check_class_names, resume_plan
-from spml_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, reference_transform
+from spml_lightning.inference import (
+    ImageInput,
+    evaluation_transform,
+    predict_images,
+    score_dataset,
+    with_transform,
+)
 from spml_lightning.losses import GRLoss, SPMLLoss, get_loss_class, loss_from_config
 from spml_lightning.losses.distributed import all_gather_rows
 from spml_lightning.losses.distributed import first_occurrences as _first_occurrences
 from spml_lightning.metrics import average_precision_per_class
-from spml_lightning.numerics import FiniteLossGuard
-
-__all__ = ["SPMLModule"]
-
-ImageInput = Image.Image | Tensor | str | os.PathLike
+from spml_lightning.training.compatibility import check_class_names, resume_plan
+from spml_lightning.training.finite_loss import FiniteLossGuard
 
 
 class SPMLModule(LightningModule):
@@ -260,7 +258,7 @@ class SPMLModule(LightningModule):
     def _check_checkpoint_fits(self, hparams: Mapping) -> None:
         """Refuse a checkpoint that does not fit this run; note what a resumed fit changes.
 
-        Outside fit only the classes matter (see ``spml_lightning.compatibility``);
+        Outside fit only the classes matter (see ``spml_lightning.training.compatibility``);
         a resumed fit may change the optimizer and schedule settings, not the
         network, its classes or the loss.
         """
@@ -299,7 +297,6 @@ class SPMLModule(LightningModule):
                     group["lr"] = rates[group["name"]]
         self._resume_changes = {}
 
-    @torch.no_grad()
     def _score_train_set(self) -> tuple[Tensor, Tensor]:
         """(index, logits) of this rank's shard of the training set, without augmentation."""
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -309,31 +306,23 @@ class SPMLModule(LightningModule):
                 f"{type(self.loss).__name__} scores the training set between epochs and needs "
                 "trainer.datamodule.train_dataset; fit with an SPMLDataModule."
             )
-        scoring = copy.copy(dataset)  # shares the arrays; only the transform differs
-        scoring.transform = self._inference_transform()
+        scoring = with_transform(dataset, self.inference_transform())
         sampler = None
         if self.trainer.world_size > 1:
             sampler = DistributedSampler(
-                scoring, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
+                scoring,
+                num_replicas=self.trainer.world_size,
+                rank=self.trainer.global_rank,
+                shuffle=False,
             )
-        loader = DataLoader(
+        return score_dataset(
+            self,
             scoring,
             batch_size=getattr(datamodule, "batch_size", 32),
-            sampler=sampler,
-            shuffle=False,
             num_workers=getattr(datamodule, "num_workers", 0),
+            sampler=sampler,
+            forward_context=self.trainer.precision_plugin.forward_context,
         )
-        was_training = self.training
-        self.eval()
-        indices, logits = [], []
-        try:
-            with self.trainer.precision_plugin.forward_context():
-                for batch in loader:
-                    indices.append(torch.as_tensor(batch["index"], device=self.device))
-                    logits.append(self(batch["image"].to(self.device)).float())
-        finally:
-            self.train(was_training)
-        return torch.cat(indices), torch.cat(logits)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Freezing by dropping the gradients (rather than toggling requires_grad)
@@ -418,50 +407,16 @@ class SPMLModule(LightningModule):
             self.log(f"test/AP/{name}", value * 100.0, sync_dist=True)
 
     # -- inference without a datamodule ------------------------------------------
-    def _inference_transform(self):
-        size = self.hparams.image_size
-        if size is None:
-            raise RuntimeError(
-                "This model does not know its input size: it was never fitted with a datamodule "
-                "and got no image_size. Pass image_size (and mean/std) to SPMLModule."
-            )
-        mean = self.hparams.mean or IMAGENET_MEAN
-        std = self.hparams.std or IMAGENET_STD
-        return reference_transform(size, False, mean, std)
+    def inference_transform(self) -> Callable[[Image.Image], Tensor]:
+        """The evaluation transform with the preprocessing this model was trained with."""
+        return evaluation_transform(self.hparams.image_size, self.hparams.mean, self.hparams.std)
 
-    @staticmethod
-    def _as_pil(image: ImageInput) -> Image.Image:
-        if isinstance(image, Image.Image):
-            return image.convert("RGB")
-        if isinstance(image, Tensor):
-            if image.ndim != 3 or image.shape[0] not in (1, 3):
-                raise ValueError(
-                    f"Image tensors must be (C, H, W) with 1 or 3 channels, got {tuple(image.shape)}."
-                )
-            return to_pil_image(image.cpu()).convert("RGB")
-        if isinstance(image, (str, os.PathLike)):
-            from spml_lightning.data.io import load_rgb
-
-            return load_rgb(os.fspath(Path(image).expanduser()))
-        raise TypeError(f"Cannot predict on a {type(image).__name__}; pass PIL images, tensors or paths.")
-
-    @torch.no_grad()
     def predict_images(self, images: Sequence[ImageInput], batch_size: int = 32) -> Tensor:
         """Label probabilities (N, C) for PIL images, (C, H, W) tensors or image paths.
 
         Tensors are uint8 in [0, 255] or float in [0, 1]. Preprocessing (size,
         normalisation) is the one the model was trained with.
         """
-        transform = self._inference_transform()
-        was_training = self.training
-        self.eval()
-        results = []
-        try:
-            for start in range(0, len(images), batch_size):
-                chunk = [transform(self._as_pil(im)) for im in images[start : start + batch_size]]
-                results.append(torch.sigmoid(self(torch.stack(chunk).to(self.device)).float()).cpu())
-        finally:
-            self.train(was_training)
-        if not results:
-            return torch.zeros(0, self.hparams.num_classes)
-        return torch.cat(results)
+        return predict_images(
+            self, images, self.inference_transform(), self.hparams.num_classes, batch_size
+        )

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from spml_lightning.diagnostics import (
+from spml_lightning.analysis.diagnostics import (
     class_statistics,
     distinguishing_ability,
     false_negative_rate,

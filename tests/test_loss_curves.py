@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from spml_lightning import loss_curves
-from spml_lightning.loss_curves import (
+from spml_lightning.analysis.loss_curves import (
     default_losses,
     probability_grid,
     pseudo_label_curve,
@@ -140,7 +140,7 @@ def test_probability_grid_is_open():
 
 
 def test_side_by_side_gradients_report_losses_that_cannot_be_placed():
-    from spml_lightning.loss_curves import unknown_logit_gradients
+    from spml_lightning.analysis.loss_curves import unknown_logit_gradients
 
     losses = {"GR": GRLoss(), "EM+APL": LOSSES["EM+APL"](), "ROLE": LOSSES["ROLE"]()}
     p = np.array([0.2, 0.8])

@@ -37,7 +37,8 @@ from lightning_utilities.core.rank_zero import rank_zero_only as utilities_rank_
 
 from ddp_harness import run_ranks
 from probes import REPO_ROOT, read_records, subprocess_env, tensor_digest, write_callbacks_config
-from spml_lightning.cli import SameCheckpointOnEveryRank, check_same_checkpoint, run_cli
+from spml_lightning.cli import run_cli
+from spml_lightning.training import SameCheckpointOnEveryRank, check_same_checkpoint
 from test_cli import demo_args
 
 SECTION = "### Several machines"

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from spml_lightning import GRLoss
-from spml_lightning.checkpointing import ResumableCheckpoint
-from spml_lightning.numerics import FiniteLossGuard, NonFiniteLossError
+from spml_lightning.training import ResumableCheckpoint
+from spml_lightning.training.finite_loss import FiniteLossGuard, NonFiniteLossError
 
 from test_module import make_trainer, tiny_model
 

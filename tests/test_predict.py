@@ -12,7 +12,8 @@ import torch
 from spml_lightning import SPMLModule
 from spml_lightning.cli import main, run_cli
 from spml_lightning.data import ImageFolderDataModule
-from spml_lightning.prediction import PredictionWriter, predicted_labels
+from spml_lightning.inference import predicted_labels
+from spml_lightning.training import PredictionWriter
 
 from conftest import REPO_ROOT
 

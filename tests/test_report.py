@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from spml_lightning.report import default_output_dir, main
+from spml_lightning.analysis.report import default_output_dir, main
 
 PNGS = ("false_negative_rate", "distinguishing_ability", "loss_gradients", "sweep")
 

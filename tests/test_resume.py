@@ -25,8 +25,9 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from spml_lightning.checkpointing import AtomicCheckpointIO, ResumableCheckpoint, atomic_torch_save
-from spml_lightning.cli import main, resolve_checkpoint, run_cli
+from spml_lightning.training import AtomicCheckpointIO, ResumableCheckpoint, atomic_torch_save
+from spml_lightning.cli import main, run_cli
+from spml_lightning.training import resolve_checkpoint
 
 from conftest import REPO_ROOT
 from probes import final_weights, read_records, subprocess_env, write_callbacks_config
@@ -188,7 +189,7 @@ KILLED_WRITER = textwrap.dedent(
 
     path, mode = sys.argv[1], sys.argv[2]
     if mode == "atomic":
-        from spml_lightning.checkpointing import AtomicCheckpointIO
+        from spml_lightning.training import AtomicCheckpointIO
         write = AtomicCheckpointIO().save_checkpoint
     else:
         write = lambda obj, p: torch.save(obj, p)
@@ -405,7 +406,7 @@ def test_atomic_save_removes_only_the_temporary_files_of_writers_that_are_gone(t
 
 @pytest.mark.parametrize("logger_class", [TensorBoardLogger, CSVLogger])
 def test_a_version_folder_taken_after_the_listing_is_skipped(tmp_path, monkeypatch, logger_class):
-    from spml_lightning.cli import reserve_log_version
+    from spml_lightning.training import reserve_log_version
 
     trainer = Trainer(logger=logger_class(tmp_path), enable_checkpointing=False, enable_progress_bar=False)
     (tmp_path / "lightning_logs" / "version_0").mkdir(parents=True)

@@ -4,8 +4,8 @@ import pytest
 import yaml
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from spml_lightning.plots import plot_sweep
-from spml_lightning.sweep import collect_sweep, find_run_dirs, read_hyper_parameter, read_metric
+from spml_lightning.analysis.plots import plot_sweep
+from spml_lightning.analysis.sweep import collect_sweep, find_run_dirs, read_hyper_parameter, read_metric
 
 GR_PATH = "spml_lightning.losses.gr.GRLoss"
 

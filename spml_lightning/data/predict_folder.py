@@ -20,25 +20,20 @@ first few.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from spml_lightning.data.base import Phase, PhaseData, SPMLDataModule
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageFolderDataModule", "checkpoint_facts", "list_images"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageFolderDataModule", "list_images"]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (
     ".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"
 )
 """File name endings (any case) taken as images when reading a folder."""
-
-#: Init arguments of ImageFolderDataModule that a checkpoint can supply.
-CHECKPOINT_FACTS: tuple[str, ...] = ("class_names", "image_size", "mean", "std")
 
 
 def list_images(source: str | Path, recursive: bool = True) -> list[str]:
@@ -82,16 +77,6 @@ def list_images(source: str | Path, recursive: bool = True) -> list[str]:
     raise FileNotFoundError(
         f"{source} is neither a folder of images nor a list file of image paths."
     )
-
-
-def checkpoint_facts(ckpt_path: str | Path) -> dict[str, Any]:
-    """Class names and preprocessing recorded in an SPMLModule checkpoint."""
-    checkpoint = torch.load(Path(ckpt_path).expanduser(), map_location="cpu", weights_only=True)
-    hparams = checkpoint.get("hyper_parameters", {})
-    facts = {key: hparams.get(key) for key in CHECKPOINT_FACTS}
-    if facts["class_names"] is None and hparams.get("num_classes"):
-        facts["class_names"] = [f"class_{i}" for i in range(hparams["num_classes"])]
-    return facts
 
 
 class ImageFolderDataModule(SPMLDataModule):
@@ -145,6 +130,9 @@ class ImageFolderDataModule(SPMLDataModule):
         cls, ckpt_path: str | Path, root: str, **kwargs: Any
     ) -> ImageFolderDataModule:
         """The datamodule with a checkpoint's class names and preprocessing (``kwargs`` win)."""
+        # Imported here: the data layer does not depend on training/ for anything else.
+        from spml_lightning.training.checkpoint_files import checkpoint_facts
+
         facts = {k: v for k, v in checkpoint_facts(ckpt_path).items() if v is not None}
         return cls(root=root, **{**facts, **kwargs})
 
@@ -163,28 +151,3 @@ class ImageFolderDataModule(SPMLDataModule):
             )
         paths: Sequence[str] = list_images(self.root, self.recursive)
         return PhaseData(paths, np.zeros((len(paths), self.num_classes), dtype=np.uint8))
-
-
-def fill_from_checkpoint(init_args: Any, ckpt_path: str | Path) -> None:
-    """Set an ImageFolderDataModule config's class names and preprocessing to the checkpoint's.
-
-    The checkpoint wins: a model predicts with the classes and preprocessing it
-    was trained with. A different value in the config (typically one carried
-    over from the training datamodule of the same YAML, such as its
-    ``image_size``) is replaced with a warning.
-
-    Args:
-        init_args: the ``data.init_args`` namespace of the config, changed in place.
-        ckpt_path: the SPMLModule checkpoint the prediction uses.
-    """
-    for key, value in checkpoint_facts(ckpt_path).items():
-        if value is None:
-            continue
-        current = getattr(init_args, key, None)
-        if current is not None and list(np.atleast_1d(current)) != list(np.atleast_1d(value)):
-            warnings.warn(
-                f"data.init_args.{key}={current!r} replaced by the checkpoint's {value!r}: the "
-                "model predicts with the classes and preprocessing it was trained with.",
-                stacklevel=2,
-            )
-        setattr(init_args, key, value)

@@ -1,4 +1,4 @@
-"""Look inside a trained model: from a checkpoint to the paper's diagnostics.
+"""Look inside a trained model: from a checkpoint to the GR Loss paper's diagnostics.
 
 What ``notebooks/inspect_checkpoint.ipynb`` and ``python -m spml_lightning.report``
 call; usable without either::
@@ -12,29 +12,21 @@ call; usable without either::
         figure.savefig(f"{name}.png")
 
 The diagnostics themselves are pure functions in ``diagnostics.py`` and
-``loss_curves.py``; the figures are drawn by ``plots.py``.
+``loss_curves.py`` (this package); the figures are drawn by ``plots.py``.
 """
 
 from __future__ import annotations
 
-import copy
 import csv
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
-from unittest import mock
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
-from spml_lightning.cli import resolve_checkpoint, run_cli
-from spml_lightning.data.base import SPMLDataModule
-from spml_lightning.data.transforms import reference_transform
-from spml_lightning.diagnostics import (
+from spml_lightning.analysis.diagnostics import (
     ClassStatistics,
     DistinguishingAbility,
     FalseNegativeRate,
@@ -42,13 +34,16 @@ from spml_lightning.diagnostics import (
     distinguishing_ability,
     false_negative_rate,
 )
-from spml_lightning.loss_curves import (
+from spml_lightning.analysis.loss_curves import (
     default_losses,
     probability_grid,
     pseudo_label_curve,
     unknown_logit_gradient,
     unknown_logit_gradients,
 )
+from spml_lightning.analysis.run import LoadedRun
+from spml_lightning.data.base import SPMLDataModule
+from spml_lightning.inference import evaluation_transform, score_dataset, with_transform
 from spml_lightning.losses.functional import bayes_pseudo_label
 from spml_lightning.metrics import average_precision_per_class
 from spml_lightning.module import SPMLModule
@@ -58,57 +53,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CheckpointAnalysis",
-    "LoadedRun",
     "PerClassTable",
     "SplitPredictions",
     "analyze",
-    "load_checkpoint",
-    "load_run",
     "per_class_table",
     "predict_split",
 ]
 
 Split = Literal["train", "val", "test"]
-
-
-def load_checkpoint(ckpt_path: str | Path, map_location: str | torch.device = "cpu") -> SPMLModule:
-    """An SPMLModule from a checkpoint, in eval mode, its loss at the saved epoch's schedule."""
-    path = Path(ckpt_path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"No checkpoint {path}; pass the path of a .ckpt file (or use load_run).")
-    return SPMLModule.load_from_checkpoint(path, map_location=map_location).eval()
-
-
-@dataclass
-class LoadedRun:
-    """A trained model with the datamodule it was trained on."""
-
-    model: SPMLModule
-    datamodule: SPMLDataModule
-    ckpt_path: Path
-
-
-def load_run(
-    config: str | Path, ckpt_path: str | Path = "best", overrides: Sequence[str] = (),
-    map_location: str | torch.device = "cpu",
-) -> LoadedRun:
-    """The checkpoint and the datamodule of an ``spml`` config.
-
-    Args:
-        config: the YAML the model was trained with (``spml fit --config ...``).
-        ckpt_path: a ``.ckpt`` file, or ``best``/``last`` of the newest run under
-            the config's ``trainer.default_root_dir``, as for ``spml test``.
-        overrides: further ``spml`` flags, e.g. ``["--data.init_args.root", "/data/voc"]``.
-        map_location: device the model is loaded on.
-    """
-    # The checkpoint replaces the weights of the model the config builds: skip loading pretrained ones.
-    args = ["--config", str(config), *overrides, "--model.weights", "none", "--trainer.logger", "false"]
-    # LightningCLI warns when it gets args while sys.argv has some too, which is
-    # always the case under the report command; these args are the whole input.
-    with mock.patch.object(sys, "argv", sys.argv[:1]):
-        cli = run_cli(args, run=False)
-    path = Path(resolve_checkpoint(str(ckpt_path), cli.trainer))
-    return LoadedRun(load_checkpoint(path, map_location), cli.datamodule, path)
 
 
 @dataclass
@@ -137,21 +89,16 @@ def predict_split(
     dataset = getattr(datamodule, f"{split}_dataset", None)
     if dataset is None:
         raise RuntimeError(f"{type(datamodule).__name__} has no {split} set after setup().")
-    dataset = copy.copy(dataset)
-    facts = datamodule.preprocessing
-    dataset.transform = reference_transform(facts["image_size"], False, facts["mean"], facts["std"])
-    loader = DataLoader(dataset, batch_size=batch_size or datamodule.batch_size, shuffle=False,
-                        num_workers=datamodule.num_workers)
+    dataset = with_transform(dataset, evaluation_transform(**datamodule.preprocessing))
+    index, logits = score_dataset(
+        model,
+        dataset,
+        batch_size=batch_size or datamodule.batch_size,
+        num_workers=datamodule.num_workers,
+        progress=f"Predicting the {split} set" if progress else None,
+    )
     probabilities = np.zeros(dataset.targets.shape, dtype=np.float32)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for batch in tqdm(loader, desc=f"Predicting the {split} set", disable=not progress, leave=False):
-                logits = model(batch["image"].to(model.device)).float()
-                probabilities[np.asarray(batch["index"])] = torch.sigmoid(logits).cpu().numpy()
-    finally:
-        model.train(was_training)
+    probabilities[index.cpu().numpy()] = torch.sigmoid(logits).cpu().numpy()
     return SplitPredictions(split, probabilities, np.asarray(dataset.targets), np.asarray(dataset.observed),
                             list(dataset.image_paths))
 
@@ -265,7 +212,7 @@ class CheckpointAnalysis:
 
     def figures(self) -> dict[str, Figure]:
         """The diagnostics as figures, by file stem."""
-        from spml_lightning.plots import (
+        from spml_lightning.analysis.plots import (
             plot_distinguishing_ability,
             plot_false_negative_rate,
             plot_loss_gradients,

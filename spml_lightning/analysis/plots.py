@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from spml_lightning.diagnostics import DistinguishingAbility, FalseNegativeRate
+from spml_lightning.analysis.diagnostics import DistinguishingAbility, FalseNegativeRate
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from PIL import Image
 
-    from spml_lightning.sweep import SweepPoint
+    from spml_lightning.analysis.sweep import SweepPoint
 
 __all__ = [
     "plot_distinguishing_ability",

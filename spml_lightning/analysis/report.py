@@ -1,0 +1,201 @@
+"""Write a checkpoint's diagnostics as PNGs and a markdown summary.
+
+    python -m spml_lightning.report --config configs/demo.yaml --ckpt_path best
+    python -m spml_lightning.report --config configs/voc.yaml --ckpt_path runs/voc/.../best.ckpt \\
+        --output_dir report/ --data.init_args.root /data/VOC \\
+        --sweep_root runs/q2_sweep --sweep_parameter q2
+
+Every ``spml`` flag (``--data.init_args.root`` ...) is passed on to the config.
+The output folder (default: ``report_<checkpoint name>`` beside the run's
+``checkpoints`` folder) receives ``summary.md`` (per-class table, numbers,
+figures), ``summary.json``, ``per_class.csv``, ``false_negative_rate.csv`` and
+the PNGs ``false_negative_rate``, ``distinguishing_ability``,
+``loss_gradients`` (and ``sweep`` with ``--sweep_root``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+from spml_lightning.analysis.analyze import CheckpointAnalysis, analyze
+from spml_lightning.analysis.run import load_run
+from spml_lightning.console import RunProgress, run_command
+from spml_lightning.analysis.sweep import SweepPoint
+
+__all__ = ["command", "default_output_dir", "main", "write_report"]
+
+
+def default_output_dir(ckpt_path: Path) -> Path:
+    """``version_N/report_<stem>`` for ``version_N/checkpoints/<stem>.ckpt``, else beside the file."""
+    folder = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
+    return folder / f"report_{ckpt_path.stem}"
+
+
+def _prepare(output_dir: Path, overwrite: bool) -> None:
+    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
+        raise FileExistsError(
+            f"{output_dir} exists and is not empty; pass another --output_dir, or --overwrite to replace "
+            "the report files in it."
+        )
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _number(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.4f}"
+
+
+def write_report(
+    result: CheckpointAnalysis, ckpt_path: Path, output_dir: Path,
+    sweep: tuple[str, str, Sequence[SweepPoint]] | None = None,
+) -> list[Path]:
+    """Write the report files of ``result`` into ``output_dir``; returns the written files.
+
+    Args:
+        result: from ``analysis.analyze``.
+        ckpt_path: the analysed checkpoint (named in the summary).
+        output_dir: existing folder.
+        sweep: optional ``(hyper_parameter, metric, points)`` of a sweep to draw.
+    """
+    written: list[Path] = []
+    figures = result.figures()
+    if sweep is not None:
+        from spml_lightning.analysis.plots import plot_sweep
+
+        figures["sweep"] = plot_sweep(sweep[2], sweep[0], sweep[1])
+    for name, figure in figures.items():
+        written.append(output_dir / f"{name}.png")
+        figure.savefig(written[-1], dpi=120)
+
+    written.append(output_dir / "per_class.csv")
+    result.table.to_csv(written[-1])
+
+    curve = result.false_negative_rate
+    written.append(output_dir / "false_negative_rate.csv")
+    with written[-1].open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["bin_start", "bin_end", "false_negatives", "true_negatives", "rate"])
+        for i in range(len(curve.centers)):
+            rate = "" if math.isnan(curve.rate[i]) else f"{curve.rate[i]:.6g}"
+            writer.writerow([f"{curve.edges[i]:.4g}", f"{curve.edges[i + 1]:.4g}",
+                             int(curve.false_negatives[i]), int(curve.true_negatives[i]), rate])
+
+    unknown_fn, unknown_tn = int(curve.false_negatives.sum()), int(curve.true_negatives.sum())
+    numbers = {
+        "checkpoint": str(ckpt_path),
+        "loss_schedule": result.schedule,
+        "split": result.table.split,
+        "mAP": result.table.mean_average_precision,
+        "wasserstein_distance": None if math.isnan(result.distinguishing.wasserstein) else result.distinguishing.wasserstein,
+        "unknown_labels": unknown_fn + unknown_tn,
+        "unknown_positives": unknown_fn,
+        "gradient_failures": result.gradient_failures,
+    }
+    written.append(output_dir / "summary.json")
+    written[-1].write_text(json.dumps(numbers, indent=1))
+
+    share = unknown_fn / max(unknown_fn + unknown_tn, 1)
+    lines = [
+        f"# Checkpoint report: {ckpt_path.name}",
+        "",
+        f"- checkpoint: `{ckpt_path}`",
+        f"- loss schedule at: {result.schedule}",
+        f"- **mAP ({result.table.split}): {result.table.mean_average_precision:.2f}**",
+        f"- unknown labels in the training set: {unknown_fn + unknown_tn}, of which truly positive "
+        f"(false negatives): {unknown_fn} ({100 * share:.2f} %)",
+        f"- Wasserstein distance between p of unknown positives and unknown negatives: "
+        f"{_number(result.distinguishing.wasserstein)}",
+        "",
+        "## Per-class AP and class statistics",
+        "",
+        result.table.to_markdown(),
+        "",
+        "## FN / (FN + TN) of the unknown labels per confidence bin",
+        "",
+        "100 bins on [0, 1]; bins without unknown labels are empty (not drawn). "
+        "Counts per bin: `false_negative_rate.csv`.",
+        "",
+        "![FN rate](false_negative_rate.png)",
+        "",
+        "## Distinguishing ability",
+        "",
+        "![distinguishing ability](distinguishing_ability.png)",
+        "",
+        "## Gradient of the losses w.r.t. the logit of an unknown label",
+        "",
+        "![loss gradients](loss_gradients.png)",
+    ]
+    for name, reason in result.gradient_failures.items():
+        lines.append(f"\n- {name}: not drawn, it cannot be built with default arguments ({reason})")
+    if sweep is not None:
+        parameter, metric, points = sweep
+        lines += ["", f"## {metric} over {parameter}", "", "![sweep](sweep.png)", "",
+                  f"| {parameter} | {metric} | run |", "|---:|---:|---|"]
+        lines += [f"| {p.value} | {p.metric:.2f} | `{p.run_dir}` |" for p in points]
+    written.append(output_dir / "summary.md")
+    written[-1].write_text("\n".join(lines) + "\n")
+    return written
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m spml_lightning.report",
+        description="Write a checkpoint's per-class table and SPML diagnostics (PNGs + summary.md). "
+        "Flags not listed here (--data.init_args.root ...) are spml config overrides.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--config", required=True, help="the spml YAML the model was trained with")
+    parser.add_argument("--ckpt_path", default="best", help="a .ckpt file, or best/last of the newest run")
+    parser.add_argument("--output_dir", type=Path, default=None, help="default: report_<ckpt> beside the run")
+    parser.add_argument("--split", default="test", choices=("test", "val", "train"), help="split of the AP table")
+    parser.add_argument("--bins", type=int, default=100, help="bins of the FN/(FN+TN) curve on [0, 1]")
+    parser.add_argument("--overwrite", action="store_true", help="replace the files of an existing report")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bars")
+    parser.add_argument("--sweep_root", type=Path, default=None, help="folder of runs for a sweep plot")
+    parser.add_argument("--sweep_parameter", default=None, help="hyper-parameter of the sweep, e.g. q2")
+    parser.add_argument("--sweep_metric", default="test/mAP", help="metric of the sweep")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, progress: RunProgress | None = None) -> Path:
+    """Write the report of ``argv`` (the command line without the program name); the output folder.
+
+    Errors propagate; :func:`command` is the command line's entry point with exit statuses.
+    """
+    parser = _parser()
+    args, overrides = parser.parse_known_args(argv)
+    if (args.sweep_root is None) != (args.sweep_parameter is None):
+        parser.error("--sweep_root and --sweep_parameter go together.")
+    unknown = [a for a in overrides if a.startswith("--") and "." not in a.split("=")[0]]
+    if unknown:
+        parser.error(
+            f"unrecognised arguments {unknown} (spml overrides look like --data.init_args.root)."
+        )
+    if progress is not None:
+        progress.started = True
+    run = load_run(args.config, args.ckpt_path, overrides)
+    output_dir = args.output_dir or default_output_dir(run.ckpt_path)
+    _prepare(output_dir, args.overwrite)
+    sweep = None
+    if args.sweep_root is not None:
+        from spml_lightning.analysis.sweep import collect_sweep
+
+        sweep = (args.sweep_parameter, args.sweep_metric,
+                 collect_sweep(args.sweep_root, args.sweep_parameter, args.sweep_metric))
+    result = analyze(run, split=args.split, bins=args.bins, progress=not args.no_progress)
+    write_report(result, run.ckpt_path, output_dir, sweep)
+    print(f"Report written to {output_dir / 'summary.md'}")
+    return output_dir
+
+
+def command(argv: Sequence[str] | None = None) -> int:
+    """``python -m spml_lightning.report``: 0 on success, 1 when the report fails, 2 for bad arguments."""
+    return run_command("python -m spml_lightning.report", main, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(command())

@@ -1,0 +1,56 @@
+"""What a training run needs around the model: checkpoints, callbacks, the NaN guard.
+
+* ``atomic_io`` -- checkpoint files written to a temporary file and renamed into place;
+* ``resumable_checkpoint`` -- ``last.ckpt`` every epoch (and every n steps), top-k kept on resume;
+* ``checkpoint_files`` -- ``best``/``last`` of a run, checking and reading a checkpoint file;
+* ``compatibility`` -- whether a checkpoint fits the run that loads it;
+* ``callbacks`` -- the reference's stopping rule, one checkpoint for every DDP rank;
+* ``prediction_writer`` -- what ``spml predict`` writes;
+* ``finite_loss`` -- stop at the first non-finite loss;
+* ``log_versions`` -- a ``version_N`` folder per run.
+"""
+
+from spml_lightning.training.atomic_io import AtomicCheckpointIO, atomic_torch_save
+from spml_lightning.training.callbacks import (
+    DropFromBestStopping,
+    SameCheckpointOnEveryRank,
+    check_same_checkpoint,
+)
+from spml_lightning.training.checkpoint_files import (
+    check_checkpoint_file,
+    checkpoint_callback_states,
+    checkpoint_facts,
+    continue_in_checkpoint_folder,
+    describe_resume,
+    find_checkpoint,
+    read_checkpoint,
+    resolve_checkpoint,
+)
+from spml_lightning.training.compatibility import check_class_names, resume_plan
+from spml_lightning.training.finite_loss import FiniteLossGuard, NonFiniteLossError
+from spml_lightning.training.log_versions import reserve_log_version
+from spml_lightning.training.prediction_writer import PredictionWriter
+from spml_lightning.training.resumable_checkpoint import ResumableCheckpoint
+
+__all__ = [
+    "AtomicCheckpointIO",
+    "DropFromBestStopping",
+    "FiniteLossGuard",
+    "NonFiniteLossError",
+    "PredictionWriter",
+    "ResumableCheckpoint",
+    "SameCheckpointOnEveryRank",
+    "atomic_torch_save",
+    "check_checkpoint_file",
+    "check_class_names",
+    "check_same_checkpoint",
+    "checkpoint_callback_states",
+    "checkpoint_facts",
+    "continue_in_checkpoint_folder",
+    "describe_resume",
+    "find_checkpoint",
+    "read_checkpoint",
+    "reserve_log_version",
+    "resolve_checkpoint",
+    "resume_plan",
+]
