@@ -38,7 +38,7 @@ def preset_for(loss: str) -> Path:
     return path
 
 
-#: The run length the presets' VOC values were published for (SPEC §3: 8 epochs on VOC).
+#: The run length the presets' VOC values were published for (8 epochs on VOC, as the papers trained).
 PAPER_EPOCHS = 8
 
 

@@ -2,7 +2,7 @@
 
 Sides, all on the same model, data and device, interleaved in one run:
 
-- ``reference``: a plain PyTorch loop that follows SPEC §4 -- PIL decode,
+- ``reference``: a plain PyTorch loop that follows the reference protocol (Cole et al., CVPR 2021) -- PIL decode,
   ``Resize((S, S))``, random flip, ImageNet normalisation, fp32, Adam (head at
   10x), batch 8; validation collects sigmoid scores and computes exact mAP. It
   is written lean (no per-step ``.item()``, no logging), so it is the fastest
@@ -95,7 +95,7 @@ class Settings:
 # -- the plain reference loop ---------------------------------------------------------
 
 class ReferenceDataset(Dataset):
-    """SPEC §4's data set as the reference code writes it: PIL decode per item."""
+    """The reference protocol's data set as the reference code writes it: PIL decode per item."""
 
     def __init__(self, paths: list[str], observed: np.ndarray, targets: np.ndarray, train: bool, size: int) -> None:
         self.paths, self.observed, self.targets = paths, observed, targets
@@ -123,7 +123,7 @@ class ReferenceDataset(Dataset):
 
 
 def reference_datasets(root: Path, size: int) -> tuple[ReferenceDataset, ReferenceDataset]:
-    """Train and val sets of the formatted data set by the protocol (SPEC §4)."""
+    """Train and val sets of the formatted data set by the protocol (Cole et al., CVPR 2021)."""
     from spml_lightning.data.protocol import observe_single_positive, split_train_val
 
     names = np.load(root / "formatted_train_images.npy")

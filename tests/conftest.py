@@ -14,10 +14,7 @@ os.environ.setdefault("PYTHONHASHSEED", "0")
 # which made Trainer tests 10x slower (19 s instead of 1.9 s; bench/README.md).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-#: A demo set small enough for seconds-long training runs on a 2-core CPU.
-TINY_DEMO = {"num_train": 80, "num_test": 40, "render_size": 32}
+from probes import REPO_ROOT, TINY_DEMO, demo_args
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +55,6 @@ def tiny_run(tmp_path_factory, tiny_demo_root) -> dict:
     ``test_map`` (test mAP of ``best``).
     """
     from spml_lightning.cli import run_cli
-    from test_cli import demo_args  # the demo config pointed at the tiny data set
 
     args = demo_args(tmp_path_factory.mktemp("tiny_run"), tiny_demo_root)
     fit = run_cli(["fit", *args])

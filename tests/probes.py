@@ -16,8 +16,30 @@ from pathlib import Path
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from spml_lightning import SPMLModule
+
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
+
+#: A demo set small enough for seconds-long training runs on a 2-core CPU.
+TINY_DEMO = {"num_train": 80, "num_test": 40, "render_size": 32}
+
+
+def demo_args(tmp_path: Path, tiny_demo_root: Path) -> list[str]:
+    """spml flags: configs/demo.yaml on the tiny demo set, 2 short epochs, runs under ``tmp_path``."""
+    return [
+        "--config", str(REPO_ROOT / "configs" / "demo.yaml"),
+        "--trainer.default_root_dir", str(tmp_path / "runs"),
+        "--trainer.max_epochs", "2",
+        "--trainer.limit_train_batches", "2",
+        "--trainer.enable_progress_bar", "false",
+        "--data.init_args.root", str(tiny_demo_root),
+        "--data.init_args.num_train", str(TINY_DEMO["num_train"]),
+        "--data.init_args.num_test", str(TINY_DEMO["num_test"]),
+        "--data.init_args.render_size", str(TINY_DEMO["render_size"]),
+        "--data.init_args.image_size", "32",
+        "--data.init_args.num_workers", "0",
+    ]
 
 
 def subprocess_env() -> dict[str, str]:
@@ -169,3 +191,27 @@ def read_records(prefix: str | Path, rank: int = 0) -> list[dict]:
     """The events a RunRecorder wrote for one rank, in order."""
     path = Path(f"{prefix}.rank{rank}.jsonl")
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def make_trainer(tmp_path: Path, **kwargs) -> Trainer:
+    """A quiet one-epoch CPU Trainer (no logger, checkpoints or sanity check); ``kwargs`` override."""
+    defaults = dict(
+        max_epochs=1,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+    )
+    defaults.update(kwargs)
+    return Trainer(**defaults)
+
+
+def tiny_model(**kwargs) -> SPMLModule:
+    """A from-scratch ResNet-18 SPMLModule for the 14 demo classes; ``kwargs`` override."""
+    defaults = dict(num_classes=14, backbone="resnet18", weights="none", lr=1e-3, lr_mult=1.0)
+    defaults.update(kwargs)
+    return SPMLModule(**defaults)

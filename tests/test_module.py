@@ -3,34 +3,13 @@
 import numpy as np
 import pytest
 import torch
-from lightning.pytorch import Trainer
 from PIL import Image
 
 from spml_lightning import GRLoss, SPMLModule
 from spml_lightning.metrics import mean_average_precision
 from spml_lightning.module import _first_occurrences
 
-
-def make_trainer(tmp_path, **kwargs) -> Trainer:
-    defaults = dict(
-        max_epochs=1,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=tmp_path,
-    )
-    defaults.update(kwargs)
-    return Trainer(**defaults)
-
-
-def tiny_model(**kwargs) -> SPMLModule:
-    defaults = dict(num_classes=14, backbone="resnet18", weights="none", lr=1e-3, lr_mult=1.0)
-    defaults.update(kwargs)
-    return SPMLModule(**defaults)
+from probes import make_trainer, tiny_model
 
 
 def test_schedule_is_applied_and_logged_each_epoch(tmp_path, tiny_demo):

@@ -179,7 +179,7 @@ def _schedule_label(model: SPMLModule) -> str:
 
 @dataclass
 class CheckpointAnalysis:
-    """Every diagnostic of SPEC §6 for one checkpoint (see :func:`analyze`).
+    """Every diagnostic of the GR Loss paper for one checkpoint (see :func:`analyze`).
 
     Attributes:
         table: per-class AP on the evaluated split with training-label counts.

@@ -1,4 +1,4 @@
-"""SPML diagnostics of SPEC §6 as pure functions of arrays.
+"""The GR Loss paper's diagnostics (Chen et al., IJCAI 2024) as pure functions of arrays.
 
 Everything here takes the model's probabilities ``p`` (N, C), the observed
 labels (N, C; 1 observed positive, 0 unknown, -1 observed negative) and the
@@ -102,7 +102,7 @@ class FalseNegativeRate:
 def false_negative_rate(
     probabilities: np.ndarray, observed: np.ndarray, targets: np.ndarray, bins: int = 100
 ) -> FalseNegativeRate:
-    """FN/(FN+TN) of the unknown entries per bin of p (SPEC §6, the paper's Fig. 5).
+    """FN/(FN+TN) of the unknown entries per bin of p (the GR Loss paper's Fig. 5).
 
     The bins split the SHARED range [0, 1] into ``bins`` equal parts (the
     last one closed, so p = 1 counts), whatever range the scores cover, so

@@ -52,7 +52,7 @@ def unknown_logit_gradient(
     class 1 unknown with probability p. The gradient of the loss with respect
     to the unknown logit, computed by autograd through the loss's own
     ``forward``, is multiplied by ``scale`` (default: the number of entries, 2,
-    which undoes the mean over B·C entries that SPML losses use, SPEC §3), so
+    which undoes the mean over B·C entries that SPML losses use), so
     it is the per-entry gradient the paper plots. Each p gets a fresh copy of
     the loss in training mode, so stateful losses are neither changed nor
     influenced by the other points; a loss with per-sample state gets a fresh
@@ -138,7 +138,7 @@ def unknown_logit_gradients(
 def pseudo_label_curve(loss: nn.Module, probabilities: np.ndarray) -> np.ndarray | None:
     """The soft pseudo-label k̂(p) a loss gives an unknown entry, in its current state.
 
-    Defined for GR Loss (SPEC §2): ``sigmoid(w·p + b)`` with the scheduled
+    Defined for GR Loss (Chen et al., IJCAI 2024): ``sigmoid(w·p + b)`` with the scheduled
     (w, b) in force (see ``GRLoss.set_epoch``), the Bayes form
     ``(1 - a)·p / (1 - a·p)``, or the learned per-class logistic regressions.
     Other losses have no k̂ of their own to compare (in the GR framework AN's is

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from community_reference import copy_fixture
-from test_hostile_input import decompression_bomb
+from image_files import decompression_bomb
 from spml_lightning.data import (
     COCODataModule,
     CUBDataModule,

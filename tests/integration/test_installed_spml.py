@@ -10,9 +10,17 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO_ROOT
-from integration.helpers import NOISE, TINY_DEMO_FLAGS, describe, installed_spml, run, user_env
+from integration.helpers import (
+    NOISE,
+    TINY_DEMO_FLAGS,
+    describe,
+    installed_spml,
+    run,
+    user_env,
+)
+
+from spml_lightning.cli import main
 
 DEMO = str(REPO_ROOT / "configs" / "demo.yaml")
 
@@ -52,24 +60,35 @@ def test_fit_then_test_then_predict_exit_0_in_a_shell(tmp_path, tiny_demo_root):
     assert rows[0][:2] == ["image", "labels"] and len(rows[0]) == 2 + 14 and len(rows) == 1 + 40
 
 
-@pytest.mark.parametrize(
-    "extra,message",
-    [
-        (["--data.init_args.batch_size", "0"], "spml fit: error: batch_size must be at least 1, got 0."),
-        (["--model.loss", "GRLoss", "--model.loss.init_args.q2", "0"],
-         "spml fit: error: q2 must be a finite number > 0 (exponent of the robust positive loss L2), found 0.0."),
-        (["--trainer.max_epochs", "0"], "spml fit: error: --trainer.max_epochs 0: spml fit trains for a number"),
-        (["--model.lr", "fast"], "spml fit: error: --model.lr: Expected a <class 'float'>. Got value: fast"),
-        (["--model.no_such_knob", "1"], "spml fit: error: unrecognized arguments: --model.no_such_knob 1"),
-    ],
-    ids=["batch_size 0", "q2 0", "max_epochs 0", "lr not a number", "unknown flag"],
-)
-def test_a_bad_value_exits_2_with_one_line_naming_it(tmp_path, tiny_demo_root, extra, message):
+#: (flags, the last line spml prints): usage errors, i.e. exit status 2.
+BAD_VALUES = [
+    (["--data.init_args.batch_size", "0"], "spml fit: error: batch_size must be at least 1, got 0."),
+    (["--model.loss", "GRLoss", "--model.loss.init_args.q2", "0"],
+     "spml fit: error: q2 must be a finite number > 0 (exponent of the robust positive loss L2), "
+     "found 0.0."),
+    (["--trainer.max_epochs", "0"], "spml fit: error: --trainer.max_epochs 0: spml fit trains for a number"),
+    (["--model.lr", "fast"], "spml fit: error: --model.lr: Expected a <class 'float'>. Got value: fast"),
+    (["--model.no_such_knob", "1"], "spml fit: error: unrecognized arguments: --model.no_such_knob 1"),
+]
+
+
+@pytest.mark.parametrize("extra,message", BAD_VALUES, ids=["batch_size 0", "q2 0", "max_epochs 0",
+                                                          "lr not a number", "unknown flag"])
+def test_a_bad_value_returns_2_with_one_line_naming_it(tmp_path, tiny_demo_root, capsys, extra, message):
+    # In process, the same main() the console script calls (one subprocess below checks the script).
+    assert main(["fit", *demo_flags(tmp_path, tiny_demo_root), *extra]) == 2
+    stderr = capsys.readouterr().err
+    assert last_line(stderr).startswith(message), stderr
+    assert "Traceback" not in stderr and "Namespace(" not in stderr, stderr
+    assert len(stderr.splitlines()) <= 3, stderr
+
+
+def test_the_installed_script_exits_2_on_a_bad_value(tmp_path, tiny_demo_root):
+    extra, message = BAD_VALUES[1]
     result = run([str(installed_spml()), "fit", *demo_flags(tmp_path, tiny_demo_root), *extra], cwd=tmp_path)
     assert result.returncode == 2, describe(result)
-    assert last_line(result.stderr).startswith(message), describe(result)
-    assert "Traceback" not in result.stderr and "Namespace(" not in result.stderr, describe(result)
-    assert len(result.stderr.splitlines()) <= 3, describe(result)
+    assert last_line(result.stderr) == message, describe(result)
+    assert "Traceback" not in result.stderr, describe(result)
 
 
 def test_a_failed_run_exits_1_and_python_m_is_the_same_command(tmp_path, tiny_demo_root):
@@ -83,10 +102,9 @@ def test_a_failed_run_exits_1_and_python_m_is_the_same_command(tmp_path, tiny_de
         assert "Traceback" not in result.stderr
 
 
-def test_help_exits_0(tmp_path):
-    result = run([str(installed_spml()), "fit", "--help"], cwd=tmp_path)
-    assert result.returncode == 0, describe(result)
-    assert "--model.loss" in result.stdout
+def test_help_returns_0(capsys):
+    assert main(["fit", "--help"]) == 0
+    assert "--model.loss" in capsys.readouterr().out
 
 
 def test_ctrl_c_exits_130(tmp_path, tiny_demo_root):

@@ -9,9 +9,15 @@ import tomllib
 import numpy as np
 import pytest
 import torch
-
 from conftest import REPO_ROOT, TINY_DEMO
-from integration.helpers import NOISE, TINY_DEMO_FLAGS, describe, installed_spml, link_repo_files, run
+from integration.helpers import (
+    NOISE,
+    TINY_DEMO_FLAGS,
+    describe,
+    installed_spml,
+    link_repo_files,
+    run,
+)
 
 README = (REPO_ROOT / "README.md").read_text()
 

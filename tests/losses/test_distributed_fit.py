@@ -15,7 +15,7 @@ from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from spml_lightning.losses import AsymmetricPseudoLabelLoss
-from test_module import tiny_model
+from probes import tiny_model
 
 
 class DumpLossState(Callback):

@@ -14,7 +14,7 @@ from spml_lightning.losses import (
     LargeLossPermanentCorrectionLoss,
     OnlineLabelEstimationLoss,
 )
-from test_module import make_trainer, tiny_model
+from probes import make_trainer, tiny_model
 
 
 class ScoreSpy(AsymmetricPseudoLabelLoss):

@@ -13,7 +13,7 @@ from PIL import Image
 from spml_lightning import SPMLModule
 from spml_lightning.cli import run_cli
 
-from test_cli import demo_args
+from probes import demo_args
 
 LEGACY = Path(__file__).resolve().parent / "legacy"
 

@@ -11,12 +11,16 @@ import subprocess
 import sys
 
 import pytest
+from probes import (
+    TESTS_DIR,
+    demo_args,
+    read_records,
+    subprocess_env,
+    write_callbacks_config,
+)
 
 from spml_lightning.cli import run_cli
 from spml_lightning.data.demo import write_demo_dataset
-
-from probes import TESTS_DIR, read_records, subprocess_env, write_callbacks_config
-from test_cli import demo_args
 
 ODD_DEMO = {"num_train": 85, "num_test": 41, "render_size": 32}  # 68 train / 17 val, 41 test
 

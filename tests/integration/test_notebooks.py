@@ -3,7 +3,6 @@
 import os
 
 import pytest
-
 from conftest import REPO_ROOT
 
 nbformat = pytest.importorskip("nbformat", reason='the notebook tests need the "notebooks" extra')

@@ -9,23 +9,21 @@ image rows are in the same kind of table in tests/data/test_folder.py.
 from __future__ import annotations
 
 import re
-import struct
 import warnings
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from image_files import decompression_bomb, noise, write_png_rgb48
 from PIL import Image
+from probes import demo_args
 
 from spml_lightning.cli import run_cli
 from spml_lightning.data.base import SPMLImageDataset, unreadable_reason
 from spml_lightning.data.io import load_rgb
 from spml_lightning.data.transforms import reference_transform
-
-from test_cli import demo_args
 
 
 def assert_not_from_torch(excinfo: pytest.ExceptionInfo) -> None:
@@ -34,31 +32,6 @@ def assert_not_from_torch(excinfo: pytest.ExceptionInfo) -> None:
 
 
 # -- images ----------------------------------------------------------------------------------------
-
-def noise(size: int = 32, channels: int = 3) -> np.ndarray:
-    return np.random.default_rng(0).integers(0, 256, (size, size, channels), dtype=np.uint8)
-
-
-def write_png(path: Path, width: int, height: int, bit_depth: int, color_type: int, raw: bytes) -> None:
-    """A PNG written by hand from its IHDR fields and raw (filtered) scanlines, which may be too few."""
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-
-    header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
-
-
-def write_png_rgb48(path: Path, rgb16: np.ndarray) -> None:
-    """A 16-bit-per-channel RGB PNG (Pillow cannot write one)."""
-    height, width, _ = rgb16.shape
-    write_png(path, width, height, 16, 2, b"".join(b"\x00" + row.astype(">u2").tobytes() for row in rgb16))
-
-
-def decompression_bomb(path: Path) -> None:
-    """A 1-bit grey PNG whose header claims 20000 x 20000 pixels (more than twice Pillow's limit), in 65 bytes."""
-    write_png(path, 20000, 20000, 1, 0, b"")
-
 
 def truncated_jpeg(path: Path) -> None:
     Image.fromarray(noise()).save(path, quality=95)

@@ -17,11 +17,9 @@ import sys
 import numpy as np
 import pytest
 from lightning.pytorch import Callback
+from probes import demo_args, write_callbacks_config
 
 from spml_lightning.cli import run_cli
-
-from probes import write_callbacks_config
-from test_cli import demo_args
 
 pytestmark = [
     pytest.mark.slow,

@@ -9,7 +9,7 @@ from spml_lightning import GRLoss
 from spml_lightning.training import ResumableCheckpoint
 from spml_lightning.training.finite_loss import FiniteLossGuard, NonFiniteLossError
 
-from test_module import make_trainer, tiny_model
+from probes import make_trainer, tiny_model
 
 
 class NaNFromStep(GRLoss):

@@ -32,14 +32,24 @@ from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch.utilities.rank_zero import rank_zero_only as lightning_rank_zero_only
-from lightning_utilities.core.rank_zero import rank_zero_only as utilities_rank_zero_only
-
 from ddp_harness import run_ranks
-from probes import REPO_ROOT, read_records, subprocess_env, tensor_digest, write_callbacks_config
+from lightning.pytorch.utilities.rank_zero import (
+    rank_zero_only as lightning_rank_zero_only,
+)
+from lightning_utilities.core.rank_zero import (
+    rank_zero_only as utilities_rank_zero_only,
+)
+from probes import (
+    REPO_ROOT,
+    demo_args,
+    read_records,
+    subprocess_env,
+    tensor_digest,
+    write_callbacks_config,
+)
+
 from spml_lightning.cli import run_cli
 from spml_lightning.training import SameCheckpointOnEveryRank, check_same_checkpoint
-from test_cli import demo_args
 
 SECTION = "### Several machines"
 LAUNCH_TIMEOUT_S = 300

@@ -1,31 +1,12 @@
 """The spml command end to end: fit -> test -> predict on the demo config."""
 
-import subprocess
-import sys
 
 import pytest
 import torch
+from probes import demo_args
 
 from spml_lightning import SPMLModule
 from spml_lightning.cli import run_cli
-
-from conftest import REPO_ROOT, TINY_DEMO
-
-
-def demo_args(tmp_path, tiny_demo_root) -> list[str]:
-    return [
-        "--config", str(REPO_ROOT / "configs" / "demo.yaml"),
-        "--trainer.default_root_dir", str(tmp_path / "runs"),
-        "--trainer.max_epochs", "2",
-        "--trainer.limit_train_batches", "2",
-        "--trainer.enable_progress_bar", "false",
-        "--data.init_args.root", str(tiny_demo_root),
-        "--data.init_args.num_train", str(TINY_DEMO["num_train"]),
-        "--data.init_args.num_test", str(TINY_DEMO["num_test"]),
-        "--data.init_args.render_size", str(TINY_DEMO["render_size"]),
-        "--data.init_args.image_size", "32",
-        "--data.init_args.num_workers", "0",
-    ]
 
 
 def test_fit_test_predict_then_reload(tmp_path, tiny_demo_root):
@@ -68,11 +49,3 @@ def test_missing_checkpoint_is_explained(tmp_path, tiny_demo_root):
 def test_bad_hyper_parameter_names_the_parameter(tmp_path, tiny_demo_root):
     with pytest.raises(ValueError, match="q2"):
         run_cli(["fit", *demo_args(tmp_path, tiny_demo_root), "--model.loss.init_args.q2", "-1"])
-
-
-def test_module_entry_point_matches_console_script():
-    result = subprocess.run(
-        [sys.executable, "-m", "spml_lightning", "--help"], capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0
-    assert "fit" in result.stdout and "test" in result.stdout and "predict" in result.stdout

@@ -31,7 +31,7 @@ from spml_lightning.training import resolve_checkpoint
 
 from conftest import REPO_ROOT
 from probes import final_weights, read_records, subprocess_env, write_callbacks_config
-from test_cli import demo_args
+from probes import demo_args
 
 def resume_args(tmp_path: Path, tiny_demo_root: Path, name: str, pause_at_step: int | None = None) -> list[str]:
     """Tiny demo: 64 train images in 4 batches, 2 epochs, last.ckpt refreshed every 3 steps."""
@@ -153,7 +153,7 @@ def test_last_checkpoint_follows_every_epoch_even_without_improvement(tmp_path, 
     """Lightning >= 2.5 refreshes last.ckpt only with a new top-k file; resuming needs every epoch."""
     from lightning.pytorch import Callback
 
-    from test_module import make_trainer, tiny_model
+    from probes import make_trainer, tiny_model
 
     class ConstantMetric(Callback):
         def on_validation_epoch_end(self, trainer, pl_module):

@@ -37,12 +37,12 @@ def test_load_run_finds_the_best_checkpoint(run, tiny_run):
 def test_loaded_loss_is_at_the_checkpoint_epoch(tiny_run):
     model = load_checkpoint(tiny_run["final"])
     assert model.loss_schedule == {"epoch": 1, "max_epochs": 2, "linear_init": 0}
-    # SPEC §2 reference schedule, e = 2, T = 2: w = 0 + 2 * (2 - 1) / 2, mu = 0.5 + 0.3 * 2 / 2.
+    # The reference GR code's schedule, e = 2, T = 2: w = 0 + 2 * (2 - 1) / 2, mu = 0.5 + 0.3 * 2 / 2.
     assert model.loss.current.w == pytest.approx(1.0) and model.loss.current.mu == pytest.approx(0.8)
     best = load_checkpoint(tiny_run["best"])
     e = saved_epoch(tiny_run["best"]) + 1
     assert best.loss_schedule["epoch"] == e - 1
-    # SPEC §2: w = 2 * max(e - 1, 0) / 2, sigma = 2 + (0.5 - 2) * e / 2.
+    # The reference GR code's schedule: w = 2 * max(e - 1, 0) / 2, sigma = 2 + (0.5 - 2) * e / 2.
     assert best.loss.current.w == pytest.approx(2 * (e - 1) / 2)
     assert best.loss.current.sigma == pytest.approx(2 - 1.5 * e / 2)
     with pytest.raises(FileNotFoundError, match="No checkpoint"):

@@ -20,7 +20,7 @@ from spml_lightning.losses import (
 )
 
 from conftest import REPO_ROOT
-from test_cli import demo_args
+from probes import demo_args
 
 DEMO = str(REPO_ROOT / "configs" / "demo.yaml")
 PRESETS = sorted((REPO_ROOT / "configs" / "losses").glob("*.yaml"))

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from probes import demo_args, final_weights
 
 from spml_lightning.cli import run_cli
 from spml_lightning.data.sampling import ResumableDataLoader
-
-from probes import final_weights
-from test_cli import demo_args
 
 
 def test_two_seeded_deterministic_fits_are_bit_identical(tmp_path, tiny_demo_root, restore_determinism):
