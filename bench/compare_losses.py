@@ -34,7 +34,9 @@ def preset_for(loss: str) -> Path:
     """The preset of a registry name: ``EM+APL`` -> ``configs/losses/em_apl.yaml``."""
     path = PRESETS / f"{loss.lower().replace('+', '_').replace('-', '_')}.yaml"
     if not path.is_file():
-        raise FileNotFoundError(f"No preset {path} for loss {loss!r}; every registry name needs one.")
+        raise FileNotFoundError(
+            f"No preset {path} for loss {loss!r}; every registry name needs one."
+        )
     return path
 
 
@@ -55,8 +57,10 @@ def loss_arguments(loss: str, epochs: int) -> list[str]:
     warmup = init_args.get("warmup_epochs")
     if warmup is not None and epochs != PAPER_EPOCHS:
         scaled = min(max(1, round(warmup * epochs / PAPER_EPOCHS)), epochs - 1)
-        print(f"note: {loss} warm-up {warmup} of {PAPER_EPOCHS} epochs -> warmup_epochs={scaled} of {epochs}",
-              flush=True)
+        print(
+            f"note: {loss} warm-up {warmup} of {PAPER_EPOCHS} epochs -> warmup_epochs={scaled} of {epochs}",
+            flush=True,
+        )
         args += ["--model.loss.init_args.warmup_epochs", str(scaled)]
     return args
 
@@ -64,17 +68,25 @@ def loss_arguments(loss: str, epochs: int) -> list[str]:
 def run(loss: str, seed: int, config: Path, workdir: Path, epochs: int, extra: list[str]) -> float:
     """Fit one loss with one seed, test its best-val checkpoint; return test mAP."""
     args = [
-        "--config", str(config),
+        "--config",
+        str(config),
         *loss_arguments(loss, epochs),
-        "--seed_everything", str(seed),
-        "--trainer.max_epochs", str(epochs),
-        "--trainer.default_root_dir", str(workdir / f"{preset_for(loss).stem}-{seed}"),
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false",
+        "--seed_everything",
+        str(seed),
+        "--trainer.max_epochs",
+        str(epochs),
+        "--trainer.default_root_dir",
+        str(workdir / f"{preset_for(loss).stem}-{seed}"),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
         *extra,
     ]
     cli = run_cli(["fit", *args])
-    (result,) = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False)
+    (result,) = cli.trainer.test(
+        cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False
+    )
     return float(result["test/mAP"])
 
 
@@ -87,7 +99,10 @@ def read_results(path: Path) -> list[dict]:
 def table(records: list[dict], losses: list[str]) -> str:
     """Markdown table of mean ± std test mAP per loss, in registry order."""
     # Per-seed values too: with 3 seeds a gap smaller than the spread only shows seed by seed.
-    lines = ["| loss | test mAP (mean ± std) | per seed | seeds | epochs |", "|---|---|---|---|---|"]
+    lines = [
+        "| loss | test mAP (mean ± std) | per seed | seeds | epochs |",
+        "|---|---|---|---|---|",
+    ]
     for loss in losses:
         rows = sorted((r for r in records if r["loss"] == loss), key=lambda r: r["seed"])
         if not rows:
@@ -97,28 +112,56 @@ def table(records: list[dict], losses: list[str]) -> str:
         per_seed = " / ".join(f"{v:.2f}" for v in values)
         seeds = ", ".join(str(r["seed"]) for r in rows)
         epochs = ", ".join(sorted({str(r["epochs"]) for r in rows}))
-        lines.append(f"| {loss} | {statistics.mean(values):.2f} ± {std:.2f} | {per_seed} | {seeds} | {epochs} |")
+        lines.append(
+            f"| {loss} | {statistics.mean(values):.2f} ± {std:.2f} | {per_seed} | {seeds} | {epochs} |"
+        )
     return "\n".join(lines)
 
 
 def main_bench() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "demo.yaml")
-    parser.add_argument("--losses", nargs="+", default=list(LOSSES), choices=list(LOSSES), metavar="NAME",
-                        help=f"registry names (default: all of {', '.join(LOSSES)})")
+    parser.add_argument(
+        "--losses",
+        nargs="+",
+        default=list(LOSSES),
+        choices=list(LOSSES),
+        metavar="NAME",
+        help=f"registry names (default: all of {', '.join(LOSSES)})",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=None, help="trainer.max_epochs (default: the config's)")
-    parser.add_argument("--workdir", type=Path, default=REPO / "runs" / "compare_losses",
-                        help="runs and the results file go here")
-    parser.add_argument("--resume", action="store_true", help="skip (loss, seed, epochs) already in the results file")
-    parser.add_argument("--table-only", action="store_true", help="print the table of the results file and exit")
-    parser.add_argument("extra", nargs=argparse.REMAINDER, help="after --: more spml arguments for every run")
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="trainer.max_epochs (default: the config's)"
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=REPO / "runs" / "compare_losses",
+        help="runs and the results file go here",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip (loss, seed, epochs) already in the results file",
+    )
+    parser.add_argument(
+        "--table-only", action="store_true", help="print the table of the results file and exit"
+    )
+    parser.add_argument(
+        "extra", nargs=argparse.REMAINDER, help="after --: more spml arguments for every run"
+    )
     args = parser.parse_args()
     results = args.workdir / "results.jsonl"
     epochs = args.epochs or int(yaml.safe_load(args.config.read_text())["trainer"]["max_epochs"])
     if not args.table_only:
         args.workdir.mkdir(parents=True, exist_ok=True)
-        done = {(r["loss"], r["seed"], r["epochs"]) for r in read_results(results)} if args.resume else set()
+        done = (
+            {(r["loss"], r["seed"], r["epochs"]) for r in read_results(results)}
+            if args.resume
+            else set()
+        )
         if not args.resume and results.exists():
             results.unlink()
         extra = [a for a in args.extra if a != "--"]
@@ -129,7 +172,13 @@ def main_bench() -> None:
                 start = time.perf_counter()
                 value = run(loss, seed, args.config, args.workdir, epochs, extra)
                 seconds = time.perf_counter() - start
-                record = {"loss": loss, "seed": seed, "epochs": epochs, "test_map": value, "seconds": round(seconds)}
+                record = {
+                    "loss": loss,
+                    "seed": seed,
+                    "epochs": epochs,
+                    "test_map": value,
+                    "seconds": round(seconds),
+                }
                 with results.open("a") as handle:
                     handle.write(json.dumps(record) + "\n")
                 print(f"{loss:>6} seed {seed}: test mAP {value:.2f}  ({seconds:.0f} s)", flush=True)

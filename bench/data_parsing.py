@@ -59,7 +59,9 @@ def write_synthetic_coco(path: Path, num_images: int, num_annotations: int, seed
             )  # fmt: skip
             f.write(("," if start else "") + chunk)
         f.write('], "categories": ')
-        json.dump([{"supercategory": "x", "id": i, "name": n} for i, n in zip(_COCO_IDS, COCO_CLASSES)], f)
+        json.dump(
+            [{"supercategory": "x", "id": i, "name": n} for i, n in zip(_COCO_IDS, COCO_CLASSES)], f
+        )
         f.write("}")
     return path
 
@@ -68,7 +70,9 @@ def write_synthetic_cub(data_dir: Path, num_images: int = 11_788, seed: int = 0)
     """images.txt, train_test_split.txt and image_attribute_labels.txt of CUB's size."""
     rng = np.random.default_rng(seed)
     (data_dir / "attributes").mkdir(parents=True, exist_ok=True)
-    (data_dir / "images.txt").write_text("".join(f"{i} c/{i}.jpg\n" for i in range(1, num_images + 1)))
+    (data_dir / "images.txt").write_text(
+        "".join(f"{i} c/{i}.jpg\n" for i in range(1, num_images + 1))
+    )
     (data_dir / "train_test_split.txt").write_text(
         "".join(f"{i} {int(rng.random() < 0.5)}\n" for i in range(1, num_images + 1))
     )
@@ -95,17 +99,31 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        path = _timed("write synthetic COCO json", lambda: write_synthetic_coco(
-            root / "annotations" / "instances_train2014.json", args.images, args.annotations))
-        print(f"  {path.stat().st_size / 1e6:.0f} MB, {args.images} images, {args.annotations} annotations")
-        arrays = _timed("read_coco_instances (json + numpy)", lambda: read_coco_instances(path, "train2014"))
+        path = _timed(
+            "write synthetic COCO json",
+            lambda: write_synthetic_coco(
+                root / "annotations" / "instances_train2014.json", args.images, args.annotations
+            ),
+        )
+        print(
+            f"  {path.stat().st_size / 1e6:.0f} MB, {args.images} images, {args.annotations} annotations"
+        )
+        arrays = _timed(
+            "read_coco_instances (json + numpy)", lambda: read_coco_instances(path, "train2014")
+        )
         print(f"  {arrays['labels'].shape[0]} rows x {arrays['labels'].shape[1]} classes")
         data = COCODataModule(root=str(root))
-        _timed("COCODataModule.class_names, first call (parse + write cache)", lambda: data.class_names)
+        _timed(
+            "COCODataModule.class_names, first call (parse + write cache)", lambda: data.class_names
+        )
         again = COCODataModule(root=str(root))
         _timed("COCODataModule.class_names, second process (from cache)", lambda: again.class_names)
-        cub = _timed("write synthetic CUB attribute file", lambda: write_synthetic_cub(root / "CUB_200_2011"))
-        arrays = _timed("read_cub (3.7 M attribute lines)", lambda: read_cub(cub, len(CUB_ATTRIBUTES)))
+        cub = _timed(
+            "write synthetic CUB attribute file", lambda: write_synthetic_cub(root / "CUB_200_2011")
+        )
+        arrays = _timed(
+            "read_cub (3.7 M attribute lines)", lambda: read_cub(cub, len(CUB_ATTRIBUTES))
+        )
         print(f"  {arrays['labels'].shape}")
 
 

@@ -147,7 +147,9 @@ def interleave(
     return results
 
 
-def paired_ratio(numerator: Sequence[Measurement], denominator: Sequence[Measurement], quantity: str) -> float:
+def paired_ratio(
+    numerator: Sequence[Measurement], denominator: Sequence[Measurement], quantity: str
+) -> float:
     """Median over repetitions of the ratio of two sides' runs of the same repetition.
 
     Runs of one repetition are next to each other in time, so slow drifts of
@@ -186,6 +188,7 @@ def print_check(label: str, value: float, goal: float | None = None, at_most: bo
 
 
 # -- synthetic data ---------------------------------------------------------------
+
 
 def write_synthetic_jpeg(path: Path, width: int, height: int, seed: int, quality: int = 90) -> None:
     """A photo-like JPEG: smooth colour fields plus fine noise (decodes like a real photo).
@@ -245,10 +248,15 @@ def write_formatted_dataset(
     total = num_train + num_test
     distinct = total if distinct_images is None else max(1, min(distinct_images, total))
     names = np.asarray([f"images/{i:07d}.jpg" for i in range(total)])
-    jobs = [(str(root / names[i]), width, height, seed * 1_000_003 + i) for i in range(distinct)
-            if not (root / names[i]).is_file()]
+    jobs = [
+        (str(root / names[i]), width, height, seed * 1_000_003 + i)
+        for i in range(distinct)
+        if not (root / names[i]).is_file()
+    ]
     if jobs:
-        processes = max(1, min(16, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
+        processes = max(
+            1, min(16, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+        )
         if processes > 1 and len(jobs) > 64:
             with ProcessPoolExecutor(processes) as pool:
                 list(pool.map(_write_one, jobs, chunksize=32))

@@ -38,7 +38,14 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from harness import cpu_name, interleave, print_check, print_load, print_ratio, write_formatted_dataset  # noqa: E402
+from harness import (
+    cpu_name,
+    interleave,
+    print_check,
+    print_load,
+    print_ratio,
+    write_formatted_dataset,
+)  # noqa: E402
 
 MB = 1024 * 1024
 
@@ -111,7 +118,9 @@ class MemorySampler(threading.Thread):
         if main is not None:
             for key in self.peak_main:
                 self.peak_main[key] = max(self.peak_main[key], main[key])
-            self.peak_total_pss = max(self.peak_total_pss, main["pss"] + sum(m["pss"] for m in workers.values()))
+            self.peak_total_pss = max(
+                self.peak_total_pss, main["pss"] + sum(m["pss"] for m in workers.values())
+            )
         for pid, m in workers.items():
             peak = self.peak_worker.setdefault(pid, {"rss": 0, "pss": 0, "uss": 0})
             for key in peak:
@@ -137,9 +146,12 @@ class NaiveDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         from spml_lightning.data.io import load_rgb
 
-        return {"image": self.transform(load_rgb(self.paths[index])),
-                "observed": torch.from_numpy(self.observed[index].astype(np.float32)),
-                "target": torch.from_numpy(self.targets[index].astype(np.float32)), "index": index}
+        return {
+            "image": self.transform(load_rgb(self.paths[index])),
+            "observed": torch.from_numpy(self.observed[index].astype(np.float32)),
+            "target": torch.from_numpy(self.targets[index].astype(np.float32)),
+            "index": index,
+        }
 
 
 def measure(root: Path, workers: int, batches: int, naive: bool) -> dict[str, float]:
@@ -147,12 +159,16 @@ def measure(root: Path, workers: int, batches: int, naive: bool) -> dict[str, fl
     from spml_lightning.data import FormattedDataModule
 
     before = memory_of(os.getpid())
-    datamodule = FormattedDataModule(root=str(root), image_size=32, batch_size=32, num_workers=workers)
+    datamodule = FormattedDataModule(
+        root=str(root), image_size=32, batch_size=32, num_workers=workers
+    )
     datamodule.setup("fit")
     loader = datamodule.train_dataloader()
     if naive:
         dataset = datamodule.train_dataset
-        naive_set = NaiveDataset(dataset.image_paths, dataset.targets, dataset.observed, dataset.transform)
+        naive_set = NaiveDataset(
+            dataset.image_paths, dataset.targets, dataset.observed, dataset.transform
+        )
         loader = DataLoader(naive_set, batch_size=32, shuffle=True, num_workers=workers)
     sampler = MemorySampler()
     sampler.start()
@@ -180,19 +196,31 @@ def measure(root: Path, workers: int, batches: int, naive: bool) -> dict[str, fl
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=82081, help="rows of the training phase (COCO: 82,081)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--rows", type=int, default=82081, help="rows of the training phase (COCO: 82,081)"
+    )
     parser.add_argument("--workers", type=int, default=14)
-    parser.add_argument("--batches", type=int, default=None,
-                        help="default: a quarter of the epoch, so that every worker reads thousands of rows")
+    parser.add_argument(
+        "--batches",
+        type=int,
+        default=None,
+        help="default: a quarter of the epoch, so that every worker reads thousands of rows",
+    )
     parser.add_argument("--no-naive", action="store_true", help="skip the Python-lists comparison")
     parser.add_argument("--data-root", type=Path, default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     batches = args.batches or max(4 * args.workers, int(args.rows * 0.8) // 32 // 4)
-    print(f"# loader_memory: {args.rows} rows x 80 labels, {args.workers} workers, {batches} batches of 32")
-    print(f"# machine: {cpu_name()}; torch {torch.__version__}; "
-          f"smaps_rollup {'available' if Path('/proc/self/smaps_rollup').exists() else 'MISSING: RSS only'}")
+    print(
+        f"# loader_memory: {args.rows} rows x 80 labels, {args.workers} workers, {batches} batches of 32"
+    )
+    print(
+        f"# machine: {cpu_name()}; torch {torch.__version__}; "
+        f"smaps_rollup {'available' if Path('/proc/self/smaps_rollup').exists() else 'MISSING: RSS only'}"
+    )
     print_load("start")
     with tempfile.TemporaryDirectory() as tmp:
         root = args.data_root or Path(tmp) / "data"
@@ -209,13 +237,18 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:<8} {shown}")
     spml = results["spml"][0]
     print_check(f"main + {args.workers} workers, peak total PSS, MB", spml["total_peak_pss_mb"])
-    print_check("... of which added by the datamodule and its workers, MB (goal 5)",
-                spml["total_peak_pss_mb"] - spml["main_before_mb"], 400.0)
+    print_check(
+        "... of which added by the datamodule and its workers, MB (goal 5)",
+        spml["total_peak_pss_mb"] - spml["main_before_mb"],
+        400.0,
+    )
     print_check("one worker's peak USS (its private pages), MB", spml["worker_uss_max_mb"])
     if "naive" in results:
         naive = results["naive"][0]
-        print_ratio("workers' USS sum, naive (Python lists, float64) / spml", naive["worker_uss_sum_mb"] /
-                    spml["worker_uss_sum_mb"])
+        print_ratio(
+            "workers' USS sum, naive (Python lists, float64) / spml",
+            naive["worker_uss_sum_mb"] / spml["worker_uss_sum_mb"],
+        )
 
 
 if __name__ == "__main__":

@@ -40,35 +40,57 @@ def train_and_test(profile: str, seed: int, work: Path, extra: list[str]) -> dic
     if profile == "bf16":
         args += ["--trainer.precision", "bf16-mixed", "--model.channels_last", "true"]
     args += [
-        "--seed_everything", str(seed),
-        "--trainer.default_root_dir", str(work / f"{profile}-{seed}"),
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false",
+        "--seed_everything",
+        str(seed),
+        "--trainer.default_root_dir",
+        str(work / f"{profile}-{seed}"),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
         *extra,
     ]
     start = time.perf_counter()
     cli = run_cli(["fit", *args])
-    (result,) = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False)
+    (result,) = cli.trainer.test(
+        cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False
+    )
     seconds = time.perf_counter() - start
-    print(f"#   {profile} seed {seed}: test mAP {result['test/mAP']:.2f} ({seconds:.0f} s)", flush=True)
+    print(
+        f"#   {profile} seed {seed}: test mAP {result['test/mAP']:.2f} ({seconds:.0f} s)",
+        flush=True,
+    )
     return {"mAP": result["test/mAP"], "seconds": seconds}
 
 
 def main_bench(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--profiles", nargs="+", choices=["paper", "fast", "bf16"], default=["paper", "fast"])
-    parser.add_argument("--epochs", type=int, default=None, help="override trainer.max_epochs (demo: 12)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="loader workers of both profiles (default: the configs', capped at the cores)")
+    parser.add_argument(
+        "--profiles", nargs="+", choices=["paper", "fast", "bf16"], default=["paper", "fast"]
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="override trainer.max_epochs (demo: 12)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="loader workers of both profiles (default: the configs', capped at the cores)",
+    )
     parser.add_argument("--accelerator", default="auto")
     args = parser.parse_args(argv)
     cores = len(os.sched_getaffinity(0))
     extra = ["--trainer.accelerator", args.accelerator]
     if args.epochs:
         extra += ["--trainer.max_epochs", str(args.epochs)]
-    workers = {"paper": args.workers or min(2, cores), "bf16": args.workers or min(2, cores),
-               "fast": args.workers or min(14, max(1, cores - 2))}
+    workers = {
+        "paper": args.workers or min(2, cores),
+        "bf16": args.workers or min(2, cores),
+        "fast": args.workers or min(14, max(1, cores - 2)),
+    }
     print(f"# profile_accuracy: demo, GR Loss, seeds {args.seeds}; machine: {cpu_name()}")
     print_load("start")
     results: dict[str, list[dict[str, float]]] = {profile: [] for profile in args.profiles}
@@ -87,8 +109,13 @@ def main_bench(argv: list[str] | None = None) -> None:
         print(f"| {profile} | {summary[profile][0]:.2f} ± {std:.2f} | {summary[profile][1]:.0f} |")
     for profile in summary:
         if profile != "paper" and "paper" in summary:
-            print_ratio(f"demo test mAP, {profile} - paper (points)", summary[profile][0] - summary["paper"][0])
-            print_ratio(f"demo wall time, paper/{profile}", summary["paper"][1] / summary[profile][1])
+            print_ratio(
+                f"demo test mAP, {profile} - paper (points)",
+                summary[profile][0] - summary["paper"][0],
+            )
+            print_ratio(
+                f"demo wall time, paper/{profile}", summary["paper"][1] / summary[profile][1]
+            )
 
 
 if __name__ == "__main__":

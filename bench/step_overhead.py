@@ -51,8 +51,12 @@ class InMemory(Dataset):
     def __getitem__(self, index: int) -> dict:
         observed = torch.zeros(NUM_CLASSES)
         observed[index % NUM_CLASSES] = 1
-        return {"image": torch.full((3, 8, 8), index % 7 / 7), "observed": observed,
-                "target": observed.clone(), "index": index}
+        return {
+            "image": torch.full((3, 8, 8), index % 7 / 7),
+            "observed": observed,
+            "target": observed.clone(),
+            "index": index,
+        }
 
 
 def tiny_module(log_every_step: bool = False):
@@ -65,7 +69,14 @@ def tiny_module(log_every_step: bool = False):
         def training_step(self, batch, batch_idx):
             logits = self(batch["image"]).float()
             loss = self.loss(logits, batch["observed"], batch.get("index"))
-            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(logits))
+            self.log(
+                "train/loss",
+                loss,
+                on_step=True,
+                on_epoch=True,
+                prog_bar=True,
+                batch_size=len(logits),
+            )
             return loss
 
     torch.manual_seed(0)
@@ -93,7 +104,9 @@ def run_plain(steps: int, warmup: int) -> dict[str, float]:
     return {"ms_per_step": (time.perf_counter() - start) / steps * 1000}
 
 
-def run_spml(steps: int, warmup: int, work_dir: Path, progress_bar: bool, log_every_step: bool = False):
+def run_spml(
+    steps: int, warmup: int, work_dir: Path, progress_bar: bool, log_every_step: bool = False
+):
     from lightning.pytorch import Callback, Trainer
     from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -109,19 +122,37 @@ def run_spml(steps: int, warmup: int, work_dir: Path, progress_bar: bool, log_ev
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     timer = StepTimer()
     trainer = Trainer(
-        accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=warmup + steps, limit_val_batches=0,
-        enable_progress_bar=progress_bar, enable_model_summary=False, default_root_dir=str(work_dir),
-        callbacks=[timer, ModelCheckpoint(monitor="val/mAP", mode="max", save_top_k=0, save_last=False),
-                   DropFromBestStopping()],
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        limit_train_batches=warmup + steps,
+        limit_val_batches=0,
+        enable_progress_bar=progress_bar,
+        enable_model_summary=False,
+        default_root_dir=str(work_dir),
+        callbacks=[
+            timer,
+            ModelCheckpoint(monitor="val/mAP", mode="max", save_top_k=0, save_last=False),
+            DropFromBestStopping(),
+        ],
     )
     # Lightning draws the progress bar (its cost counts) into /dev/null, not over this output.
-    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-        trainer.fit(tiny_module(log_every_step), train_dataloaders=DataLoader(InMemory(), batch_size=8, shuffle=True))
+    with (
+        open(os.devnull, "w") as sink,
+        contextlib.redirect_stdout(sink),
+        contextlib.redirect_stderr(sink),
+    ):
+        trainer.fit(
+            tiny_module(log_every_step),
+            train_dataloaders=DataLoader(InMemory(), batch_size=8, shuffle=True),
+        )
     return {"ms_per_step": timer.ms}
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
@@ -137,7 +168,9 @@ def main(argv: list[str] | None = None) -> None:
             "plain": lambda: run_plain(args.steps, args.warmup),
             "spml": lambda: run_spml(args.steps, args.warmup, work, progress_bar=True),
             "spml-no-bar": lambda: run_spml(args.steps, args.warmup, work, progress_bar=False),
-            "spml-log-every-step": lambda: run_spml(args.steps, args.warmup, work, True, log_every_step=True),
+            "spml-log-every-step": lambda: run_spml(
+                args.steps, args.warmup, work, True, log_every_step=True
+            ),
         }
         results = interleave(sides, args.repeats, verbose=False)
     print_load("end")

@@ -38,8 +38,8 @@ import itertools
 import logging
 import os
 import sys
-import warnings
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,10 +94,13 @@ class Settings:
 
 # -- the plain reference loop ---------------------------------------------------------
 
+
 class ReferenceDataset(Dataset):
     """The reference protocol's data set as the reference code writes it: PIL decode per item."""
 
-    def __init__(self, paths: list[str], observed: np.ndarray, targets: np.ndarray, train: bool, size: int) -> None:
+    def __init__(
+        self, paths: list[str], observed: np.ndarray, targets: np.ndarray, train: bool, size: int
+    ) -> None:
         self.paths, self.observed, self.targets = paths, observed, targets
         steps: list = [transforms.Resize((size, size))]
         if train:
@@ -131,8 +134,12 @@ def reference_datasets(root: Path, size: int) -> tuple[ReferenceDataset, Referen
     observed = observe_single_positive(labels, 1200, 1, 0)
     train_idx, val_idx = split_train_val(len(labels), 0.2, 1200)
     paths = [str(root / str(name)) for name in names]
-    train = ReferenceDataset([paths[i] for i in train_idx], observed[train_idx], labels[train_idx], True, size)
-    val = ReferenceDataset([paths[i] for i in val_idx], observed[val_idx], labels[val_idx], False, size)
+    train = ReferenceDataset(
+        [paths[i] for i in train_idx], observed[train_idx], labels[train_idx], True, size
+    )
+    val = ReferenceDataset(
+        [paths[i] for i in val_idx], observed[val_idx], labels[val_idx], False, size
+    )
     return train, val
 
 
@@ -165,7 +172,11 @@ def run_reference(settings: Settings) -> dict[str, float]:
     criterion = GRLoss()
     criterion.set_epoch(0, 1)
     pin = device.type == "cuda"
-    loader_args = {"batch_size": settings.batch_size, "num_workers": settings.workers, "pin_memory": pin}
+    loader_args = {
+        "batch_size": settings.batch_size,
+        "num_workers": settings.workers,
+        "pin_memory": pin,
+    }
     train_loader = DataLoader(train_set, shuffle=True, drop_last=True, **loader_args)
     timer = Timer(device)
     last = settings.warmup + settings.steps - 1
@@ -214,6 +225,7 @@ def timer_cpu_ms_per_step(cpu_seconds: float, steps: int) -> float:
 
 # -- spml fit ---------------------------------------------------------------------------
 
+
 def make_timer_callback(settings: Settings, batch_size: int):
     """A Lightning callback timing the same windows as the plain loop."""
     from lightning.pytorch import Callback
@@ -231,7 +243,9 @@ def make_timer_callback(settings: Settings, batch_size: int):
             if batch_idx == settings.warmup + settings.steps - 1:
                 self.train.stop()
 
-        def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        def on_validation_batch_start(
+            self, trainer, pl_module, batch, batch_idx, dataloader_idx=0
+        ) -> None:
             if batch_idx == 0:
                 self.val.start()
             self.val_images += len(batch["observed"])
@@ -269,7 +283,9 @@ def spml_settings(settings: Settings, fast: bool) -> dict[str, object]:
     if fast:
         config = fast_config()
         for group in ("trainer", "model"):
-            values.update({f"{group}.{key}": value for key, value in (config.get(group) or {}).items()})
+            values.update(
+                {f"{group}.{key}": value for key, value in (config.get(group) or {}).items()}
+            )
         values.update({f"data.{key}": value for key, value in config["data"]["init_args"].items()})
         if settings.fast_batch_size is not None:
             values["data.batch_size"] = settings.fast_batch_size
@@ -301,17 +317,23 @@ def build_without_cli(values: dict[str, object]):
     """The same objects through the Python API, for machines without jsonargparse (LightningCLI's parser)."""
     from lightning.pytorch import Trainer, seed_everything
 
-    from spml_lightning.training.callbacks import DropFromBestStopping
-    from spml_lightning.training import ResumableCheckpoint
     from spml_lightning.data import FormattedDataModule
     from spml_lightning.module import SPMLModule
+    from spml_lightning.training import ResumableCheckpoint
+    from spml_lightning.training.callbacks import DropFromBestStopping
 
     def group(name: str) -> dict:
-        return {key.split(".", 1)[1]: value for key, value in values.items() if key.startswith(name + ".")}
+        return {
+            key.split(".", 1)[1]: value
+            for key, value in values.items()
+            if key.startswith(name + ".")
+        }
 
     seed_everything(int(values["seed_everything"]), workers=True)
     datamodule = FormattedDataModule(**group("data"))
-    model = SPMLModule(num_classes=datamodule.num_classes, class_names=datamodule.class_names, **group("model"))
+    model = SPMLModule(
+        num_classes=datamodule.num_classes, class_names=datamodule.class_names, **group("model")
+    )
     # The callbacks and defaults spml's CLI adds (cli.py).
     checkpoint = ResumableCheckpoint(monitor="val/mAP", mode="max", **group("checkpoint"))
     trainer = Trainer(callbacks=[checkpoint, DropFromBestStopping()], **group("trainer"))
@@ -335,7 +357,11 @@ def run_spml(settings: Settings, fast: bool) -> dict[str, float]:
     timer = make_timer_callback(settings, datamodule.batch_size)
     trainer.callbacks.insert(0, timer)
     # Lightning draws the progress bar (its cost counts) into /dev/null, not over this output.
-    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+    with (
+        open(os.devnull, "w") as sink,
+        contextlib.redirect_stdout(sink),
+        contextlib.redirect_stderr(sink),
+    ):
         trainer.fit(model, datamodule=datamodule)
     result = {
         "train": timer.train_images / timer.train.seconds,
@@ -348,6 +374,7 @@ def run_spml(settings: Settings, fast: bool) -> dict[str, float]:
 
 
 # -- the model step alone ---------------------------------------------------------------
+
 
 def fast_config() -> dict:
     """configs/fast.yaml as a dict."""
@@ -375,8 +402,12 @@ def run_ceiling(settings: Settings) -> dict[str, float]:
     device = settings.device
     torch.manual_seed(0)
     module = SPMLModule(
-        num_classes=80, backbone=settings.backbone, weights="none", lr=settings.lr,
-        lr_mult=settings.lr_mult, channels_last=facts["channels_last"],
+        num_classes=80,
+        backbone=settings.backbone,
+        weights="none",
+        lr=settings.lr,
+        lr_mult=settings.lr_mult,
+        channels_last=facts["channels_last"],
     ).to(device)
     if settings.compile:
         module.backbone.compile()
@@ -399,37 +430,81 @@ def run_ceiling(settings: Settings) -> dict[str, float]:
             timer.start()
     seconds = timer.stop()
     del module, optimizer
-    return {"train": settings.steps * batch_size / seconds,
-            "train_cpu_ms": timer_cpu_ms_per_step(timer.cpu_seconds, settings.steps)}
+    return {
+        "train": settings.steps * batch_size / seconds,
+        "train_cpu_ms": timer_cpu_ms_per_step(timer.cpu_seconds, settings.steps),
+    }
 
 
 # -- main -------------------------------------------------------------------------------
 
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when available)")
-    parser.add_argument("--sides", nargs="+", choices=SIDES, default=None,
-                        help="default: reference spml-paper on a CPU, all four on a GPU")
-    parser.add_argument("--backbone", default=None, help="default resnet18 on a CPU, resnet50 on a GPU")
-    parser.add_argument("--image-size", type=int, default=None, help="default 64 on a CPU, 448 on a GPU")
-    parser.add_argument("--jpeg-size", default=None, help="WxH of the synthetic JPEGs; default 96x72 / 500x375")
-    parser.add_argument("--batch-size", type=int, default=8, help="paper profile and reference batch")
-    parser.add_argument("--workers", type=int, default=None, help="loader workers of the paper profile and "
-                        "the reference; default 4, at most the cores")
-    parser.add_argument("--fast-batch-size", type=int, default=None, help="override configs/fast.yaml")
-    parser.add_argument("--fast-workers", type=int, default=None, help="override configs/fast.yaml "
-                        "(default: cores - 2)")
+    parser.add_argument(
+        "--sides",
+        nargs="+",
+        choices=SIDES,
+        default=None,
+        help="default: reference spml-paper on a CPU, all four on a GPU",
+    )
+    parser.add_argument(
+        "--backbone", default=None, help="default resnet18 on a CPU, resnet50 on a GPU"
+    )
+    parser.add_argument(
+        "--image-size", type=int, default=None, help="default 64 on a CPU, 448 on a GPU"
+    )
+    parser.add_argument(
+        "--jpeg-size", default=None, help="WxH of the synthetic JPEGs; default 96x72 / 500x375"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=8, help="paper profile and reference batch"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="loader workers of the paper profile and the reference; default 4, at most the cores",
+    )
+    parser.add_argument(
+        "--fast-batch-size", type=int, default=None, help="override configs/fast.yaml"
+    )
+    parser.add_argument(
+        "--fast-workers",
+        type=int,
+        default=None,
+        help="override configs/fast.yaml (default: cores - 2)",
+    )
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps; default 30 (CPU) / 40 (GPU)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="timed steps; default 30 (CPU) / 40 (GPU)"
+    )
     parser.add_argument("--val-batches", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads; default 1 on a CPU")
-    parser.add_argument("--compile", action="store_true", help="torch.compile in the fast profile and ceiling")
-    parser.add_argument("--decode-on", choices=["workers", "device"], default=None,
-                        help="where the fast profile decodes JPEGs (default: the config's)")
-    parser.add_argument("--progress-bar", choices=["on", "off"], default="on",
-                        help="spml's progress bar (on: as a user runs it, its cost included)")
-    parser.add_argument("--data-root", type=Path, default=None, help="reuse/keep the synthetic data here")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads; default 1 on a CPU"
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile in the fast profile and ceiling"
+    )
+    parser.add_argument(
+        "--decode-on",
+        choices=["workers", "device"],
+        default=None,
+        help="where the fast profile decodes JPEGs (default: the config's)",
+    )
+    parser.add_argument(
+        "--progress-bar",
+        choices=["on", "off"],
+        default="on",
+        help="spml's progress bar (on: as a user runs it, its cost included)",
+    )
+    parser.add_argument(
+        "--data-root", type=Path, default=None, help="reuse/keep the synthetic data here"
+    )
     return parser.parse_args(argv)
 
 
@@ -437,8 +512,11 @@ def main(argv: list[str] | None = None) -> dict[str, list]:
     args = parse_args(argv)
     warnings.filterwarnings("ignore", module="lightning")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
     gpu = device.type == "cuda"
     if args.threads or not gpu:
         torch.set_num_threads(args.threads or 1)
@@ -448,32 +526,52 @@ def main(argv: list[str] | None = None) -> dict[str, list]:
     width, height = map(int, (args.jpeg_size or ("500x375" if gpu else "96x72")).split("x"))
     steps = args.steps or (40 if gpu else 30)
     sides = args.sides or (list(SIDES) if gpu else ["reference", "spml-paper"])
-    fast_batch = args.fast_batch_size or (fast_profile_facts()["batch_size"] if "spml-fast" in sides else 8)
+    fast_batch = args.fast_batch_size or (
+        fast_profile_facts()["batch_size"] if "spml-fast" in sides else 8
+    )
     fast_workers = args.fast_workers if args.fast_workers is not None else max(1, cores - 2)
     workers = args.workers if args.workers is not None else min(4, cores)
     most = max(args.batch_size, fast_batch if {"spml-fast", "ceiling-fast"} & set(sides) else 0)
     # Enough rows that no epoch runs out of batches (train is 80 % of the phase).
-    num_train = int((args.warmup + steps) * most / 0.8) + 2 * most + args.val_batches * most * 5 // 4
+    num_train = (
+        int((args.warmup + steps) * most / 0.8) + 2 * most + args.val_batches * most * 5 // 4
+    )
     print(f"# train_throughput: {backbone}, {image_size} px from {width}x{height} JPEGs, {device}")
     print(f"# machine: {describe_machine(device)}")
     print(f"# paper/reference: fp32, batch {args.batch_size}, {workers} workers")
     if {"spml-fast", "ceiling-fast"} & set(sides):
-        print(f"# fast: configs/fast.yaml, batch {fast_batch}, {fast_workers} workers"
-              f"{', torch.compile' if args.compile else ''}{', decode_on ' + args.decode_on if args.decode_on else ''}")
-    print(f"# {args.warmup} warm-up + {steps} timed steps, {args.val_batches} val batches, "
-          f"{args.repeats} interleaved runs per side")
+        print(
+            f"# fast: configs/fast.yaml, batch {fast_batch}, {fast_workers} workers"
+            f"{', torch.compile' if args.compile else ''}{', decode_on ' + args.decode_on if args.decode_on else ''}"
+        )
+    print(
+        f"# {args.warmup} warm-up + {steps} timed steps, {args.val_batches} val batches, "
+        f"{args.repeats} interleaved runs per side"
+    )
     if not has_cli() and {"spml-paper", "spml-fast"} & set(sides):
-        print("# jsonargparse is not installed: the spml sides are built through the Python API with the "
-              "CLI's callbacks and defaults (cli.py), not parsed by LightningCLI")
+        print(
+            "# jsonargparse is not installed: the spml sides are built through the Python API with the "
+            "CLI's callbacks and defaults (cli.py), not parsed by LightningCLI"
+        )
     print_load("start")
     with tempfile.TemporaryDirectory() as tmp:
         data_root = args.data_root or Path(tmp) / "data"
         write_formatted_dataset(data_root, num_train, 16, 80, width, height)
         settings = Settings(
-            device=device, data_root=data_root, work_dir=Path(tmp) / "runs", backbone=backbone,
-            image_size=image_size, batch_size=args.batch_size, workers=workers,
-            fast_batch_size=fast_batch, fast_workers=fast_workers, warmup=args.warmup, steps=steps,
-            val_batches=args.val_batches, compile=args.compile, decode_on=args.decode_on,
+            device=device,
+            data_root=data_root,
+            work_dir=Path(tmp) / "runs",
+            backbone=backbone,
+            image_size=image_size,
+            batch_size=args.batch_size,
+            workers=workers,
+            fast_batch_size=fast_batch,
+            fast_workers=fast_workers,
+            warmup=args.warmup,
+            steps=steps,
+            val_batches=args.val_batches,
+            compile=args.compile,
+            decode_on=args.decode_on,
             progress_bar=args.progress_bar == "on",
         )
         runners: dict[str, Callable[[], dict[str, float]]] = {
@@ -492,19 +590,32 @@ def main(argv: list[str] | None = None) -> dict[str, list]:
     if "spml-paper" in results and "reference" in results:
         paper, reference = results["spml-paper"], results["reference"]
         for quantity in ("train", "val"):
-            print_ratio(f"{quantity} spml-paper/reference (goal 1)",
-                        medians["spml-paper", quantity] / medians["reference", quantity], 1.0)
-            print_ratio(f"{quantity} spml-paper/reference, median of paired runs",
-                        paired_ratio(paper, reference, quantity))
+            print_ratio(
+                f"{quantity} spml-paper/reference (goal 1)",
+                medians["spml-paper", quantity] / medians["reference", quantity],
+                1.0,
+            )
+            print_ratio(
+                f"{quantity} spml-paper/reference, median of paired runs",
+                paired_ratio(paper, reference, quantity),
+            )
         if not gpu:  # CPU time per step: the same comparison, barely moved by other users' load
-            print_ratio("train CPU time per step, reference/spml-paper",
-                        medians["reference", "train_cpu_ms"] / medians["spml-paper", "train_cpu_ms"])
+            print_ratio(
+                "train CPU time per step, reference/spml-paper",
+                medians["reference", "train_cpu_ms"] / medians["spml-paper", "train_cpu_ms"],
+            )
     if ("spml-fast", "train") in medians and ("reference", "train") in medians:
-        print_ratio("train spml-fast/reference (goal 2, on a GPU)",
-                    medians["spml-fast", "train"] / medians["reference", "train"], 3.0 if gpu else None)
+        print_ratio(
+            "train spml-fast/reference (goal 2, on a GPU)",
+            medians["spml-fast", "train"] / medians["reference", "train"],
+            3.0 if gpu else None,
+        )
     if ("spml-fast", "train") in medians and ("ceiling-fast", "train") in medians:
-        print_ratio("train spml-fast/ceiling-fast (goal 2, on a GPU)",
-                    medians["spml-fast", "train"] / medians["ceiling-fast", "train"], 0.9 if gpu else None)
+        print_ratio(
+            "train spml-fast/ceiling-fast (goal 2, on a GPU)",
+            medians["spml-fast", "train"] / medians["ceiling-fast", "train"],
+            0.9 if gpu else None,
+        )
     return results
 
 

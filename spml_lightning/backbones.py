@@ -94,7 +94,9 @@ def _load_local_weights(model: nn.Module, path: Path) -> None:
     model.load_state_dict(usable)
 
 
-def build_backbone(name: str, weights: str | os.PathLike | None = "IMAGENET1K_V1") -> tuple[nn.Module, int]:
+def build_backbone(
+    name: str, weights: str | os.PathLike | None = "IMAGENET1K_V1"
+) -> tuple[nn.Module, int]:
     """Build a torchvision model without its classifier.
 
     Args:

@@ -65,6 +65,7 @@ def _reads_checkpoint_facts(data_config) -> bool:
         return False
     return isinstance(cls, type) and issubclass(cls, ImageFolderDataModule)
 
+
 def _fill_from_checkpoint(init_args: Any, ckpt_path: str | Path) -> None:
     """Set an ImageFolderDataModule config's class names and preprocessing to the checkpoint's.
 
@@ -134,7 +135,11 @@ class SPMLCLI(LightningCLI):
         # `spml predict` on unlabelled images: the classes and preprocessing are
         # the checkpoint's; they must be known before the model is built.
         config = self.config.get(self.subcommand) if self.subcommand == "predict" else None
-        if config is None or not config.get("ckpt_path") or not _reads_checkpoint_facts(config.data):
+        if (
+            config is None
+            or not config.get("ckpt_path")
+            or not _reads_checkpoint_facts(config.data)
+        ):
             return
         ckpt_path = find_checkpoint(
             config.ckpt_path,
@@ -189,7 +194,10 @@ class SPMLCLI(LightningCLI):
 
 
 def run_cli(
-    args: ArgsType = None, run: bool = True, progress: RunProgress | None = None, exit_on_error: bool = True
+    args: ArgsType = None,
+    run: bool = True,
+    progress: RunProgress | None = None,
+    exit_on_error: bool = True,
 ) -> SPMLCLI:
     """Build the ``spml`` CLI and (with ``run``) run its subcommand; errors propagate.
 
@@ -208,7 +216,10 @@ def run_cli(
     """
     parser_kwargs: dict[str, Any] = {}
     if not exit_on_error:
-        parser_kwargs = {"exit_on_error": False, **{name: {"exit_on_error": False} for name in SUBCOMMANDS}}
+        parser_kwargs = {
+            "exit_on_error": False,
+            **{name: {"exit_on_error": False} for name in SUBCOMMANDS},
+        }
     return SPMLCLI(
         SPMLModule,
         SPMLDataModule,
@@ -230,5 +241,8 @@ def main(args: list[str] | None = None) -> int:
     errors are reported.
     """
     return run_command(
-        "spml", lambda argv, progress: run_cli(argv, progress=progress, exit_on_error=False), args, SUBCOMMANDS
+        "spml",
+        lambda argv, progress: run_cli(argv, progress=progress, exit_on_error=False),
+        args,
+        SUBCOMMANDS,
     )

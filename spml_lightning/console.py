@@ -53,6 +53,7 @@ _NOISE_WARNINGS: tuple[str, ...] = (r"`isinstance\(treespec, LeafSpec\)` is depr
 #: checkpoint callback's state into the new run's folder, which Lightning reports as a change.
 _NOISE_WARNINGS_OUTSIDE_FIT: tuple[str, ...] = (r"The dirpath has changed from",)
 
+
 class UsageError(ValueError):
     """A command line or config that cannot be run as given (exit status 2)."""
 
@@ -74,7 +75,9 @@ class _AdvertFilter(logging.Filter):
 def quiet_third_party_noise(subcommand: str | None) -> Iterator[None]:
     """Filter the third-party messages that say nothing about the user's run (see the module doc)."""
     advert_filter = _AdvertFilter()
-    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric", "lightning")]
+    loggers = [
+        logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric", "lightning")
+    ]
     with warnings.catch_warnings():
         for pattern in _NOISE_WARNINGS:
             warnings.filterwarnings("ignore", message=pattern)
@@ -98,7 +101,9 @@ def quiet_third_party_noise(subcommand: str | None) -> Iterator[None]:
 
 #: torch's copy of an exception raised in a DataLoader worker (``ExceptionWrapper.reraise``): the
 #: message is "Caught <type> in DataLoader worker process <n>." and the worker's formatted traceback.
-_WORKER_ERROR = re.compile(r"Caught \w+ in DataLoader worker process \d+\.\nOriginal (Traceback .*)", re.S)
+_WORKER_ERROR = re.compile(
+    r"Caught \w+ in DataLoader worker process \d+\.\nOriginal (Traceback .*)", re.S
+)
 
 #: A frame of a formatted traceback: its ``File`` line and the indented source (and caret) lines.
 _FRAME = re.compile(r'^  File "([^"]+)", line \d+.*\n(?:    .*\n)*', re.M)
@@ -106,13 +111,14 @@ _FRAME = re.compile(r'^  File "([^"]+)", line \d+.*\n(?:    .*\n)*', re.M)
 
 def _worker_report(error: BaseException) -> tuple[str, str] | None:
     """The file of the innermost frame and the message of the exception a DataLoader worker raised,
-    if ``error`` is torch's copy of one; else None."""
+    if ``error`` is torch's copy of one; else None.
+    """
     match = _WORKER_ERROR.match(str(error))
     frames = list(_FRAME.finditer(match.group(1))) if match else []
     if not frames:
         return None
     # After the innermost frame comes "<type>: <message>".
-    message = match.group(1)[frames[-1].end():].strip()
+    message = match.group(1)[frames[-1].end() :].strip()
     return frames[-1].group(1), re.sub(r"^[\w.]+: ", "", message, count=1)
 
 
@@ -138,7 +144,7 @@ def root_error(error: BaseException) -> BaseException:
 
 
 def _parser_message(text: str) -> str:
-    """jsonargparse's multi-line report of a bad value as one line naming the flag.
+    """Jsonargparse's multi-line report of a bad value as one line naming the flag.
 
     ``Parser key "data": Does not validate against any of the Union subtypes ...
     Parser key "val_labels": Expected a Literal[...]. Got value: some`` becomes
@@ -149,7 +155,8 @@ def _parser_message(text: str) -> str:
     expected = [
         line.strip(" -")
         for line in text.splitlines()
-        if line.strip(" -").startswith("Expected a") and not re.search(r"<class '(NoneType|str)'>", line)
+        if line.strip(" -").startswith("Expected a")
+        and not re.search(r"<class '(NoneType|str)'>", line)
     ]
     if not keys or len(expected) != 1:
         return text
@@ -212,7 +219,9 @@ def run_command(
         usage = isinstance(cause, UsageError) or not progress.started
         # A usage error is explained by its message; a failed run that spml's own
         # checks did not explain (a bug, out of memory) needs its traceback.
-        if os.environ.get("SPML_TRACEBACK") or not (usage or _raised_inside(cause, "spml_lightning")):
+        if os.environ.get("SPML_TRACEBACK") or not (
+            usage or _raised_inside(cause, "spml_lightning")
+        ):
             traceback.print_exception(error, file=sys.stderr)
         print(f"{label}: error: {error_message(cause)}", file=sys.stderr)
         return 2 if usage else 1

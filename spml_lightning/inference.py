@@ -198,6 +198,8 @@ def predicted_labels(
     order = torch.argsort(probabilities, dim=1, descending=True, stable=True)
     labels = []
     for row, ranking in zip(probabilities, order, strict=True):
-        chosen = ranking[:top_k] if top_k is not None else [c for c in ranking if row[c] >= threshold]
+        chosen = (
+            ranking[:top_k] if top_k is not None else [c for c in ranking if row[c] >= threshold]
+        )
         labels.append([class_names[int(c)] for c in chosen])
     return labels

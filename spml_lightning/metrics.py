@@ -70,5 +70,5 @@ def average_precision_per_class(scores: Tensor, targets: Tensor) -> Tensor:
 
 
 def mean_average_precision(scores: Tensor, targets: Tensor) -> Tensor:
-    """mAP x 100 over all classes, classes without positives counted as 0."""
+    """MAP x 100 over all classes, classes without positives counted as 0."""
     return average_precision_per_class(scores, targets).mean() * 100.0

@@ -140,7 +140,11 @@ class SPMLModule(LightningModule):
     @property
     def class_names(self) -> list[str]:
         names = self.hparams.class_names
-        return list(names) if names is not None else [f"class_{i}" for i in range(self.hparams.num_classes)]
+        return (
+            list(names)
+            if names is not None
+            else [f"class_{i}" for i in range(self.hparams.num_classes)]
+        )
 
     # -- set-up -----------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -163,7 +167,9 @@ class SPMLModule(LightningModule):
             if self.hparams.class_names is None:
                 self.hparams.class_names = list(datamodule.class_names)
             else:  # e.g. a loaded model given another data set
-                check_class_names(self.hparams.class_names, datamodule.class_names, "hparams.class_names")
+                check_class_names(
+                    self.hparams.class_names, datamodule.class_names, "hparams.class_names"
+                )
         for key, value in getattr(datamodule, "preprocessing", {}).items():
             if self.hparams.get(key) is None:
                 self.hparams[key] = value
@@ -174,14 +180,24 @@ class SPMLModule(LightningModule):
             self.loss.bind_train_set(torch.tensor(train_dataset.observed, device=self.device))
             # The loss keeps its buffers identical on all ranks itself (gathered
             # updates); DDP must neither broadcast nor check them.
-            self._ddp_params_and_buffers_to_ignore = [f"loss.{name}" for name, _ in self.loss.named_buffers()]
+            self._ddp_params_and_buffers_to_ignore = [
+                f"loss.{name}" for name, _ in self.loss.named_buffers()
+            ]
 
     def _parameter_groups(self) -> list[dict]:
         """The optimizer's parameter groups, each named, with its learning rate from the hyper-parameters."""
         lr = self.hparams.lr
         groups = [
-            {"params": [p for p in self.backbone.parameters() if p.requires_grad], "lr": lr, "name": "backbone"},
-            {"params": list(self.head.parameters()), "lr": lr * self.hparams.lr_mult, "name": "head"},
+            {
+                "params": [p for p in self.backbone.parameters() if p.requires_grad],
+                "lr": lr,
+                "name": "backbone",
+            },
+            {
+                "params": list(self.head.parameters()),
+                "lr": lr * self.hparams.lr_mult,
+                "name": "head",
+            },
         ]
         if isinstance(self.loss, SPMLLoss):
             groups += self.loss.optimizer_groups(lr)
@@ -201,7 +217,10 @@ class SPMLModule(LightningModule):
         return int(epochs)
 
     def on_fit_start(self) -> None:
-        self._train_loss_sum, self._train_loss_count = None, 0  # an interrupted fit left a partial sum
+        self._train_loss_sum, self._train_loss_count = (
+            None,
+            0,
+        )  # an interrupted fit left a partial sum
         if self.hparams.linear_init >= self._schedule_epochs():
             raise ValueError(
                 f"linear_init ({self.hparams.linear_init}) must be smaller than the number of "
@@ -223,7 +242,9 @@ class SPMLModule(LightningModule):
             values = {**values, **self.loss.update_from_train_scores(*self._score_train_set())}
         self._scheduled_epoch = self.current_epoch
         for name, value in values.items():
-            self.log(f"schedule/{name}", float(value), on_step=False, on_epoch=True, sync_dist=False)
+            self.log(
+                f"schedule/{name}", float(value), on_step=False, on_epoch=True, sync_dist=False
+            )
         for group in self.trainer.optimizers[0].param_groups if self.trainer.optimizers else []:
             if "name" in group:
                 self.log(f"lr/{group['name']}", float(group["lr"]), on_step=False, on_epoch=True)
@@ -247,13 +268,17 @@ class SPMLModule(LightningModule):
             checkpoint["loss_schedule"] = dict(self.loss_schedule)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if self._trainer is not None:  # a trainer restores it: a resumed fit, or test/validate/predict
+        if (
+            self._trainer is not None
+        ):  # a trainer restores it: a resumed fit, or test/validate/predict
             self._check_checkpoint_fits(checkpoint.get("hyper_parameters", {}))
         schedule = checkpoint.get("loss_schedule")
         if schedule is not None:
             self.loss_schedule = dict(schedule)
             if isinstance(self.loss, SPMLLoss):
-                self.loss.set_epoch(schedule["epoch"], schedule["max_epochs"], schedule["linear_init"])
+                self.loss.set_epoch(
+                    schedule["epoch"], schedule["max_epochs"], schedule["linear_init"]
+                )
 
     def _check_checkpoint_fits(self, hparams: Mapping) -> None:
         """Refuse a checkpoint that does not fit this run; note what a resumed fit changes.
@@ -262,7 +287,9 @@ class SPMLModule(LightningModule):
         a resumed fit may change the optimizer and schedule settings, not the
         network, its classes or the loss.
         """
-        source = f"checkpoint {self.trainer.ckpt_path}" if self.trainer.ckpt_path else "the checkpoint"
+        source = (
+            f"checkpoint {self.trainer.ckpt_path}" if self.trainer.ckpt_path else "the checkpoint"
+        )
         if self.trainer.state.fn != TrainerFn.FITTING:
             if self.hparams.class_names is None:  # no names from the data: the checkpoint's hold
                 self.hparams.class_names = hparams.get("class_names")
@@ -335,9 +362,13 @@ class SPMLModule(LightningModule):
     # -- steps ------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         logits = self(batch["image"]).float()
-        labels = batch["target"] if getattr(self.loss, "trains_on_targets", False) else batch["observed"]
+        labels = (
+            batch["target"] if getattr(self.loss, "trains_on_targets", False) else batch["observed"]
+        )
         loss = self.loss(logits, labels, batch.get("index"))
-        self._finite_loss.observe(loss, logits, batch.get("image"), self.global_step, self.current_epoch)
+        self._finite_loss.observe(
+            loss, logits, batch.get("image"), self.global_step, self.current_epoch
+        )
         self._log_train_loss(loss.detach(), len(logits))
         return loss
 

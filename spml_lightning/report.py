@@ -1,5 +1,6 @@
 """Kept so that ``python -m spml_lightning.report`` still works; the code is
-``spml_lightning.analysis.report``."""
+``spml_lightning.analysis.report``.
+"""
 
 from spml_lightning.analysis.report import *  # noqa: F403
 from spml_lightning.analysis.report import __all__, command  # noqa: F401

@@ -22,7 +22,9 @@ def tiny_demo_root(tmp_path_factory) -> Path:
     from spml_lightning.data.demo import write_demo_dataset
 
     root = tmp_path_factory.mktemp("demo")
-    write_demo_dataset(root, TINY_DEMO["num_train"], TINY_DEMO["num_test"], TINY_DEMO["render_size"], seed=0)
+    write_demo_dataset(
+        root, TINY_DEMO["num_train"], TINY_DEMO["num_test"], TINY_DEMO["render_size"], seed=0
+    )
     return root
 
 
@@ -60,7 +62,9 @@ def tiny_run(tmp_path_factory, tiny_demo_root) -> dict:
     fit = run_cli(["fit", *args])
     callback = fit.trainer.checkpoint_callback
     final = Path(fit.trainer.default_root_dir) / "final.ckpt"
-    fit.trainer.save_checkpoint(final)  # after the last epoch (Lightning's last.ckpt is the last *top-k* save)
+    fit.trainer.save_checkpoint(
+        final
+    )  # after the last epoch (Lightning's last.ckpt is the last *top-k* save)
     test = run_cli(["test", *args, "--ckpt_path", "best"])
     return {
         "args": args,

@@ -16,8 +16,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 
-def _run_rank(rank: int, world_size: int, init_file: str, worker: Callable[..., None], args: tuple) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+def _run_rank(
+    rank: int, world_size: int, init_file: str, worker: Callable[..., None], args: tuple
+) -> None:
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size
+    )
     try:
         torch.set_num_threads(1)
         worker(rank, world_size, *args)
@@ -33,5 +37,8 @@ def run_ranks(worker: Callable[..., None], tmp_path: Path, *args: Any, world_siz
     """
     init_file = tmp_path / "process_group"
     mp.start_processes(
-        _run_rank, args=(world_size, str(init_file), worker, args), nprocs=world_size, start_method="fork"
+        _run_rank,
+        args=(world_size, str(init_file), worker, args),
+        nprocs=world_size,
+        start_method="fork",
     )

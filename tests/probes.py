@@ -28,17 +28,28 @@ TINY_DEMO = {"num_train": 80, "num_test": 40, "render_size": 32}
 def demo_args(tmp_path: Path, tiny_demo_root: Path) -> list[str]:
     """spml flags: configs/demo.yaml on the tiny demo set, 2 short epochs, runs under ``tmp_path``."""
     return [
-        "--config", str(REPO_ROOT / "configs" / "demo.yaml"),
-        "--trainer.default_root_dir", str(tmp_path / "runs"),
-        "--trainer.max_epochs", "2",
-        "--trainer.limit_train_batches", "2",
-        "--trainer.enable_progress_bar", "false",
-        "--data.init_args.root", str(tiny_demo_root),
-        "--data.init_args.num_train", str(TINY_DEMO["num_train"]),
-        "--data.init_args.num_test", str(TINY_DEMO["num_test"]),
-        "--data.init_args.render_size", str(TINY_DEMO["render_size"]),
-        "--data.init_args.image_size", "32",
-        "--data.init_args.num_workers", "0",
+        "--config",
+        str(REPO_ROOT / "configs" / "demo.yaml"),
+        "--trainer.default_root_dir",
+        str(tmp_path / "runs"),
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.limit_train_batches",
+        "2",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--data.init_args.root",
+        str(tiny_demo_root),
+        "--data.init_args.num_train",
+        str(TINY_DEMO["num_train"]),
+        "--data.init_args.num_test",
+        str(TINY_DEMO["num_test"]),
+        "--data.init_args.render_size",
+        str(TINY_DEMO["render_size"]),
+        "--data.init_args.image_size",
+        "32",
+        "--data.init_args.num_workers",
+        "0",
     ]
 
 
@@ -88,7 +99,9 @@ class PauseAtStep(Callback):
         self.step = step
         self.marker = marker
 
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx) -> None:
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx
+    ) -> None:
         if trainer.global_step == self.step:
             Path(self.marker).write_text(f"{os.getpid()} {trainer.current_epoch} {batch_idx}\n")
             time.sleep(600)
@@ -133,7 +146,9 @@ class StartTogether(Callback):
         deadline = time.monotonic() + self.timeout
         while len(list(self.folder.iterdir())) < self.count:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"only {len(list(self.folder.iterdir()))} of {self.count} runs started")
+                raise RuntimeError(
+                    f"only {len(list(self.folder.iterdir()))} of {self.count} runs started"
+                )
             time.sleep(0.05)
 
 
@@ -155,33 +170,44 @@ class RunRecorder(Callback):
         with open(f"{self.prefix}.rank{trainer.global_rank}.jsonl", "a") as file:
             file.write(json.dumps(record) + "\n")
 
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx) -> None:
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx
+    ) -> None:
         current = getattr(pl_module.loss, "current", None)
-        self._write(trainer, {
-            "kind": "train",
-            "step": trainer.global_step,
-            "epoch": trainer.current_epoch,
-            "batch_idx": batch_idx,
-            "schedule": current.as_dict() if current is not None else None,
-            "loss": float(outputs["loss"]),
-            "index": [int(i) for i in batch["index"]],
-        })
+        self._write(
+            trainer,
+            {
+                "kind": "train",
+                "step": trainer.global_step,
+                "epoch": trainer.current_epoch,
+                "batch_idx": batch_idx,
+                "schedule": current.as_dict() if current is not None else None,
+                "loss": float(outputs["loss"]),
+                "index": [int(i) for i in batch["index"]],
+            },
+        )
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._write(trainer, {
-            "kind": "epoch_end",
-            "epoch": trainer.current_epoch,
-            "weights": tensor_digest(pl_module.state_dict()),
-            "loss_state": tensor_digest(pl_module.loss.state_dict()),
-        })
+        self._write(
+            trainer,
+            {
+                "kind": "epoch_end",
+                "epoch": trainer.current_epoch,
+                "weights": tensor_digest(pl_module.state_dict()),
+                "loss_state": tensor_digest(pl_module.loss.state_dict()),
+            },
+        )
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.sanity_checking and "val/mAP" in trainer.callback_metrics:
-            self._write(trainer, {
-                "kind": "val",
-                "epoch": trainer.current_epoch,
-                "mAP": float(trainer.callback_metrics["val/mAP"]),
-            })
+            self._write(
+                trainer,
+                {
+                    "kind": "val",
+                    "epoch": trainer.current_epoch,
+                    "mAP": float(trainer.callback_metrics["val/mAP"]),
+                },
+            )
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._write(trainer, {"kind": "test", "mAP": float(trainer.callback_metrics["test/mAP"])})

@@ -10,7 +10,9 @@ from spml_lightning import backbones
 from spml_lightning.backbones import build_backbone
 
 
-@pytest.mark.parametrize("name,dim", [("resnet18", 512), ("mobilenet_v3_small", 1024), ("efficientnet_b0", 1280)])
+@pytest.mark.parametrize(
+    "name,dim", [("resnet18", 512), ("mobilenet_v3_small", 1024), ("efficientnet_b0", 1280)]
+)
 def test_features_have_the_reported_size(name, dim):
     model, feature_dim = build_backbone(name, "none")
     assert feature_dim == dim

@@ -10,7 +10,15 @@ from lightning.pytorch.trainer.connectors.logger_connector import logger_connect
 
 from spml_lightning import SPMLModule
 
-EPOCH_KEYS = ("val/mAP", "schedule/w", "schedule/b", "schedule/mu", "schedule/sigma", "lr/backbone", "lr/head")
+EPOCH_KEYS = (
+    "val/mAP",
+    "schedule/w",
+    "schedule/b",
+    "schedule/mu",
+    "schedule/sigma",
+    "lr/backbone",
+    "lr/head",
+)
 
 
 def test_tensorboard_is_the_default_logger(tmp_path):
@@ -22,9 +30,15 @@ def test_csv_logging_without_tensorboard(tmp_path, tiny_demo, monkeypatch):
     monkeypatch.setattr(logger_connector, "_TENSORBOARD_AVAILABLE", False)
     monkeypatch.setattr(logger_connector, "_TENSORBOARDX_AVAILABLE", False)
     trainer = Trainer(
-        default_root_dir=tmp_path, max_epochs=2, limit_train_batches=1, limit_val_batches=1,
-        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-        num_sanity_val_steps=0, accelerator="cpu",
+        default_root_dir=tmp_path,
+        max_epochs=2,
+        limit_train_batches=1,
+        limit_val_batches=1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
     )
     assert isinstance(trainer.logger, CSVLogger)
     model = SPMLModule(num_classes=14, backbone="resnet18", weights="none", lr=1e-3, lr_mult=1.0)

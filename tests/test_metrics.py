@@ -38,7 +38,9 @@ def test_class_without_positives_counts_as_zero():
 
 def test_perfect_and_reversed_ranking():
     targets = torch.tensor([[1.0], [1.0], [0.0], [0.0]])
-    assert mean_average_precision(torch.tensor([[4.0], [3.0], [2.0], [1.0]]), targets) == pytest.approx(100)
+    assert mean_average_precision(
+        torch.tensor([[4.0], [3.0], [2.0], [1.0]]), targets
+    ) == pytest.approx(100)
     # Reversed: positives at ranks 3 and 4 -> (1/3 + 2/4) / 2.
     reversed_ap = average_precision_per_class(torch.tensor([[1.0], [2.0], [3.0], [4.0]]), targets)
     assert reversed_ap.item() == pytest.approx((1 / 3 + 2 / 4) / 2)

@@ -42,6 +42,7 @@ def no_host_reads():
     def forbidden(name):
         def method(self, *args, **kwargs):
             raise AssertionError(f"Tensor.{name}() read a tensor back to the host")
+
         return method
 
     with pytest.MonkeyPatch.context() as patch:
@@ -68,6 +69,7 @@ def make_batch(device: torch.device | str = "cpu", rows: int = 3) -> dict:
 
 
 # -- goal 4: evaluation adds no per-batch host reads ------------------------------------
+
 
 def test_host_read_guard_catches_reads():
     # The guard below must be able to fail, or the next test proves nothing.
@@ -115,6 +117,7 @@ def test_steps_do_not_synchronise_cuda():
 
 # -- training-loss logging: no per-step sync, same numbers as Lightning's on_epoch mean ----
 
+
 class LossRecorder(Callback):
     def __init__(self) -> None:
         self.losses: list[tuple[float, int]] = []
@@ -127,8 +130,13 @@ def test_training_loss_is_logged_on_logging_steps_and_as_a_weighted_epoch_mean(t
     tiny_demo.batch_size = 24  # 64 training rows: batches of 24, 24 and 16
     recorder = LossRecorder()
     trainer = Trainer(
-        max_epochs=1, limit_val_batches=0, log_every_n_steps=2, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, logger=CSVLogger(tmp_path, name="run"),
+        max_epochs=1,
+        limit_val_batches=0,
+        log_every_n_steps=2,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=CSVLogger(tmp_path, name="run"),
         callbacks=[recorder],
     )
     module = SPMLModule(num_classes=tiny_demo.num_classes, backbone="resnet18", weights="none")
@@ -147,6 +155,7 @@ def test_training_loss_is_logged_on_logging_steps_and_as_a_weighted_epoch_mean(t
 
 # -- decoding on the device -----------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def varied_images(tmp_path_factory) -> list[str]:
     """JPEGs of several sizes and aspect ratios, a grayscale JPEG and a PNG."""
@@ -154,8 +163,9 @@ def varied_images(tmp_path_factory) -> list[str]:
     rng = np.random.default_rng(0)
     paths = []
     for i, (width, height) in enumerate([(120, 90), (90, 120), (64, 64), (33, 47), (200, 40)]):
-        coarse = Image.fromarray(rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)).resize((width, height),
-                                                                                        Image.BICUBIC)
+        coarse = Image.fromarray(rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)).resize(
+            (width, height), Image.BICUBIC
+        )
         path = folder / f"{i}.jpg"
         coarse.save(path, quality=90)
         paths.append(str(path))
@@ -168,8 +178,14 @@ def varied_images(tmp_path_factory) -> list[str]:
 @pytest.mark.parametrize("size", [32, 64, 150])
 def test_device_decode_matches_the_pil_path_within_resize_tolerance(varied_images, size, device):
     reference = torch.stack([reference_transform(size, False)(load_rgb(p)) for p in varied_images])
-    ours = decode_and_transform([read_encoded(p) for p in varied_images], size, IMAGENET_MEAN, IMAGENET_STD,
-                                flip=False, device=device)
+    ours = decode_and_transform(
+        [read_encoded(p) for p in varied_images],
+        size,
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        flip=False,
+        device=device,
+    )
     assert ours.device.type == device
     ours = ours.cpu()
     assert ours.shape == reference.shape and ours.dtype == torch.float32
@@ -194,7 +210,9 @@ def test_device_decode_reads_jpeg_bytes_and_decodes_other_formats(varied_images)
 
 def test_device_decode_flips_about_half_of_the_images(varied_images):
     images = [read_encoded(varied_images[0])] * 64
-    plain = decode_and_transform(images[:1], 32, IMAGENET_MEAN, IMAGENET_STD, flip=False, device="cpu")[0]
+    plain = decode_and_transform(
+        images[:1], 32, IMAGENET_MEAN, IMAGENET_STD, flip=False, device="cpu"
+    )[0]
     torch.manual_seed(0)
     out = decode_and_transform(images, 32, IMAGENET_MEAN, IMAGENET_STD, flip=True, device="cpu")
     flipped = [torch.equal(o, plain.flip(-1)) for o in out]
@@ -204,8 +222,15 @@ def test_device_decode_flips_about_half_of_the_images(varied_images):
 
 
 def test_collate_encoded_keeps_images_as_a_list():
-    items = [{"image": torch.zeros(n, dtype=torch.uint8), "observed": torch.ones(3), "target": torch.ones(3),
-              "index": n} for n in (5, 7)]
+    items = [
+        {
+            "image": torch.zeros(n, dtype=torch.uint8),
+            "observed": torch.ones(3),
+            "target": torch.ones(3),
+            "index": n,
+        }
+        for n in (5, 7)
+    ]
     batch = collate_encoded(items)
     assert [len(x) for x in batch["image"]] == [5, 7]
     assert batch["observed"].shape == (2, 3) and batch["index"].tolist() == [5, 7]
@@ -214,8 +239,14 @@ def test_collate_encoded_keeps_images_as_a_list():
 def test_decode_on_device_trains_validates_and_tests(tmp_path, tiny_demo):
     tiny_demo.decode_on = "device"
     trainer = Trainer(
-        max_epochs=1, limit_train_batches=2, limit_val_batches=2, limit_test_batches=1, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=2,
+        limit_test_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
     module = SPMLModule(num_classes=tiny_demo.num_classes, backbone="resnet18", weights="none")
     trainer.fit(module, tiny_demo)
@@ -234,11 +265,25 @@ def test_decode_on_is_validated():
 
 # -- the fast profile ----------------------------------------------------------------------
 
+
 def test_fast_profile_stacks_on_a_benchmark_config():
     from spml_lightning.cli import run_cli
 
-    cli = run_cli(["--config", str(REPO / "configs" / "demo.yaml"), "--config", str(REPO / "configs" / "fast.yaml"),
-                "--data.num_workers", "0", "--data.root", "unused", "--trainer.logger", "false"], run=False)
+    cli = run_cli(
+        [
+            "--config",
+            str(REPO / "configs" / "demo.yaml"),
+            "--config",
+            str(REPO / "configs" / "fast.yaml"),
+            "--data.num_workers",
+            "0",
+            "--data.root",
+            "unused",
+            "--trainer.logger",
+            "false",
+        ],
+        run=False,
+    )
     assert cli.trainer.precision == "bf16-mixed"
     assert cli.model.hparams.channels_last and not cli.model.hparams.compile
     data = cli.datamodule
@@ -267,28 +312,71 @@ def test_compiled_backbone_computes_the_same_logits():
 
 # -- the benchmark scripts run (tiny sizes; their numbers are not checked) ----------------------
 
+
 def goal_lines(output: str) -> dict[str, str]:
     """``ratio`` and ``check`` lines of a benchmark's output by label."""
-    return {re.split(r"\s{2,}", line[7:])[0]: line for line in output.splitlines()
-            if line.startswith(("ratio ", "check "))}
+    return {
+        re.split(r"\s{2,}", line[7:])[0]: line
+        for line in output.splitlines()
+        if line.startswith(("ratio ", "check "))
+    }
 
 
 def test_train_throughput_runs(bench_module, capsys):
     bench = bench_module("train_throughput")
-    bench.main(["--steps", "2", "--warmup", "1", "--val-batches", "1", "--repeats", "1", "--image-size", "32",
-                "--jpeg-size", "40x30", "--workers", "0", "--fast-workers", "0", "--fast-batch-size", "8",
-                "--sides", "reference", "spml-paper", "spml-fast", "ceiling-fast"])
+    bench.main(
+        [
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--val-batches",
+            "1",
+            "--repeats",
+            "1",
+            "--image-size",
+            "32",
+            "--jpeg-size",
+            "40x30",
+            "--workers",
+            "0",
+            "--fast-workers",
+            "0",
+            "--fast-batch-size",
+            "8",
+            "--sides",
+            "reference",
+            "spml-paper",
+            "spml-fast",
+            "ceiling-fast",
+        ]
+    )
     lines = goal_lines(capsys.readouterr().out)
-    assert {"train spml-paper/reference (goal 1)", "val spml-paper/reference (goal 1)",
-            "train spml-fast/ceiling-fast (goal 2, on a GPU)"} <= set(lines)
+    assert {
+        "train spml-paper/reference (goal 1)",
+        "val spml-paper/reference (goal 1)",
+        "train spml-fast/ceiling-fast (goal 2, on a GPU)",
+    } <= set(lines)
 
 
 def test_spml_sides_are_built_alike_with_and_without_the_cli(bench_module, tmp_path):
     bench = bench_module("train_throughput")
     settings = bench.Settings(
-        device=torch.device("cpu"), data_root=tmp_path, work_dir=tmp_path, backbone="resnet18", image_size=32,
-        batch_size=8, workers=0, fast_batch_size=16, fast_workers=0, warmup=1, steps=1, val_batches=1,
-        compile=False, decode_on="device", progress_bar=False,
+        device=torch.device("cpu"),
+        data_root=tmp_path,
+        work_dir=tmp_path,
+        backbone="resnet18",
+        image_size=32,
+        batch_size=8,
+        workers=0,
+        fast_batch_size=16,
+        fast_workers=0,
+        warmup=1,
+        steps=1,
+        val_batches=1,
+        compile=False,
+        decode_on="device",
+        progress_bar=False,
     )
     bench.write_formatted_dataset(tmp_path, 40, 4, 80, 40, 30)
     values = bench.spml_settings(settings, fast=True)
@@ -296,15 +384,36 @@ def test_spml_sides_are_built_alike_with_and_without_the_cli(bench_module, tmp_p
     for trainer, model, data in built:
         assert trainer.precision == "bf16-mixed" and model.hparams.channels_last
         assert (data.batch_size, data.decode_on, data.num_workers) == (16, "device", 0)
-        assert [type(c).__name__ for c in trainer.callbacks if "Checkpoint" in type(c).__name__ or
-                "Stopping" in type(c).__name__] == ["DropFromBestStopping", "ResumableCheckpoint"]
+        assert [
+            type(c).__name__
+            for c in trainer.callbacks
+            if "Checkpoint" in type(c).__name__ or "Stopping" in type(c).__name__
+        ] == ["DropFromBestStopping", "ResumableCheckpoint"]
 
 
 def test_data_pipeline_runs_and_device_decode_agrees(bench_module, capsys):
-    bench_module("data_pipeline").main(["--image-size", "32", "--jpeg-size", "40x30", "--batch-size", "4",
-                                        "--batches", "2", "--warmup", "1", "--repeats", "1", "--workers", "0"])
+    bench_module("data_pipeline").main(
+        [
+            "--image-size",
+            "32",
+            "--jpeg-size",
+            "40x30",
+            "--batch-size",
+            "4",
+            "--batches",
+            "2",
+            "--warmup",
+            "1",
+            "--repeats",
+            "1",
+            "--workers",
+            "0",
+        ]
+    )
     lines = goal_lines(capsys.readouterr().out)
-    decode_checks = [line for label, line in lines.items() if label.startswith("decode_on=device vs PIL")]
+    decode_checks = [
+        line for label, line in lines.items() if label.startswith("decode_on=device vs PIL")
+    ]
     assert len(decode_checks) == 2 and all(line.endswith("  MET") for line in decode_checks)
     assert "loader spml-workers/reference, 0 worker(s) (goal 3: per core)" in lines
 
@@ -314,7 +423,9 @@ def test_eval_speed_runs_and_agrees_with_sklearn(bench_module, capsys):
     lines = goal_lines(capsys.readouterr().out)
     agreement = lines["max |AP spml - AP sklearn| over classes"]
     reads = [line for label, line in lines.items() if label.startswith("host reads")]
-    assert agreement.endswith("  MET") and len(reads) == 2 and all(r.endswith("  MET") for r in reads)
+    assert (
+        agreement.endswith("  MET") and len(reads) == 2 and all(r.endswith("  MET") for r in reads)
+    )
 
 
 def test_loader_memory_runs(bench_module, capsys):

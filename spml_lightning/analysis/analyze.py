@@ -75,8 +75,11 @@ class SplitPredictions:
 
 
 def predict_split(
-    model: SPMLModule, datamodule: SPMLDataModule, split: Split = "test",
-    batch_size: int | None = None, progress: bool = True,
+    model: SPMLModule,
+    datamodule: SPMLDataModule,
+    split: Split = "test",
+    batch_size: int | None = None,
+    progress: bool = True,
 ) -> SplitPredictions:
     """Run the model over a split of the datamodule, without augmentation.
 
@@ -99,8 +102,13 @@ def predict_split(
     )
     probabilities = np.zeros(dataset.targets.shape, dtype=np.float32)
     probabilities[index.cpu().numpy()] = torch.sigmoid(logits).cpu().numpy()
-    return SplitPredictions(split, probabilities, np.asarray(dataset.targets), np.asarray(dataset.observed),
-                            list(dataset.image_paths))
+    return SplitPredictions(
+        split,
+        probabilities,
+        np.asarray(dataset.targets),
+        np.asarray(dataset.observed),
+        list(dataset.image_paths),
+    )
 
 
 @dataclass
@@ -123,15 +131,23 @@ class PerClassTable:
 
     @property
     def mean_average_precision(self) -> float:
-        """mAP x 100 over all classes."""
+        """MAP x 100 over all classes."""
         return float(self.average_precision.mean())
 
     def rows(self) -> list[dict[str, object]]:
         """One dict per class, keyed by ``COLUMNS``."""
         s = self.statistics
         return [
-            {"class": name, "AP": float(ap), "positives": int(pos), "missing_positives": int(miss), "images": s.images}
-            for name, ap, pos, miss in zip(self.class_names, self.average_precision, s.positives, s.missing_positives)
+            {
+                "class": name,
+                "AP": float(ap),
+                "positives": int(pos),
+                "missing_positives": int(miss),
+                "images": s.images,
+            }
+            for name, ap, pos, miss in zip(
+                self.class_names, self.average_precision, s.positives, s.missing_positives
+            )
         ]
 
     def to_markdown(self) -> str:
@@ -166,7 +182,9 @@ def per_class_table(
     evaluated: SplitPredictions, statistics: ClassStatistics, class_names: Sequence[str]
 ) -> PerClassTable:
     """Per-class AP of ``evaluated`` (exact, ``metrics.average_precision_per_class``) with ``statistics``."""
-    ap = average_precision_per_class(torch.from_numpy(evaluated.probabilities), torch.from_numpy(evaluated.targets))
+    ap = average_precision_per_class(
+        torch.from_numpy(evaluated.probabilities), torch.from_numpy(evaluated.targets)
+    )
     if len(class_names) != ap.numel():
         raise ValueError(f"{len(class_names)} class names for {ap.numel()} classes.")
     return PerClassTable(list(class_names), ap.numpy() * 100.0, statistics, evaluated.split)
@@ -174,7 +192,11 @@ def per_class_table(
 
 def _schedule_label(model: SPMLModule) -> str:
     schedule = model.loss_schedule
-    return f"epoch {schedule['epoch'] + 1} of {schedule['max_epochs']}" if schedule else "current state"
+    return (
+        f"epoch {schedule['epoch'] + 1} of {schedule['max_epochs']}"
+        if schedule
+        else "current state"
+    )
 
 
 @dataclass
@@ -219,14 +241,20 @@ class CheckpointAnalysis:
         )
 
         return {
-            "false_negative_rate": plot_false_negative_rate(self.false_negative_rate, self.pseudo_labels),
+            "false_negative_rate": plot_false_negative_rate(
+                self.false_negative_rate, self.pseudo_labels
+            ),
             "distinguishing_ability": plot_distinguishing_ability(self.distinguishing),
             "loss_gradients": plot_loss_gradients(self.probabilities, self.gradients),
         }
 
 
 def analyze(
-    run: LoadedRun, split: Split = "test", bins: int = 100, grid_points: int = 99, progress: bool = True
+    run: LoadedRun,
+    split: Split = "test",
+    bins: int = 100,
+    grid_points: int = 99,
+    progress: bool = True,
 ) -> CheckpointAnalysis:
     """Evaluate a checkpoint on ``split`` and compute the paper's diagnostics on its training set.
 
@@ -239,7 +267,11 @@ def analyze(
     """
     model, datamodule = run.model, run.datamodule
     evaluated = predict_split(model, datamodule, split, progress=progress)
-    train = evaluated if split == "train" else predict_split(model, datamodule, "train", progress=progress)
+    train = (
+        evaluated
+        if split == "train"
+        else predict_split(model, datamodule, "train", progress=progress)
+    )
     statistics = class_statistics(train.targets, train.observed)
     table = per_class_table(evaluated, statistics, model.class_names)
     fn_rate = false_negative_rate(train.probabilities, train.observed, train.targets, bins)

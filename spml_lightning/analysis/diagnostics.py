@@ -202,5 +202,9 @@ def distinguishing_ability(
     p = probabilities[unknown].astype(np.float64)
     is_positive = targets[unknown] > 0.5
     positive, negative = p[is_positive], p[~is_positive]
-    distance = wasserstein_distance(positive, negative) if positive.size and negative.size else float("nan")
+    distance = (
+        wasserstein_distance(positive, negative)
+        if positive.size and negative.size
+        else float("nan")
+    )
     return DistinguishingAbility(positive=positive, negative=negative, wasserstein=distance)

@@ -76,7 +76,9 @@ def unknown_logit_gradient(
     """
     p = np.asarray(probabilities, dtype=np.float64).ravel()
     if p.size and (p.min() <= 0 or p.max() >= 1):
-        raise ValueError("probabilities must lie strictly inside (0, 1): the logit of 0 or 1 is infinite.")
+        raise ValueError(
+            "probabilities must lie strictly inside (0, 1): the logit of 0 or 1 is infinite."
+        )
     if not 0 < positive_probability < 1:
         raise ValueError(f"positive_probability must be in (0, 1), got {positive_probability}.")
     if epoch is not None and max_epochs is None:
@@ -161,8 +163,12 @@ def pseudo_label_curve(loss: nn.Module, probabilities: np.ndarray) -> np.ndarray
         k = bayes_pseudo_label(p, loss.bayes_a)
     else:
         if loss.num_classes is None:
-            raise ValueError("This learned-k̂ GRLoss has no classes yet; call set_num_classes(C) first.")
-        k = sigmoid_pseudo_label(p.unsqueeze(0), loss.k_weight.cpu().unsqueeze(1), loss.k_bias.cpu().unsqueeze(1))
+            raise ValueError(
+                "This learned-k̂ GRLoss has no classes yet; call set_num_classes(C) first."
+            )
+        k = sigmoid_pseudo_label(
+            p.unsqueeze(0), loss.k_weight.cpu().unsqueeze(1), loss.k_bias.cpu().unsqueeze(1)
+        )
     return k.double().numpy()
 
 

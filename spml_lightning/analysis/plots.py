@@ -58,8 +58,14 @@ def plot_false_negative_rate(
     axes = figure.subplots()
     present = ~np.isnan(curve.rate)
     width = np.diff(curve.edges)
-    axes.bar(curve.centers[present], curve.rate[present], width=width[present], color="tab:blue",
-             alpha=0.6, label="FN / (FN + TN) of unknown labels")
+    axes.bar(
+        curve.centers[present],
+        curve.rate[present],
+        width=width[present],
+        color="tab:blue",
+        alpha=0.6,
+        label="FN / (FN + TN) of unknown labels",
+    )
     for index, (label, values) in enumerate((pseudo_labels or {}).items()):
         values = np.asarray(values)
         color = f"C{index + 1}"
@@ -69,8 +75,13 @@ def plot_false_negative_rate(
             values = values.mean(axis=0)
             label = f"{label} (mean of classes)"
         axes.plot(curve.centers, values, color=color, linewidth=2, label=label)
-    axes.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted probability p",
-             ylabel="P(positive | unknown, p)", title="False negatives among unknown labels")
+    axes.set(
+        xlim=(0, 1),
+        ylim=(0, 1),
+        xlabel="predicted probability p",
+        ylabel="P(positive | unknown, p)",
+        title="False negatives among unknown labels",
+    )
     axes.legend(loc="upper left", fontsize="small")
     return figure
 
@@ -89,11 +100,23 @@ def plot_distinguishing_ability(result: DistinguishingAbility, bins: int = 50) -
         (result.positive, "unknown, truly positive (FN)", "tab:red"),
     ):
         if values.size:
-            axes.hist(values, bins=edges, density=True, alpha=0.55, color=color,
-                      label=f"{label}, n = {values.size}")
-    distance = "n/a (a group is empty)" if np.isnan(result.wasserstein) else f"{result.wasserstein:.4f}"
-    axes.set(xlim=(0, 1), xlabel="predicted probability p", ylabel="density",
-             title=f"Distinguishing ability: Wasserstein distance {distance}")
+            axes.hist(
+                values,
+                bins=edges,
+                density=True,
+                alpha=0.55,
+                color=color,
+                label=f"{label}, n = {values.size}",
+            )
+    distance = (
+        "n/a (a group is empty)" if np.isnan(result.wasserstein) else f"{result.wasserstein:.4f}"
+    )
+    axes.set(
+        xlim=(0, 1),
+        xlabel="predicted probability p",
+        ylabel="density",
+        title=f"Distinguishing ability: Wasserstein distance {distance}",
+    )
     axes.legend(fontsize="small")
     return figure
 
@@ -126,13 +149,17 @@ def plot_loss_gradients(
     return figure
 
 
-def plot_sweep(points: Sequence[SweepPoint], hyper_parameter: str, metric: str = "test/mAP") -> Figure:
+def plot_sweep(
+    points: Sequence[SweepPoint], hyper_parameter: str, metric: str = "test/mAP"
+) -> Figure:
     """A metric over one hyper-parameter: every run a dot, the mean per value a line."""
     if not points:
         raise ValueError("No runs to plot.")
     figure = _figure(figsize=(6, 4), layout="constrained")
     axes = figure.subplots()
-    numeric = all(isinstance(p.value, (int, float)) and not isinstance(p.value, bool) for p in points)
+    numeric = all(
+        isinstance(p.value, (int, float)) and not isinstance(p.value, bool) for p in points
+    )
     values = sorted({p.value for p in points}, key=lambda v: v if numeric else str(v))
     position = {v: (v if numeric else i) for i, v in enumerate(values)}
     xs = [position[p.value] for p in points]

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from spml_lightning.analysis.analyze import CheckpointAnalysis, analyze
 from spml_lightning.analysis.run import load_run
-from spml_lightning.console import RunProgress, run_command
 from spml_lightning.analysis.sweep import SweepPoint
+from spml_lightning.console import RunProgress, run_command
 
 __all__ = ["command", "default_output_dir", "main", "write_report"]
 
@@ -50,7 +50,9 @@ def _number(value: float) -> str:
 
 
 def write_report(
-    result: CheckpointAnalysis, ckpt_path: Path, output_dir: Path,
+    result: CheckpointAnalysis,
+    ckpt_path: Path,
+    output_dir: Path,
     sweep: tuple[str, str, Sequence[SweepPoint]] | None = None,
 ) -> list[Path]:
     """Write the report files of ``result`` into ``output_dir``; returns the written files.
@@ -81,8 +83,15 @@ def write_report(
         writer.writerow(["bin_start", "bin_end", "false_negatives", "true_negatives", "rate"])
         for i in range(len(curve.centers)):
             rate = "" if math.isnan(curve.rate[i]) else f"{curve.rate[i]:.6g}"
-            writer.writerow([f"{curve.edges[i]:.4g}", f"{curve.edges[i + 1]:.4g}",
-                             int(curve.false_negatives[i]), int(curve.true_negatives[i]), rate])
+            writer.writerow(
+                [
+                    f"{curve.edges[i]:.4g}",
+                    f"{curve.edges[i + 1]:.4g}",
+                    int(curve.false_negatives[i]),
+                    int(curve.true_negatives[i]),
+                    rate,
+                ]
+            )
 
     unknown_fn, unknown_tn = int(curve.false_negatives.sum()), int(curve.true_negatives.sum())
     numbers = {
@@ -90,7 +99,9 @@ def write_report(
         "loss_schedule": result.schedule,
         "split": result.table.split,
         "mAP": result.table.mean_average_precision,
-        "wasserstein_distance": None if math.isnan(result.distinguishing.wasserstein) else result.distinguishing.wasserstein,
+        "wasserstein_distance": None
+        if math.isnan(result.distinguishing.wasserstein)
+        else result.distinguishing.wasserstein,
         "unknown_labels": unknown_fn + unknown_tn,
         "unknown_positives": unknown_fn,
         "gradient_failures": result.gradient_failures,
@@ -133,8 +144,15 @@ def write_report(
         lines.append(f"\n- {name}: not drawn, it cannot be built with default arguments ({reason})")
     if sweep is not None:
         parameter, metric, points = sweep
-        lines += ["", f"## {metric} over {parameter}", "", "![sweep](sweep.png)", "",
-                  f"| {parameter} | {metric} | run |", "|---:|---:|---|"]
+        lines += [
+            "",
+            f"## {metric} over {parameter}",
+            "",
+            "![sweep](sweep.png)",
+            "",
+            f"| {parameter} | {metric} | run |",
+            "|---:|---:|---|",
+        ]
         lines += [f"| {p.value} | {p.metric:.2f} | `{p.run_dir}` |" for p in points]
     written.append(output_dir / "summary.md")
     written[-1].write_text("\n".join(lines) + "\n")
@@ -149,14 +167,28 @@ def _parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     parser.add_argument("--config", required=True, help="the spml YAML the model was trained with")
-    parser.add_argument("--ckpt_path", default="best", help="a .ckpt file, or best/last of the newest run")
-    parser.add_argument("--output_dir", type=Path, default=None, help="default: report_<ckpt> beside the run")
-    parser.add_argument("--split", default="test", choices=("test", "val", "train"), help="split of the AP table")
-    parser.add_argument("--bins", type=int, default=100, help="bins of the FN/(FN+TN) curve on [0, 1]")
-    parser.add_argument("--overwrite", action="store_true", help="replace the files of an existing report")
+    parser.add_argument(
+        "--ckpt_path", default="best", help="a .ckpt file, or best/last of the newest run"
+    )
+    parser.add_argument(
+        "--output_dir", type=Path, default=None, help="default: report_<ckpt> beside the run"
+    )
+    parser.add_argument(
+        "--split", default="test", choices=("test", "val", "train"), help="split of the AP table"
+    )
+    parser.add_argument(
+        "--bins", type=int, default=100, help="bins of the FN/(FN+TN) curve on [0, 1]"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the files of an existing report"
+    )
     parser.add_argument("--no_progress", action="store_true", help="no progress bars")
-    parser.add_argument("--sweep_root", type=Path, default=None, help="folder of runs for a sweep plot")
-    parser.add_argument("--sweep_parameter", default=None, help="hyper-parameter of the sweep, e.g. q2")
+    parser.add_argument(
+        "--sweep_root", type=Path, default=None, help="folder of runs for a sweep plot"
+    )
+    parser.add_argument(
+        "--sweep_parameter", default=None, help="hyper-parameter of the sweep, e.g. q2"
+    )
     parser.add_argument("--sweep_metric", default="test/mAP", help="metric of the sweep")
     return parser
 
@@ -184,8 +216,11 @@ def main(argv: Sequence[str] | None = None, progress: RunProgress | None = None)
     if args.sweep_root is not None:
         from spml_lightning.analysis.sweep import collect_sweep
 
-        sweep = (args.sweep_parameter, args.sweep_metric,
-                 collect_sweep(args.sweep_root, args.sweep_parameter, args.sweep_metric))
+        sweep = (
+            args.sweep_parameter,
+            args.sweep_metric,
+            collect_sweep(args.sweep_root, args.sweep_parameter, args.sweep_metric),
+        )
     result = analyze(run, split=args.split, bins=args.bins, progress=not args.no_progress)
     write_report(result, run.ckpt_path, output_dir, sweep)
     print(f"Report written to {output_dir / 'summary.md'}")

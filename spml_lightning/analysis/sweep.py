@@ -60,7 +60,9 @@ def _tensorboard_values(run_dir: Path, metric: str) -> list[float] | None:
     events.Reload()
     if metric not in events.Tags().get("scalars", []):
         return None
-    return [event.value for event in sorted(events.Scalars(metric), key=lambda e: (e.step, e.wall_time))]
+    return [
+        event.value for event in sorted(events.Scalars(metric), key=lambda e: (e.step, e.wall_time))
+    ]
 
 
 def _csv_values(run_dir: Path, metric: str) -> list[float] | None:
@@ -125,26 +127,39 @@ def read_hyper_parameter(run_dir: str | Path, name: str) -> Any:
     run_dir = Path(run_dir)
     files = [run_dir / f for f in CONFIG_FILES if (run_dir / f).is_file()]
     if not files:
-        raise FileNotFoundError(f"{run_dir} has none of {list(CONFIG_FILES)}; cannot tell its hyper-parameters.")
-    bare = name[len("model."):] if name.startswith("model.") else name
+        raise FileNotFoundError(
+            f"{run_dir} has none of {list(CONFIG_FILES)}; cannot tell its hyper-parameters."
+        )
+    bare = name[len("model.") :] if name.startswith("model.") else name
     for path in files:
         try:
             tree = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
             raise ValueError(f"Cannot read {path} as YAML: {err}") from err
         value = next(
-            (v for v in (_lookup(tree, c) for c in (name, bare, f"model.{bare}")) if v is not _MISSING), _MISSING
+            (
+                v
+                for v in (_lookup(tree, c) for c in (name, bare, f"model.{bare}"))
+                if v is not _MISSING
+            ),
+            _MISSING,
         )
         if value is _MISSING:
             leaves = list(_leaves(tree))
             matches = {p: v for p, v in leaves if p == bare or p.endswith(f".{bare}")}
             if len({repr(v) for v in matches.values()}) > 1:
-                raise KeyError(f"{name!r} is ambiguous in {path}: {matches}; pass the full dotted path.")
+                raise KeyError(
+                    f"{name!r} is ambiguous in {path}: {matches}; pass the full dotted path."
+                )
             value = next(iter(matches.values()), _MISSING)
-            if value is _MISSING and any(p.startswith(f"{bare}.") or f".{bare}." in p for p, _ in leaves):
+            if value is _MISSING and any(
+                p.startswith(f"{bare}.") or f".{bare}." in p for p, _ in leaves
+            ):
                 value = []  # a container: reported below
         if isinstance(value, (list, dict)):
-            raise ValueError(f"{name!r} in {path} is a list or mapping; name one item, e.g. {name}.0.")
+            raise ValueError(
+                f"{name!r} in {path} is a list or mapping; name one item, e.g. {name}.0."
+            )
         if value is not _MISSING:
             return value
     raise KeyError(f"No hyper-parameter {name!r} in {', '.join(map(str, files))}.")
@@ -179,7 +194,9 @@ def collect_sweep(
         value = read_metric(run_dir, metric, reduce)
         if value is None:
             continue
-        points.append(SweepPoint(read_hyper_parameter(run_dir, hyper_parameter), float(value), run_dir))
+        points.append(
+            SweepPoint(read_hyper_parameter(run_dir, hyper_parameter), float(value), run_dir)
+        )
     if not points:
         raise ValueError(
             f"No run below {root} logged {metric!r}; test the runs first (spml test ... --ckpt_path best)."

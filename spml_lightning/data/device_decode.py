@@ -102,17 +102,24 @@ def decode_and_transform(
         (B, 3, S, S) float32 normalised images.
     """
     device = torch.device(device)
-    resized = torch.stack(
-        [
-            # Bilinear with antialiasing is PIL's filter; rounding to integers
-            # reproduces the 8-bit image PIL hands to ToTensor.
-            F.interpolate(
-                image.unsqueeze(0).float(), size=(image_size, image_size), mode="bilinear",
-                align_corners=False, antialias=True,
-            )[0]
-            for image in _decode(images, device)
-        ]
-    ).round_().clamp_(0, 255)
+    resized = (
+        torch.stack(
+            [
+                # Bilinear with antialiasing is PIL's filter; rounding to integers
+                # reproduces the 8-bit image PIL hands to ToTensor.
+                F.interpolate(
+                    image.unsqueeze(0).float(),
+                    size=(image_size, image_size),
+                    mode="bilinear",
+                    align_corners=False,
+                    antialias=True,
+                )[0]
+                for image in _decode(images, device)
+            ]
+        )
+        .round_()
+        .clamp_(0, 255)
+    )
     if flip:
         flipped = torch.rand(len(resized), device=device) < 0.5
         resized = torch.where(flipped[:, None, None, None], resized.flip(-1), resized)

@@ -66,8 +66,10 @@ OTHER_SEPARATORS: tuple[str, ...] = (",", ";", "|", "\t")
 
 #: Byte-order marks of the encodings read besides UTF-8 (UTF-32's first: they begin with UTF-16's).
 _BYTE_ORDER_MARKS: tuple[tuple[bytes, str], ...] = (
-    (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
-    (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"),
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
 )
 
 #: How many doubtful class names a warning shows.

@@ -92,7 +92,8 @@ class OfficialDataModule(SPMLDataModule):
         where = (
             f"{self.root} does not exist"
             if not self.root.exists()
-            else "missing: " + ", ".join(str(p) for p in missing[:5])
+            else "missing: "
+            + ", ".join(str(p) for p in missing[:5])
             + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         )
         pending = (

@@ -31,7 +31,14 @@ from spml_lightning.data.base import Phase, PhaseData, SPMLDataModule
 __all__ = ["IMAGE_EXTENSIONS", "ImageFolderDataModule", "list_images"]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (
-    ".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".bmp",
+    ".gif",
+    ".tif",
+    ".tiff",
+    ".webp",
 )
 """File name endings (any case) taken as images when reading a folder."""
 
@@ -119,8 +126,12 @@ class ImageFolderDataModule(SPMLDataModule):
             )
         preprocessing = {k: v for k, v in (("mean", mean), ("std", std)) if v is not None}
         super().__init__(
-            root=root, batch_size=batch_size, num_workers=num_workers, image_size=image_size,
-            skip_unreadable=skip_unreadable, **preprocessing,
+            root=root,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            image_size=image_size,
+            skip_unreadable=skip_unreadable,
+            **preprocessing,
         )
         self._class_names = list(class_names)
         self.recursive = recursive

@@ -40,7 +40,9 @@ _HOST = socket.gethostname()
 def _temporary_path(path: Path) -> Path:
     # Owned by this writer: host and pid say whether it is still alive, the token
     # keeps two writers (threads, or processes on two hosts) apart.
-    return path.with_name(f"{TEMPORARY_PREFIX}{path.name}.tmp-{_HOST}-{os.getpid()}-{secrets.token_hex(4)}")
+    return path.with_name(
+        f"{TEMPORARY_PREFIX}{path.name}.tmp-{_HOST}-{os.getpid()}-{secrets.token_hex(4)}"
+    )
 
 
 def _pid_alive(pid: int) -> bool:
@@ -64,8 +66,14 @@ def _is_stale(temporary: Path, destination: Path) -> bool:
     asked). The names of older versions, ``.<name>.tmp-<pid>``, count as this host's.
     """
     suffix = temporary.name[len(f"{TEMPORARY_PREFIX}{destination.name}.tmp-") :]
-    match = re.fullmatch(r"(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{8}", suffix) or re.fullmatch(r"(?P<pid>\d+)", suffix)
-    if match and match.groupdict().get("host") in (None, _HOST) and not _pid_alive(int(match["pid"])):
+    match = re.fullmatch(r"(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{8}", suffix) or re.fullmatch(
+        r"(?P<pid>\d+)", suffix
+    )
+    if (
+        match
+        and match.groupdict().get("host") in (None, _HOST)
+        and not _pid_alive(int(match["pid"]))
+    ):
         return True
     try:
         return time.time() - temporary.stat().st_mtime > STALE_AFTER_S
@@ -129,7 +137,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     command installs it by default.
     """
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
         if storage_options is not None:
             raise TypeError(
                 f"{type(self).__name__}.save_checkpoint takes no storage_options (got {storage_options!r})."

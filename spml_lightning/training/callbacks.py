@@ -6,7 +6,6 @@ import math
 from typing import Any
 
 import torch.distributed as dist
-
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 

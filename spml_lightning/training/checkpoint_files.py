@@ -62,7 +62,9 @@ def read_checkpoint(path: str | Path, weights_only: bool = False) -> dict[str, A
         weights_only: unpickle nothing but tensors and plain containers (enough
             for the hyper-parameters; not for the callback states of a run).
     """
-    return torch.load(Path(path).expanduser(), map_location="cpu", weights_only=weights_only, mmap=True)
+    return torch.load(
+        Path(path).expanduser(), map_location="cpu", weights_only=weights_only, mmap=True
+    )
 
 
 #: The hyper-parameters a model predicts with: its classes and its preprocessing.
@@ -78,7 +80,9 @@ def checkpoint_facts(ckpt_path: str | Path) -> dict[str, Any]:
     return facts
 
 
-def checkpoint_callback_states(path: str | Path, checkpoint: dict[str, Any] | None = None) -> list[dict]:
+def checkpoint_callback_states(
+    path: str | Path, checkpoint: dict[str, Any] | None = None
+) -> list[dict]:
     """The ModelCheckpoint states recorded in a checkpoint (weights not read), or in its loaded ``checkpoint``."""
     checkpoint = read_checkpoint(path) if checkpoint is None else checkpoint
     return [
@@ -117,7 +121,9 @@ def find_checkpoint(
         return ckpt_path
     roots = [Path(root_dir)] if checkpoint_dir is None else [Path(checkpoint_dir), Path(root_dir)]
     for root in roots:
-        last = _newest([p for p in root.rglob("last*.ckpt") if p.is_file()]) if root.is_dir() else None
+        last = (
+            _newest([p for p in root.rglob("last*.ckpt") if p.is_file()]) if root.is_dir() else None
+        )
         if last is None:
             continue
         check_checkpoint_file(last)

@@ -25,7 +25,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["NO_EFFECT", "REFUSED", "ResumePlan", "check_class_names", "class_names_difference", "resume_plan"]
+__all__ = [
+    "NO_EFFECT",
+    "REFUSED",
+    "ResumePlan",
+    "check_class_names",
+    "class_names_difference",
+    "resume_plan",
+]
 
 #: Hyper-parameters a resumed fit must keep: they define what the checkpoint's state means.
 REFUSED: tuple[str, ...] = ("backbone", "num_classes", "class_names", "loss")
@@ -54,7 +61,9 @@ def class_names_difference(checkpoint: Sequence[str], data: Sequence[str]) -> st
     )
 
 
-def check_class_names(checkpoint: Sequence[str] | None, data: Sequence[str] | None, source: str) -> None:
+def check_class_names(
+    checkpoint: Sequence[str] | None, data: Sequence[str] | None, source: str
+) -> None:
     """Refuse data whose classes are not the checkpoint's, in the checkpoint's order.
 
     Args:
@@ -74,7 +83,7 @@ def check_class_names(checkpoint: Sequence[str] | None, data: Sequence[str] | No
         f"The classes of the data do not match those of the model ({source}): {difference}. The model's "
         "output columns are its classes in its order, so every score would be compared with another "
         "class's labels. Give the data the model's classes in the model's order (e.g. "
-        f"--data.init_args.class_names \"{list(checkpoint)}\"), or use a model trained on these classes."
+        f'--data.init_args.class_names "{list(checkpoint)}"), or use a model trained on these classes.'
     )
 
 
@@ -94,7 +103,9 @@ class ResumePlan:
 
 
 def _loss_difference(checkpoint: Mapping[str, Any], new: Mapping[str, Any]) -> str:
-    old_class, new_class = (str(c.get("class_path", "?")).rpartition(".")[2] for c in (checkpoint, new))
+    old_class, new_class = (
+        str(c.get("class_path", "?")).rpartition(".")[2] for c in (checkpoint, new)
+    )
     if old_class != new_class:
         return f"loss: {old_class} in the checkpoint, {new_class} now"
     old_args, new_args = checkpoint.get("init_args", {}), new.get("init_args", {})
@@ -133,7 +144,9 @@ def resume_plan(checkpoint: Mapping[str, Any], new: Mapping[str, Any]) -> Resume
         if name == "loss" and isinstance(old_value, Mapping) and isinstance(new_value, Mapping):
             plan.refused.append(_loss_difference(old_value, new_value))
         elif name == "class_names":
-            if old_value is not None and new_value is not None:  # None: not recorded, nothing to compare
+            if (
+                old_value is not None and new_value is not None
+            ):  # None: not recorded, nothing to compare
                 plan.refused.append(f"class_names: {class_names_difference(old_value, new_value)}")
         elif name in REFUSED:
             plan.refused.append(f"{name}: {old_value!r} in the checkpoint, {new_value!r} now")

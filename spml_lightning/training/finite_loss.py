@@ -26,7 +26,16 @@ from torch import Tensor
 
 __all__ = ["FiniteLossGuard", "NonFiniteLossError"]
 
-_STATISTICS = ("loss", "nan", "posinf", "neginf", "numel", "finite_min", "finite_max", "input_nonfinite")
+_STATISTICS = (
+    "loss",
+    "nan",
+    "posinf",
+    "neginf",
+    "numel",
+    "finite_min",
+    "finite_max",
+    "input_nonfinite",
+)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -42,8 +51,12 @@ def _statistics(loss: Tensor, logits: Tensor, inputs: Tensor | None) -> Tensor:
         torch.isposinf(logits).sum(),
         torch.isneginf(logits).sum(),
         logits.new_full((), float(logits.numel())),
-        torch.where(finite, logits, torch.inf).amin() if logits.numel() else logits.new_full((), torch.inf),
-        torch.where(finite, logits, -torch.inf).amax() if logits.numel() else logits.new_full((), -torch.inf),
+        torch.where(finite, logits, torch.inf).amin()
+        if logits.numel()
+        else logits.new_full((), torch.inf),
+        torch.where(finite, logits, -torch.inf).amax()
+        if logits.numel()
+        else logits.new_full((), -torch.inf),
         (~torch.isfinite(inputs.detach())).sum()
         if inputs is not None and inputs.is_floating_point()
         else logits.new_zeros(()),
@@ -97,7 +110,9 @@ class FiniteLossGuard:
         self._first_index: Tensor | None = None  # its position in self._where (device)
         self._where: list[tuple[int, int]] = []  # (global step, epoch) of each observation (host)
 
-    def observe(self, loss: Tensor, logits: Tensor, inputs: Tensor | None, step: int, epoch: int) -> None:
+    def observe(
+        self, loss: Tensor, logits: Tensor, inputs: Tensor | None, step: int, epoch: int
+    ) -> None:
         """Record one training loss; raise now if it is bad and a check is due.
 
         Args:
@@ -142,7 +157,11 @@ class FiniteLossGuard:
         """
         if not self._where:
             return
-        flag = self._bad.to(torch.int32) if self._bad is not None else torch.zeros((), dtype=torch.int32)
+        flag = (
+            self._bad.to(torch.int32)
+            if self._bad is not None
+            else torch.zeros((), dtype=torch.int32)
+        )
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             device = flag.device
             if dist.get_backend() == "nccl" and device.type != "cuda":

@@ -71,7 +71,11 @@ class PredictionWriter(BasePredictionWriter):
         if stage != "predict":
             return
         folder = trainer.log_dir or trainer.default_root_dir
-        self.path = Path(self.output_path).expanduser() if self.output_path else Path(folder) / "predictions.csv"
+        self.path = (
+            Path(self.output_path).expanduser()
+            if self.output_path
+            else Path(folder) / "predictions.csv"
+        )
         if self.path.exists() and not self.overwrite:
             raise FileExistsError(
                 f"{self.path} exists; pass --prediction.output_path with a new file, or "
@@ -96,7 +100,9 @@ class PredictionWriter(BasePredictionWriter):
         elif batch_indices is not None:
             index = torch.as_tensor(list(batch_indices))
         else:
-            raise ValueError("Cannot tell which images a predict batch holds: give the batches an 'index'.")
+            raise ValueError(
+                "Cannot tell which images a predict batch holds: give the batches an 'index'."
+            )
         self._rows.append((dataloader_idx, index.cpu(), prediction.detach().float().cpu()))
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -109,7 +115,9 @@ class PredictionWriter(BasePredictionWriter):
         if trainer.is_global_zero:
             self._write(self._records(trainer, pl_module, rows))
 
-    def _records(self, trainer: Trainer, pl_module: LightningModule, rows: list) -> list[dict[str, Any]]:
+    def _records(
+        self, trainer: Trainer, pl_module: LightningModule, rows: list
+    ) -> list[dict[str, Any]]:
         loaders = trainer.predict_dataloaders
         loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
         by_image: dict[tuple[int, int], Tensor] = {}
@@ -119,18 +127,22 @@ class PredictionWriter(BasePredictionWriter):
         keys = sorted(by_image)
         probabilities = torch.stack([by_image[k] for k in keys]) if keys else None
         num_classes = probabilities.shape[1] if probabilities is not None else 0
-        class_names = list(getattr(pl_module, "class_names", None) or [f"class_{i}" for i in range(num_classes)])
+        class_names = list(
+            getattr(pl_module, "class_names", None) or [f"class_{i}" for i in range(num_classes)]
+        )
         if probabilities is None:
             probabilities = torch.zeros(0, len(class_names))
         labels = predicted_labels(probabilities, class_names, self.threshold, self.top_k)
         records = []
         for (loader_idx, i), p, chosen in zip(keys, probabilities, labels):
             paths = getattr(loaders[loader_idx].dataset, "image_paths", None)
-            records.append({
-                "image": paths[i] if paths is not None else f"{loader_idx}:{i}",
-                "labels": chosen,
-                "probabilities": dict(zip(class_names, (float(v) for v in p))),
-            })
+            records.append(
+                {
+                    "image": paths[i] if paths is not None else f"{loader_idx}:{i}",
+                    "labels": chosen,
+                    "probabilities": dict(zip(class_names, (float(v) for v in p))),
+                }
+            )
         return records
 
     def _write(self, records: list[dict[str, Any]]) -> None:
@@ -144,7 +156,10 @@ class PredictionWriter(BasePredictionWriter):
             writer = csv.writer(handle)
             writer.writerow(["image", "labels", *class_names])
             for record in records:
-                writer.writerow([
-                    record["image"], ";".join(record["labels"]),
-                    *(f"{record['probabilities'][c]:.6g}" for c in class_names),
-                ])
+                writer.writerow(
+                    [
+                        record["image"],
+                        ";".join(record["labels"]),
+                        *(f"{record['probabilities'][c]:.6g}" for c in class_names),
+                    ]
+                )

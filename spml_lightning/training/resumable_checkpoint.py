@@ -25,7 +25,11 @@ __all__ = ["ResumableCheckpoint"]
 
 
 def _same_local_folder(a: str, b: str) -> bool:
-    return _is_local_file_protocol(a) and _is_local_file_protocol(b) and os.path.realpath(a) == os.path.realpath(b)
+    return (
+        _is_local_file_protocol(a)
+        and _is_local_file_protocol(b)
+        and os.path.realpath(a) == os.path.realpath(b)
+    )
 
 
 def _with_real_paths(state: dict[str, Any]) -> dict[str, Any]:
@@ -35,7 +39,9 @@ def _with_real_paths(state: dict[str, Any]) -> dict[str, Any]:
         if state.get(key):  # "" means none
             state[key] = os.path.realpath(state[key])
     if "best_k_models" in state:
-        state["best_k_models"] = {os.path.realpath(path): score for path, score in state["best_k_models"].items()}
+        state["best_k_models"] = {
+            os.path.realpath(path): score for path, score in state["best_k_models"].items()
+        }
     return state
 
 
@@ -122,7 +128,11 @@ class ResumableCheckpoint(ModelCheckpoint):
     ) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         every = self.last_every_n_train_steps
-        if every and trainer.global_step % every == 0 and batch_idx + 1 < trainer.num_training_batches:
+        if (
+            every
+            and trainer.global_step % every == 0
+            and batch_idx + 1 < trainer.num_training_batches
+        ):
             self._refresh_last(trainer)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

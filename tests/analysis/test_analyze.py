@@ -38,7 +38,9 @@ def test_loaded_loss_is_at_the_checkpoint_epoch(tiny_run):
     model = load_checkpoint(tiny_run["final"])
     assert model.loss_schedule == {"epoch": 1, "max_epochs": 2, "linear_init": 0}
     # The reference GR code's schedule, e = 2, T = 2: w = 0 + 2 * (2 - 1) / 2, mu = 0.5 + 0.3 * 2 / 2.
-    assert model.loss.current.w == pytest.approx(1.0) and model.loss.current.mu == pytest.approx(0.8)
+    assert model.loss.current.w == pytest.approx(1.0) and model.loss.current.mu == pytest.approx(
+        0.8
+    )
     best = load_checkpoint(tiny_run["best"])
     e = saved_epoch(tiny_run["best"]) + 1
     assert best.loss_schedule["epoch"] == e - 1
@@ -59,10 +61,18 @@ def test_per_class_table(result, run, tiny_run):
     # Counts recomputed from the training arrays, entry by entry.
     for c, row in enumerate(rows):
         positives = sum(int(train.targets[i, c]) for i in range(len(train)))
-        missing = sum(int(train.targets[i, c] == 1 and train.observed[i, c] == 0) for i in range(len(train)))
-        assert (row["positives"], row["missing_positives"], row["images"]) == (positives, missing, len(train))
+        missing = sum(
+            int(train.targets[i, c] == 1 and train.observed[i, c] == 0) for i in range(len(train))
+        )
+        assert (row["positives"], row["missing_positives"], row["images"]) == (
+            positives,
+            missing,
+            len(train),
+        )
     # One observed positive per image with a positive: missing = positives - observed.
-    assert sum(r["positives"] - r["missing_positives"] for r in rows) == int((train.observed == 1).sum())
+    assert sum(r["positives"] - r["missing_positives"] for r in rows) == int(
+        (train.observed == 1).sum()
+    )
     assert table.mean_average_precision == pytest.approx(tiny_run["test_map"], abs=1e-4)
     markdown = table.to_markdown()
     assert markdown.count("\n") == len(rows) + 2 and "missing positives" in markdown
@@ -70,7 +80,9 @@ def test_per_class_table(result, run, tiny_run):
 
 def test_split_predictions_match_predict_images(result, run):
     train = result.train
-    assert train.probabilities.shape == train.targets.shape == (len(run.datamodule.train_dataset), 14)
+    assert (
+        train.probabilities.shape == train.targets.shape == (len(run.datamodule.train_dataset), 14)
+    )
     some = [0, 5, len(train.image_paths) - 1]
     expected = run.model.predict_images([train.image_paths[i] for i in some])
     np.testing.assert_allclose(train.probabilities[some], expected.numpy(), atol=1e-5)
@@ -88,7 +100,9 @@ def test_diagnostics_are_sane(result, tiny_run):
     for label, values in result.pseudo_labels.items():
         assert ((values > 0) & (values < 1)).all(), label
     assert any(label.startswith("k̂") for label in result.pseudo_labels)
-    assert result.distinguishing.wasserstein >= 0 and math.isfinite(result.distinguishing.wasserstein)
+    assert result.distinguishing.wasserstein >= 0 and math.isfinite(
+        result.distinguishing.wasserstein
+    )
     assert result.distinguishing.positive.size == curve.false_negatives.sum()
     assert result.schedule == f"epoch {saved_epoch(tiny_run['best']) + 1} of 2"
     assert all(np.isfinite(g).all() for g in result.gradients.values())
@@ -111,7 +125,9 @@ def test_per_class_table_csv(result, tmp_path):
 
 def test_evaluating_another_split(run):
     val = predict_split(run.model, run.datamodule, "val", progress=False)
-    ap = average_precision_per_class(torch.from_numpy(val.probabilities), torch.from_numpy(val.targets))
+    ap = average_precision_per_class(
+        torch.from_numpy(val.probabilities), torch.from_numpy(val.targets)
+    )
     assert val.probabilities.shape[0] == len(run.datamodule.val_dataset) and ap.shape == (14,)
     with pytest.raises(ValueError, match="split"):
         predict_split(run.model, run.datamodule, "holdout")

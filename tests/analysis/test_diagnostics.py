@@ -39,7 +39,9 @@ def test_false_negative_rate_by_hand():
     np.testing.assert_allclose(curve.edges, [0, 0.25, 0.5, 0.75, 1.0])
     np.testing.assert_allclose(curve.centers, [0.125, 0.375, 0.625, 0.875])
     np.testing.assert_array_equal(curve.false_negatives, [1, 1, 0, 0])
-    np.testing.assert_array_equal(curve.true_negatives, [1, 1, 0, 1])  # p = 1.0 lands in the last bin
+    np.testing.assert_array_equal(
+        curve.true_negatives, [1, 1, 0, 1]
+    )  # p = 1.0 lands in the last bin
     np.testing.assert_allclose(curve.rate, [0.5, 0.5, np.nan, 0.0])  # empty bin: NaN
 
 
@@ -52,7 +54,10 @@ def test_false_negative_rate_uses_the_shared_range_whatever_the_scores():
     np.testing.assert_allclose(curve.edges, np.linspace(0, 1, 101))
     filled = ~np.isnan(curve.rate)
     np.testing.assert_array_equal(np.flatnonzero(filled), [40, 41, 42, 43, 44])  # [0.40, 0.45) only
-    assert curve.false_negatives.sum() == targets.sum() and curve.true_negatives.sum() == (1 - targets).sum()
+    assert (
+        curve.false_negatives.sum() == targets.sum()
+        and curve.true_negatives.sum() == (1 - targets).sum()
+    )
     assert ((curve.rate[filled] >= 0) & (curve.rate[filled] <= 1)).all()
 
 
@@ -76,7 +81,9 @@ def test_wasserstein_matches_scipy():
     rng = np.random.default_rng(1)
     for n, m in ((1, 7), (50, 300), (200, 13)):
         u, v = rng.beta(2, 5, n), rng.beta(3, 2, m)
-        assert wasserstein_distance(u, v) == pytest.approx(scipy_stats.wasserstein_distance(u, v), rel=1e-12)
+        assert wasserstein_distance(u, v) == pytest.approx(
+            scipy_stats.wasserstein_distance(u, v), rel=1e-12
+        )
 
 
 def test_distinguishing_ability_splits_unknown_entries_by_truth():

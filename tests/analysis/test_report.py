@@ -13,15 +13,28 @@ PNGS = ("false_negative_rate", "distinguishing_ability", "loss_gradients", "swee
 
 def test_report_writes_every_file(tiny_run, tmp_path):
     out = tmp_path / "report"
-    args = [*tiny_run["args"], "--ckpt_path", str(tiny_run["best"]), "--output_dir", str(out), "--no_progress",
-            "--sweep_root", str(tiny_run["runs"]), "--sweep_parameter", "q2"]
+    args = [
+        *tiny_run["args"],
+        "--ckpt_path",
+        str(tiny_run["best"]),
+        "--output_dir",
+        str(out),
+        "--no_progress",
+        "--sweep_root",
+        str(tiny_run["runs"]),
+        "--sweep_parameter",
+        "q2",
+    ]
     assert main(args) == out
     for name in PNGS:
         assert (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
 
     with (out / "per_class.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == ["class", "AP", "positives", "missing_positives", "images"] and len(rows) == 14
+    assert (
+        list(rows[0]) == ["class", "AP", "positives", "missing_positives", "images"]
+        and len(rows) == 14
+    )
     for row in rows:
         assert 0 <= float(row["AP"]) <= 100
         assert 0 <= int(row["missing_positives"]) <= int(row["positives"]) <= int(row["images"])
@@ -32,7 +45,9 @@ def test_report_writes_every_file(tiny_run, tmp_path):
     for row in bins:
         counted = int(row["false_negatives"]) + int(row["true_negatives"])
         if counted:
-            assert float(row["rate"]) == pytest.approx(int(row["false_negatives"]) / counted, abs=1e-5)
+            assert float(row["rate"]) == pytest.approx(
+                int(row["false_negatives"]) / counted, abs=1e-5
+            )
             assert 0 <= float(row["rate"]) <= 1
         else:
             assert row["rate"] == ""  # empty bin: no estimate

@@ -5,15 +5,27 @@ import yaml
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from spml_lightning.analysis.plots import plot_sweep
-from spml_lightning.analysis.sweep import collect_sweep, find_run_dirs, read_hyper_parameter, read_metric
+from spml_lightning.analysis.sweep import (
+    collect_sweep,
+    find_run_dirs,
+    read_hyper_parameter,
+    read_metric,
+)
 
 GR_PATH = "spml_lightning.losses.gr.GRLoss"
 
 
 def log_run(logger, q2: float, test_map: float | None, val_maps=(50.0, 60.0, 55.0)) -> None:
     """A run as the spml module logs it: hparams with the loss config, val mAP per epoch, test mAP."""
-    logger.log_hyperparams({"backbone": "resnet18", "loss": {"class_path": GR_PATH, "init_args": {
-        "q2": q2, "q3": 1.0, "beta": [0.0, 2.0, -2.0, -2.0]}}})
+    logger.log_hyperparams(
+        {
+            "backbone": "resnet18",
+            "loss": {
+                "class_path": GR_PATH,
+                "init_args": {"q2": q2, "q3": 1.0, "beta": [0.0, 2.0, -2.0, -2.0]},
+            },
+        }
+    )
     for epoch, value in enumerate(val_maps):
         logger.log_metrics({"val/mAP": value}, step=epoch)
     if test_map is not None:
@@ -46,12 +58,26 @@ def test_collect_sweep_from_logger_output(tmp_path, logger_class):
 def test_hyper_parameter_names(tmp_path):
     run = tmp_path / "version_0"
     run.mkdir()
-    (run / "config.yaml").write_text(yaml.safe_dump({
-        "trainer": {"max_epochs": 8},
-        "model": {"lr": 1e-5, "loss": {"class_path": GR_PATH, "init_args": {
-            "q2": 0.05, "seed": 1, "beta": [0.0, 10.0, -2.0, -8.0], "alpha": [0.5, 2.0, 0.8, 0.5]}}},
-        "data": {"init_args": {"lr": 3, "seed": 2}},
-    }))
+    (run / "config.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "trainer": {"max_epochs": 8},
+                "model": {
+                    "lr": 1e-5,
+                    "loss": {
+                        "class_path": GR_PATH,
+                        "init_args": {
+                            "q2": 0.05,
+                            "seed": 1,
+                            "beta": [0.0, 10.0, -2.0, -8.0],
+                            "alpha": [0.5, 2.0, 0.8, 0.5],
+                        },
+                    },
+                },
+                "data": {"init_args": {"lr": 3, "seed": 2}},
+            }
+        )
+    )
     assert read_hyper_parameter(run, "model.loss.init_args.q2") == 0.05
     assert read_hyper_parameter(run, "loss.init_args.q2") == 0.05
     assert read_hyper_parameter(run, "q2") == 0.05

@@ -19,7 +19,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-
 from test_protocol import community_observe
 
 FIXTURES = Path(__file__).resolve().parent

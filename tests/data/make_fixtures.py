@@ -45,8 +45,14 @@ from spml_lightning.data.voc import VOC_CLASSES  # noqa: E402
 
 #: The category ids of instances_*2014.json, in the order of its categories.
 COCO_IDS = (
-    list(range(1, 12)) + list(range(13, 26)) + [27, 28] + list(range(31, 45))
-    + list(range(46, 66)) + [67, 70] + list(range(72, 83)) + list(range(84, 91))
+    list(range(1, 12))
+    + list(range(13, 26))
+    + [27, 28]
+    + list(range(31, 45))
+    + list(range(46, 66))
+    + [67, 70]
+    + list(range(72, 83))
+    + list(range(84, 91))
 )
 
 

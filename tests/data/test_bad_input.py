@@ -6,8 +6,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from community_reference import copy_fixture
-from image_files import decompression_bomb
 from spml_lightning.data import (
     COCODataModule,
     CUBDataModule,
@@ -15,6 +13,9 @@ from spml_lightning.data import (
     NUSWIDEDataModule,
     VOCDataModule,
 )
+
+from community_reference import copy_fixture
+from image_files import decompression_bomb
 
 MODULES = {
     "voc": (VOCDataModule, {}),

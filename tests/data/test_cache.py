@@ -8,8 +8,9 @@ import pytest
 
 import spml_lightning.data.cache as cache_module
 import spml_lightning.data.coco as coco_module
-from community_reference import copy_fixture
 from spml_lightning.data import COCODataModule
+
+from community_reference import copy_fixture
 
 CACHE = ".spml_cache/coco_train2014.npz"
 

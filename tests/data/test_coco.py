@@ -5,9 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from community_reference import FIXTURES, assert_protocol, coco_reference, copy_fixture
 from spml_lightning.data import COCODataModule
 from spml_lightning.data.coco import COCO_CLASSES, read_coco_instances
+
+from community_reference import FIXTURES, assert_protocol, coco_reference, copy_fixture
 
 
 def make(root, **kwargs) -> COCODataModule:

@@ -2,9 +2,10 @@
 
 import pytest
 
-from community_reference import FIXTURES, assert_protocol, copy_fixture, cub_reference
 from spml_lightning.data import CUBDataModule
 from spml_lightning.data.cub import CUB_ATTRIBUTES
+
+from community_reference import FIXTURES, assert_protocol, copy_fixture, cub_reference
 
 
 def make(root, **kwargs) -> CUBDataModule:

@@ -6,11 +6,11 @@ Also: test/validate/predict refuse data whose classes are not the checkpoint's, 
 import pytest
 from lightning.pytorch import Trainer
 
-from community_reference import copy_fixture
 from spml_lightning import SPMLModule
 from spml_lightning.cli import run_cli
 from spml_lightning.data import FolderDataModule
 
+from community_reference import copy_fixture
 from conftest import REPO_ROOT
 
 #: The classes of the folder fixture (classes.txt), in the order its models learn them.
@@ -46,7 +46,12 @@ def config_args(name: str, root, tmp_path) -> list[str]:
 @pytest.mark.parametrize("name", ["voc", "coco", "cub", "nuswide", "folder"])
 def test_fit_then_test(name, tmp_path):
     root = copy_fixture(name, tmp_path)
-    args = [*config_args(name, root, tmp_path), *TINY, "--trainer.default_root_dir", str(tmp_path / "runs")]
+    args = [
+        *config_args(name, root, tmp_path),
+        *TINY,
+        "--trainer.default_root_dir",
+        str(tmp_path / "runs"),
+    ]
     fit = run_cli(["fit", *args])
     best = fit.trainer.checkpoint_callback.best_model_path
     assert best and fit.model.hparams.num_classes == fit.datamodule.num_classes
@@ -59,8 +64,15 @@ def test_fit_then_test(name, tmp_path):
 def test_test_validate_predict_refuse_the_classes_in_another_order_or_other_classes(tmp_path):
     """The model's output columns are its classes in its order; data with other ones is refused, not scored."""
     root = copy_fixture("folder", tmp_path)
-    args = [*config_args("folder", root, tmp_path), *TINY, "--trainer.default_root_dir", str(tmp_path / "runs")]
-    best = run_cli(["fit", *args]).trainer.checkpoint_callback.best_model_path  # cat, dog, potted plant, tv
+    args = [
+        *config_args("folder", root, tmp_path),
+        *TINY,
+        "--trainer.default_root_dir",
+        str(tmp_path / "runs"),
+    ]
+    best = run_cli(
+        ["fit", *args]
+    ).trainer.checkpoint_callback.best_model_path  # cat, dog, potted plant, tv
 
     reordered = [*args, "--data.init_args.class_names", "[tv, potted plant, dog, cat]"]
     for subcommand in ("test", "validate", "predict"):
@@ -68,17 +80,25 @@ def test_test_validate_predict_refuse_the_classes_in_another_order_or_other_clas
             run_cli([subcommand, *reordered, "--ckpt_path", "best"])
         assert f"(checkpoint {best})" in str(refusal.value)
         assert "column 0: 'cat' in the checkpoint, 'tv' in the data" in str(refusal.value)
-        assert "--data.init_args.class_names \"['cat', 'dog', 'potted plant', 'tv']\"" in str(refusal.value)
+        assert "--data.init_args.class_names \"['cat', 'dog', 'potted plant', 'tv']\"" in str(
+            refusal.value
+        )
 
     renamed = copy_fixture("folder", tmp_path / "renamed")
     for name in ("classes.txt", "train.csv", "test.csv"):
         (renamed / name).write_text((renamed / name).read_text().replace("tv", "television"))
-    with pytest.raises(ValueError, match=r"only in the checkpoint: \['tv'\]; only in the data: \['television'\]"):
+    with pytest.raises(
+        ValueError, match=r"only in the checkpoint: \['tv'\]; only in the data: \['television'\]"
+    ):
         run_cli(["test", *config_args("folder", renamed, tmp_path), *TINY, "--ckpt_path", best])
 
     # In Python: a loaded model given a datamodule with the classes in another order.
     model = SPMLModule.load_from_checkpoint(best, map_location="cpu")
-    data = FolderDataModule(root=str(root), class_names=CLASSES[::-1], image_size=32, batch_size=4, num_workers=0)
-    trainer = Trainer(logger=False, accelerator="cpu", enable_progress_bar=False, enable_model_summary=False)
+    data = FolderDataModule(
+        root=str(root), class_names=CLASSES[::-1], image_size=32, batch_size=4, num_workers=0
+    )
+    trainer = Trainer(
+        logger=False, accelerator="cpu", enable_progress_bar=False, enable_model_summary=False
+    )
     with pytest.raises(ValueError, match="the same 4 classes in another order"):
         trainer.test(model, datamodule=data)

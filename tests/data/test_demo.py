@@ -32,8 +32,10 @@ def big_render() -> tuple[np.ndarray, np.ndarray]:
     images, labels = render_demo_images(2000, seed=0)
     elapsed = time.perf_counter() - start
     freq = labels.mean(axis=0)
-    print(f"\nrendered 2000 images in {elapsed:.2f} s; mean positives per image "
-          f"{labels.sum(axis=1).mean():.3f}")
+    print(
+        f"\nrendered 2000 images in {elapsed:.2f} s; mean positives per image "
+        f"{labels.sum(axis=1).mean():.3f}"
+    )
     for name, f in sorted(zip(DEMO_CLASS_NAMES, freq), key=lambda t: -t[1]):
         print(f"  {name:8s} {f:.3f}")
     return images, labels
@@ -204,8 +206,12 @@ def test_write_stores_the_rendered_pixels(tmp_path: Path) -> None:
 def test_write_is_deterministic(tmp_path: Path) -> None:
     a = write_demo_dataset(tmp_path / "a", **SMALL)
     b = write_demo_dataset(tmp_path / "b", **SMALL)
-    for rel in ("formatted_train_labels.npy", "formatted_val_images.npy",
-                "images/train/000009.png", "images/test/000005.png"):
+    for rel in (
+        "formatted_train_labels.npy",
+        "formatted_val_images.npy",
+        "images/train/000009.png",
+        "images/test/000005.png",
+    ):
         assert (a / rel).read_bytes() == (b / rel).read_bytes()
 
 

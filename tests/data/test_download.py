@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from community_reference import FIXTURES
 from spml_lightning.data import COCODataModule, CUBDataModule, VOCDataModule
 from spml_lightning.data.download import Archive, download_archives, extract_archive
+
+from community_reference import FIXTURES
 
 MODULES = {"voc": VOCDataModule, "coco": COCODataModule, "cub": CUBDataModule}
 

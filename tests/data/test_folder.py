@@ -7,8 +7,9 @@ import re
 import numpy as np
 import pytest
 
-from community_reference import FIXTURES, assert_protocol, copy_fixture
 from spml_lightning.data import FolderDataModule
+
+from community_reference import FIXTURES, assert_protocol, copy_fixture
 
 ROOT = FIXTURES / "folder"
 CLASSES = ["cat", "dog", "potted plant", "tv"]

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from community_reference import copy_fixture
 from spml_lightning.data import FormattedDataModule
+
+from community_reference import copy_fixture
 
 
 def make(root, **kwargs) -> FormattedDataModule:

@@ -4,16 +4,17 @@ import math
 
 import pytest
 import yaml
+from test_datamodules_cli import TINY, config_args
 
-from community_reference import copy_fixture
 from spml_lightning.cli import run_cli
 
+from community_reference import copy_fixture
 from conftest import REPO_ROOT
-from test_datamodules_cli import TINY, config_args
 
 #: One preset per loss (the VOC values); the _coco/_cub/_nuswide variants only change constants.
 PRESETS = sorted(
-    p for p in (REPO_ROOT / "configs" / "losses").glob("*.yaml")
+    p
+    for p in (REPO_ROOT / "configs" / "losses").glob("*.yaml")
     if not p.stem.endswith(("_coco", "_cub", "_nuswide"))
 )
 

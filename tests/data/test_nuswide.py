@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from community_reference import FIXTURES, assert_protocol
 from spml_lightning.data import NUSWIDEDataModule
 from spml_lightning.data.nuswide import NUS_WIDE_CONCEPTS
+
+from community_reference import FIXTURES, assert_protocol
 
 ROOT = FIXTURES / "nuswide"
 

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from community_reference import FIXTURES, assert_protocol, copy_fixture, voc_reference
 from spml_lightning.data import VOCDataModule
+
+from community_reference import FIXTURES, assert_protocol, copy_fixture, voc_reference
 
 DEVKIT = FIXTURES / "voc" / "VOCdevkit" / "VOC2012"
 

@@ -14,17 +14,30 @@ SCRIPTS = Path(sys.executable).parent
 
 #: Size flags that shrink configs/demo.yaml to seconds on a CPU; nothing else of a command changes.
 TINY_DEMO_FLAGS: tuple[str, ...] = (
-    "--trainer.max_epochs", "2",
-    "--trainer.limit_train_batches", "2",
-    "--data.init_args.num_train", str(TINY_DEMO["num_train"]),
-    "--data.init_args.num_test", str(TINY_DEMO["num_test"]),
-    "--data.init_args.render_size", str(TINY_DEMO["render_size"]),
-    "--data.init_args.image_size", "32",
-    "--data.init_args.num_workers", "0",
+    "--trainer.max_epochs",
+    "2",
+    "--trainer.limit_train_batches",
+    "2",
+    "--data.init_args.num_train",
+    str(TINY_DEMO["num_train"]),
+    "--data.init_args.num_test",
+    str(TINY_DEMO["num_test"]),
+    "--data.init_args.render_size",
+    str(TINY_DEMO["render_size"]),
+    "--data.init_args.image_size",
+    "32",
+    "--data.init_args.num_workers",
+    "0",
 )
 
 #: Lines of third-party noise that a normal run must not print (issue: the user's first five minutes).
-NOISE: tuple[str, ...] = ("litlogger", "litmodels", "LeafSpec", "The dirpath has changed", " object at 0x")
+NOISE: tuple[str, ...] = (
+    "litlogger",
+    "litmodels",
+    "LeafSpec",
+    "The dirpath has changed",
+    " object at 0x",
+)
 
 
 def installed_spml() -> Path:
@@ -45,12 +58,19 @@ def user_env() -> dict[str, str]:
     return env
 
 
-def run(command: list[str] | str, cwd: Path, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+def run(
+    command: list[str] | str, cwd: Path, timeout: float = 300, **kwargs
+) -> subprocess.CompletedProcess:
     """Run a command (a list, or a bash command line) as a user would, capturing its output."""
     shell = isinstance(command, str)
     return subprocess.run(
         ["bash", "-c", command] if shell else command,
-        cwd=cwd, env=user_env(), capture_output=True, text=True, timeout=timeout, **kwargs,
+        cwd=cwd,
+        env=user_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
     )
 
 

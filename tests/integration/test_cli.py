@@ -1,12 +1,12 @@
 """The spml command end to end: fit -> test -> predict on the demo config."""
 
-
 import pytest
 import torch
-from probes import demo_args
 
 from spml_lightning import SPMLModule
 from spml_lightning.cli import run_cli
+
+from probes import demo_args
 
 
 def test_fit_test_predict_then_reload(tmp_path, tiny_demo_root):

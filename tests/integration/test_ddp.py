@@ -11,6 +11,10 @@ import subprocess
 import sys
 
 import pytest
+
+from spml_lightning.cli import run_cli
+from spml_lightning.data.demo import write_demo_dataset
+
 from probes import (
     TESTS_DIR,
     demo_args,
@@ -19,39 +23,57 @@ from probes import (
     write_callbacks_config,
 )
 
-from spml_lightning.cli import run_cli
-from spml_lightning.data.demo import write_demo_dataset
-
 ODD_DEMO = {"num_train": 85, "num_test": 41, "render_size": 32}  # 68 train / 17 val, 41 test
 
 
 def test_two_process_ddp_matches_one_process(tmp_path):
     root = tmp_path / "demo"
-    write_demo_dataset(root, ODD_DEMO["num_train"], ODD_DEMO["num_test"], ODD_DEMO["render_size"], seed=0)
+    write_demo_dataset(
+        root, ODD_DEMO["num_train"], ODD_DEMO["num_test"], ODD_DEMO["render_size"], seed=0
+    )
     args = [
         *demo_args(tmp_path, root),
-        "--data.init_args.num_train", str(ODD_DEMO["num_train"]),
-        "--data.init_args.num_test", str(ODD_DEMO["num_test"]),
-        "--data.init_args.batch_size", "8",
-        "--trainer.num_sanity_val_steps", "0",
-        "--model.loss.init_args.k_form", "learned",  # loss state that every rank must share
+        "--data.init_args.num_train",
+        str(ODD_DEMO["num_train"]),
+        "--data.init_args.num_test",
+        str(ODD_DEMO["num_test"]),
+        "--data.init_args.batch_size",
+        "8",
+        "--trainer.num_sanity_val_steps",
+        "0",
+        "--model.loss.init_args.k_form",
+        "learned",  # loss state that every rank must share
     ]
     prefix = tmp_path / "record"
-    recorder = write_callbacks_config(tmp_path / "callbacks.yaml", [("probes.RunRecorder", {"prefix": str(prefix)})])
+    recorder = write_callbacks_config(
+        tmp_path / "callbacks.yaml", [("probes.RunRecorder", {"prefix": str(prefix)})]
+    )
     ddp = ["--trainer.accelerator", "cpu", "--trainer.strategy", "ddp", "--trainer.devices", "2"]
     result = subprocess.run(
         [sys.executable, str(TESTS_DIR / "ddp_driver.py"), *args, *ddp, "--config", str(recorder)],
-        cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=600,
+        cwd=tmp_path,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     ranks = [read_records(prefix, rank) for rank in (0, 1)]
 
     # Every rank trained on its own half of each epoch, under the same schedule,
     # and ended every epoch with the same weights and the same loss state.
-    for kind, keys in (("train", ("step", "epoch", "schedule")), ("epoch_end", ("epoch", "weights", "loss_state"))):
-        per_rank = [[{k: r[k] for k in keys} for r in records if r["kind"] == kind] for records in ranks]
+    for kind, keys in (
+        ("train", ("step", "epoch", "schedule")),
+        ("epoch_end", ("epoch", "weights", "loss_state")),
+    ):
+        per_rank = [
+            [{k: r[k] for k in keys} for r in records if r["kind"] == kind] for records in ranks
+        ]
         assert per_rank[0] and per_rank[0] == per_rank[1], kind
-    seen = [{i for r in records if r["kind"] == "train" and r["epoch"] == 0 for i in r["index"]} for records in ranks]
+    seen = [
+        {i for r in records if r["kind"] == "train" and r["epoch"] == 0 for i in r["index"]}
+        for records in ranks
+    ]
     assert seen[0] and seen[1] and not seen[0] & seen[1]
 
     # Validation during fit, validate and test: one value, the same on both ranks.
@@ -64,7 +86,15 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     # One padded row counted twice moves the demo's val mAP by about 0.2.)
     (last,) = tmp_path.rglob("last.ckpt")
     single = [*args, "--trainer.accelerator", "cpu", "--trainer.devices", "1"]
-    val = run_cli(["validate", *single, "--ckpt_path", str(last)]).trainer.callback_metrics["val/mAP"].item()
-    test = run_cli(["test", *single, "--ckpt_path", "best"]).trainer.callback_metrics["test/mAP"].item()
+    val = (
+        run_cli(["validate", *single, "--ckpt_path", str(last)])
+        .trainer.callback_metrics["val/mAP"]
+        .item()
+    )
+    test = (
+        run_cli(["test", *single, "--ckpt_path", "best"])
+        .trainer.callback_metrics["test/mAP"]
+        .item()
+    )
     assert val == pytest.approx(ddp_val, abs=1e-4)
     assert test == pytest.approx(ddp_test, abs=1e-4)

@@ -16,14 +16,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from image_files import decompression_bomb, noise, write_png_rgb48
 from PIL import Image
-from probes import demo_args
 
 from spml_lightning.cli import run_cli
 from spml_lightning.data.base import SPMLImageDataset, unreadable_reason
 from spml_lightning.data.io import load_rgb
 from spml_lightning.data.transforms import reference_transform
+
+from image_files import decompression_bomb, noise, write_png_rgb48
+from probes import demo_args
 
 
 def assert_not_from_torch(excinfo: pytest.ExceptionInfo) -> None:
@@ -32,6 +33,7 @@ def assert_not_from_torch(excinfo: pytest.ExceptionInfo) -> None:
 
 
 # -- images ----------------------------------------------------------------------------------------
+
 
 def truncated_jpeg(path: Path) -> None:
     Image.fromarray(noise()).save(path, quality=95)
@@ -59,35 +61,86 @@ def directory(path: Path) -> None:
 
 
 #: (file name, writer, expected RGB array or None, error type, message pattern)
-IMAGE_CASES: list[tuple[str, Callable[[Path], None], Callable[[], np.ndarray] | None, type | None, str]] = [
+IMAGE_CASES: list[
+    tuple[str, Callable[[Path], None], Callable[[], np.ndarray] | None, type | None, str]
+] = [
     ("empty.jpg", lambda p: p.write_bytes(b""), None, OSError, "Cannot read image"),
     ("truncated.jpg", truncated_jpeg, None, OSError, "Cannot read image.*truncated"),
-    ("notes.jpg", lambda p: p.write_text("not an image\n"), None, OSError, "Cannot read image.*cannot identify"),
+    (
+        "notes.jpg",
+        lambda p: p.write_text("not an image\n"),
+        None,
+        OSError,
+        "Cannot read image.*cannot identify",
+    ),
     ("folder.jpg", directory, None, OSError, "Cannot read image"),
-    ("bomb.png", decompression_bomb, None, OSError, "Cannot read image.*decompression bomb.*MAX_IMAGE_PIXELS"),
+    (
+        "bomb.png",
+        decompression_bomb,
+        None,
+        OSError,
+        "Cannot read image.*decompression bomb.*MAX_IMAGE_PIXELS",
+    ),
     ("absent.jpg", lambda p: None, None, FileNotFoundError, "Image file not found"),
     ("float.tif", float_tiff, None, OSError, "floating-point"),
     # 16-bit grey: Pillow's convert("RGB") would clip it to white; scaled instead.
-    ("gray16.png", lambda p: Image.fromarray(GRAY16).save(p),
-     lambda: np.repeat(np.rint(GRAY16 / 257.0).astype(np.uint8)[..., None], 3, axis=-1), None, ""),
-    ("rgb48.png", lambda p: write_png_rgb48(p, RGB48), lambda: (RGB48 / 257.0), None, ""),
-    ("cmyk.jpg", lambda p: Image.new("CMYK", (8, 8), (0, 255, 0, 0)).save(p, quality=100),
-     lambda: np.tile(np.array([255, 0, 255]), (8, 8, 1)), None, ""),
-    ("palette.png", palette_png,
-     lambda: np.array([[[255, 0, 0], [0, 0, 255]], [[0, 0, 255], [255, 0, 0]]]), None, ""),
-    ("rgba.png", lambda p: Image.new("RGBA", (4, 4), (10, 20, 30, 0)).save(p),
-     lambda: np.tile(np.array([10, 20, 30]), (4, 4, 1)), None, ""),
-    ("gray.png", lambda p: Image.new("L", (4, 4), 77).save(p), lambda: np.full((4, 4, 3), 77), None, ""),
-    ("bilevel.png", lambda p: Image.new("1", (4, 4), 1).save(p), lambda: np.full((4, 4, 3), 255), None, ""),
+    (
+        "gray16.png",
+        lambda p: Image.fromarray(GRAY16).save(p),
+        lambda: np.repeat(np.rint(GRAY16 / 257.0).astype(np.uint8)[..., None], 3, axis=-1),
+        None,
+        "",
+    ),
+    ("rgb48.png", lambda p: write_png_rgb48(p, RGB48), lambda: RGB48 / 257.0, None, ""),
+    (
+        "cmyk.jpg",
+        lambda p: Image.new("CMYK", (8, 8), (0, 255, 0, 0)).save(p, quality=100),
+        lambda: np.tile(np.array([255, 0, 255]), (8, 8, 1)),
+        None,
+        "",
+    ),
+    (
+        "palette.png",
+        palette_png,
+        lambda: np.array([[[255, 0, 0], [0, 0, 255]], [[0, 0, 255], [255, 0, 0]]]),
+        None,
+        "",
+    ),
+    (
+        "rgba.png",
+        lambda p: Image.new("RGBA", (4, 4), (10, 20, 30, 0)).save(p),
+        lambda: np.tile(np.array([10, 20, 30]), (4, 4, 1)),
+        None,
+        "",
+    ),
+    (
+        "gray.png",
+        lambda p: Image.new("L", (4, 4), 77).save(p),
+        lambda: np.full((4, 4, 3), 77),
+        None,
+        "",
+    ),
+    (
+        "bilevel.png",
+        lambda p: Image.new("1", (4, 4), 1).save(p),
+        lambda: np.full((4, 4, 3), 255),
+        None,
+        "",
+    ),
 ]
 
 
-@pytest.mark.parametrize("name,write,expected,error,pattern", IMAGE_CASES, ids=[c[0] for c in IMAGE_CASES])
+@pytest.mark.parametrize(
+    "name,write,expected,error,pattern", IMAGE_CASES, ids=[c[0] for c in IMAGE_CASES]
+)
 def test_image_files(tmp_path, name, write, expected, error, pattern):
     path = tmp_path / name
     write(path)
     dataset = SPMLImageDataset(
-        [str(path)], np.ones((1, 2), np.uint8), np.array([[1, 0]], np.int8), reference_transform(16, False)
+        [str(path)],
+        np.ones((1, 2), np.uint8),
+        np.array([[1, 0]], np.int8),
+        reference_transform(16, False),
     )
     if error is not None:
         for read in (lambda: load_rgb(str(path)), lambda: dataset[0]):
@@ -133,6 +186,7 @@ def test_unreadable_reason_reports_a_decompression_bomb(tmp_path, monkeypatch):
 
 # -- configs ---------------------------------------------------------------------------------------
 
+
 def formatted_config(tmp_path: Path, tiny_demo_root: Path, **init_args) -> list[str]:
     lines = [
         "model: {backbone: resnet18, weights: none}",
@@ -165,28 +219,104 @@ def truncated_checkpoint(tmp_path: Path) -> list[str]:
 CONFIG_CASES = [
     ("unknown flag", lambda t, r: ["--model.no_such_knob", "1"], None, SystemExit, "no_such_knob"),
     ("unknown YAML key", lambda t, r: yaml_with_unknown_key(t), None, SystemExit, "learning_rate"),
-    ("wrong type (int)", lambda t, r: ["--trainer.max_epochs", "three"], None, SystemExit, "max_epochs"),
-    ("wrong type (data)", lambda t, r: ["--data.init_args.batch_size", "two"], None, SystemExit, "batch_size"),
-    ("wrong choice", lambda t, r: ["--data.init_args.val_labels", "some"], None, SystemExit, "val_labels"),
-    ("negative batch size", lambda t, r: ["--data.init_args.batch_size", "-4"], None, ValueError,
-     "batch_size must be at least 1, got -4"),
-    ("zero image size", lambda t, r: ["--data.init_args.image_size", "0"], None, ValueError, "image_size"),
-    ("val fraction 1", lambda t, r: ["--data.init_args.val_fraction", "1.0"], None, ValueError, "val_fraction"),
-    ("negative lr", lambda t, r: ["--model.lr", "-0.1"], None, ValueError, "lr and lr_mult must be positive"),
-    ("unknown backbone", lambda t, r: ["--model.backbone", "resnet19"], None, ValueError, "resnet19"),
-    ("empty class list", lambda t, r: formatted_config(t, r, class_names="[]"), None, ValueError,
-     "num_classes must be at least 1, got 0"),
-    ("missing data folder", lambda t, r: formatted_config(t, r, root=str(t / "nowhere")), None,
-     FileNotFoundError, "Cannot determine the classes"),
-    ("endless schedule", lambda t, r: ["--trainer.max_epochs", "-1"], "fit", ValueError, "max_epochs -1: spml fit trains"),
-    ("missing checkpoint", lambda t, r: ["--ckpt_path", str(t / "gone.ckpt")], "fit", FileNotFoundError,
-     "no such checkpoint file"),
-    ("truncated checkpoint", lambda t, r: truncated_checkpoint(t), "test", ValueError, "not a readable checkpoint"),
+    (
+        "wrong type (int)",
+        lambda t, r: ["--trainer.max_epochs", "three"],
+        None,
+        SystemExit,
+        "max_epochs",
+    ),
+    (
+        "wrong type (data)",
+        lambda t, r: ["--data.init_args.batch_size", "two"],
+        None,
+        SystemExit,
+        "batch_size",
+    ),
+    (
+        "wrong choice",
+        lambda t, r: ["--data.init_args.val_labels", "some"],
+        None,
+        SystemExit,
+        "val_labels",
+    ),
+    (
+        "negative batch size",
+        lambda t, r: ["--data.init_args.batch_size", "-4"],
+        None,
+        ValueError,
+        "batch_size must be at least 1, got -4",
+    ),
+    (
+        "zero image size",
+        lambda t, r: ["--data.init_args.image_size", "0"],
+        None,
+        ValueError,
+        "image_size",
+    ),
+    (
+        "val fraction 1",
+        lambda t, r: ["--data.init_args.val_fraction", "1.0"],
+        None,
+        ValueError,
+        "val_fraction",
+    ),
+    (
+        "negative lr",
+        lambda t, r: ["--model.lr", "-0.1"],
+        None,
+        ValueError,
+        "lr and lr_mult must be positive",
+    ),
+    (
+        "unknown backbone",
+        lambda t, r: ["--model.backbone", "resnet19"],
+        None,
+        ValueError,
+        "resnet19",
+    ),
+    (
+        "empty class list",
+        lambda t, r: formatted_config(t, r, class_names="[]"),
+        None,
+        ValueError,
+        "num_classes must be at least 1, got 0",
+    ),
+    (
+        "missing data folder",
+        lambda t, r: formatted_config(t, r, root=str(t / "nowhere")),
+        None,
+        FileNotFoundError,
+        "Cannot determine the classes",
+    ),
+    (
+        "endless schedule",
+        lambda t, r: ["--trainer.max_epochs", "-1"],
+        "fit",
+        ValueError,
+        "max_epochs -1: spml fit trains",
+    ),
+    (
+        "missing checkpoint",
+        lambda t, r: ["--ckpt_path", str(t / "gone.ckpt")],
+        "fit",
+        FileNotFoundError,
+        "no such checkpoint file",
+    ),
+    (
+        "truncated checkpoint",
+        lambda t, r: truncated_checkpoint(t),
+        "test",
+        ValueError,
+        "not a readable checkpoint",
+    ),
 ]
 
 
 @pytest.mark.parametrize(
-    "make_args,subcommand,error,pattern", [c[1:] for c in CONFIG_CASES], ids=[c[0] for c in CONFIG_CASES]
+    "make_args,subcommand,error,pattern",
+    [c[1:] for c in CONFIG_CASES],
+    ids=[c[0] for c in CONFIG_CASES],
 )
 def test_bad_configs(tmp_path, tiny_demo_root, capsys, make_args, subcommand, error, pattern):
     args = [*demo_args(tmp_path, tiny_demo_root), *make_args(tmp_path, tiny_demo_root)]

@@ -10,6 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+
+from spml_lightning.cli import main
+
 from conftest import REPO_ROOT
 from integration.helpers import (
     NOISE,
@@ -20,16 +23,18 @@ from integration.helpers import (
     user_env,
 )
 
-from spml_lightning.cli import main
-
 DEMO = str(REPO_ROOT / "configs" / "demo.yaml")
 
 
 def demo_flags(tmp_path: Path, data_root: Path) -> list[str]:
     return [
-        "--config", DEMO, *TINY_DEMO_FLAGS,
-        "--data.init_args.root", str(data_root),
-        "--trainer.default_root_dir", str(tmp_path / "runs"),
+        "--config",
+        DEMO,
+        *TINY_DEMO_FLAGS,
+        "--data.init_args.root",
+        str(data_root),
+        "--trainer.default_root_dir",
+        str(tmp_path / "runs"),
     ]
 
 
@@ -62,19 +67,38 @@ def test_fit_then_test_then_predict_exit_0_in_a_shell(tmp_path, tiny_demo_root):
 
 #: (flags, the last line spml prints): usage errors, i.e. exit status 2.
 BAD_VALUES = [
-    (["--data.init_args.batch_size", "0"], "spml fit: error: batch_size must be at least 1, got 0."),
-    (["--model.loss", "GRLoss", "--model.loss.init_args.q2", "0"],
-     "spml fit: error: q2 must be a finite number > 0 (exponent of the robust positive loss L2), "
-     "found 0.0."),
-    (["--trainer.max_epochs", "0"], "spml fit: error: --trainer.max_epochs 0: spml fit trains for a number"),
-    (["--model.lr", "fast"], "spml fit: error: --model.lr: Expected a <class 'float'>. Got value: fast"),
-    (["--model.no_such_knob", "1"], "spml fit: error: unrecognized arguments: --model.no_such_knob 1"),
+    (
+        ["--data.init_args.batch_size", "0"],
+        "spml fit: error: batch_size must be at least 1, got 0.",
+    ),
+    (
+        ["--model.loss", "GRLoss", "--model.loss.init_args.q2", "0"],
+        "spml fit: error: q2 must be a finite number > 0 (exponent of the robust positive loss L2), "
+        "found 0.0.",
+    ),
+    (
+        ["--trainer.max_epochs", "0"],
+        "spml fit: error: --trainer.max_epochs 0: spml fit trains for a number",
+    ),
+    (
+        ["--model.lr", "fast"],
+        "spml fit: error: --model.lr: Expected a <class 'float'>. Got value: fast",
+    ),
+    (
+        ["--model.no_such_knob", "1"],
+        "spml fit: error: unrecognized arguments: --model.no_such_knob 1",
+    ),
 ]
 
 
-@pytest.mark.parametrize("extra,message", BAD_VALUES, ids=["batch_size 0", "q2 0", "max_epochs 0",
-                                                          "lr not a number", "unknown flag"])
-def test_a_bad_value_returns_2_with_one_line_naming_it(tmp_path, tiny_demo_root, capsys, extra, message):
+@pytest.mark.parametrize(
+    "extra,message",
+    BAD_VALUES,
+    ids=["batch_size 0", "q2 0", "max_epochs 0", "lr not a number", "unknown flag"],
+)
+def test_a_bad_value_returns_2_with_one_line_naming_it(
+    tmp_path, tiny_demo_root, capsys, extra, message
+):
     # In process, the same main() the console script calls (one subprocess below checks the script).
     assert main(["fit", *demo_flags(tmp_path, tiny_demo_root), *extra]) == 2
     stderr = capsys.readouterr().err
@@ -85,7 +109,9 @@ def test_a_bad_value_returns_2_with_one_line_naming_it(tmp_path, tiny_demo_root,
 
 def test_the_installed_script_exits_2_on_a_bad_value(tmp_path, tiny_demo_root):
     extra, message = BAD_VALUES[1]
-    result = run([str(installed_spml()), "fit", *demo_flags(tmp_path, tiny_demo_root), *extra], cwd=tmp_path)
+    result = run(
+        [str(installed_spml()), "fit", *demo_flags(tmp_path, tiny_demo_root), *extra], cwd=tmp_path
+    )
     assert result.returncode == 2, describe(result)
     assert last_line(result.stderr) == message, describe(result)
     assert "Traceback" not in result.stderr, describe(result)
@@ -97,8 +123,9 @@ def test_a_failed_run_exits_1_and_python_m_is_the_same_command(tmp_path, tiny_de
     for command in ([str(installed_spml())], [sys.executable, "-m", "spml_lightning"]):
         result = run([*command, *args], cwd=tmp_path)
         assert result.returncode == 1, describe(result)
-        assert last_line(result.stderr).startswith("spml test: error: --ckpt_path best: no checkpoint found"), \
-            describe(result)
+        assert last_line(result.stderr).startswith(
+            "spml test: error: --ckpt_path best: no checkpoint found"
+        ), describe(result)
         assert "Traceback" not in result.stderr
 
 
@@ -108,11 +135,23 @@ def test_help_returns_0(capsys):
 
 
 def test_ctrl_c_exits_130(tmp_path, tiny_demo_root):
-    args = [*demo_flags(tmp_path, tiny_demo_root), "--trainer.max_epochs", "1000", "--trainer.limit_train_batches", "1.0"]
-    marker = tmp_path / "runs" / "lightning_logs" / "version_0" / "hparams.yaml"  # written when training starts
+    args = [
+        *demo_flags(tmp_path, tiny_demo_root),
+        "--trainer.max_epochs",
+        "1000",
+        "--trainer.limit_train_batches",
+        "1.0",
+    ]
+    marker = (
+        tmp_path / "runs" / "lightning_logs" / "version_0" / "hparams.yaml"
+    )  # written when training starts
     process = subprocess.Popen(
-        [str(installed_spml()), "fit", *args], cwd=tmp_path, env=user_env(), text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [str(installed_spml()), "fit", *args],
+        cwd=tmp_path,
+        env=user_env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         # pytest may run with SIGINT ignored (inherited by children): give the child the default.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )

@@ -32,13 +32,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from ddp_harness import run_ranks
 from lightning.pytorch.utilities.rank_zero import (
     rank_zero_only as lightning_rank_zero_only,
 )
 from lightning_utilities.core.rank_zero import (
     rank_zero_only as utilities_rank_zero_only,
 )
+
+from spml_lightning.cli import run_cli
+from spml_lightning.training import SameCheckpointOnEveryRank, check_same_checkpoint
+
+from ddp_harness import run_ranks
 from probes import (
     REPO_ROOT,
     demo_args,
@@ -47,9 +51,6 @@ from probes import (
     tensor_digest,
     write_callbacks_config,
 )
-
-from spml_lightning.cli import run_cli
-from spml_lightning.training import SameCheckpointOnEveryRank, check_same_checkpoint
 
 SECTION = "### Several machines"
 LAUNCH_TIMEOUT_S = 300
@@ -104,19 +105,30 @@ def tiny_spml_args(readme_args: list[str], tmp_path: Path, root: Path, run: str)
     """A README ``spml fit`` command pointed at the tiny demo on this CPU, with a RunRecorder."""
     recorder = [("probes.RunRecorder", {"prefix": str(tmp_path / run)})]
     return [
-        *with_values(readme_args, {
-            "--config": str(REPO_ROOT / "configs" / "demo.yaml"),
-            "--data.root": str(root),
-            "--trainer.default_root_dir": str(tmp_path / run),
-            "--trainer.accelerator": "cpu",
-            "--trainer.devices": "1",
-        }),
-        *without_flags(demo_args(tmp_path, root), {"--config", "--trainer.default_root_dir", "--data.init_args.root"}),
-        "--data.init_args.batch_size", "8",  # per process: 2 x 8 images per step
-        "--trainer.num_sanity_val_steps", "0",
-        "--model.loss", "AsymmetricPseudoLabelLoss",
-        "--model.loss.init_args.warmup_epochs", "1",  # pseudo-labels from the scoring pass at epoch 1
-        "--config", str(write_callbacks_config(tmp_path / f"{run}.yaml", recorder)),
+        *with_values(
+            readme_args,
+            {
+                "--config": str(REPO_ROOT / "configs" / "demo.yaml"),
+                "--data.root": str(root),
+                "--trainer.default_root_dir": str(tmp_path / run),
+                "--trainer.accelerator": "cpu",
+                "--trainer.devices": "1",
+            },
+        ),
+        *without_flags(
+            demo_args(tmp_path, root),
+            {"--config", "--trainer.default_root_dir", "--data.init_args.root"},
+        ),
+        "--data.init_args.batch_size",
+        "8",  # per process: 2 x 8 images per step
+        "--trainer.num_sanity_val_steps",
+        "0",
+        "--model.loss",
+        "AsymmetricPseudoLabelLoss",
+        "--model.loss.init_args.warmup_epochs",
+        "1",  # pseudo-labels from the scoring pass at epoch 1
+        "--config",
+        str(write_callbacks_config(tmp_path / f"{run}.yaml", recorder)),
     ]
 
 
@@ -153,9 +165,16 @@ def run_launches(commands: list[list[str]], cwd: Path, timeout: float) -> tuple[
     processes = []
     for command, log in zip(commands, logs):
         with log.open("w") as out:
-            processes.append(subprocess.Popen(
-                command, cwd=cwd, env=subprocess_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            ))
+            processes.append(
+                subprocess.Popen(
+                    command,
+                    cwd=cwd,
+                    env=subprocess_env(),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(p.poll() is None for p in processes):
         time.sleep(0.2)
@@ -170,8 +189,10 @@ def run_launches(commands: list[list[str]], cwd: Path, timeout: float) -> tuple[
         for p in processes:
             p.wait()
     report = "\n".join(
-        f"--- node {i}: " + (f"killed after {timeout:.0f} s" if i in hung else f"exit status {p.returncode}")
-        + f", {log}:\n" + log.read_text()[-3000:]
+        f"--- node {i}: "
+        + (f"killed after {timeout:.0f} s" if i in hung else f"exit status {p.returncode}")
+        + f", {log}:\n"
+        + log.read_text()[-3000:]
         for i, (p, log) in enumerate(zip(processes, logs))
     )
     return [p.returncode for p in processes], report
@@ -180,26 +201,51 @@ def run_launches(commands: list[list[str]], cwd: Path, timeout: float) -> tuple[
 def epochs(records: list[dict]) -> list[dict]:
     """Per epoch: validation mAP, weights and loss-state digests."""
     val = {r["epoch"]: r["mAP"] for r in records if r["kind"] == "val"}
-    return [{"epoch": r["epoch"], "mAP": val.get(r["epoch"]), "weights": r["weights"], "loss_state": r["loss_state"]}
-            for r in records if r["kind"] == "epoch_end"]
+    return [
+        {
+            "epoch": r["epoch"],
+            "mAP": val.get(r["epoch"]),
+            "weights": r["weights"],
+            "loss_state": r["loss_state"],
+        }
+        for r in records
+        if r["kind"] == "epoch_end"
+    ]
 
 
 def test_two_machines_with_torchrun_match_one_machine(tmp_path, tiny_demo_root):
     torchrun = readme_command("torchrun")
     split = torchrun.index("-m")
-    launcher, (module, subcommand, *readme_spml) = torchrun[1:split], torchrun[split + 1:]
+    launcher, (module, subcommand, *readme_spml) = torchrun[1:split], torchrun[split + 1 :]
     assert (module, subcommand) == ("spml_lightning", "fit")
     nodes = int(launcher[launcher.index("--nnodes") + 1])
     assert nodes == 2 and readme_spml[readme_spml.index("--trainer.num_nodes") + 1] == "2"
     assert readme_spml[readme_spml.index("--trainer.strategy") + 1] == "ddp"
-    assert readme_spml[readme_spml.index("--ckpt_path") + 1] == "last"  # the first start of a restartable job
+    assert (
+        readme_spml[readme_spml.index("--ckpt_path") + 1] == "last"
+    )  # the first start of a restartable job
 
     args = tiny_spml_args(readme_spml, tmp_path, tiny_demo_root, "nodes")
     port = str(free_port())
     commands = [
-        [sys.executable, "-m", "torch.distributed.run", *with_values(launcher, {
-            "--nproc_per_node": "1", "--node_rank": str(node), "--master_addr": "127.0.0.1", "--master_port": port,
-        }), "-m", "spml_lightning", "fit", *args]
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            *with_values(
+                launcher,
+                {
+                    "--nproc_per_node": "1",
+                    "--node_rank": str(node),
+                    "--master_addr": "127.0.0.1",
+                    "--master_port": port,
+                },
+            ),
+            "-m",
+            "spml_lightning",
+            "fit",
+            *args,
+        ]
         for node in range(nodes)
     ]
     statuses, report = run_launches(commands, tmp_path, LAUNCH_TIMEOUT_S)
@@ -209,8 +255,10 @@ def test_two_machines_with_torchrun_match_one_machine(tmp_path, tiny_demo_root):
 
     # Global rank = node rank here (one process per machine): each machine trained its own shard.
     for epoch in range(2):
-        seen = [{i for r in records if r["kind"] == "train" and r["epoch"] == epoch for i in r["index"]}
-                for records in ranks]
+        seen = [
+            {i for r in records if r["kind"] == "train" and r["epoch"] == epoch for i in r["index"]}
+            for records in ranks
+        ]
         assert seen[0] and seen[1] and not seen[0] & seen[1], epoch
 
     # The same run on one machine with two processes (forked from this one), and the
@@ -220,23 +268,30 @@ def test_two_machines_with_torchrun_match_one_machine(tmp_path, tiny_demo_root):
         {"--trainer.num_nodes": "1", "--trainer.devices": "2", "--trainer.strategy": "ddp_fork"},
     )
     fit = run_cli(["fit", *machine])
-    assert any(isinstance(c, SameCheckpointOnEveryRank) for c in fit.trainer.callbacks)  # --ckpt_path was given
+    assert any(
+        isinstance(c, SameCheckpointOnEveryRank) for c in fit.trainer.callbacks
+    )  # --ckpt_path was given
     reference = epochs(read_records(tmp_path / "machine", 0))
     assert len(reference) == 2 and all(epoch["mAP"] is not None for epoch in reference)
     assert reference[0]["loss_state"] != reference[1]["loss_state"]  # APL assigned pseudo-labels
-    for name, records in [("machine rank 1", read_records(tmp_path / "machine", 1)),
-                          *((f"node {node}", records) for node, records in enumerate(ranks))]:
+    for name, records in [
+        ("machine rank 1", read_records(tmp_path / "machine", 1)),
+        *((f"node {node}", records) for node, records in enumerate(ranks)),
+    ]:
         assert epochs(records) == reference, name
 
     # One process: the checkpoint node 0 wrote holds the same loss state and validates to the same mAP.
     (last,) = (tmp_path / "nodes").rglob("last.ckpt")
     single = with_values(
-        without_flags(machine, {"--ckpt_path"}), {"--trainer.devices": "1", "--trainer.strategy": "auto"}
+        without_flags(machine, {"--ckpt_path"}),
+        {"--trainer.devices": "1", "--trainer.strategy": "auto"},
     )
     validate = run_cli(["validate", *single, "--ckpt_path", str(last)])
     assert tensor_digest(validate.model.loss.state_dict()) == reference[-1]["loss_state"]
     # (Bit-identical on this CPU; the tolerance is test_ddp.py's, for kernels that sum differently.)
-    assert validate.trainer.callback_metrics["val/mAP"].item() == pytest.approx(reference[-1]["mAP"], abs=1e-4)
+    assert validate.trainer.callback_metrics["val/mAP"].item() == pytest.approx(
+        reference[-1]["mAP"], abs=1e-4
+    )
 
 
 def sbatch_options() -> dict[str, str]:
@@ -255,10 +310,17 @@ def test_sbatch_example_maps_slurm_tasks_to_ranks(tmp_path, tiny_demo_root, monk
     nodes, per_node = int(options["--nodes"]), int(options["--ntasks-per-node"])
     # What srun sets for each of the job's tasks.
     for name, value in {
-        "SLURM_JOB_NAME": "spml", "SLURM_JOB_ID": "4242", "SLURM_NODELIST": "gpu[01-02]",
-        "SLURM_NNODES": nodes, "SLURM_NTASKS_PER_NODE": per_node, "SLURM_NTASKS": nodes * per_node,
-        "SLURM_PROCID": task, "SLURM_NODEID": task // per_node, "SLURM_LOCALID": task % per_node,
-        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500",
+        "SLURM_JOB_NAME": "spml",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_NODELIST": "gpu[01-02]",
+        "SLURM_NNODES": nodes,
+        "SLURM_NTASKS_PER_NODE": per_node,
+        "SLURM_NTASKS": nodes * per_node,
+        "SLURM_PROCID": task,
+        "SLURM_NODEID": task // per_node,
+        "SLURM_LOCALID": task % per_node,
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "29500",
     }.items():
         monkeypatch.setenv(name, str(value))
     srun = readme_command("srun")
@@ -266,16 +328,27 @@ def test_sbatch_example_maps_slurm_tasks_to_ranks(tmp_path, tiny_demo_root, monk
     # The README's flags, devices and nodes included (SLURMEnvironment checks them against
     # the #SBATCH values); only the data, the folder and the accelerator are this machine's.
     # (Built, not run: without a subcommand, so without --ckpt_path.)
-    args = with_values(without_flags(srun[3:], {"--ckpt_path"}), {
-        "--config": str(REPO_ROOT / "configs" / "demo.yaml"),
-        "--data.root": str(tiny_demo_root),
-        "--trainer.default_root_dir": str(tmp_path / "runs"),
-        "--trainer.accelerator": "cpu",
-    })
+    args = with_values(
+        without_flags(srun[3:], {"--ckpt_path"}),
+        {
+            "--config": str(REPO_ROOT / "configs" / "demo.yaml"),
+            "--data.root": str(tiny_demo_root),
+            "--trainer.default_root_dir": str(tmp_path / "runs"),
+            "--trainer.accelerator": "cpu",
+        },
+    )
     trainer = run_cli(args, run=False).trainer
     assert type(trainer.strategy.cluster_environment).__name__ == "SLURMEnvironment"
-    assert (trainer.world_size, trainer.num_nodes, trainer.num_devices) == (nodes * per_node, nodes, per_node)
-    assert (trainer.global_rank, trainer.node_rank, trainer.local_rank) == (task, task // per_node, task % per_node)
+    assert (trainer.world_size, trainer.num_nodes, trainer.num_devices) == (
+        nodes * per_node,
+        nodes,
+        per_node,
+    )
+    assert (trainer.global_rank, trainer.node_rank, trainer.local_rank) == (
+        task,
+        task // per_node,
+        task % per_node,
+    )
 
 
 def _agreement_worker(rank: int, world_size: int, cases: dict[str, list], out_dir: str) -> None:

@@ -3,6 +3,7 @@
 import os
 
 import pytest
+
 from conftest import REPO_ROOT
 
 nbformat = pytest.importorskip("nbformat", reason='the notebook tests need the "notebooks" extra')
@@ -18,23 +19,36 @@ def read(name: str):
 def with_parameters(notebook, **values):
     """Override the parameters cell (tagged "parameters") by appending assignments to it."""
     (cell,) = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
-    cell.source += "\n# Overridden by the test\n" + "\n".join(f"{k} = {v!r}" for k, v in values.items())
+    cell.source += "\n# Overridden by the test\n" + "\n".join(
+        f"{k} = {v!r}" for k, v in values.items()
+    )
     return notebook
 
 
 def execute(notebook, monkeypatch):
     # The kernel imports this checkout's package and draws without a display.
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])
+    )
     monkeypatch.setenv("MPLBACKEND", "Agg")
     client = nbclient.NotebookClient(
-        notebook, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
+        notebook,
+        timeout=180,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(NOTEBOOKS)}},
     )
     client.execute()
     return notebook
 
 
 def outputs_of(notebook, kind: str) -> list:
-    return [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if kind in o.get("data", {})]
+    return [
+        o
+        for c in notebook.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if kind in o.get("data", {})
+    ]
 
 
 @pytest.mark.parametrize("name", ["inspect_checkpoint.ipynb", "loss_gradients.ipynb"])
@@ -56,17 +70,26 @@ def test_inspect_checkpoint_notebook(tiny_run, monkeypatch):
         SWEEP_ROOT=str(tiny_run["runs"]),
     )
     execute(notebook, monkeypatch)
-    text = "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
+    text = "".join(
+        o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs
+    )
     assert f"mAP (test): {tiny_run['test_map']:.2f}" in text
     assert "Wasserstein distance" in text and "q2 = 0.01: test mAP" in text
-    assert any("missing positives" in o["data"]["text/markdown"] for o in outputs_of(notebook, "text/markdown"))
+    assert any(
+        "missing positives" in o["data"]["text/markdown"]
+        for o in outputs_of(notebook, "text/markdown")
+    )
     # FN rate, distinguishing ability, gradients, predictions, sweep.
     assert len(outputs_of(notebook, "image/png")) == 5
 
 
 def test_loss_gradients_notebook(monkeypatch):
-    notebook = execute(with_parameters(read("loss_gradients.ipynb"), POINTS=49, MAX_EPOCHS=4, EPOCH=3), monkeypatch)
-    text = "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
+    notebook = execute(
+        with_parameters(read("loss_gradients.ipynb"), POINTS=49, MAX_EPOCHS=4, EPOCH=3), monkeypatch
+    )
+    text = "".join(
+        o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs
+    )
     difference = float(text.split("autograd vs closed form: ")[1].split()[0])
     assert difference < 1e-5
     assert len(outputs_of(notebook, "image/png")) == 4  # all losses, over q2, over q3, over epochs

@@ -9,6 +9,7 @@ import tomllib
 import numpy as np
 import pytest
 import torch
+
 from conftest import REPO_ROOT, TINY_DEMO
 from integration.helpers import (
     NOISE,
@@ -35,25 +36,33 @@ def code_blocks(text: str, language: str) -> list[str]:
 
 def quickstart_one_liners() -> list[str]:
     blocks = code_blocks(section("Quickstart"), "bash")
-    lines = [line for block in blocks for line in block.splitlines() if line.startswith("pip install")]
+    lines = [
+        line for block in blocks for line in block.splitlines() if line.startswith("pip install")
+    ]
     assert len(lines) == 2, f"expected the two set-up one-liners in the Quickstart, found {lines}"
     return lines
 
 
 def pyproject_extras() -> set[str]:
-    return set(tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    return set(
+        tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"][
+            "optional-dependencies"
+        ]
+    )
 
 
 def test_quickstart_demo_one_liner_runs_and_exits_0(tmp_path):
     demo_line = next(line for line in quickstart_one_liners() if "spml fit" in line)
-    assert demo_line.startswith("pip install -e . && spml fit --config configs/demo.yaml && spml test"), demo_line
+    assert demo_line.startswith(
+        "pip install -e . && spml fit --config configs/demo.yaml && spml test"
+    ), demo_line
     installed_spml()  # fails with an explanation when the console script is not installed
     link_repo_files(tmp_path, "configs", "pyproject.toml", "README.md", "spml_lightning")
     # The command line runs exactly as written. `spml` gets the size flags appended; `pip` is
     # checked without installing (--dry-run): .ci/run installs for real into a fresh venv.
     prelude = (
-        f"spml() {{ command spml \"$@\" {' '.join(TINY_DEMO_FLAGS)}; }}\n"
-        "pip() { command python -m pip \"$@\" --dry-run --no-deps -q; }\n"
+        f'spml() {{ command spml "$@" {" ".join(TINY_DEMO_FLAGS)}; }}\n'
+        'pip() { command python -m pip "$@" --dry-run --no-deps -q; }\n'
     )
     result = run(prelude + demo_line, cwd=tmp_path, timeout=600)
     assert result.returncode == 0, describe(result)
@@ -99,7 +108,12 @@ def tiny_sizes(monkeypatch, tmp_path, tiny_demo_root):
 
     class Trainer(lightning.pytorch.Trainer):
         def __init__(self, *args, max_epochs=None, **kwargs):
-            kwargs = {"limit_train_batches": 2, "enable_progress_bar": False, "logger": False, **kwargs}
+            kwargs = {
+                "limit_train_batches": 2,
+                "enable_progress_bar": False,
+                "logger": False,
+                **kwargs,
+            }
             super().__init__(*args, max_epochs=1, default_root_dir=str(tmp_path), **kwargs)
 
     monkeypatch.setattr(spml_lightning, "DemoDataModule", DemoDataModule)
@@ -113,8 +127,10 @@ def tiny_sizes(monkeypatch, tmp_path, tiny_demo_root):
     return {
         "pil_image": Image.new("RGB", (50, 50), (10, 200, 10)),
         "uint8_tensor_chw": torch.randint(0, 256, (3, 24, 24), dtype=torch.uint8),
-        "epoch": 0, "max_epochs": 8,
-        "logits": torch.randn(4, 6), "observed": torch.eye(6)[[0, 2, 5, 1]],
+        "epoch": 0,
+        "max_epochs": 8,
+        "logits": torch.randn(4, 6),
+        "observed": torch.eye(6)[[0, 2, 5, 1]],
         "labels": labels,
     }
 

@@ -17,9 +17,10 @@ import sys
 import numpy as np
 import pytest
 from lightning.pytorch import Callback
-from probes import demo_args, write_callbacks_config
 
 from spml_lightning.cli import run_cli
+
+from probes import demo_args, write_callbacks_config
 
 pytestmark = [
     pytest.mark.slow,
@@ -48,20 +49,34 @@ class ResourceMonitor(Callback):
 
 def test_many_epochs_keep_memory_flat_and_disk_bounded(tmp_path, tiny_demo_root):
     ResourceMonitor.samples = []
-    config = write_callbacks_config(tmp_path / "callbacks.yaml", [("test_soak.ResourceMonitor", {})])
-    cli = run_cli([
-        "fit", *demo_args(tmp_path, tiny_demo_root),
-        "--config", str(config),
-        "--trainer.max_epochs", str(EPOCHS),
-        "--trainer.limit_train_batches", "3",
-        "--data.init_args.batch_size", "16",
-        "--data.init_args.num_workers", "2",  # worker processes start and stop every epoch
-        "--trainer.log_every_n_steps", "1",
-        # The smallest supported backbone keeps ~6 checkpoint writes per epoch cheap.
-        "--model.backbone", "mobilenet_v3_small",
-        "--checkpoint.last_every_n_train_steps", "1",
-        "--checkpoint.save_top_k", str(TOP_K),
-    ])
+    config = write_callbacks_config(
+        tmp_path / "callbacks.yaml", [("test_soak.ResourceMonitor", {})]
+    )
+    cli = run_cli(
+        [
+            "fit",
+            *demo_args(tmp_path, tiny_demo_root),
+            "--config",
+            str(config),
+            "--trainer.max_epochs",
+            str(EPOCHS),
+            "--trainer.limit_train_batches",
+            "3",
+            "--data.init_args.batch_size",
+            "16",
+            "--data.init_args.num_workers",
+            "2",  # worker processes start and stop every epoch
+            "--trainer.log_every_n_steps",
+            "1",
+            # The smallest supported backbone keeps ~6 checkpoint writes per epoch cheap.
+            "--model.backbone",
+            "mobilenet_v3_small",
+            "--checkpoint.last_every_n_train_steps",
+            "1",
+            "--checkpoint.save_top_k",
+            str(TOP_K),
+        ]
+    )
     assert cli.trainer.current_epoch == EPOCHS
 
     rss = np.array([s[0] for s in ResourceMonitor.samples], dtype=float) / 2**20
@@ -77,6 +92,8 @@ def test_many_epochs_keep_memory_flat_and_disk_bounded(tmp_path, tiny_demo_root)
 
     (folder,) = {p.parent for p in tmp_path.rglob("*.ckpt")}
     files = sorted(p.name for p in folder.iterdir())
-    assert files.count("last.ckpt") == 1 and len(files) == TOP_K + 1, files  # no temporaries, no extras
+    assert files.count("last.ckpt") == 1 and len(files) == TOP_K + 1, (
+        files
+    )  # no temporaries, no extras
     sizes = [p.stat().st_size for p in folder.iterdir()]
     assert sum(sizes) <= (TOP_K + 1) * max(sizes)

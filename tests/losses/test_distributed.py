@@ -13,17 +13,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from test_state import C, N, largest_unknown, logits_for, train_observed
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ddp_harness import run_ranks
 from spml_lightning.losses import (
     AsymmetricPseudoLabelLoss,
     LargeLossPermanentCorrectionLoss,
     OnlineLabelEstimationLoss,
 )
 from spml_lightning.losses.distributed import all_gather_rows
-from test_state import C, N, largest_unknown, logits_for, train_observed
+
+from ddp_harness import run_ranks
 
 SHARDS = [torch.tensor([5, 9, 12, 30, 31, 2, 7, 20]), torch.tensor([1, 3, 14, 15, 26, 33, 38, 39])]
 

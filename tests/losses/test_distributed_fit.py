@@ -15,6 +15,7 @@ from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from spml_lightning.losses import AsymmetricPseudoLabelLoss
+
 from probes import tiny_model
 
 

@@ -14,7 +14,6 @@ import pytest
 import torch
 from torch import Tensor
 
-from ddp_harness import run_ranks
 from spml_lightning.losses import LOSSES, GRLoss, SPMLLoss, get_loss_class
 from spml_lightning.losses.functional import (
     bayes_pseudo_label,
@@ -25,6 +24,8 @@ from spml_lightning.losses.functional import (
     neg_log_sigmoid,
     sigmoid_pseudo_label,
 )
+
+from ddp_harness import run_ranks
 
 B, C = 16, 20
 

@@ -14,6 +14,7 @@ from spml_lightning.losses import (
     LargeLossPermanentCorrectionLoss,
     OnlineLabelEstimationLoss,
 )
+
 from probes import make_trainer, tiny_model
 
 

@@ -51,7 +51,9 @@ def test_non_finite_input_is_reported(tmp_path, tiny_demo):
 
     model = PoisonedInput(num_classes=14, backbone="resnet18", weights="none", lr=1e-3, lr_mult=1.0)
     trainer = make_trainer(tmp_path, limit_train_batches=3, limit_val_batches=0)
-    with pytest.raises(NonFiniteLossError, match=r"global step 1 .*input images: 3 non-finite values"):
+    with pytest.raises(
+        NonFiniteLossError, match=r"global step 1 .*input images: 3 non-finite values"
+    ):
         trainer.fit(model, tiny_demo)
 
 
@@ -62,14 +64,20 @@ def test_deferred_check_still_protects_the_last_good_checkpoint(tmp_path, tiny_d
     model._finite_loss = FiniteLossGuard(check_every_n_steps=100, check_cpu_every_step=False)
     checkpoint = ResumableCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0)
     trainer = make_trainer(
-        tmp_path, max_epochs=3, limit_train_batches=2, limit_val_batches=1,
-        enable_checkpointing=True, callbacks=[checkpoint],
+        tmp_path,
+        max_epochs=3,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        enable_checkpointing=True,
+        callbacks=[checkpoint],
     )
     with pytest.raises(NonFiniteLossError, match=r"global step 3 \(epoch 1\).*check after step 3"):
         trainer.fit(model, tiny_demo)
     saved = torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=False)
     assert saved["epoch"] == 0
-    assert all(torch.isfinite(v).all() for v in saved["state_dict"].values() if v.is_floating_point())
+    assert all(
+        torch.isfinite(v).all() for v in saved["state_dict"].values() if v.is_floating_point()
+    )
 
 
 def test_guard_reports_the_first_bad_step_of_a_deferred_window():
@@ -97,8 +105,12 @@ def test_finite_losses_never_raise():
 def test_bf16_mixed_training_on_cpu_keeps_losses_finite(tmp_path, tiny_demo):
     model = tiny_model()
     head_dtypes = []
-    model.head.register_forward_hook(lambda module, inputs, output: head_dtypes.append(output.dtype))
-    trainer = make_trainer(tmp_path, precision="bf16-mixed", max_epochs=2, limit_train_batches=2, limit_val_batches=1)
+    model.head.register_forward_hook(
+        lambda module, inputs, output: head_dtypes.append(output.dtype)
+    )
+    trainer = make_trainer(
+        tmp_path, precision="bf16-mixed", max_epochs=2, limit_train_batches=2, limit_val_batches=1
+    )
     trainer.fit(model, tiny_demo)
     assert torch.bfloat16 in head_dtypes  # autocast did run the network in bf16
     assert torch.isfinite(trainer.callback_metrics["train/loss_epoch"])
@@ -117,7 +129,12 @@ needs_cuda = pytest.mark.skipif(
 def test_16_mixed_keeps_losses_finite_and_the_grad_scaler_healthy(tmp_path, tiny_demo):
     model = tiny_model()
     trainer = make_trainer(
-        tmp_path, accelerator="gpu", precision="16-mixed", max_epochs=2, limit_train_batches=4, limit_val_batches=1
+        tmp_path,
+        accelerator="gpu",
+        precision="16-mixed",
+        max_epochs=2,
+        limit_train_batches=4,
+        limit_val_batches=1,
     )
     trainer.fit(model, tiny_demo)
     assert torch.isfinite(trainer.callback_metrics["train/loss_epoch"])
@@ -126,7 +143,9 @@ def test_16_mixed_keeps_losses_finite_and_the_grad_scaler_healthy(tmp_path, tiny
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="checks for CUDA host synchronisations; no CUDA device")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="checks for CUDA host synchronisations; no CUDA device"
+)
 def test_guard_adds_no_host_synchronisation_on_cuda():
     guard = FiniteLossGuard(check_every_n_steps=50)
     logits = torch.randn(8, 20, device="cuda")

@@ -35,11 +35,20 @@ def photos(tiny_demo_root, tmp_path):
 
 def predict_args(tiny_run, tmp_path, source, *extra) -> list[str]:
     return [
-        "predict", "--config", str(REPO_ROOT / "configs" / "demo.yaml"),
-        "--trainer.default_root_dir", str(tmp_path / "runs"),
-        "--trainer.enable_progress_bar", "false",
-        "--ckpt_path", str(tiny_run["best"]),
-        "--data", IMAGES_CLASS, "--data.init_args.root", str(source), *extra,
+        "predict",
+        "--config",
+        str(REPO_ROOT / "configs" / "demo.yaml"),
+        "--trainer.default_root_dir",
+        str(tmp_path / "runs"),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--ckpt_path",
+        str(tiny_run["best"]),
+        "--data",
+        IMAGES_CLASS,
+        "--data.init_args.root",
+        str(source),
+        *extra,
     ]
 
 
@@ -47,7 +56,17 @@ def test_spml_predict_writes_csv(tiny_run, photos, tmp_path):
     out = tmp_path / "labels.csv"
     # demo.yaml's DemoDataModule has image_size 64; the checkpoint's 32 must win, and say so.
     with pytest.warns(UserWarning, match="image_size=64 replaced by the checkpoint's 32"):
-        run_cli(predict_args(tiny_run, tmp_path, photos, "--prediction.output_path", str(out), "--prediction.top_k", "2"))
+        run_cli(
+            predict_args(
+                tiny_run,
+                tmp_path,
+                photos,
+                "--prediction.output_path",
+                str(out),
+                "--prediction.top_k",
+                "2",
+            )
+        )
     with out.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     model = SPMLModule.load_from_checkpoint(tiny_run["best"], map_location="cpu")
@@ -68,11 +87,21 @@ def test_spml_predict_json_from_a_list_with_threshold(tiny_run, photos, tmp_path
     listing = tmp_path / "list.txt"
     listing.write_text("# my images\nphotos/img0.png\n\nphotos/more/img4.png\n")
     out = tmp_path / "labels.json"
-    args = predict_args(tiny_run, tmp_path, listing, "--prediction.output_path", str(out),
-                        "--prediction.threshold", "0.3")
+    args = predict_args(
+        tiny_run,
+        tmp_path,
+        listing,
+        "--prediction.output_path",
+        str(out),
+        "--prediction.threshold",
+        "0.3",
+    )
     run_cli(args)
     records = json.loads(out.read_text())
-    assert [r["image"] for r in records] == [str(tmp_path / "photos/img0.png"), str(tmp_path / "photos/more/img4.png")]
+    assert [r["image"] for r in records] == [
+        str(tmp_path / "photos/img0.png"),
+        str(tmp_path / "photos/more/img4.png"),
+    ]
     for record in records:
         chosen = {c for c, p in record["probabilities"].items() if p >= 0.3}
         assert set(record["labels"]) == chosen
@@ -133,7 +162,10 @@ def test_writer_rejects_bad_settings():
 
 def test_image_folder_datamodule(tiny_run, photos, tmp_path):
     data = ImageFolderDataModule.from_checkpoint(tiny_run["best"], str(photos), recursive=False)
-    assert data.class_names == SPMLModule.load_from_checkpoint(tiny_run["best"], map_location="cpu").class_names
+    assert (
+        data.class_names
+        == SPMLModule.load_from_checkpoint(tiny_run["best"], map_location="cpu").class_names
+    )
     assert data.image_size == 32
     data.setup("predict")
     assert len(data.test_dataset) == 4  # the subfolder is not read

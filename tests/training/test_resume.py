@@ -25,33 +25,49 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from spml_lightning.training import AtomicCheckpointIO, ResumableCheckpoint, atomic_torch_save
 from spml_lightning.cli import main, run_cli
-from spml_lightning.training import resolve_checkpoint
+from spml_lightning.training import (
+    AtomicCheckpointIO,
+    ResumableCheckpoint,
+    atomic_torch_save,
+    resolve_checkpoint,
+)
 
 from conftest import REPO_ROOT
-from probes import final_weights, read_records, subprocess_env, write_callbacks_config
-from probes import demo_args
+from probes import demo_args, final_weights, read_records, subprocess_env, write_callbacks_config
 
-def resume_args(tmp_path: Path, tiny_demo_root: Path, name: str, pause_at_step: int | None = None) -> list[str]:
+
+def resume_args(
+    tmp_path: Path, tiny_demo_root: Path, name: str, pause_at_step: int | None = None
+) -> list[str]:
     """Tiny demo: 64 train images in 4 batches, 2 epochs, last.ckpt refreshed every 3 steps."""
     run = tmp_path / name
     run.mkdir(exist_ok=True)
     callbacks = [("probes.RunRecorder", {"prefix": str(run / "record")})]
     if pause_at_step is not None:
-        callbacks.append(("probes.PauseAtStep", {"step": pause_at_step, "marker": str(run / "paused")}))
+        callbacks.append(
+            ("probes.PauseAtStep", {"step": pause_at_step, "marker": str(run / "paused")})
+        )
     config = run / ("callbacks.yaml" if pause_at_step is None else "callbacks_with_pause.yaml")
     return [
         *demo_args(run, tiny_demo_root),
-        "--trainer.max_epochs", "2",
-        "--trainer.limit_train_batches", "1.0",
-        "--data.init_args.batch_size", "16",
-        "--trainer.num_sanity_val_steps", "0",
-        "--trainer.deterministic", "true",
-        "--checkpoint.last_every_n_train_steps", "3",
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.limit_train_batches",
+        "1.0",
+        "--data.init_args.batch_size",
+        "16",
+        "--trainer.num_sanity_val_steps",
+        "0",
+        "--trainer.deterministic",
+        "true",
+        "--checkpoint.last_every_n_train_steps",
+        "3",
         # The learned k is loss state that must survive the crash too.
-        "--model.loss.init_args.k_form", "learned",
-        "--config", str(write_callbacks_config(config, callbacks)),
+        "--model.loss.init_args.k_form",
+        "learned",
+        "--config",
+        str(write_callbacks_config(config, callbacks)),
     ]
 
 
@@ -60,7 +76,9 @@ def by_step(records: list[dict]) -> dict[int, dict]:
     return {r["step"]: r for r in records if r["kind"] == "train"}
 
 
-def test_sigkilled_fit_resumes_mid_epoch_to_identical_results(tmp_path, tiny_demo_root, restore_determinism):
+def test_sigkilled_fit_resumes_mid_epoch_to_identical_results(
+    tmp_path, tiny_demo_root, restore_determinism
+):
     # The run to compare against, never interrupted.
     reference = resume_args(tmp_path, tiny_demo_root, "reference")
     run_cli(["fit", *reference])
@@ -70,14 +88,25 @@ def test_sigkilled_fit_resumes_mid_epoch_to_identical_results(tmp_path, tiny_dem
     marker = tmp_path / "killed" / "paused"
     log = (tmp_path / "killed.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "spml_lightning", "fit", *resume_args(tmp_path, tiny_demo_root, "killed", 7)],
-        cwd=REPO_ROOT, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "spml_lightning",
+            "fit",
+            *resume_args(tmp_path, tiny_demo_root, "killed", 7),
+        ],
+        cwd=REPO_ROOT,
+        env=subprocess_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 300
     while not marker.exists():
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
-            pytest.fail(f"the fit did not reach step 7:\n{(tmp_path / 'killed.log').read_text()[-3000:]}")
+            pytest.fail(
+                f"the fit did not reach step 7:\n{(tmp_path / 'killed.log').read_text()[-3000:]}"
+            )
         time.sleep(0.2)
     os.kill(process.pid, signal.SIGKILL)
     assert process.wait(timeout=60) == -signal.SIGKILL
@@ -112,7 +141,10 @@ def test_sigkilled_fit_resumes_mid_epoch_to_identical_results(tmp_path, tiny_dem
     assert val(got_records) == val(ref_records) and len(val(ref_records)) == 2
     ends = lambda records: [r for r in records if r["kind"] == "epoch_end"][-1]  # noqa: E731
     assert ends(got_records) == ends(ref_records)  # weights and loss state after the last epoch
-    reference_weights, resumed_weights = final_weights(tmp_path / "reference" / "runs"), final_weights(killed_root)
+    reference_weights, resumed_weights = (
+        final_weights(tmp_path / "reference" / "runs"),
+        final_weights(killed_root),
+    )
     assert reference_weights.keys() == resumed_weights.keys()
     assert "loss.k_bias" in resumed_weights
     for name, value in reference_weights.items():
@@ -125,13 +157,26 @@ def test_sigkilled_fit_resumes_mid_epoch_to_identical_results(tmp_path, tiny_dem
         p.name for p in (tmp_path / "reference" / "runs").rglob("*.ckpt")
     )
     assert len(list(folder.glob("best-*.ckpt"))) == 1
-    ref_test = run_cli(["test", *reference, "--ckpt_path", "best"]).trainer.callback_metrics["test/mAP"]
-    got_test = run_cli(["test", *killed, "--ckpt_path", "best"]).trainer.callback_metrics["test/mAP"]
+    ref_test = run_cli(["test", *reference, "--ckpt_path", "best"]).trainer.callback_metrics[
+        "test/mAP"
+    ]
+    got_test = run_cli(["test", *killed, "--ckpt_path", "best"]).trainer.callback_metrics[
+        "test/mAP"
+    ]
     assert got_test.item() == ref_test.item()
 
 
 def test_fit_ckpt_path_last_starts_fresh_when_nothing_to_resume(tmp_path, tiny_demo_root):
-    cli = run_cli(["fit", *demo_args(tmp_path, tiny_demo_root), "--trainer.max_epochs", "1", "--ckpt_path", "last"])
+    cli = run_cli(
+        [
+            "fit",
+            *demo_args(tmp_path, tiny_demo_root),
+            "--trainer.max_epochs",
+            "1",
+            "--ckpt_path",
+            "last",
+        ]
+    )
     assert cli.trainer.ckpt_path is None and cli.trainer.current_epoch == 1
 
 
@@ -163,8 +208,12 @@ def test_last_checkpoint_follows_every_epoch_even_without_improvement(tmp_path, 
         folder = tmp_path / callback_class.__name__
         callback = callback_class(dirpath=folder, monitor="constant", mode="max", save_last=True)
         trainer = make_trainer(
-            tmp_path, max_epochs=2, limit_train_batches=1, limit_val_batches=1,
-            enable_checkpointing=True, callbacks=[ConstantMetric(), callback],
+            tmp_path,
+            max_epochs=2,
+            limit_train_batches=1,
+            limit_val_batches=1,
+            enable_checkpointing=True,
+            callbacks=[ConstantMetric(), callback],
         )
         trainer.fit(tiny_model(), tiny_demo)
         return torch.load(folder / "last.ckpt", map_location="cpu", weights_only=False)["epoch"]
@@ -217,7 +266,9 @@ def test_kill_during_save(tmp_path, mode):
     path = tmp_path / "last.ckpt"
     process = subprocess.Popen(
         [sys.executable, "-c", KILLED_WRITER, str(path), mode],
-        env=subprocess_env(), stdout=subprocess.PIPE, text=True,
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert process.stdout.readline().strip() == "WRITING"
     os.kill(process.pid, signal.SIGKILL)
@@ -251,6 +302,7 @@ def test_error_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
 # -- resuming with a relative root, with changed arguments ---------------------------------------
 
+
 @pytest.fixture
 def lightning_log(caplog):
     """What a run prints through Lightning's logger, at INFO whatever level other tests left it at.
@@ -275,17 +327,33 @@ SMALL = [
 def scripted_args(tmp_path: Path, tiny_demo_root: Path, values: list[float]) -> list[str]:
     """The tiny demo run, its best checkpoint chosen on ``scripted`` = ``values[epoch]``."""
     config = write_callbacks_config(
-        tmp_path / "scripted.yaml", [("probes.ScriptedMetric", {"name": "scripted", "values": values})]
+        tmp_path / "scripted.yaml",
+        [("probes.ScriptedMetric", {"name": "scripted", "values": values})],
     )
-    return [*demo_args(tmp_path, tiny_demo_root), *SMALL, "--config", str(config), "--checkpoint.monitor", "scripted"]
+    return [
+        *demo_args(tmp_path, tiny_demo_root),
+        *SMALL,
+        "--config",
+        str(config),
+        "--checkpoint.monitor",
+        "scripted",
+    ]
 
 
-def test_resume_with_a_relative_root_keeps_top_k_best_and_last(tmp_path, tiny_demo_root, monkeypatch, lightning_log):
+def test_resume_with_a_relative_root_keeps_top_k_best_and_last(
+    tmp_path, tiny_demo_root, monkeypatch, lightning_log
+):
     # Every shipped config has a relative default_root_dir (runs/...).
     monkeypatch.chdir(tmp_path)
-    args = [*scripted_args(tmp_path, tiny_demo_root, [10.0, 30.0, 20.0]), "--trainer.default_root_dir", "runs"]
+    args = [
+        *scripted_args(tmp_path, tiny_demo_root, [10.0, 30.0, 20.0]),
+        "--trainer.default_root_dir",
+        "runs",
+    ]
     run_cli(["fit", *args])  # epochs 0 and 1: epoch 1 is the best
-    resumed = run_cli(["fit", *args, "--trainer.max_epochs", "3", "--ckpt_path", "last"])  # epoch 2 is worse
+    resumed = run_cli(
+        ["fit", *args, "--trainer.max_epochs", "3", "--ckpt_path", "last"]
+    )  # epoch 2 is worse
     assert resumed.trainer.current_epoch == 3
 
     # One checkpoint folder, with one last.ckpt (no last-v1.ckpt) and the best epoch's file only (save_top_k 1).
@@ -294,7 +362,9 @@ def test_resume_with_a_relative_root_keeps_top_k_best_and_last(tmp_path, tiny_de
     assert torch.load(folder / "last.ckpt", map_location="cpu", weights_only=False)["epoch"] == 2
     test = run_cli(["test", *args, "--ckpt_path", "best"])
     assert os.path.samefile(test.trainer.ckpt_path, folder / "best-01.ckpt")
-    assert "best so far best-01.ckpt, scripted 30" in lightning_log.text  # the resume said where it started
+    assert (
+        "best so far best-01.ckpt, scripted 30" in lightning_log.text
+    )  # the resume said where it started
 
 
 def one_epoch_run(tmp_path: Path, tiny_demo_root: Path) -> tuple[list[str], Path]:
@@ -306,7 +376,9 @@ def one_epoch_run(tmp_path: Path, tiny_demo_root: Path) -> tuple[list[str], Path
 
 
 @pytest.mark.parametrize("form", ["last", "path"])
-def test_resume_with_a_new_learning_rate_trains_with_it(tmp_path, tiny_demo_root, lightning_log, form):
+def test_resume_with_a_new_learning_rate_trains_with_it(
+    tmp_path, tiny_demo_root, lightning_log, form
+):
     args, last = one_epoch_run(tmp_path, tiny_demo_root)
     resumed = run_cli([
         "fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last" if form == "last" else str(last),
@@ -315,19 +387,27 @@ def test_resume_with_a_new_learning_rate_trains_with_it(tmp_path, tiny_demo_root
     assert resumed.trainer.current_epoch == 2
     rates = {group["name"]: group["lr"] for group in resumed.trainer.optimizers[0].param_groups}
     assert rates == {"backbone": 0.5, "head": 1.0}
-    assert resumed.trainer.callback_metrics["lr/backbone"].item() == 0.5  # logged in the resumed epoch
+    assert (
+        resumed.trainer.callback_metrics["lr/backbone"].item() == 0.5
+    )  # logged in the resumed epoch
     assert (
         "Resumed with lr 0.5 (the checkpoint trained with 0.001), lr_mult 2.0 (the checkpoint trained with 1.0)."
         in lightning_log.text
     )
-    assert yaml.safe_load((Path(resumed.trainer.log_dir) / "config.yaml").read_text())["model"]["lr"] == 0.5
+    assert (
+        yaml.safe_load((Path(resumed.trainer.log_dir) / "config.yaml").read_text())["model"]["lr"]
+        == 0.5
+    )
 
 
 #: Changes a resume refuses, with what the message says about each.
 REFUSED_CHANGES = [
     (["--model.loss", "AN"], "loss: GRLoss in the checkpoint, AssumeNegativeLoss now"),
     (["--model.loss.init_args.q2", "0.05"], "loss GRLoss: q2 0.01 -> 0.05 (checkpoint -> now)"),
-    (["--model.backbone", "resnet18"], "backbone: 'mobilenet_v3_small' in the checkpoint, 'resnet18' now"),
+    (
+        ["--model.backbone", "resnet18"],
+        "backbone: 'mobilenet_v3_small' in the checkpoint, 'resnet18' now",
+    ),
 ]
 
 
@@ -341,7 +421,12 @@ def test_resume_refuses_another_network_or_loss(tmp_path, tiny_demo_root, capsys
     assert last.read_bytes() == saved  # nothing written was lost
     # The spml command: exit status 1, the reason and what to do in one line, no traceback.
     capsys.readouterr()
-    assert main(["fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last", "--model.loss", "AN"]) == 1
+    assert (
+        main(
+            ["fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last", "--model.loss", "AN"]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert f"spml fit: error: Cannot resume from checkpoint {last}" in err
@@ -349,6 +434,7 @@ def test_resume_refuses_another_network_or_loss(tmp_path, tiny_demo_root, capsys
 
 
 # -- runs that share a root -----------------------------------------------------------------------
+
 
 def test_concurrent_fits_in_one_root_get_a_version_folder_each(tmp_path, tiny_demo_root):
     # Three `spml fit` processes started together, held until all three reach the point at which
@@ -363,7 +449,10 @@ def test_concurrent_fits_in_one_root_get_a_version_folder_each(tmp_path, tiny_de
     processes = [
         subprocess.Popen(
             [sys.executable, "-m", "spml_lightning", "fit", *args],
-            cwd=REPO_ROOT, env=subprocess_env(), stdout=log.open("w"), stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+            env=subprocess_env(),
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
         )
         for log in logs
     ]
@@ -372,7 +461,10 @@ def test_concurrent_fits_in_one_root_get_a_version_folder_each(tmp_path, tiny_de
     versions = tmp_path / "runs" / "lightning_logs"
     assert sorted(p.name for p in versions.iterdir()) == ["version_0", "version_1", "version_2"]
     for folder in versions.iterdir():
-        assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == ["best-00.ckpt", "last.ckpt"]
+        assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == [
+            "best-00.ckpt",
+            "last.ckpt",
+        ]
     said = sorted(line.split("Logging to ")[1] for log in logs for line in log.read_text().splitlines()
                   if "Logging to " in line)  # fmt: skip
     assert said == [str(versions / f"version_{i}") for i in range(3)]
@@ -394,7 +486,9 @@ def test_atomic_save_removes_only_the_temporary_files_of_writers_that_are_gone(t
         for name in temporary.values():
             (tmp_path / name).write_bytes(b"half a checkpoint")
         two_hours_ago = time.time() - 7200
-        os.utime(tmp_path / temporary["other host, untouched for 2 h"], (two_hours_ago, two_hours_ago))
+        os.utime(
+            tmp_path / temporary["other host, untouched for 2 h"], (two_hours_ago, two_hours_ago)
+        )
         atomic_torch_save({"version": 1}, path)
         assert torch.load(path, weights_only=True) == {"version": 1}
         left = {what for what, name in temporary.items() if (tmp_path / name).exists()}
@@ -408,9 +502,13 @@ def test_atomic_save_removes_only_the_temporary_files_of_writers_that_are_gone(t
 def test_a_version_folder_taken_after_the_listing_is_skipped(tmp_path, monkeypatch, logger_class):
     from spml_lightning.training import reserve_log_version
 
-    trainer = Trainer(logger=logger_class(tmp_path), enable_checkpointing=False, enable_progress_bar=False)
+    trainer = Trainer(
+        logger=logger_class(tmp_path), enable_checkpointing=False, enable_progress_bar=False
+    )
     (tmp_path / "lightning_logs" / "version_0").mkdir(parents=True)
-    monkeypatch.setattr(logger_class, "_get_next_version", lambda self: 0)  # listed before another run made it
+    monkeypatch.setattr(
+        logger_class, "_get_next_version", lambda self: 0
+    )  # listed before another run made it
     reserve_log_version(trainer)
     assert trainer.logger.version == 1 and (tmp_path / "lightning_logs" / "version_1").is_dir()
     reserve_log_version(trainer)  # a logger that has its version keeps it

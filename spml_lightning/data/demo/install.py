@@ -163,8 +163,13 @@ def _install(tmp: Path, root: Path, manifest: Mapping[str, Any]) -> None:
             os.rename(tmp, root)
             return
         except OSError as err:
-            if err.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR, errno.EACCES,
-                                 errno.EPERM):
+            if err.errno not in (
+                errno.EEXIST,
+                errno.ENOTEMPTY,
+                errno.EISDIR,
+                errno.EACCES,
+                errno.EPERM,
+            ):
                 raise
         if _is_complete(root, manifest):
             # Another process (e.g. another DDP rank) got there first with the same set.

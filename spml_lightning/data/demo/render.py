@@ -95,27 +95,70 @@ _CONTEXTS: tuple[tuple[str, float, Mapping[str, float]], ...] = (
     (
         "seaside",
         0.28,
-        {"boat": 5.0, "wave": 6.0, "fish": 5.0, "bird": 2.0, "sun": 2.0, "cloud": 1.5,
-         "car": 0.15, "road": 0.1, "house": 0.4, "tree": 0.4, "flower": 0.3, "star": 0.3,
-         "moon": 0.3},
+        {
+            "boat": 5.0,
+            "wave": 6.0,
+            "fish": 5.0,
+            "bird": 2.0,
+            "sun": 2.0,
+            "cloud": 1.5,
+            "car": 0.15,
+            "road": 0.1,
+            "house": 0.4,
+            "tree": 0.4,
+            "flower": 0.3,
+            "star": 0.3,
+            "moon": 0.3,
+        },
     ),
     (
         "street",
         0.30,
-        {"car": 3.5, "road": 5.0, "house": 2.5, "person": 1.5, "boat": 0.05, "wave": 0.05,
-         "fish": 0.05, "flower": 0.5, "star": 0.3, "moon": 0.3},
+        {
+            "car": 3.5,
+            "road": 5.0,
+            "house": 2.5,
+            "person": 1.5,
+            "boat": 0.05,
+            "wave": 0.05,
+            "fish": 0.05,
+            "flower": 0.5,
+            "star": 0.3,
+            "moon": 0.3,
+        },
     ),
     (
         "park",
         0.27,
-        {"tree": 3.0, "flower": 6.0, "person": 1.5, "bird": 1.8, "sun": 1.5, "boat": 0.2,
-         "wave": 0.2, "fish": 0.1, "road": 0.3, "car": 0.4, "star": 0.3, "moon": 0.3},
+        {
+            "tree": 3.0,
+            "flower": 6.0,
+            "person": 1.5,
+            "bird": 1.8,
+            "sun": 1.5,
+            "boat": 0.2,
+            "wave": 0.2,
+            "fish": 0.1,
+            "road": 0.3,
+            "car": 0.4,
+            "star": 0.3,
+            "moon": 0.3,
+        },
     ),
     (
         "night",
         0.15,
-        {"moon": 14.0, "star": 10.0, "house": 1.5, "car": 1.2, "sun": 0.0, "bird": 0.3,
-         "flower": 0.3, "cloud": 0.7, "fish": 0.5},
+        {
+            "moon": 14.0,
+            "star": 10.0,
+            "house": 1.5,
+            "car": 1.2,
+            "sun": 0.0,
+            "bird": 0.3,
+            "flower": 0.3,
+            "cloud": 0.7,
+            "fish": 0.5,
+        },
     ),
 )
 
@@ -136,9 +179,20 @@ _AFFINITY = {
 # Weight left to a class after it was chosen once: countable things repeat
 # now and then (two birds), scene-wide things never do (one sun, one road).
 _REPEAT = {
-    "bird": 0.5, "cloud": 0.5, "fish": 0.4, "flower": 0.5, "star": 0.6, "person": 0.3,
-    "tree": 0.4, "boat": 0.2, "car": 0.2, "house": 0.2, "wave": 0.0, "road": 0.0,
-    "sun": 0.0, "moon": 0.0,
+    "bird": 0.5,
+    "cloud": 0.5,
+    "fish": 0.4,
+    "flower": 0.5,
+    "star": 0.6,
+    "person": 0.3,
+    "tree": 0.4,
+    "boat": 0.2,
+    "car": 0.2,
+    "house": 0.2,
+    "wave": 0.0,
+    "road": 0.0,
+    "sun": 0.0,
+    "moon": 0.0,
 }
 
 _NUM_OBJECTS_P = np.array([0.30, 0.36, 0.22, 0.12])  # P(1, 2, 3, 4 objects)
@@ -185,8 +239,9 @@ def _sample_scene(rng: np.random.Generator) -> tuple[int, list[int]]:
 _RGB = tuple[int, int, int]
 
 
-def _hsv(rng: np.random.Generator, h: tuple[float, float], s: tuple[float, float],
-         v: tuple[float, float]) -> _RGB:
+def _hsv(
+    rng: np.random.Generator, h: tuple[float, float], s: tuple[float, float], v: tuple[float, float]
+) -> _RGB:
     """A random colour with hue (degrees, may wrap), saturation and value in ranges."""
     hh = (rng.uniform(*h) % 360.0) / 360.0
     r, g, b = colorsys.hsv_to_rgb(hh, rng.uniform(*s), rng.uniform(*v))
@@ -235,8 +290,14 @@ def _draw_sun(d: ImageDraw.ImageDraw, b: _Box, rng: np.random.Generator, lw: int
     for k in range(n):
         a = a0 + 2 * math.pi * k / n
         r1, r2 = 0.37 * s, 0.5 * s
-        d.line([(cx + r1 * math.cos(a), cy + r1 * math.sin(a)),
-                (cx + r2 * math.cos(a), cy + r2 * math.sin(a))], fill=col, width=lw)
+        d.line(
+            [
+                (cx + r1 * math.cos(a), cy + r1 * math.sin(a)),
+                (cx + r2 * math.cos(a), cy + r2 * math.sin(a)),
+            ],
+            fill=col,
+            width=lw,
+        )
 
 
 def _draw_moon(d: ImageDraw.ImageDraw, b: _Box, rng: np.random.Generator, lw: int) -> None:
@@ -245,8 +306,9 @@ def _draw_moon(d: ImageDraw.ImageDraw, b: _Box, rng: np.random.Generator, lw: in
     d.ellipse(b.circle(0.5, 0.5, 0.47 * s), fill=col)
     # Cutting a transparent disc out of the layer leaves a crescent; _Box.flip
     # decides which way it faces.
-    d.ellipse(b.circle(0.5 + rng.uniform(0.22, 0.34), 0.5 - rng.uniform(0.0, 0.12), 0.42 * s),
-              fill=_CLEAR)
+    d.ellipse(
+        b.circle(0.5 + rng.uniform(0.22, 0.34), 0.5 - rng.uniform(0.0, 0.12), 0.42 * s), fill=_CLEAR
+    )
 
 
 def _draw_star(d: ImageDraw.ImageDraw, b: _Box, rng: np.random.Generator, lw: int) -> None:
@@ -305,8 +367,9 @@ def _draw_house(d: ImageDraw.ImageDraw, b: _Box, rng: np.random.Generator, lw: i
     d.polygon([b.p(0.5, 0.04), b.p(0.0, 0.48), b.p(1.0, 0.48)], fill=roof)
     d.rectangle(b.rect(0.42, 0.68, 0.6, 1.0), fill=dark)
     if rng.random() < 0.7:
-        d.rectangle(b.rect(0.2, 0.56, 0.34, 0.7), fill=_hsv(rng, (180, 220), (0.1, 0.4),
-                                                              (0.75, 1.0)))
+        d.rectangle(
+            b.rect(0.2, 0.56, 0.34, 0.7), fill=_hsv(rng, (180, 220), (0.1, 0.4), (0.75, 1.0))
+        )
 
 
 def _draw_car(d: ImageDraw.ImageDraw, b: _Box, rng: np.random.Generator, lw: int) -> None:
@@ -323,8 +386,11 @@ def _draw_car(d: ImageDraw.ImageDraw, b: _Box, rng: np.random.Generator, lw: int
 
 def _draw_road(d: ImageDraw.ImageDraw, b: _Box, rng: np.random.Generator, lw: int) -> None:
     asphalt = _any_hue(rng, (0.0, 0.12), (0.25, 0.5))
-    paint = _hsv(rng, (45, 58), (0.6, 0.9), (0.85, 1.0)) if rng.random() < 0.35 else (
-        _any_hue(rng, (0.0, 0.08), (0.85, 1.0)))
+    paint = (
+        _hsv(rng, (45, 58), (0.6, 0.9), (0.85, 1.0))
+        if rng.random() < 0.35
+        else (_any_hue(rng, (0.0, 0.08), (0.85, 1.0)))
+    )
     d.rectangle(b.rect(0.0, 0.0, 1.0, 1.0), fill=asphalt)
     dash, gap = rng.uniform(0.05, 0.09), rng.uniform(0.04, 0.07)
     u = rng.uniform(-dash, 0.0)
@@ -351,10 +417,15 @@ def _draw_wave(d: ImageDraw.ImageDraw, b: _Box, rng: np.random.Generator, lw: in
     rows = int(rng.integers(2, 4))
     for k in range(rows):
         v0 = 0.2 + 0.6 * k / max(rows - 1, 1)
-        col = (_any_hue(rng, (0.0, 0.1), (0.85, 1.0)) if k == 0 and rng.random() < 0.5
-               else _hsv(rng, (175, 225), (0.45, 0.95), (0.55, 1.0)))
-        pts = [b.p(float(u), v0 + 0.17 * math.sin(2 * math.pi * cycles * u + phase + 0.6 * k))
-               for u in us]
+        col = (
+            _any_hue(rng, (0.0, 0.1), (0.85, 1.0))
+            if k == 0 and rng.random() < 0.5
+            else _hsv(rng, (175, 225), (0.45, 0.95), (0.55, 1.0))
+        )
+        pts = [
+            b.p(float(u), v0 + 0.17 * math.sin(2 * math.pi * cycles * u + phase + 0.6 * k))
+            for u in us
+        ]
         d.line(pts, fill=col, width=max(2, round(lw * 1.3)), joint="curve")
 
 
@@ -399,10 +470,15 @@ def _draw_person(d: ImageDraw.ImageDraw, b: _Box, rng: np.random.Generator, lw: 
     width = max(2, round(lw * 1.2))
     d.line([b.p(0.5, 0.2), b.p(0.5, 0.62)], fill=clothes, width=width)
     hand = rng.uniform(0.1, 0.6)
-    d.line([b.p(0.05, hand), b.p(0.5, 0.32), b.p(0.95, rng.uniform(0.1, 0.6))], fill=clothes,
-           width=width, joint="curve")
-    d.line([b.p(0.15, 1.0), b.p(0.5, 0.6), b.p(0.85, 1.0)], fill=clothes, width=width,
-           joint="curve")
+    d.line(
+        [b.p(0.05, hand), b.p(0.5, 0.32), b.p(0.95, rng.uniform(0.1, 0.6))],
+        fill=clothes,
+        width=width,
+        joint="curve",
+    )
+    d.line(
+        [b.p(0.15, 1.0), b.p(0.5, 0.6), b.p(0.85, 1.0)], fill=clothes, width=width, joint="curve"
+    )
     d.ellipse(b.circle(0.5, 0.11, 0.11 * b.h), fill=skin)
 
 
@@ -543,8 +619,9 @@ def _place_object(
         layer = Image.new("RGBA", (side, side), _CLEAR)
         glyph(ImageDraw.Draw(layer), _Box(x0 - lx, y0 - ly, w, h, flip), rng, lw)
         if angle:
-            layer = layer.rotate(angle, resample=Image.Resampling.BILINEAR,
-                                 center=(x0 - lx + w / 2, y0 - ly + h / 2))
+            layer = layer.rotate(
+                angle, resample=Image.Resampling.BILINEAR, center=(x0 - lx + w / 2, y0 - ly + h / 2)
+            )
         local = np.asarray(layer.getchannel("A")) > 127
         total = np.count_nonzero(local)
         # The part of the layer that lies on the canvas.
@@ -553,11 +630,13 @@ def _place_object(
         if total == 0 or cx0 >= cx1 or cy0 >= cy1:
             continue
         mask = np.zeros((size, size), dtype=bool)
-        mask[cy0:cy1, cx0:cx1] = local[cy0 - ly:cy1 - ly, cx0 - lx:cx1 - lx]
+        mask[cy0:cy1, cx0:cx1] = local[cy0 - ly : cy1 - ly, cx0 - lx : cx1 - lx]
         if np.count_nonzero(mask) < _MIN_ON_CANVAS * total:
             continue
-        if all(np.count_nonzero((owner == j) & ~mask) >= _MIN_KEPT * area
-               for j, area in enumerate(areas)):
+        if all(
+            np.count_nonzero((owner == j) & ~mask) >= _MIN_KEPT * area
+            for j, area in enumerate(areas)
+        ):
             return layer, (lx, ly), mask
     return None
 

@@ -38,23 +38,45 @@ def _zeroed(value):
 
 
 def main() -> None:
-    from conftest import TINY_DEMO
     from spml_lightning.cli import run_cli
     from spml_lightning.data.demo import write_demo_dataset
 
+    from conftest import TINY_DEMO
+
     with tempfile.TemporaryDirectory() as tmp:
-        data = write_demo_dataset(Path(tmp) / "demo", TINY_DEMO["num_train"], TINY_DEMO["num_test"],
-                                  TINY_DEMO["render_size"], seed=0)
+        data = write_demo_dataset(
+            Path(tmp) / "demo",
+            TINY_DEMO["num_train"],
+            TINY_DEMO["num_test"],
+            TINY_DEMO["render_size"],
+            seed=0,
+        )
         for stem, loss in LOSSES.items():
             root = Path(tmp) / stem
-            run_cli([
-                "fit", "--config", str(REPO / "configs" / "demo.yaml"), "--model.loss", loss,
-                "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
-                "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root),
-                "--data.init_args.root", str(data), "--data.init_args.num_workers", "0",
-                "--data.init_args.image_size", "32",
-                *[f"--data.init_args.{k}={v}" for k, v in TINY_DEMO.items()],
-            ])
+            run_cli(
+                [
+                    "fit",
+                    "--config",
+                    str(REPO / "configs" / "demo.yaml"),
+                    "--model.loss",
+                    loss,
+                    "--trainer.max_epochs",
+                    "1",
+                    "--trainer.limit_train_batches",
+                    "2",
+                    "--trainer.enable_progress_bar",
+                    "false",
+                    "--trainer.default_root_dir",
+                    str(root),
+                    "--data.init_args.root",
+                    str(data),
+                    "--data.init_args.num_workers",
+                    "0",
+                    "--data.init_args.image_size",
+                    "32",
+                    *[f"--data.init_args.{k}={v}" for k, v in TINY_DEMO.items()],
+                ]
+            )
             (last,) = root.rglob("last.ckpt")
             checkpoint = torch.load(last, map_location="cpu", weights_only=False)
             for key in ("state_dict", "optimizer_states"):
