@@ -2,7 +2,7 @@
 PYTHON ?= python3
 CONFIG ?= configs/demo.yaml
 
-.PHONY: install demo test test-min test-slow soak bench-demo
+.PHONY: install demo lint test test-min test-slow soak bench-demo
 
 install:
 	$(PYTHON) -m pip install -q -e .
@@ -12,9 +12,16 @@ demo: install
 	$(PYTHON) -m spml_lightning fit --config $(CONFIG)
 	$(PYTHON) -m spml_lightning test --config $(CONFIG) --ckpt_path best
 
-# The test suite (slow tests excluded; see test-slow).
+# Lint (ruff), the formatter check and mypy on the pure layers (settings in pyproject.toml).
+lint:
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+	$(PYTHON) -m mypy
+
+# The lint checks and the test suite (slow tests excluded; see test-slow).
 test:
 	$(PYTHON) -m pip install -q -e ".[test]"
+	$(MAKE) lint PYTHON="$(PYTHON)"
 	$(PYTHON) -m pytest -q
 
 # The suite at the dependency floors of pyproject.toml, in a fresh venv (downloads old releases).

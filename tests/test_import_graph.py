@@ -1,0 +1,113 @@
+"""The import graph of spml_lightning: no cycles, and the layers import one way.
+
+Read from the source with ``ast`` (imports inside functions included: a lazy
+import that closes a cycle is still a cycle for a reader of the code). Imports
+of other packages are recorded too (``lightning``), so that the pure layers can
+be checked not to use them.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import spml_lightning
+
+PACKAGE = "spml_lightning"
+ROOT = Path(spml_lightning.__file__).resolve().parent
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join((PACKAGE, *parts))
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module name an import statement of ``path`` names (``from a import b``: a and a.b)."""
+    targets: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            targets.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            targets.update(f"{node.module}.{alias.name}" for alias in node.names)
+            targets.add(node.module)
+    return targets
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the modules of this package it names in an import statement."""
+    modules = {_module_name(path): path for path in ROOT.rglob("*.py")}
+    return {
+        name: {target for target in _imports(path) if target in modules and target != name}
+        for name, path in modules.items()
+    }
+
+
+def _modules_under(prefix: str) -> dict[str, Path]:
+    return {
+        _module_name(path): path
+        for path in ROOT.rglob("*.py")
+        if _module_name(path).startswith(prefix)
+    }
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` (depth-first search), or None."""
+    done: set[str] = set()
+
+    def visit(name: str, path: list[str]) -> list[str] | None:
+        if name in path:
+            return path[path.index(name) :] + [name]
+        if name in done:
+            return None
+        for target in sorted(graph[name]):
+            found = visit(target, [*path, name])
+            if found:
+                return found
+        done.add(name)
+        return None
+
+    for name in sorted(graph):
+        found = visit(name, [])
+        if found:
+            return found
+    return None
+
+
+def test_the_package_has_no_import_cycle() -> None:
+    graph = _import_graph()
+    assert f"{PACKAGE}.data.base" in graph and f"{PACKAGE}.training.callbacks" in graph
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph) or [])
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def test_io_imports_nothing_from_the_package() -> None:
+    assert _import_graph()[f"{PACKAGE}.data.io"] == set()
+
+
+def test_the_layers_import_one_way() -> None:
+    """data and losses below everything, neither importing the other; losses without Lightning;
+    analysis above the model but beside the CLI, never importing it."""
+
+    def named(prefix: str, forbidden: tuple[str, ...]) -> dict[str, set[str]]:
+        return {
+            name: {t for t in _imports(path) if t.startswith(forbidden)}
+            for name, path in _modules_under(prefix).items()
+        }
+
+    offending = {
+        **named(f"{PACKAGE}.losses", (f"{PACKAGE}.data", f"{PACKAGE}.module", "lightning")),
+        **named(f"{PACKAGE}.data.protocol", ("lightning", "torch")),
+        **named(f"{PACKAGE}.analysis", (f"{PACKAGE}.cli",)),
+    }
+    for name, path in _modules_under(f"{PACKAGE}.data").items():
+        offending.setdefault(name, set()).update(
+            t for t in _imports(path) if t.startswith((f"{PACKAGE}.losses", f"{PACKAGE}.module"))
+        )
+    offending = {name: targets for name, targets in offending.items() if targets}
+    assert not offending, offending
