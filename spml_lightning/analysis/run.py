@@ -23,6 +23,7 @@ from lightning.pytorch.cli import LightningArgumentParser
 from spml_lightning.data.base import SPMLDataModule
 from spml_lightning.module import SPMLModule
 from spml_lightning.training.checkpoint_files import check_checkpoint_file, find_checkpoint
+from spml_lightning.training.compatibility import check_class_names
 from spml_lightning.training.config_sections import add_callback_sections
 
 __all__ = ["LoadedRun", "load_checkpoint", "load_run"]
@@ -87,4 +88,7 @@ def load_run(
     )
     assert path is not None  # find_checkpoint raises rather than return None for best/last/a path
     datamodule = parser.instantiate_classes(parsed).data
-    return LoadedRun(load_checkpoint(path, map_location), datamodule, Path(path))
+    model = load_checkpoint(path, map_location)
+    # Every statistic below compares the model's output columns with the data's label columns.
+    check_class_names(model.hparams.class_names, datamodule.class_names, str(path))
+    return LoadedRun(model, datamodule, Path(path))

@@ -1,5 +1,6 @@
 """The analysis API on a checkpoint of a tiny demo run."""
 
+import json
 import math
 
 import numpy as np
@@ -32,6 +33,24 @@ def test_load_run_finds_the_best_checkpoint(run, tiny_run):
     assert run.ckpt_path == tiny_run["best"]
     assert run.model.class_names == run.datamodule.class_names
     assert not run.model.training
+
+
+def test_load_run_refuses_data_whose_classes_are_in_another_order(tiny_run, tiny_demo_root):
+    # The demo set in its formatted layout, with the class names listed in reverse: every AP the
+    # analysis computes would compare a model column with another class's labels.
+    names = (tiny_demo_root / "class_names.txt").read_text().split()
+    overrides = [
+        *tiny_run["args"][2:],
+        "--data", "spml_lightning.data.FormattedDataModule",
+        "--data.init_args.root", str(tiny_demo_root),
+        "--data.init_args.image_root", str(tiny_demo_root / "images"),
+        "--data.init_args.class_names", json.dumps(names[::-1]),
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="another order"):
+        load_run(REPO_ROOT / "configs" / "demo.yaml", "best", overrides)
+    # The same classes in the checkpoint's order are accepted.
+    overrides[-1] = json.dumps(names)
+    assert load_run(REPO_ROOT / "configs" / "demo.yaml", "best", overrides).model.class_names == names
 
 
 def test_loaded_loss_is_at_the_checkpoint_epoch(tiny_run):
