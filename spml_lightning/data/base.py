@@ -9,13 +9,14 @@ reference transform -- happens here, once, for all data sets.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -235,6 +236,7 @@ class SPMLDataModule(LightningDataModule, ABC):
         self.train_dataset: SPMLImageDataset | None = None
         self.val_dataset: SPMLImageDataset | None = None
         self.test_dataset: SPMLImageDataset | None = None
+        self._fingerprints: dict[int, tuple[SPMLImageDataset, str]] = {}
 
     # -- what a data set has to provide ---------------------------------------
     @property
@@ -350,6 +352,60 @@ class SPMLDataModule(LightningDataModule, ABC):
         keep = np.ones(len(paths), dtype=bool)
         keep[bad] = False
         return keep
+
+    # -- resuming: the same training set ------------------------------------------
+    def _fingerprint(self, dataset: SPMLImageDataset) -> str:
+        """SHA-256 of a set's rows: image paths and observed labels, in row order.
+
+        Paths count relative to the root, so that moving the data set is no change.
+        Computed once per set (every checkpoint save asks for it).
+        """
+        cached = self._fingerprints.get(id(dataset))
+        if cached is not None and cached[0] is dataset:
+            return cached[1]
+        digest = hashlib.sha256()
+        root = os.path.abspath(self.root) + os.sep
+        for path in dataset.image_paths:
+            absolute = os.path.abspath(path)
+            digest.update(absolute.removeprefix(root).encode() + b"\0")
+        digest.update(np.ascontiguousarray(dataset.observed).tobytes())
+        self._fingerprints[id(dataset)] = (dataset, digest.hexdigest())
+        return digest.hexdigest()
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint records of the data: a fingerprint of the train and val rows."""
+        if self.train_dataset is None or self.val_dataset is None:
+            return {}
+        return {
+            "train_rows": len(self.train_dataset),
+            "train_fingerprint": self._fingerprint(self.train_dataset),
+            "val_fingerprint": self._fingerprint(self.val_dataset),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Refuse to resume a fit on other training or validation rows than the checkpoint's.
+
+        A resumed fit continues where the run stopped: the per-sample loss state
+        (ROLE, LL-Cp, EM+APL), the position within the epoch and the best val mAP
+        so far all refer to rows by their index. Other rows -- another
+        ``split_seed``, ``observe_seed``, ``val_fraction``, ``num_pos``, other
+        files under the root -- would silently mix two experiments.
+        """
+        trainer = self.trainer
+        fitting = trainer is not None and trainer.state.fn == "fit"
+        if not fitting or not state_dict or self.train_dataset is None:
+            return
+        if state_dict == self.state_dict():
+            return
+        raise ValueError(
+            f"This fit resumes a checkpoint trained on other data: {state_dict['train_rows']} "
+            f"training rows then, {len(self.train_dataset)} now, or the same number with other "
+            "images, observed labels or train/val split. The per-sample loss state, the position "
+            "within the epoch and the best val mAP so far refer to the checkpoint's rows. Resume "
+            "with the data settings the run started with (its config.yaml: root, val_fraction, "
+            "split_seed, observe_seed, num_pos, num_neg, skip_unreadable), or start a new run "
+            "without --ckpt_path."
+        )
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit", "validate") and self.train_dataset is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -431,6 +432,24 @@ def test_resume_refuses_another_network_or_loss(tmp_path, tiny_demo_root, capsys
     assert "Traceback" not in err
     assert f"spml fit: error: Cannot resume from checkpoint {last}" in err
     assert "Resume with the checkpoint's settings, or train with the new ones in a new run" in err
+
+
+def test_resume_refuses_other_training_rows_but_not_a_moved_data_root(tmp_path, tiny_demo_root):
+    args, last = one_epoch_run(tmp_path, tiny_demo_root)
+    saved = last.read_bytes()
+    # Other observed labels or another split: the same number of rows, other rows.
+    for change in (["--data.init_args.observe_seed", "7"], ["--data.init_args.split_seed", "7"]):
+        with pytest.raises(ValueError, match="resumes a checkpoint trained on other data"):
+            run_cli(["fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last", *change])
+    assert last.read_bytes() == saved
+    # The same data set copied elsewhere is the same training set.
+    moved = tmp_path / "moved_demo"
+    shutil.copytree(tiny_demo_root, moved)
+    resumed = run_cli([
+        "fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last",
+        "--data.init_args.root", str(moved),
+    ])  # fmt: skip
+    assert resumed.trainer.current_epoch == 2
 
 
 # -- runs that share a root -----------------------------------------------------------------------
