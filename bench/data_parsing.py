@@ -60,7 +60,11 @@ def write_synthetic_coco(path: Path, num_images: int, num_annotations: int, seed
             f.write(("," if start else "") + chunk)
         f.write('], "categories": ')
         json.dump(
-            [{"supercategory": "x", "id": i, "name": n} for i, n in zip(_COCO_IDS, COCO_CLASSES)], f
+            [
+                {"supercategory": "x", "id": i, "name": n}
+                for i, n in zip(_COCO_IDS, COCO_CLASSES, strict=True)
+            ],
+            f,
         )
         f.write("}")
     return path

@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
         for workers in args.workers:
             pin = gpu
             if "reference" in sides:
-                runners[f"reference/{workers}w"] = lambda w=workers: {
+                runners[f"reference/{workers}w"] = lambda w=workers, pin=pin: {
                     "loader": time_loader(
                         DataLoader(
                             train_set,

@@ -418,7 +418,7 @@ class SPMLModule(LightningModule):
         if not outputs:
             empty = torch.zeros(0, self.hparams.num_classes, device=self.device)
             return empty, empty
-        index, scores, targets = (torch.cat(parts) for parts in zip(*outputs))
+        index, scores, targets = (torch.cat(parts) for parts in zip(*outputs, strict=True))
         # The same gather the per-sample loss state uses: rank order, any shard sizes.
         index, scores, targets = all_gather_rows(index, scores, targets)
         rows = _first_occurrences(index)
@@ -434,7 +434,7 @@ class SPMLModule(LightningModule):
         ap = average_precision_per_class(scores, targets)
         self.test_average_precision = ap.cpu()
         self.log("test/mAP", ap.mean() * 100.0, sync_dist=True)
-        for name, value in zip(self.class_names, ap):
+        for name, value in zip(self.class_names, ap, strict=True):
             self.log(f"test/AP/{name}", value * 100.0, sync_dist=True)
 
     # -- inference without a datamodule ------------------------------------------

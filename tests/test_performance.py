@@ -217,7 +217,7 @@ def test_device_decode_flips_about_half_of_the_images(varied_images):
     out = decode_and_transform(images, 32, IMAGENET_MEAN, IMAGENET_STD, flip=True, device="cpu")
     flipped = [torch.equal(o, plain.flip(-1)) for o in out]
     unchanged = [torch.equal(o, plain) for o in out]
-    assert all(f != u for f, u in zip(flipped, unchanged))
+    assert all(f != u for f, u in zip(flipped, unchanged, strict=True))
     assert 16 <= sum(flipped) <= 48
 
 

@@ -146,7 +146,11 @@ class PerClassTable:
                 "images": s.images,
             }
             for name, ap, pos, miss in zip(
-                self.class_names, self.average_precision, s.positives, s.missing_positives
+                self.class_names,
+                self.average_precision,
+                s.positives,
+                s.missing_positives,
+                strict=True,
             )
         ]
 

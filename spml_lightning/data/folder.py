@@ -406,7 +406,7 @@ class FolderDataModule(SPMLDataModule):
         """Log what a CSV holds: a label set that is not what was meant shows before training."""
 
         def per_class(matrix: np.ndarray) -> dict[str, int]:
-            return dict(zip(self.class_names, (int(n) for n in matrix.sum(0))))
+            return dict(zip(self.class_names, (int(n) for n in matrix.sum(0)), strict=True))
 
         unlabelled = int((labels.sum(1) == 0).sum())
         rank_zero_info(

@@ -47,7 +47,7 @@ def class_names_difference(checkpoint: Sequence[str], data: Sequence[str]) -> st
     if checkpoint == data:
         return None
     if sorted(checkpoint) == sorted(data):
-        moved = [f"{i}: {c!r} in the checkpoint, {d!r} in the data" for i, (c, d) in enumerate(zip(checkpoint, data))
+        moved = [f"{i}: {c!r} in the checkpoint, {d!r} in the data" for i, (c, d) in enumerate(zip(checkpoint, data, strict=True))
                  if c != d]  # fmt: skip
         return (
             f"the same {len(data)} classes in another order (column {'; '.join(moved[:3])}"

@@ -65,7 +65,7 @@ def _statistics(loss: Tensor, logits: Tensor, inputs: Tensor | None) -> Tensor:
 
 
 def _describe(stats: list[float], step: int, epoch: int) -> str:
-    s = dict(zip(_STATISTICS, stats))
+    s = dict(zip(_STATISTICS, stats, strict=True))
     if s["finite_min"] <= s["finite_max"]:
         finite_range = f"finite ones in [{s['finite_min']:.4g}, {s['finite_max']:.4g}]"
     else:

@@ -122,7 +122,7 @@ class PredictionWriter(BasePredictionWriter):
         loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
         by_image: dict[tuple[int, int], Tensor] = {}
         for loader_idx, index, probabilities in rows:
-            for i, p in zip(index.tolist(), probabilities):
+            for i, p in zip(index.tolist(), probabilities, strict=True):
                 by_image.setdefault((loader_idx, i), p)  # a DistributedSampler repeats rows to pad
         keys = sorted(by_image)
         probabilities = torch.stack([by_image[k] for k in keys]) if keys else None
@@ -134,13 +134,13 @@ class PredictionWriter(BasePredictionWriter):
             probabilities = torch.zeros(0, len(class_names))
         labels = predicted_labels(probabilities, class_names, self.threshold, self.top_k)
         records = []
-        for (loader_idx, i), p, chosen in zip(keys, probabilities, labels):
+        for (loader_idx, i), p, chosen in zip(keys, probabilities, labels, strict=True):
             paths = getattr(loaders[loader_idx].dataset, "image_paths", None)
             records.append(
                 {
                     "image": paths[i] if paths is not None else f"{loader_idx}:{i}",
                     "labels": chosen,
-                    "probabilities": dict(zip(class_names, (float(v) for v in p))),
+                    "probabilities": dict(zip(class_names, (float(v) for v in p), strict=True)),
                 }
             )
         return records

@@ -47,7 +47,7 @@ def epoch_items(loader, epoch: int) -> dict[int, tuple[torch.Tensor, torch.Tenso
     items = {}
     for batch in loader:
         for index, image, observed in zip(
-            batch["index"].tolist(), batch["image"], batch["observed"]
+            batch["index"].tolist(), batch["image"], batch["observed"], strict=True
         ):
             items[index] = (image, observed)
     return items

@@ -97,7 +97,7 @@ def with_values(argv: list[str], values: dict[str, str]) -> list[str]:
 def without_flags(argv: list[str], flags: set[str]) -> list[str]:
     """``argv`` (flag, value pairs) without the given flags and their values."""
     assert len(argv) % 2 == 0, argv
-    pairs = list(zip(argv[::2], argv[1::2]))
+    pairs = list(zip(argv[::2], argv[1::2], strict=True))
     return [item for flag, value in pairs if flag not in flags for item in (flag, value)]
 
 
@@ -163,7 +163,7 @@ def run_launches(commands: list[list[str]], cwd: Path, timeout: float) -> tuple[
     """
     logs = [cwd / f"node{i}.log" for i in range(len(commands))]
     processes = []
-    for command, log in zip(commands, logs):
+    for command, log in zip(commands, logs, strict=True):
         with log.open("w") as out:
             processes.append(
                 subprocess.Popen(
@@ -193,7 +193,7 @@ def run_launches(commands: list[list[str]], cwd: Path, timeout: float) -> tuple[
         + (f"killed after {timeout:.0f} s" if i in hung else f"exit status {p.returncode}")
         + f", {log}:\n"
         + log.read_text()[-3000:]
-        for i, (p, log) in enumerate(zip(processes, logs))
+        for i, (p, log) in enumerate(zip(processes, logs, strict=True))
     )
     return [p.returncode for p in processes], report
 

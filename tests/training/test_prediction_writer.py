@@ -75,7 +75,7 @@ def test_spml_predict_writes_csv(tiny_run, photos, tmp_path):
     images = [row["image"] for row in rows]
     assert len(images) == 5 and images == sorted(images) and images[-1].endswith("more/img4.png")
     expected = model.predict_images(images)
-    for row, probs in zip(rows, expected):
+    for row, probs in zip(rows, expected, strict=True):
         got = torch.tensor([float(row[name]) for name in names])
         torch.testing.assert_close(got, probs, atol=1e-5, rtol=0)
         assert ((got >= 0) & (got <= 1)).all()
