@@ -191,7 +191,8 @@ def test_device_decode_matches_the_pil_path_within_resize_tolerance(varied_image
     assert ours.shape == reference.shape and ours.dtype == torch.float32
     levels = ((ours - reference) * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255).abs()
     if device == "cpu":
-        # Same decoder library, same filter, same 8-bit rounding: at most one level apart, rarely that.
+        # Same decoder library, same filter, same 8-bit rounding: at most one level apart, rarely
+        # that.
         assert levels.max().item() <= 1 + 1e-3
         assert levels.mean().item() <= 0.3
     else:

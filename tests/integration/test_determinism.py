@@ -1,4 +1,7 @@
-"""Determinism: seeded runs are bit-identical on CPU; single positives never depend on workers, ranks or epochs."""
+"""Determinism: seeded runs are bit-identical on CPU.
+
+Single positives never depend on workers, ranks or epochs.
+"""
 
 from __future__ import annotations
 

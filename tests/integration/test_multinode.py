@@ -86,7 +86,10 @@ def readme_command(program: str) -> list[str]:
 
 
 def with_values(argv: list[str], values: dict[str, str]) -> list[str]:
-    """``argv`` with the value following each flag of ``values`` replaced (every flag must be there)."""
+    """``argv`` with the value following each flag of ``values`` replaced.
+
+    Every flag must be there.
+    """
     argv = list(argv)
     for flag, value in values.items():
         assert flag in argv, f"the README command has no {flag}"
@@ -139,7 +142,10 @@ def free_port() -> int:
 
 
 def descendants(pid: int) -> list[int]:
-    """Process ids below ``pid`` (Linux /proc; torchrun starts its workers in their own sessions)."""
+    """Process ids below ``pid`` (Linux /proc).
+
+    torchrun starts its workers in their own sessions.
+    """
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -156,7 +162,9 @@ def descendants(pid: int) -> list[int]:
 
 
 def run_launches(commands: list[list[str]], cwd: Path, timeout: float) -> tuple[list[int], str]:
-    """Run the commands at once, each logging to ``cwd/node<i>.log``; their exit statuses and a report.
+    """Run the commands at once, each logging to ``cwd/node<i>.log``.
+
+    Returns their exit statuses and a report.
 
     Past ``timeout`` (a hung collective) every launcher and every process it
     started is killed; the report then says so. It ends with the tail of each log.
@@ -280,7 +288,8 @@ def test_two_machines_with_torchrun_match_one_machine(tmp_path, tiny_demo_root):
     ]:
         assert epochs(records) == reference, name
 
-    # One process: the checkpoint node 0 wrote holds the same loss state and validates to the same mAP.
+    # One process: the checkpoint node 0 wrote holds the same loss state and validates to the
+    # same mAP.
     (last,) = (tmp_path / "nodes").rglob("last.ckpt")
     single = with_values(
         without_flags(machine, {"--ckpt_path"}),
