@@ -8,8 +8,8 @@ Every finished run is appended to a JSON-lines file at once, so an interrupted
 comparison continues where it stopped (``--resume``) and ``--table-only``
 prints the table of what is there.
 
-    python bench/compare_losses.py                          # 16 losses x 3 seeds, the config's 12 epochs
-    python bench/compare_losses.py --losses full AN GR      # make bench-demo
+    python bench/compare_losses.py                        # 16 losses x 3 seeds, config's 12 epochs
+    python bench/compare_losses.py --losses full AN GR    # make bench-demo
     python bench/compare_losses.py --epochs 4 --seeds 0 1 2 --resume
 """
 
@@ -40,7 +40,8 @@ def preset_for(loss: str) -> Path:
     return path
 
 
-#: The run length the presets' VOC values were published for (8 epochs on VOC, as the papers trained).
+#: The run length the presets' VOC values were published for (8 epochs on VOC, as the papers
+#: trained).
 PAPER_EPOCHS = 8
 
 
@@ -58,7 +59,8 @@ def loss_arguments(loss: str, epochs: int) -> list[str]:
     if warmup is not None and epochs != PAPER_EPOCHS:
         scaled = min(max(1, round(warmup * epochs / PAPER_EPOCHS)), epochs - 1)
         print(
-            f"note: {loss} warm-up {warmup} of {PAPER_EPOCHS} epochs -> warmup_epochs={scaled} of {epochs}",
+            f"note: {loss} warm-up {warmup} of {PAPER_EPOCHS} epochs -> "
+            f"warmup_epochs={scaled} of {epochs}",
             flush=True,
         )
         args += ["--model.loss.init_args.warmup_epochs", str(scaled)]
@@ -113,7 +115,8 @@ def table(records: list[dict], losses: list[str]) -> str:
         seeds = ", ".join(str(r["seed"]) for r in rows)
         epochs = ", ".join(sorted({str(r["epochs"]) for r in rows}))
         lines.append(
-            f"| {loss} | {statistics.mean(values):.2f} ± {std:.2f} | {per_seed} | {seeds} | {epochs} |"
+            f"| {loss} | {statistics.mean(values):.2f} ± {std:.2f} | {per_seed} | {seeds} "
+            f"| {epochs} |"
         )
     return "\n".join(lines)
 

@@ -30,7 +30,10 @@ _COCO_IDS = [i for i in range(1, 91) if i not in (12, 26, 29, 30, 45, 66, 68, 69
 
 
 def write_synthetic_coco(path: Path, num_images: int, num_annotations: int, seed: int = 0) -> Path:
-    """A COCO instances json of the given size (about 330 MB at train2014's size, like the real one)."""
+    """A COCO instances json of the given size.
+
+    At train2014's size it is about 330 MB, like the real one.
+    """
     rng = np.random.default_rng(seed)
     image_ids = rng.choice(600_000, size=num_images, replace=False) + 1
     # ~1% of the images without annotations, as in train2014.
@@ -53,14 +56,19 @@ def write_synthetic_coco(path: Path, num_images: int, num_annotations: int, seed
             polygons = np.round(rng.random((stop - start, 52)) * 600, 2)
             chunk = ",".join(
                 json.dumps({"segmentation": [polygons[k - start].tolist()], "area": 1234.5,
-                            "iscrowd": 0, "image_id": int(owners[k]), "bbox": [10.5, 20.25, 100.0, 80.75],
+                            "iscrowd": 0, "image_id": int(owners[k]),
+                            "bbox": [10.5, 20.25, 100.0, 80.75],
                             "category_id": int(categories[k]), "id": k + 1})
                 for k in range(start, stop)
             )  # fmt: skip
             f.write(("," if start else "") + chunk)
         f.write('], "categories": ')
         json.dump(
-            [{"supercategory": "x", "id": i, "name": n} for i, n in zip(_COCO_IDS, COCO_CLASSES)], f
+            [
+                {"supercategory": "x", "id": i, "name": n}
+                for i, n in zip(_COCO_IDS, COCO_CLASSES, strict=True)
+            ],
+            f,
         )
         f.write("}")
     return path
@@ -80,7 +88,8 @@ def write_synthetic_cub(data_dir: Path, num_images: int = 11_788, seed: int = 0)
     with open(data_dir / "attributes" / "image_attribute_labels.txt", "w") as f:
         for i in range(num_images):
             f.write("".join(
-                f"{i + 1} {j + 1} {int(present[i, j])} 3 {12.5 + j % 7:.4f}\n" for j in range(len(CUB_ATTRIBUTES))
+                f"{i + 1} {j + 1} {int(present[i, j])} 3 {12.5 + j % 7:.4f}\n"
+                for j in range(len(CUB_ATTRIBUTES))
             ))  # fmt: skip
     return data_dir
 
@@ -106,7 +115,8 @@ def main() -> None:
             ),
         )
         print(
-            f"  {path.stat().st_size / 1e6:.0f} MB, {args.images} images, {args.annotations} annotations"
+            f"  {path.stat().st_size / 1e6:.0f} MB, {args.images} images, "
+            f"{args.annotations} annotations"
         )
         arrays = _timed(
             "read_coco_instances (json + numpy)", lambda: read_coco_instances(path, "train2014")

@@ -1,4 +1,4 @@
-"""Loader throughput: the reference PIL pipeline against spml's datamodule, and decoding on the device.
+r"""Loader throughput: the reference PIL pipeline vs spml's datamodule, and decoding on the device.
 
 Sides, interleaved in one run, each reading the same synthetic JPEGs with the
 training transform (resize to S x S, random flip, normalise) and nothing
@@ -17,8 +17,9 @@ else running in the main process:
 It also checks that ``decode_on="device"`` produces the PIL path's tensors
 within resize tolerance (differences in 8-bit levels).
 
-    python bench/data_pipeline.py                     # CPU: 448 px from 500x375 JPEGs, 1 worker per side
-    python bench/data_pipeline.py --device cuda --workers 4 14 --sides reference spml-workers spml-device ceiling-fast
+    python bench/data_pipeline.py    # CPU: 448 px from 500x375 JPEGs, 1 worker per side
+    python bench/data_pipeline.py --device cuda --workers 4 14 \
+        --sides reference spml-workers spml-device ceiling-fast
 """
 
 from __future__ import annotations
@@ -54,7 +55,10 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 def time_loader(
     loader: DataLoader, batches: int, warmup: int, device: torch.device, decode=None
 ) -> float:
-    """Images/s of a loader over ``batches`` batches after ``warmup`` (workers started, queues full)."""
+    """Images/s of a loader over ``batches`` batches after ``warmup``.
+
+    The warm-up batches start the workers and fill their queues.
+    """
     timer = Timer(device)
     images = 0
     for step, batch in enumerate(loader):
@@ -143,11 +147,13 @@ def main(argv: list[str] | None = None) -> None:
     # Every worker prefetches 2 batches: enough rows that no run reaches the end of the epoch.
     rows = int(((args.warmup + batches) + 2 * most_workers + 2) * args.batch_size / 0.8) + 1
     print(
-        f"# data_pipeline: {args.image_size} px from {width}x{height} JPEGs, batch {args.batch_size}, {device}"
+        f"# data_pipeline: {args.image_size} px from {width}x{height} JPEGs, "
+        f"batch {args.batch_size}, {device}"
     )
     print(f"# machine: {describe_machine(device)}")
     print(
-        f"# {args.warmup} warm-up + {batches} timed batches, {args.repeats} interleaved runs per side"
+        f"# {args.warmup} warm-up + {batches} timed batches, "
+        f"{args.repeats} interleaved runs per side"
     )
     print_load("start")
     with tempfile.TemporaryDirectory() as tmp:
@@ -174,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
         for workers in args.workers:
             pin = gpu
             if "reference" in sides:
-                runners[f"reference/{workers}w"] = lambda w=workers: {
+                runners[f"reference/{workers}w"] = lambda w=workers, pin=pin: {
                     "loader": time_loader(
                         DataLoader(
                             train_set,

@@ -43,7 +43,7 @@ HOST_READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int_
 
 
 def coco_sized_scores(rows: int, classes: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random scores and targets with COCO's 2.9 positives per image, scores correlated with them."""
+    """Random scores and targets with COCO's 2.9 positives per image, the scores correlated."""
     generator = torch.Generator().manual_seed(seed)
     targets = (torch.rand(rows, classes, generator=generator) < 2.9 / classes).float()
     scores = torch.sigmoid(torch.randn(rows, classes, generator=generator) + 1.5 * targets)
@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> None:
 
     scores, targets = coco_sized_scores(args.rows, args.classes)
     print(
-        f"# eval_speed: exact mAP of {args.rows} x {args.classes}; validation-step host reads on {device}"
+        f"# eval_speed: exact mAP of {args.rows} x {args.classes}; "
+        f"validation-step host reads on {device}"
     )
     print(f"# machine: {describe_machine(device)}")
     print_load("start")

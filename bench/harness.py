@@ -155,7 +155,9 @@ def paired_ratio(
     Runs of one repetition are next to each other in time, so slow drifts of
     the machine's load cancel out of their ratio.
     """
-    return statistics.median(a[quantity] / b[quantity] for a, b in zip(numerator, denominator))
+    return statistics.median(
+        a[quantity] / b[quantity] for a, b in zip(numerator, denominator, strict=True)
+    )
 
 
 def print_side(name: str, runs: Sequence[Measurement], quantity: str, unit: str) -> float:

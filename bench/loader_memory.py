@@ -51,7 +51,10 @@ MB = 1024 * 1024
 
 
 def memory_of(pid: int) -> dict[str, int] | None:
-    """USS/PSS/RSS bytes of a process (RSS only where smaps_rollup is missing), None once it exited."""
+    """USS/PSS/RSS bytes of a process, None once it exited.
+
+    Only RSS where ``/proc/<pid>/smaps_rollup`` is missing.
+    """
     try:
         text = Path(f"/proc/{pid}/smaps_rollup").read_text()
     except FileNotFoundError:
@@ -215,11 +218,13 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     batches = args.batches or max(4 * args.workers, int(args.rows * 0.8) // 32 // 4)
     print(
-        f"# loader_memory: {args.rows} rows x 80 labels, {args.workers} workers, {batches} batches of 32"
+        f"# loader_memory: {args.rows} rows x 80 labels, {args.workers} workers, "
+        f"{batches} batches of 32"
     )
     print(
         f"# machine: {cpu_name()}; torch {torch.__version__}; "
-        f"smaps_rollup {'available' if Path('/proc/self/smaps_rollup').exists() else 'MISSING: RSS only'}"
+        "smaps_rollup "
+        f"{'available' if Path('/proc/self/smaps_rollup').exists() else 'MISSING: RSS only'}"
     )
     print_load("start")
     with tempfile.TemporaryDirectory() as tmp:

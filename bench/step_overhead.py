@@ -1,4 +1,4 @@
-"""Per-step cost of Lightning + SPMLModule over a plain loop, on a model so small that only it is left.
+"""Per-step cost of Lightning + SPMLModule over a plain loop, on a model too small to matter.
 
 A training step of a real model takes tens to hundreds of milliseconds; the
 framework's share of it (hooks, logging, the progress bar) is a millisecond
@@ -64,7 +64,10 @@ def tiny_module(log_every_step: bool = False):
     from spml_lightning.module import SPMLModule
 
     class EveryStepLogging(SPMLModule):
-        """SPMLModule's training step before the fix: self.log on every step, loss on the progress bar."""
+        """SPMLModule's training step before the fix.
+
+        It calls self.log on every step and shows the loss on the progress bar.
+        """
 
         def training_step(self, batch, batch_idx):
             logits = self(batch["image"]).float()

@@ -2,9 +2,10 @@
 
 Sides, all on the same model, data and device, interleaved in one run:
 
-- ``reference``: a plain PyTorch loop that follows the reference protocol (Cole et al., CVPR 2021) -- PIL decode,
-  ``Resize((S, S))``, random flip, ImageNet normalisation, fp32, Adam (head at
-  10x), batch 8; validation collects sigmoid scores and computes exact mAP. It
+- ``reference``: a plain PyTorch loop that follows the reference protocol
+  (Cole et al., CVPR 2021) -- PIL decode, ``Resize((S, S))``, random flip,
+  ImageNet normalisation, fp32, Adam (head at 10x), batch 8; validation
+  collects sigmoid scores and computes exact mAP. It
   is written lean (no per-step ``.item()``, no logging), so it is the fastest
   honest plain loop, not the slower published one.
 - ``spml-paper``: ``spml fit`` (LightningCLI -> Trainer -> SPMLModule +
@@ -22,7 +23,8 @@ from the first validation batch to the computed mAP.
 
     python bench/train_throughput.py                       # CPU defaults: resnet18, 64 px, 1 thread
     python bench/train_throughput.py --device cuda --backbone resnet50 --image-size 448 \\
-        --jpeg-size 500x375 --workers 4 --fast-workers 14 --sides reference spml-paper spml-fast ceiling-fast
+        --jpeg-size 500x375 --workers 4 --fast-workers 14 \\
+        --sides reference spml-paper spml-fast ceiling-fast
 
 On a shared CPU the intra-op threads default to 1: with several threads,
 OpenMP's barriers wait for threads that other processes pushed off the cores
@@ -314,7 +316,10 @@ def build_with_cli(values: dict[str, object]):
 
 
 def build_without_cli(values: dict[str, object]):
-    """The same objects through the Python API, for machines without jsonargparse (LightningCLI's parser)."""
+    """The same objects through the Python API.
+
+    For machines without jsonargparse (LightningCLI's parser).
+    """
     from lightning.pytorch import Trainer, seed_everything
 
     from spml_lightning.data import FormattedDataModule
@@ -542,7 +547,8 @@ def main(argv: list[str] | None = None) -> dict[str, list]:
     if {"spml-fast", "ceiling-fast"} & set(sides):
         print(
             f"# fast: configs/fast.yaml, batch {fast_batch}, {fast_workers} workers"
-            f"{', torch.compile' if args.compile else ''}{', decode_on ' + args.decode_on if args.decode_on else ''}"
+            f"{', torch.compile' if args.compile else ''}"
+            f"{', decode_on ' + args.decode_on if args.decode_on else ''}"
         )
     print(
         f"# {args.warmup} warm-up + {steps} timed steps, {args.val_batches} val batches, "
@@ -550,8 +556,8 @@ def main(argv: list[str] | None = None) -> dict[str, list]:
     )
     if not has_cli() and {"spml-paper", "spml-fast"} & set(sides):
         print(
-            "# jsonargparse is not installed: the spml sides are built through the Python API with the "
-            "CLI's callbacks and defaults (cli.py), not parsed by LightningCLI"
+            "# jsonargparse is not installed: the spml sides are built through the Python API "
+            "with the CLI's callbacks and defaults (cli.py), not parsed by LightningCLI"
         )
     print_load("start")
     with tempfile.TemporaryDirectory() as tmp:

@@ -116,18 +116,20 @@ class SPMLCLI(LightningCLI):
             raise
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Link the data's classes to the model's and add the callbacks' config sections."""
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
         add_callback_sections(parser)
 
     def before_instantiate_classes(self) -> None:
+        """Refuse a fit without epochs; give predict the checkpoint's classes and preprocessing."""
         fit = self.config.get("fit") if self.subcommand == "fit" else None
         if fit is not None:
             max_epochs = fit.trainer.max_epochs
             if max_epochs is not None and max_epochs < 1 and not fit.model.schedule_epochs:
                 raise UsageError(
-                    f"--trainer.max_epochs {max_epochs}: spml fit trains for a number of epochs >= 1 (the "
-                    "loss schedule spans them); pass e.g. --trainer.max_epochs 8."
+                    f"--trainer.max_epochs {max_epochs}: spml fit trains for a number of epochs "
+                    ">= 1 (the loss schedule spans them); pass e.g. --trainer.max_epochs 8."
                 )
         self._fill_predict_facts()
 
@@ -163,6 +165,7 @@ class SPMLCLI(LightningCLI):
             super()._parse_ckpt_path()
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The trainer, with atomic checkpoint writes unless a checkpoint IO plugin was given."""
         trainer = super().instantiate_trainer(**kwargs)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not a user's own plugin
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
@@ -174,6 +177,7 @@ class SPMLCLI(LightningCLI):
         reserve_log_version(self.trainer)
 
     def before_fit(self) -> None:
+        """Resolve ``--ckpt_path`` (none yet is fine), keep a resume in its checkpoint folder."""
         config = self.config_init["fit"]
         # `fit --ckpt_path last` also starts a run that has nothing to resume yet,
         # so one command serves a job's first start and every restart.

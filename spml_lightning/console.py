@@ -59,7 +59,10 @@ class UsageError(ValueError):
 
 
 class RunProgress:
-    """Whether a command got past its arguments: errors before are usage errors, after are run errors."""
+    """Whether a command got past its arguments.
+
+    Errors before that are usage errors, errors after it are run errors.
+    """
 
     def __init__(self) -> None:
         self.started = False
@@ -73,7 +76,10 @@ class _AdvertFilter(logging.Filter):
 
 @contextlib.contextmanager
 def quiet_third_party_noise(subcommand: str | None) -> Iterator[None]:
-    """Filter the third-party messages that say nothing about the user's run (see the module doc)."""
+    """Filter the third-party messages that say nothing about the user's run.
+
+    See the module docstring for which ones.
+    """
     advert_filter = _AdvertFilter()
     loggers = [
         logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric", "lightning")
@@ -100,7 +106,8 @@ def quiet_third_party_noise(subcommand: str | None) -> Iterator[None]:
 
 
 #: torch's copy of an exception raised in a DataLoader worker (``ExceptionWrapper.reraise``): the
-#: message is "Caught <type> in DataLoader worker process <n>." and the worker's formatted traceback.
+#: message is "Caught <type> in DataLoader worker process <n>." and the worker's formatted
+#: traceback.
 _WORKER_ERROR = re.compile(
     r"Caught \w+ in DataLoader worker process \d+\.\nOriginal (Traceback .*)", re.S
 )
@@ -110,8 +117,9 @@ _FRAME = re.compile(r'^  File "([^"]+)", line \d+.*\n(?:    .*\n)*', re.M)
 
 
 def _worker_report(error: BaseException) -> tuple[str, str] | None:
-    """The file of the innermost frame and the message of the exception a DataLoader worker raised,
-    if ``error`` is torch's copy of one; else None.
+    """The file of the innermost frame and the message of a DataLoader worker's exception.
+
+    None unless ``error`` is torch's copy of such an exception.
     """
     match = _WORKER_ERROR.match(str(error))
     frames = list(_FRAME.finditer(match.group(1))) if match else []
@@ -123,7 +131,10 @@ def _worker_report(error: BaseException) -> tuple[str, str] | None:
 
 
 def _raised_inside(error: BaseException, package: str) -> bool:
-    """Whether the innermost frame of ``error``'s traceback (a worker's, for a worker's exception) is in ``package``."""
+    """Whether the innermost frame of ``error``'s traceback is in ``package``.
+
+    For a DataLoader worker's exception, the frame is the worker's.
+    """
     worker = _worker_report(error)
     frames = traceback.extract_tb(error.__traceback__)
     filename = worker[0] if worker else frames[-1].filename if frames else ""
@@ -131,9 +142,11 @@ def _raised_inside(error: BaseException, package: str) -> bool:
 
 
 def root_error(error: BaseException) -> BaseException:
-    """The exception behind jsonargparse's wrappers: the first one in the chain of
-    explicit causes that was raised outside jsonargparse (a constructor's check),
-    else ``error`` itself (jsonargparse's own message, e.g. a value of the wrong type).
+    """The exception behind jsonargparse's wrappers.
+
+    That is the first one in the chain of explicit causes that was raised
+    outside jsonargparse (a constructor's check), else ``error`` itself
+    (jsonargparse's own message, e.g. a value of the wrong type).
     """
     cause: BaseException | None = error
     while cause is not None:

@@ -92,7 +92,8 @@ def score_dataset(
         dataset: the items to score, with the transform they are to be read with.
         batch_size: images per forward pass.
         num_workers: loader worker processes.
-        sampler: which items, in which order (e.g. a DistributedSampler's shard); default all, in order.
+        sampler: which items, in which order (e.g. a DistributedSampler's shard); default all,
+            in order.
         forward_context: a context manager factory entered around the forward passes.
         progress: a progress bar's description; None shows none.
 
@@ -119,7 +120,7 @@ def score_dataset(
 
 
 def as_pil(image: ImageInput) -> Image.Image:
-    """An RGB PIL image from a PIL image, a (C, H, W) uint8/[0, 1] float tensor, or an image file."""
+    """An RGB PIL image from a PIL image, a (C, H, W) uint8/[0, 1] float tensor or an image file."""
     if isinstance(image, Image.Image):
         return image.convert("RGB")
     if isinstance(image, Tensor):

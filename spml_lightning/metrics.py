@@ -3,9 +3,10 @@
 The SPML literature reports mAP = 100 x the mean over ALL classes of the
 per-class average precision, sklearn's definition (step-wise, no
 interpolation, ties grouped), and counts a class without any positive in the
-split as 0 (the convention of the SPML benchmarks, Cole et al., CVPR 2021). torchmetrics' binned variants differ, and its exact one
-returns NaN for such classes, so the definition is implemented here, vectorised
-over classes so that 40k x 80 scores take well under a second on a CPU.
+split as 0 (the convention of the SPML benchmarks, Cole et al., CVPR 2021).
+torchmetrics' binned variants differ, and its exact one returns NaN for such
+classes, so the definition is implemented here, vectorised over classes so
+that 40k x 80 scores take well under a second on a CPU.
 """
 
 from __future__ import annotations

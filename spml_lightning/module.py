@@ -139,6 +139,7 @@ class SPMLModule(LightningModule):
 
     @property
     def class_names(self) -> list[str]:
+        """The label names, in output column order (``class_<i>`` when none were given)."""
         names = self.hparams.class_names
         return (
             list(names)
@@ -148,6 +149,7 @@ class SPMLModule(LightningModule):
 
     # -- set-up -----------------------------------------------------------------
     def setup(self, stage: str) -> None:
+        """Compile if asked; take the datamodule's classes and preprocessing; size loss state."""
         if self.hparams.compile and not self._backbone_compiled:
             self.backbone.compile()  # in place: the state_dict keeps its names
             self._backbone_compiled = True
@@ -185,7 +187,10 @@ class SPMLModule(LightningModule):
             ]
 
     def _parameter_groups(self) -> list[dict]:
-        """The optimizer's parameter groups, each named, with its learning rate from the hyper-parameters."""
+        """The optimizer's parameter groups, each named, with its learning rate.
+
+        The rates come from the hyper-parameters (``lr``, ``lr_mult`` for the head).
+        """
         lr = self.hparams.lr
         groups = [
             {
@@ -204,6 +209,7 @@ class SPMLModule(LightningModule):
         return groups
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
+        """Adam over the named parameter groups (backbone, head, and any of the loss)."""
         return torch.optim.Adam(self._parameter_groups(), lr=self.hparams.lr)
 
     def _schedule_epochs(self) -> int:
@@ -211,16 +217,16 @@ class SPMLModule(LightningModule):
         if epochs is None or epochs < 1:
             raise ValueError(
                 f"The loss schedule spans a number of epochs >= 1, but the trainer's max_epochs is "
-                f"{self.trainer.max_epochs} and schedule_epochs is {self.hparams.schedule_epochs}: set "
-                "--trainer.max_epochs (or --model.schedule_epochs) to the number of epochs to train."
+                f"{self.trainer.max_epochs} and schedule_epochs is {self.hparams.schedule_epochs}: "
+                "set --trainer.max_epochs (or --model.schedule_epochs) to the number of epochs to "
+                "train."
             )
         return int(epochs)
 
     def on_fit_start(self) -> None:
-        self._train_loss_sum, self._train_loss_count = (
-            None,
-            0,
-        )  # an interrupted fit left a partial sum
+        """Drop a partial epoch loss sum and check that linear_init leaves epochs to train."""
+        # An interrupted fit left a partial sum.
+        self._train_loss_sum, self._train_loss_count = None, 0
         if self.hparams.linear_init >= self._schedule_epochs():
             raise ValueError(
                 f"linear_init ({self.hparams.linear_init}) must be smaller than the number of "
@@ -250,15 +256,18 @@ class SPMLModule(LightningModule):
                 self.log(f"lr/{group['name']}", float(group["lr"]), on_step=False, on_epoch=True)
 
     def on_train_epoch_start(self) -> None:
+        """Set the loss schedule for the epoch and rescore the training set if the loss needs it."""
         self._apply_schedule(rescore=True)
 
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        """Apply the epoch's loss schedule if a mid-epoch resume skipped the epoch start."""
         # Lightning skips on_train_epoch_start when it resumes from a mid-epoch
         # checkpoint; the rest of that epoch must still use that epoch's schedule.
         if self._scheduled_epoch != self.current_epoch:
             self._apply_schedule(rescore=False)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Check the loss is finite, then store where the loss schedule stands."""
         # A loss that went NaN since the last check must stop the run before its
         # weights replace a good checkpoint.
         self._finite_loss.check()
@@ -268,9 +277,9 @@ class SPMLModule(LightningModule):
             checkpoint["loss_schedule"] = dict(self.loss_schedule)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if (
-            self._trainer is not None
-        ):  # a trainer restores it: a resumed fit, or test/validate/predict
+        """Refuse a checkpoint that does not fit the run; restore its loss schedule."""
+        # A trainer restores it: a resumed fit, or test/validate/predict.
+        if self._trainer is not None:
             self._check_checkpoint_fits(checkpoint.get("hyper_parameters", {}))
         schedule = checkpoint.get("loss_schedule")
         if schedule is not None:
@@ -299,9 +308,10 @@ class SPMLModule(LightningModule):
         if plan.refused:
             raise ValueError(
                 f"Cannot resume from {source} with other settings than it was trained with: "
-                f"{'; '.join(plan.refused)}. A resumed fit continues that training, whose weights, optimizer "
-                "state and loss state belong to its network, classes and loss. Resume with the checkpoint's "
-                "settings, or train with the new ones in a new run (without --ckpt_path)."
+                f"{'; '.join(plan.refused)}. A resumed fit continues that training, whose "
+                "weights, optimizer state and loss state belong to its network, classes and loss. "
+                "Resume with the checkpoint's settings, or train with the new ones in a new run "
+                "(without --ckpt_path)."
             )
         for name, (old, new) in plan.no_effect.items():
             rank_zero_warn(
@@ -309,12 +319,15 @@ class SPMLModule(LightningModule):
                 f"(which started from {name}={old!r})."
             )
         if plan.applied:
-            changes = ", ".join(f"{name} {new!r} (the checkpoint trained with {old!r})" for name, (old, new) in
-                                plan.applied.items())  # fmt: skip
+            changes = ", ".join(
+                f"{name} {new!r} (the checkpoint trained with {old!r})"
+                for name, (old, new) in plan.applied.items()
+            )
             rank_zero_info(f"Resumed with {changes}.")
         self._resume_changes = plan.applied
 
     def on_train_start(self) -> None:
+        """Give the restored optimizer a resumed fit's new learning rates."""
         # Adam's restored state carries the checkpoint's learning rates; a resumed
         # fit with a new lr or lr_mult (a restart with a lower lr) trains with the new ones.
         if {"lr", "lr_mult"} & set(self._resume_changes) and self.trainer.optimizers:
@@ -352,6 +365,7 @@ class SPMLModule(LightningModule):
         )
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Drop the backbone's gradients during the linear_init epochs (head only trains)."""
         # Freezing by dropping the gradients (rather than toggling requires_grad)
         # keeps every parameter in DDP's reducer and in the optimizer, and Adam
         # skips a parameter without gradient exactly as the reference's frozen one.
@@ -361,6 +375,7 @@ class SPMLModule(LightningModule):
 
     # -- steps ------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        """The batch's loss on its observed labels (targets, for a loss that trains on them)."""
         logits = self(batch["image"]).float()
         labels = (
             batch["target"] if getattr(self.loss, "trains_on_targets", False) else batch["observed"]
@@ -390,6 +405,7 @@ class SPMLModule(LightningModule):
             self.log("train/loss_step", loss, on_step=True, on_epoch=False, batch_size=batch_size)
 
     def on_train_epoch_end(self) -> None:
+        """Check the loss is finite and log the epoch's mean training loss."""
         self._finite_loss.check()
         # Same name and batch-size weighting as Lightning's on_epoch mean.
         if self._train_loss_count:
@@ -403,12 +419,15 @@ class SPMLModule(LightningModule):
         self._outputs[split].append((index, probs.detach(), batch["target"].detach()))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """Keep the batch's probabilities and targets for the epoch's mAP."""
         self._eval_step(batch, "val")
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
+        """Keep the batch's probabilities and targets for the test AP per class."""
         self._eval_step(batch, "test")
 
     def predict_step(self, batch: dict | Tensor, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        """The label probabilities of a batch of images (a dict with ``image``, or a tensor)."""
         images = batch["image"] if isinstance(batch, dict) else batch
         return torch.sigmoid(self(images).float())
 
@@ -418,23 +437,25 @@ class SPMLModule(LightningModule):
         if not outputs:
             empty = torch.zeros(0, self.hparams.num_classes, device=self.device)
             return empty, empty
-        index, scores, targets = (torch.cat(parts) for parts in zip(*outputs))
+        index, scores, targets = (torch.cat(parts) for parts in zip(*outputs, strict=True))
         # The same gather the per-sample loss state uses: rank order, any shard sizes.
         index, scores, targets = all_gather_rows(index, scores, targets)
         rows = _first_occurrences(index)
         return scores[rows], targets[rows]
 
     def on_validation_epoch_end(self) -> None:
+        """Log the mAP over the validation set, gathered from all ranks."""
         scores, targets = self._gathered("val")
         ap = average_precision_per_class(scores, targets)
         self.log("val/mAP", ap.mean() * 100.0, prog_bar=True, sync_dist=True)
 
     def on_test_epoch_end(self) -> None:
+        """Log the test mAP and every class's AP, gathered from all ranks; keep the APs."""
         scores, targets = self._gathered("test")
         ap = average_precision_per_class(scores, targets)
         self.test_average_precision = ap.cpu()
         self.log("test/mAP", ap.mean() * 100.0, sync_dist=True)
-        for name, value in zip(self.class_names, ap):
+        for name, value in zip(self.class_names, ap, strict=True):
             self.log(f"test/AP/{name}", value * 100.0, sync_dist=True)
 
     # -- inference without a datamodule ------------------------------------------

@@ -1,5 +1,6 @@
-"""Kept so that ``python -m spml_lightning.report`` still works; the code is
-``spml_lightning.analysis.report``.
+"""Kept so that ``python -m spml_lightning.report`` still works.
+
+The code is ``spml_lightning.analysis.report``.
 """
 
 from spml_lightning.analysis.report import *  # noqa: F403

@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny demo data set generated once per test session, bench/ scripts as modules."""
+"""Shared fixtures: a tiny demo data set made once per test session, bench/ scripts as modules."""
 
 import importlib
 import os
@@ -50,7 +50,9 @@ def tiny_demo(tiny_demo_root):
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, tiny_demo_root) -> dict:
-    """A 2-epoch GR Loss run of the demo config on the tiny demo set, fitted and tested once per session.
+    """A 2-epoch GR Loss run of the demo config on the tiny demo set.
+
+    Fitted and tested once per session.
 
     Keys: ``args`` (the spml flags of the run), ``runs`` (its default_root_dir),
     ``best`` and ``final`` (checkpoints of the best and of the last epoch),

@@ -16,7 +16,10 @@ def noise(size: int = 32, channels: int = 3) -> np.ndarray:
 def write_png(
     path: Path, width: int, height: int, bit_depth: int, color_type: int, raw: bytes
 ) -> None:
-    """A PNG written by hand from its IHDR fields and raw (filtered) scanlines, which may be too few."""
+    """A PNG written by hand from its IHDR fields and raw (filtered) scanlines.
+
+    The scanlines may be too few for the header.
+    """
 
     def chunk(tag: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
@@ -39,5 +42,8 @@ def write_png_rgb48(path: Path, rgb16: np.ndarray) -> None:
 
 
 def decompression_bomb(path: Path) -> None:
-    """A 1-bit grey PNG whose header claims 20000 x 20000 pixels (more than twice Pillow's limit), in 65 bytes."""
+    """A 1-bit grey PNG of 65 bytes whose header claims 20000 x 20000 pixels.
+
+    That is more than twice Pillow's limit.
+    """
     write_png(path, 20000, 20000, 1, 0, b"")

@@ -26,7 +26,7 @@ TINY_DEMO = {"num_train": 80, "num_test": 40, "render_size": 32}
 
 
 def demo_args(tmp_path: Path, tiny_demo_root: Path) -> list[str]:
-    """spml flags: configs/demo.yaml on the tiny demo set, 2 short epochs, runs under ``tmp_path``."""
+    """spml flags: configs/demo.yaml on the tiny demo set, 2 short epochs, runs in ``tmp_path``."""
     return [
         "--config",
         str(REPO_ROOT / "configs" / "demo.yaml"),
@@ -88,7 +88,9 @@ def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
 
 
 class PauseAtStep(Callback):
-    """At the end of global step ``step``, write ``marker`` and sleep, so a test can SIGKILL the run there.
+    """At the end of global step ``step``, write ``marker`` and sleep.
+
+    A test can then SIGKILL the run there.
 
     Args:
         step: global step (optimizer steps done) to stop at.
@@ -124,7 +126,9 @@ class ScriptedMetric(Callback):
 
 
 class StartTogether(Callback):
-    """Hold each run in ``setup`` until ``count`` runs got there, so that they go on at the same moment.
+    """Hold each run in ``setup`` until ``count`` runs got there.
+
+    They then go on at the same moment.
 
     Lightning's loggers have chosen their version folder by then but not yet
     created it: the moment at which runs started together collided.
@@ -220,7 +224,10 @@ def read_records(prefix: str | Path, rank: int = 0) -> list[dict]:
 
 
 def make_trainer(tmp_path: Path, **kwargs) -> Trainer:
-    """A quiet one-epoch CPU Trainer (no logger, checkpoints or sanity check); ``kwargs`` override."""
+    """A quiet one-epoch CPU Trainer (no logger, checkpoints or sanity check).
+
+    ``kwargs`` override the defaults.
+    """
     defaults = dict(
         max_epochs=1,
         accelerator="cpu",

@@ -1,4 +1,4 @@
-"""What a run logs: TensorBoard by default (CSV without tensorboard), schedule, lr, mAP per epoch."""
+"""What a run logs: TensorBoard by default (CSV without it); schedule, lr, mAP per epoch."""
 
 import csv
 

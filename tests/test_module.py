@@ -37,7 +37,9 @@ def test_linear_init_freezes_the_backbone_only(tmp_path, tiny_demo):
     trainer = make_trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=0)
     model.hparams.schedule_epochs = 2
     trainer.fit(model, tiny_demo)
-    assert all(torch.equal(a, b) for a, b in zip(backbone_before, model.backbone.parameters()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(backbone_before, model.backbone.parameters(), strict=True)
+    )
     assert not torch.equal(head_before, model.head.weight)
     # The next epoch trains the backbone too.
     trainer = make_trainer(tmp_path, max_epochs=2, limit_train_batches=2, limit_val_batches=0)

@@ -191,7 +191,8 @@ def test_device_decode_matches_the_pil_path_within_resize_tolerance(varied_image
     assert ours.shape == reference.shape and ours.dtype == torch.float32
     levels = ((ours - reference) * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255).abs()
     if device == "cpu":
-        # Same decoder library, same filter, same 8-bit rounding: at most one level apart, rarely that.
+        # Same decoder library, same filter, same 8-bit rounding: at most one level apart, rarely
+        # that.
         assert levels.max().item() <= 1 + 1e-3
         assert levels.mean().item() <= 0.3
     else:
@@ -217,7 +218,7 @@ def test_device_decode_flips_about_half_of_the_images(varied_images):
     out = decode_and_transform(images, 32, IMAGENET_MEAN, IMAGENET_STD, flip=True, device="cpu")
     flipped = [torch.equal(o, plain.flip(-1)) for o in out]
     unchanged = [torch.equal(o, plain) for o in out]
-    assert all(f != u for f, u in zip(flipped, unchanged))
+    assert all(f != u for f, u in zip(flipped, unchanged, strict=True))
     assert 16 <= sum(flipped) <= 48
 
 

@@ -5,8 +5,8 @@ call; usable without either::
 
     from spml_lightning.analysis import analyze, load_run
 
-    run = load_run("configs/demo.yaml", ckpt_path="best")   # model + datamodule of a spml config
-    result = analyze(run)                                    # test AP table, FN/(FN+TN), W-distance, ...
+    run = load_run("configs/demo.yaml", ckpt_path="best")  # model + datamodule of a spml config
+    result = analyze(run)  # test AP table, FN/(FN+TN), W-distance, ...
     print(result.table.to_markdown())
     for name, figure in result.figures().items():
         figure.savefig(f"{name}.png")
@@ -146,24 +146,30 @@ class PerClassTable:
                 "images": s.images,
             }
             for name, ap, pos, miss in zip(
-                self.class_names, self.average_precision, s.positives, s.missing_positives
+                self.class_names,
+                self.average_precision,
+                s.positives,
+                s.missing_positives,
+                strict=True,
             )
         ]
 
     def to_markdown(self) -> str:
         """The table in markdown, AP with two decimals and a mAP row."""
         lines = [
-            f"| class | AP ({self.split}) | positives (train) | missing positives (train) | images (train) |",
+            f"| class | AP ({self.split}) | positives (train) | missing positives (train) "
+            "| images (train) |",
             "|---|---:|---:|---:|---:|",
         ]
         for row in self.rows():
             lines.append(
-                f"| {row['class']} | {row['AP']:.2f} | {row['positives']} | {row['missing_positives']} | {row['images']} |"
+                f"| {row['class']} | {row['AP']:.2f} | {row['positives']} "
+                f"| {row['missing_positives']} | {row['images']} |"
             )
         s = self.statistics
         lines.append(
-            f"| **mean / total** | **{self.mean_average_precision:.2f}** | {int(s.positives.sum())} | "
-            f"{int(s.missing_positives.sum())} | {s.images} |"
+            f"| **mean / total** | **{self.mean_average_precision:.2f}** "
+            f"| {int(s.positives.sum())} | {int(s.missing_positives.sum())} | {s.images} |"
         )
         return "\n".join(lines)
 
@@ -181,7 +187,10 @@ class PerClassTable:
 def per_class_table(
     evaluated: SplitPredictions, statistics: ClassStatistics, class_names: Sequence[str]
 ) -> PerClassTable:
-    """Per-class AP of ``evaluated`` (exact, ``metrics.average_precision_per_class``) with ``statistics``."""
+    """Per-class AP of ``evaluated``, with ``statistics``, as a table.
+
+    The AP is exact (``metrics.average_precision_per_class``).
+    """
     ap = average_precision_per_class(
         torch.from_numpy(evaluated.probabilities), torch.from_numpy(evaluated.targets)
     )

@@ -36,7 +36,8 @@ def _figure(**kwargs) -> Figure:
         from matplotlib.figure import Figure
     except ImportError:
         raise ImportError(
-            'Plots need matplotlib: pip install "spml_lightning[notebooks]" (or pip install matplotlib).'
+            'Plots need matplotlib: pip install "spml_lightning[notebooks]" '
+            "(or pip install matplotlib)."
         ) from None
     return Figure(**kwargs)
 

@@ -1,8 +1,8 @@
-"""Write a checkpoint's diagnostics as PNGs and a markdown summary.
+r"""Write a checkpoint's diagnostics as PNGs and a markdown summary.
 
     python -m spml_lightning.report --config configs/demo.yaml --ckpt_path best
-    python -m spml_lightning.report --config configs/voc.yaml --ckpt_path runs/voc/.../best.ckpt \\
-        --output_dir report/ --data.init_args.root /data/VOC \\
+    python -m spml_lightning.report --config configs/voc.yaml --ckpt_path runs/voc/.../best.ckpt \
+        --output_dir report/ --data.init_args.root /data/VOC \
         --sweep_root runs/q2_sweep --sweep_parameter q2
 
 Every ``spml`` flag (``--data.init_args.root`` ...) is passed on to the config.
@@ -31,7 +31,11 @@ __all__ = ["command", "default_output_dir", "main", "write_report"]
 
 
 def default_output_dir(ckpt_path: Path) -> Path:
-    """``version_N/report_<stem>`` for ``version_N/checkpoints/<stem>.ckpt``, else beside the file."""
+    """Where a checkpoint's report goes by default.
+
+    ``version_N/report_<stem>`` for ``version_N/checkpoints/<stem>.ckpt``, else
+    ``report_<stem>`` beside the file.
+    """
     folder = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
     return folder / f"report_{ckpt_path.stem}"
 
@@ -39,8 +43,8 @@ def default_output_dir(ckpt_path: Path) -> Path:
 def _prepare(output_dir: Path, overwrite: bool) -> None:
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
         raise FileExistsError(
-            f"{output_dir} exists and is not empty; pass another --output_dir, or --overwrite to replace "
-            "the report files in it."
+            f"{output_dir} exists and is not empty; pass another --output_dir, or --overwrite to "
+            "replace the report files in it."
         )
     output_dir.mkdir(parents=True, exist_ok=True)
 
@@ -162,8 +166,8 @@ def write_report(
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m spml_lightning.report",
-        description="Write a checkpoint's per-class table and SPML diagnostics (PNGs + summary.md). "
-        "Flags not listed here (--data.init_args.root ...) are spml config overrides.",
+        description="Write a checkpoint's per-class table and SPML diagnostics (PNGs + "
+        "summary.md). Flags not listed here (--data.init_args.root ...) are spml config overrides.",
         allow_abbrev=False,
     )
     parser.add_argument("--config", required=True, help="the spml YAML the model was trained with")
@@ -228,7 +232,10 @@ def main(argv: Sequence[str] | None = None, progress: RunProgress | None = None)
 
 
 def command(argv: Sequence[str] | None = None) -> int:
-    """``python -m spml_lightning.report``: 0 on success, 1 when the report fails, 2 for bad arguments."""
+    """``python -m spml_lightning.report``.
+
+    Returns 0 on success, 1 when the report fails, 2 for bad arguments.
+    """
     return run_command("python -m spml_lightning.report", main, argv)
 
 

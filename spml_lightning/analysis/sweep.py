@@ -54,7 +54,8 @@ def _tensorboard_values(run_dir: Path, metric: str) -> list[float] | None:
         from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
     except ImportError:
         raise ImportError(
-            f"{run_dir} holds TensorBoard logs; reading them needs tensorboard (pip install tensorboard)."
+            f"{run_dir} holds TensorBoard logs; reading them needs tensorboard "
+            "(pip install tensorboard)."
         ) from None
     events = EventAccumulator(str(run_dir), size_guidance={SCALARS: 0})
     events.Reload()
@@ -199,7 +200,8 @@ def collect_sweep(
         )
     if not points:
         raise ValueError(
-            f"No run below {root} logged {metric!r}; test the runs first (spml test ... --ckpt_path best)."
+            f"No run below {root} logged {metric!r}; test the runs first "
+            "(spml test ... --ckpt_path best)."
         )
     return sorted(points, key=_value_order)
 

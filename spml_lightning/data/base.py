@@ -114,6 +114,7 @@ class SPMLImageDataset(Dataset):
 
     @property
     def num_classes(self) -> int:
+        """The number of label columns."""
         return self.targets.shape[1]
 
     def __len__(self) -> int:
@@ -270,6 +271,7 @@ class SPMLDataModule(LightningDataModule, ABC):
     # -- derived ----------------------------------------------------------------
     @property
     def num_classes(self) -> int:
+        """The number of classes (label columns)."""
         return len(self.class_names)
 
     @property
@@ -408,6 +410,7 @@ class SPMLDataModule(LightningDataModule, ABC):
         )
 
     def setup(self, stage: str | None = None) -> None:
+        """Build the stage's datasets: train/val from the train phase, test from the test phase."""
         if stage in (None, "fit", "validate") and self.train_dataset is None:
             data = self._checked_phase("train")
             labels = np.asarray(data.labels)
@@ -504,13 +507,17 @@ class SPMLDataModule(LightningDataModule, ABC):
         return batch
 
     def train_dataloader(self) -> DataLoader:
+        """The training set, shuffled by a resumable, seeded sampler."""
         return self._loader(self.train_dataset, True, "train")
 
     def val_dataloader(self) -> DataLoader:
+        """The validation set, in order."""
         return self._loader(self.val_dataset, False, "val")
 
     def test_dataloader(self) -> DataLoader:
+        """The test set, in order."""
         return self._loader(self.test_dataset, False, "test")
 
     def predict_dataloader(self) -> DataLoader:
+        """The test set, in order: predict runs on the test phase's images."""
         return self._loader(self.test_dataset, False, "test")

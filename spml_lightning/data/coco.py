@@ -160,6 +160,7 @@ class COCODataModule(OfficialDataModule):
         return self.root / "annotations" / f"instances_{split}.json"
 
     def required_files(self) -> list[Path]:
+        """The instances annotation file and the image folder of both splits."""
         return [self._annotation_file(s) for s in _COCO_PHASES.values()] + [
             self.root / s for s in _COCO_PHASES.values()
         ]
@@ -170,12 +171,14 @@ class COCODataModule(OfficialDataModule):
 
     @cached_property
     def class_names(self) -> list[str]:
+        """The train annotations' category names, or the 80 COCO names without them."""
         train_split = _COCO_PHASES["train"]
         if self._annotation_file(train_split).is_file():
             return self._instances(train_split)["category_names"].tolist()
         return list(COCO_CLASSES)
 
     def load_phase(self, phase: Phase) -> PhaseData:
+        """The split's images and labels; its categories must be those of train2014."""
         self.check_layout()
         split = _COCO_PHASES[phase]
         arrays = self._instances(split)

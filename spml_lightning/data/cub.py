@@ -207,14 +207,17 @@ class CUBDataModule(OfficialDataModule):
         ]
 
     def required_files(self) -> list[Path]:
+        """The source lists, the attribute names file and the image folder."""
         return self._source_files() + [self._attribute_names_file(), self.data_dir / "images"]
 
     @cached_property
     def class_names(self) -> list[str]:
+        """The attribute names from the data set's file, or the built-in list without it."""
         names_file = self._attribute_names_file()
         return read_attribute_names(names_file) if names_file.is_file() else list(CUB_ATTRIBUTES)
 
     def load_phase(self, phase: Phase) -> PhaseData:
+        """The phase's images (per ``train_test_split.txt``) and attribute labels."""
         self.check_layout()
         num_attributes = self.num_classes
         arrays = self.parsed(

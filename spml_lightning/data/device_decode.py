@@ -67,7 +67,7 @@ def _decode(images: Sequence[Tensor], device: torch.device) -> list[Tensor]:
             # A JPEG the device decoder rejects (e.g. CMYK on nvJPEG): the CPU decoder
             # converts it; one failure must not lose the batch.
             results = [decode_jpeg(data, mode=ImageReadMode.RGB).to(device) for data in encoded]
-        for i, image in zip(jpegs, results):
+        for i, image in zip(jpegs, results, strict=True):
             decoded[i] = image
     for i, image in enumerate(images):
         if decoded[i] is None:
@@ -125,6 +125,6 @@ def decode_and_transform(
         resized = torch.where(flipped[:, None, None, None], resized.flip(-1), resized)
     # Per channel with Python scalars: a (3,) tensor built here would be a host-to-device copy
     # per batch.
-    for channel, (m, s) in enumerate(zip(mean, std)):
+    for channel, (m, s) in enumerate(zip(mean, std, strict=True)):
         resized[:, channel].sub_(255.0 * m).div_(255.0 * s)
     return resized

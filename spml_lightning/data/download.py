@@ -58,6 +58,7 @@ class Archive:
 
     @property
     def filename(self) -> str:
+        """The archive's file name, the last part of its URL's path."""
         return Path(urlsplit(self.url).path).name
 
     def url_from(self, mirror: str | None) -> str:

@@ -293,6 +293,7 @@ class FolderDataModule(SPMLDataModule):
 
     @property
     def class_names(self) -> list[str]:
+        """The given names (a list or file), else those used in the CSVs; found on first use."""
         if self._class_names is None:
             self._class_names = self._find_class_names()
         return self._class_names
@@ -383,9 +384,11 @@ class FolderDataModule(SPMLDataModule):
             )
 
     def obtain_hint(self) -> str:
+        """Where the CSVs' relative image paths start."""
         return f"the image paths of the CSV files are relative to {self.root}"
 
     def load_phase(self, phase: Phase) -> PhaseData:
+        """The images, labels and any observed labels of the phase's CSV file."""
         self._check_root()
         path = self.train_csv if phase == "train" else self.test_csv
         if path is None:
@@ -406,7 +409,7 @@ class FolderDataModule(SPMLDataModule):
         """Log what a CSV holds: a label set that is not what was meant shows before training."""
 
         def per_class(matrix: np.ndarray) -> dict[str, int]:
-            return dict(zip(self.class_names, (int(n) for n in matrix.sum(0))))
+            return dict(zip(self.class_names, (int(n) for n in matrix.sum(0)), strict=True))
 
         unlabelled = int((labels.sum(1) == 0).sum())
         rank_zero_info(

@@ -125,6 +125,7 @@ class FormattedDataModule(SPMLDataModule):
 
     @property
     def class_names(self) -> list[str]:
+        """The given names, else ``class_names.txt``, else the defaults; read once."""
         if self._class_names is None:
             self._class_names = self._read_class_names()
         return self._class_names
@@ -147,12 +148,14 @@ class FormattedDataModule(SPMLDataModule):
         return [f"class_{i}" for i in range(np.load(labels_file, mmap_mode="r").shape[1])]
 
     def obtain_hint(self) -> str:
+        """Where the names in the ``.npy`` image lists are looked up."""
         return (
             "check image_root: the names in formatted_*_images.npy are relative to "
             f"{self.image_root}"
         )
 
     def load_phase(self, phase: Phase) -> PhaseData:
+        """The phase's ``.npy`` arrays, with the observed labels file unless they are generated."""
         data = read_formatted_phase(
             self.root, self.image_root, phase, with_observed=self.observed_labels != "generate"
         )

@@ -124,9 +124,11 @@ class NUSWIDEDataModule(FormattedDataModule):
         self.source = source
 
     def default_class_names(self) -> list[str]:
+        """The 81 NUS-WIDE concepts."""
         return list(NUS_WIDE_CONCEPTS)
 
     def load_phase(self, phase: Phase) -> PhaseData:
+        """The phase from the formatted arrays, or from the official lists and label files."""
         if self.source == "formatted":
             return super().load_phase(phase)
         list_file, label_files = _official_files(self.root, phase)

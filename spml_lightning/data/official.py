@@ -69,10 +69,12 @@ class OfficialDataModule(SPMLDataModule):
 
     # -- shared machinery --------------------------------------------------------
     def prepare_data(self) -> None:
+        """With ``download``, fetch and extract the archives when required files are missing."""
         if self.download and self._missing_files():
             download_archives(self.archives, self.root, self.mirror)
 
     def obtain_hint(self) -> str:
+        """How to download the archives (or where to get the data set without them)."""
         if not self.archives:
             return f"get {self.title} from {self.homepage}"
         names = ", ".join(a.filename for a in self.archives)

@@ -149,12 +149,15 @@ class ImageFolderDataModule(SPMLDataModule):
 
     @property
     def class_names(self) -> list[str]:
+        """The class names it was given (those of the model that predicts)."""
         return self._class_names
 
     def describe_phase(self, phase: Phase) -> str:
+        """The root folder, which holds the only phase."""
         return str(self.root)  # its only phase: the images to predict
 
     def load_phase(self, phase: Phase) -> PhaseData:
+        """The folder's images with all-zero labels, as the test phase (the only one)."""
         if phase != "test":
             raise RuntimeError(
                 "ImageFolderDataModule holds unlabelled images for prediction only (spml predict); "

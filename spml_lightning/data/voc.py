@@ -91,6 +91,7 @@ class VOCDataModule(OfficialDataModule):
 
     @property
     def class_names(self) -> list[str]:
+        """The 20 PASCAL VOC classes."""
         return list(VOC_CLASSES)
 
     @property
@@ -102,6 +103,7 @@ class VOCDataModule(OfficialDataModule):
         return nested
 
     def required_files(self) -> list[Path]:
+        """Every class's image list of both image sets, and the image folder."""
         files = [
             _class_list(self.data_dir, name, image_set)
             for image_set in _VOC_PHASES.values()
@@ -110,6 +112,7 @@ class VOCDataModule(OfficialDataModule):
         return files + [self.data_dir / "JPEGImages"]
 
     def load_phase(self, phase: Phase) -> PhaseData:
+        """The image set's images and labels, read from the per-class image lists."""
         self.check_layout()
         image_set = _VOC_PHASES[phase]
         sources = [_class_list(self.data_dir, name, image_set) for name in VOC_CLASSES]

@@ -140,9 +140,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
     ) -> None:
+        """Write ``checkpoint`` to ``path``: atomically if local, with Lightning's writer if not."""
         if storage_options is not None:
             raise TypeError(
-                f"{type(self).__name__}.save_checkpoint takes no storage_options (got {storage_options!r})."
+                f"{type(self).__name__}.save_checkpoint takes no storage_options "
+                f"(got {storage_options!r})."
             )
         if "://" in str(path) and not str(path).startswith("file://"):
             super().save_checkpoint(checkpoint, path)

@@ -1,4 +1,7 @@
-"""Training callbacks of the SPML protocol: the reference's stopping rule, and one checkpoint for all ranks."""
+"""Training callbacks of the SPML protocol.
+
+The reference's stopping rule, and one checkpoint for all ranks.
+"""
 
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ class DropFromBestStopping(Callback):
         self.best: float | None = None
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Track the best value of the metric; stop the fit once it drops more than max_drop."""
         if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
             return
         value = float(trainer.callback_metrics[self.monitor])
@@ -56,9 +60,11 @@ class DropFromBestStopping(Callback):
             trainer.should_stop = True
 
     def state_dict(self) -> dict:
+        """The best value so far, so that a resumed fit stops where the full one would."""
         return {"best": self.best}
 
     def load_state_dict(self, state_dict: dict) -> None:
+        """Restore the best value so far from a checkpoint."""
         self.best = state_dict.get("best")
 
 
@@ -104,14 +110,16 @@ def check_same_checkpoint(ckpt_path: str | None) -> None:
     )
     raise RuntimeError(
         "The processes of this run would start from different checkpoints:\n"
-        f"{lines}\nEach process looks for --ckpt_path best|last under its own --trainer.default_root_dir; "
-        "on several machines it must be a folder every machine shares (or pass --ckpt_path with a file "
-        "every machine has)."
+        f"{lines}\nEach process looks for --ckpt_path best|last under its own "
+        "--trainer.default_root_dir; on several machines it must be a folder every machine shares "
+        "(or pass --ckpt_path with a file every machine has)."
     )
 
 
 class SameCheckpointOnEveryRank(Callback):
-    """Runs :func:`check_same_checkpoint` on the checkpoint a run resolved, once the ranks are joined.
+    """Runs :func:`check_same_checkpoint` on the checkpoint a run resolved.
+
+    It does so in ``setup``, once the ranks are joined.
 
     Args:
         ckpt_path: the checkpoint this process resolved, or None.
@@ -121,4 +129,5 @@ class SameCheckpointOnEveryRank(Callback):
         self.ckpt_path = ckpt_path
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Raise on every rank unless all ranks resolved the same checkpoint."""
         check_same_checkpoint(self.ckpt_path)

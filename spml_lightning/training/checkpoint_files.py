@@ -48,9 +48,10 @@ def check_checkpoint_file(path: str | Path) -> None:
         raise FileNotFoundError(f"--ckpt_path {path}: no such checkpoint file.")
     if not zipfile.is_zipfile(path):
         raise ValueError(
-            f"--ckpt_path {path}: not a readable checkpoint ({path.stat().st_size} bytes: empty, truncated "
-            "or not written by torch.save, e.g. by a save that was killed before atomic checkpoint "
-            "writes existed). Pass another checkpoint, e.g. a best-*.ckpt of the same run."
+            f"--ckpt_path {path}: not a readable checkpoint ({path.stat().st_size} bytes: empty, "
+            "truncated or not written by torch.save, e.g. by a save that was killed before atomic "
+            "checkpoint writes existed). Pass another checkpoint, e.g. a best-*.ckpt of the same "
+            "run."
         )
 
 
@@ -83,7 +84,11 @@ def checkpoint_facts(ckpt_path: str | Path) -> dict[str, Any]:
 def checkpoint_callback_states(
     path: str | Path, checkpoint: dict[str, Any] | None = None
 ) -> list[dict]:
-    """The ModelCheckpoint states recorded in a checkpoint (weights not read), or in its loaded ``checkpoint``."""
+    """The ModelCheckpoint states recorded in a checkpoint.
+
+    Read from the file at ``path`` (weights not read), or from its already loaded
+    ``checkpoint``.
+    """
     checkpoint = read_checkpoint(path) if checkpoint is None else checkpoint
     return [
         state
@@ -139,7 +144,8 @@ def find_checkpoint(
     where = " or ".join(str(r) for r in roots)
     if missing_ok:
         rank_zero_warn(
-            f"--ckpt_path {ckpt_path}: no checkpoint under {where} yet; training starts from scratch."
+            f"--ckpt_path {ckpt_path}: no checkpoint under {where} yet; training starts from "
+            "scratch."
         )
         return None
     raise FileNotFoundError(
@@ -151,8 +157,9 @@ def find_checkpoint(
 def resolve_checkpoint(
     ckpt_path: str | None, trainer: Trainer, missing_ok: bool = False
 ) -> str | None:
-    """:func:`find_checkpoint` for a trainer: its root and checkpoint folder; ``best`` of a fit
-    that ran in this process is the one it recorded.
+    """:func:`find_checkpoint` for a trainer: its root and checkpoint folder.
+
+    ``best`` of a fit that ran in this process is the one it recorded.
 
     Args:
         ckpt_path: ``best``, ``last``, a path, or None.
@@ -189,12 +196,21 @@ def continue_in_checkpoint_folder(trainer: Trainer, ckpt_path: str) -> None:
 
 
 def describe_resume(ckpt_path: str) -> str:
-    """One line on where a resumed fit starts: the checkpoint, its epoch and step, the best model so far."""
+    """One line on where a resumed fit starts.
+
+    It names the checkpoint, its epoch and step, and the best model so far.
+    """
     checkpoint = read_checkpoint(ckpt_path)
-    line = f"Resuming from {ckpt_path} (saved in epoch {checkpoint.get('epoch')}, step {checkpoint.get('global_step')}"
+    line = (
+        f"Resuming from {ckpt_path} (saved in epoch {checkpoint.get('epoch')}, "
+        f"step {checkpoint.get('global_step')}"
+    )
     for state in checkpoint_callback_states(ckpt_path, checkpoint):
         score = state.get("best_model_score")
         if state.get("best_model_path") and score is not None:
-            line += f"; best so far {Path(state['best_model_path']).name}, {state.get('monitor')} {float(score):.4g}"
+            line += (
+                f"; best so far {Path(state['best_model_path']).name}, "
+                f"{state.get('monitor')} {float(score):.4g}"
+            )
             break
     return line + ")."

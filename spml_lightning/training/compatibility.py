@@ -42,13 +42,19 @@ NO_EFFECT: tuple[str, ...] = ("weights",)
 
 
 def class_names_difference(checkpoint: Sequence[str], data: Sequence[str]) -> str | None:
-    """How the data's class names differ from a checkpoint's; None when they are the same, in the same order."""
+    """How the data's class names differ from a checkpoint's.
+
+    None when they are the same, in the same order.
+    """
     checkpoint, data = list(checkpoint), list(data)
     if checkpoint == data:
         return None
     if sorted(checkpoint) == sorted(data):
-        moved = [f"{i}: {c!r} in the checkpoint, {d!r} in the data" for i, (c, d) in enumerate(zip(checkpoint, data))
-                 if c != d]  # fmt: skip
+        moved = [
+            f"{i}: {c!r} in the checkpoint, {d!r} in the data"
+            for i, (c, d) in enumerate(zip(checkpoint, data, strict=True))
+            if c != d
+        ]
         return (
             f"the same {len(data)} classes in another order (column {'; '.join(moved[:3])}"
             f"{f'; {len(moved) - 3} more' if len(moved) > 3 else ''})"
@@ -56,8 +62,8 @@ def class_names_difference(checkpoint: Sequence[str], data: Sequence[str]) -> st
     only_checkpoint = [name for name in checkpoint if name not in data]
     only_data = [name for name in data if name not in checkpoint]
     return (
-        f"{len(checkpoint)} classes in the checkpoint, {len(data)} in the data; only in the checkpoint: "
-        f"{only_checkpoint or 'none'}; only in the data: {only_data or 'none'}"
+        f"{len(checkpoint)} classes in the checkpoint, {len(data)} in the data; only in the "
+        f"checkpoint: {only_checkpoint or 'none'}; only in the data: {only_data or 'none'}"
     )
 
 
@@ -80,10 +86,11 @@ def check_class_names(
     if difference is None:
         return
     raise ValueError(
-        f"The classes of the data do not match those of the model ({source}): {difference}. The model's "
-        "output columns are its classes in its order, so every score would be compared with another "
-        "class's labels. Give the data the model's classes in the model's order (e.g. "
-        f'--data.init_args.class_names "{list(checkpoint)}"), or use a model trained on these classes.'
+        f"The classes of the data do not match those of the model ({source}): {difference}. "
+        "The model's output columns are its classes in its order, so every score would be "
+        "compared with another class's labels. Give the data the model's classes in the model's "
+        f'order (e.g. --data.init_args.class_names "{list(checkpoint)}"), or use a model trained '
+        "on these classes."
     )
 
 

@@ -1,4 +1,6 @@
-"""The sections of an ``spml`` config besides ``trainer``, ``model`` and ``data``: the run's callbacks.
+"""The sections of an ``spml`` config besides ``trainer``, ``model`` and ``data``.
+
+They configure the run's callbacks.
 
 ``spml`` configures three callbacks from their own sections (``--checkpoint.*``,
 ``--early_stopping.*``, ``--prediction.*``), with the project's defaults: keep

@@ -65,23 +65,24 @@ def _statistics(loss: Tensor, logits: Tensor, inputs: Tensor | None) -> Tensor:
 
 
 def _describe(stats: list[float], step: int, epoch: int) -> str:
-    s = dict(zip(_STATISTICS, stats))
+    s = dict(zip(_STATISTICS, stats, strict=True))
     if s["finite_min"] <= s["finite_max"]:
         finite_range = f"finite ones in [{s['finite_min']:.4g}, {s['finite_max']:.4g}]"
     else:
         finite_range = "none finite"
     return (
         f"The training loss is {s['loss']} at global step {step} (epoch {epoch}). "
-        f"Logits of that batch: {int(s['nan'])} NaN, {int(s['posinf'])} +inf, {int(s['neginf'])} -inf "
-        f"of {int(s['numel'])} ({finite_range}); input images: {int(s['input_nonfinite'])} non-finite values."
+        f"Logits of that batch: {int(s['nan'])} NaN, {int(s['posinf'])} +inf, "
+        f"{int(s['neginf'])} -inf of {int(s['numel'])} ({finite_range}); input images: "
+        f"{int(s['input_nonfinite'])} non-finite values."
     )
 
 
 _ADVICE = (
     " Training was stopped so that no checkpoint is overwritten with NaN weights. Usual causes: a "
     "learning rate too high (--model.lr; --trainer.gradient_clip_val helps), fp16 overflow (use "
-    "--trainer.precision bf16-mixed or 32), or corrupt input images (non-finite inputs above). Resume "
-    "from the last good checkpoint with --ckpt_path."
+    "--trainer.precision bf16-mixed or 32), or corrupt input images (non-finite inputs above). "
+    "Resume from the last good checkpoint with --ckpt_path."
 )
 
 
@@ -188,7 +189,8 @@ class FiniteLossGuard:
         message = _describe(first.tolist(), step, epoch)
         if len(where) > 1:
             message += (
-                f" (Found at the check after step {where[-1][0]}: the loss is read on the host every "
-                f"{self.check_every_n_steps} steps, not every step, so that the accelerator never waits.)"
+                f" (Found at the check after step {where[-1][0]}: the loss is read on the host "
+                f"every {self.check_every_n_steps} steps, not every step, so that the accelerator "
+                "never waits.)"
             )
         raise NonFiniteLossError(message + _ADVICE)

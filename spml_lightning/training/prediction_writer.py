@@ -1,10 +1,10 @@
-"""Per-image label probabilities and predicted labels, written to CSV or JSON.
+r"""Per-image label probabilities and predicted labels, written to CSV or JSON.
 
 ``PredictionWriter`` is on in every ``spml`` run (``--prediction.*``) and acts
 in ``spml predict`` only::
 
-    spml predict --config configs/demo.yaml --ckpt_path best \\
-        --data spml_lightning.data.ImageFolderDataModule --data.init_args.root photos/ \\
+    spml predict --config configs/demo.yaml --ckpt_path best \
+        --data spml_lightning.data.ImageFolderDataModule --data.init_args.root photos/ \
         --prediction.output_path photos.csv --prediction.top_k 3
 
 CSV: one row per image -- ``image``, ``labels`` (the predicted labels,
@@ -68,6 +68,7 @@ class PredictionWriter(BasePredictionWriter):
         self._rows: list[tuple[int, Tensor, Tensor]] = []
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """For predict, choose the output file; refuse an existing one unless overwrite."""
         if stage != "predict":
             return
         folder = trainer.log_dir or trainer.default_root_dir
@@ -83,6 +84,7 @@ class PredictionWriter(BasePredictionWriter):
             )
 
     def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Start with no rows collected."""
         self._rows = []
 
     def write_on_batch_end(
@@ -95,6 +97,7 @@ class PredictionWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
+        """Collect the batch's image indices and probabilities on the host."""
         if isinstance(batch, dict) and "index" in batch:
             index = torch.as_tensor(batch["index"])
         elif batch_indices is not None:
@@ -106,6 +109,7 @@ class PredictionWriter(BasePredictionWriter):
         self._rows.append((dataloader_idx, index.cpu(), prediction.detach().float().cpu()))
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Gather every rank's rows and write them on rank 0, one record per image."""
         rows = self._rows
         if dist.is_available() and dist.is_initialized() and trainer.world_size > 1:
             gathered: list[Any] = [None] * trainer.world_size
@@ -122,7 +126,7 @@ class PredictionWriter(BasePredictionWriter):
         loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
         by_image: dict[tuple[int, int], Tensor] = {}
         for loader_idx, index, probabilities in rows:
-            for i, p in zip(index.tolist(), probabilities):
+            for i, p in zip(index.tolist(), probabilities, strict=True):
                 by_image.setdefault((loader_idx, i), p)  # a DistributedSampler repeats rows to pad
         keys = sorted(by_image)
         probabilities = torch.stack([by_image[k] for k in keys]) if keys else None
@@ -134,13 +138,13 @@ class PredictionWriter(BasePredictionWriter):
             probabilities = torch.zeros(0, len(class_names))
         labels = predicted_labels(probabilities, class_names, self.threshold, self.top_k)
         records = []
-        for (loader_idx, i), p, chosen in zip(keys, probabilities, labels):
+        for (loader_idx, i), p, chosen in zip(keys, probabilities, labels, strict=True):
             paths = getattr(loaders[loader_idx].dataset, "image_paths", None)
             records.append(
                 {
                     "image": paths[i] if paths is not None else f"{loader_idx}:{i}",
                     "labels": chosen,
-                    "probabilities": dict(zip(class_names, (float(v) for v in p))),
+                    "probabilities": dict(zip(class_names, (float(v) for v in p), strict=True)),
                 }
             )
         return records

@@ -33,7 +33,10 @@ def _same_local_folder(a: str, b: str) -> bool:
 
 
 def _with_real_paths(state: dict[str, Any]) -> dict[str, Any]:
-    """A ModelCheckpoint state with its file paths resolved (relative ones against the working directory)."""
+    """A ModelCheckpoint state with its file paths resolved.
+
+    Relative paths are resolved against the working directory.
+    """
     state = dict(state)
     for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
         if state.get(key):  # "" means none
@@ -86,9 +89,11 @@ class ResumableCheckpoint(ModelCheckpoint):
 
     @property
     def state_key(self) -> str:
+        """A plain ``ModelCheckpoint``'s key, so that either restores the other's state."""
         return "ModelCheckpoint" + super().state_key[len(type(self).__qualname__) :]
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Set up the checkpoint folder and record it as an absolute path."""
         super().setup(trainer, pl_module, stage)
         # A folder found from a relative default_root_dir or logger save_dir is
         # relative; record absolute paths, so that a resume from any working
@@ -126,6 +131,7 @@ class ResumableCheckpoint(ModelCheckpoint):
         batch: Any,
         batch_idx: int,
     ) -> None:
+        """Refresh ``last.ckpt`` every ``last_every_n_train_steps`` steps within an epoch."""
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         every = self.last_every_n_train_steps
         if (
@@ -136,11 +142,13 @@ class ResumableCheckpoint(ModelCheckpoint):
             self._refresh_last(trainer)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Save as ModelCheckpoint does; refresh ``last.ckpt`` when saving at the epoch end."""
         super().on_train_epoch_end(trainer, pl_module)
         if self._should_save_on_train_epoch_end(trainer):
             self._refresh_last(trainer)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Save as ModelCheckpoint does; refresh ``last.ckpt`` when saving after validation."""
         super().on_validation_end(trainer, pl_module)
         if not self._should_save_on_train_epoch_end(trainer):
             self._refresh_last(trainer)

@@ -56,7 +56,8 @@ def test_load_run_refuses_data_whose_classes_are_in_another_order(tiny_run, tiny
 def test_loaded_loss_is_at_the_checkpoint_epoch(tiny_run):
     model = load_checkpoint(tiny_run["final"])
     assert model.loss_schedule == {"epoch": 1, "max_epochs": 2, "linear_init": 0}
-    # The reference GR code's schedule, e = 2, T = 2: w = 0 + 2 * (2 - 1) / 2, mu = 0.5 + 0.3 * 2 / 2.
+    # The reference GR code's schedule, e = 2, T = 2:
+    # w = 0 + 2 * (2 - 1) / 2, mu = 0.5 + 0.3 * 2 / 2.
     assert model.loss.current.w == pytest.approx(1.0) and model.loss.current.mu == pytest.approx(
         0.8
     )

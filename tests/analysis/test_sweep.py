@@ -16,7 +16,7 @@ GR_PATH = "spml_lightning.losses.gr.GRLoss"
 
 
 def log_run(logger, q2: float, test_map: float | None, val_maps=(50.0, 60.0, 55.0)) -> None:
-    """A run as the spml module logs it: hparams with the loss config, val mAP per epoch, test mAP."""
+    """A run as the spml module logs it: hparams with the loss, val mAP per epoch, test mAP."""
     logger.log_hyperparams(
         {
             "backbone": "resnet18",

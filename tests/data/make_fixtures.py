@@ -119,7 +119,7 @@ def make_coco(rng: np.random.Generator) -> None:
     root = fresh("coco")
     categories = [
         {"supercategory": "thing", "id": cid, "name": name}
-        for cid, name in zip(COCO_IDS, COCO_CLASSES)
+        for cid, name in zip(COCO_IDS, COCO_CLASSES, strict=True)
     ]
     splits = {
         # Numeric order != string order (9 < 10 < 25 < 100, but "10" < "100" < "25" < "9").
@@ -258,10 +258,11 @@ def make_folder(rng: np.random.Generator) -> None:
             observed = chosen[int(rng.integers(len(chosen)))] if chosen else ""
             rows[phase].append((name, ";".join(chosen), observed))
     (root / "train.csv").write_text(
-        "image,labels,observed\n" + "".join(f'{n},"{l}",{o}\n' for n, l, o in rows["train"])
+        "image,labels,observed\n"
+        + "".join(f'{n},"{labels}",{o}\n' for n, labels, o in rows["train"])
     )
     (root / "test.csv").write_text(
-        "image,labels\n" + "".join(f"{n},{l}\n" for n, l, _ in rows["test"])
+        "image,labels\n" + "".join(f"{n},{labels}\n" for n, labels, _ in rows["test"])
     )
 
 

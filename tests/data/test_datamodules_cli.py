@@ -62,7 +62,10 @@ def test_fit_then_test(name, tmp_path):
 
 
 def test_test_validate_predict_refuse_the_classes_in_another_order_or_other_classes(tmp_path):
-    """The model's output columns are its classes in its order; data with other ones is refused, not scored."""
+    """The model's output columns are its classes in its order.
+
+    Data with other classes, or the same ones in another order, is refused, not scored.
+    """
     root = copy_fixture("folder", tmp_path)
     args = [
         *config_args("folder", root, tmp_path),

@@ -36,7 +36,7 @@ def big_render() -> tuple[np.ndarray, np.ndarray]:
         f"\nrendered 2000 images in {elapsed:.2f} s; mean positives per image "
         f"{labels.sum(axis=1).mean():.3f}"
     )
-    for name, f in sorted(zip(DEMO_CLASS_NAMES, freq), key=lambda t: -t[1]):
+    for name, f in sorted(zip(DEMO_CLASS_NAMES, freq, strict=True), key=lambda t: -t[1]):
         print(f"  {name:8s} {f:.3f}")
     return images, labels
 

@@ -110,7 +110,7 @@ def test_bad_csv_is_explained(tmp_path, content, message):
 
 def test_missing_csv_is_explained(tmp_path):
     with pytest.raises(FileNotFoundError, match="header 'image,labels"):
-        make(tmp_path).class_names
+        _ = make(tmp_path).class_names
 
 
 def test_setup_reports_the_classes_and_their_counts(info_lines):
@@ -119,7 +119,7 @@ def test_setup_reports_the_classes_and_their_counts(info_lines):
     test_files, test_labels, _ = read_csv(ROOT / "test.csv")
 
     def counts(matrix):
-        return {name: int(n) for name, n in zip(CLASSES, matrix.sum(0))}
+        return {name: int(n) for name, n in zip(CLASSES, matrix.sum(0), strict=True)}
 
     assert info_lines == [
         f"FolderDataModule: {ROOT / 'train.csv'}: {len(train_files)} images "

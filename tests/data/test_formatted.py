@@ -34,10 +34,10 @@ def test_obs_file_is_used_as_given_and_a_mismatch_is_reported(tmp_path):
         data.setup("fit")
     by_path = {
         str(root / "Flickr" / n): row
-        for n, row in zip(np.load(root / "formatted_train_images.npy"), observed)
+        for n, row in zip(np.load(root / "formatted_train_images.npy"), observed, strict=True)
     }
     for dataset in (data.train_dataset, data.val_dataset):
-        for path_, row in zip(dataset.image_paths, dataset.observed):
+        for path_, row in zip(dataset.image_paths, dataset.observed, strict=True):
             np.testing.assert_array_equal(row, by_path[path_])
     assert len(data.train_dataset) + len(data.val_dataset) == 15
 

@@ -68,7 +68,7 @@ def test_seeded_items_do_not_depend_on_workers_and_leave_the_global_state_alone(
         batches[workers] = list(loader)
         if workers == 0:
             assert torch.equal(state, torch.get_rng_state())
-    for a, b in zip(batches[0], batches[2]):
+    for a, b in zip(batches[0], batches[2], strict=True):
         assert torch.equal(a["index"], b["index"]) and torch.equal(a["draw"], b["draw"])
     assert SeededDataset(data)[(3, 7)]["draw"] == SeededDataset(data)[(3, 7)]["draw"]
 

@@ -30,7 +30,8 @@ TINY_DEMO_FLAGS: tuple[str, ...] = (
     "0",
 )
 
-#: Lines of third-party noise that a normal run must not print (issue: the user's first five minutes).
+#: Lines of third-party noise that a normal run must not print (issue: the user's first five
+#: minutes).
 NOISE: tuple[str, ...] = (
     "litlogger",
     "litmodels",
@@ -51,7 +52,10 @@ def installed_spml() -> Path:
 
 
 def user_env() -> dict[str, str]:
-    """The environment of a user whose venv is active: its scripts first on PATH, no test-only paths."""
+    """The environment of a user whose venv is active.
+
+    Its scripts come first on PATH; no test-only paths.
+    """
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SPML_TRACEBACK")}
     env["PATH"] = os.pathsep.join([str(SCRIPTS), env.get("PATH", "")])
     env.setdefault("OMP_NUM_THREADS", "1")
@@ -82,4 +86,7 @@ def link_repo_files(folder: Path, *names: str) -> None:
 
 def describe(result: subprocess.CompletedProcess) -> str:
     """A failed command's exit status and the ends of its output, for assertion messages."""
-    return f"exit {result.returncode}\n--- stdout ---\n{result.stdout[-3000:]}\n--- stderr ---\n{result.stderr[-3000:]}"
+    return (
+        f"exit {result.returncode}\n--- stdout ---\n{result.stdout[-3000:]}\n"
+        f"--- stderr ---\n{result.stderr[-3000:]}"
+    )

@@ -1,4 +1,7 @@
-"""Determinism: seeded runs are bit-identical on CPU; single positives never depend on workers, ranks or epochs."""
+"""Determinism: seeded runs are bit-identical on CPU.
+
+Single positives never depend on workers, ranks or epochs.
+"""
 
 from __future__ import annotations
 
@@ -47,7 +50,7 @@ def epoch_items(loader, epoch: int) -> dict[int, tuple[torch.Tensor, torch.Tenso
     items = {}
     for batch in loader:
         for index, image, observed in zip(
-            batch["index"].tolist(), batch["image"], batch["observed"]
+            batch["index"].tolist(), batch["image"], batch["observed"], strict=True
         ):
             items[index] = (image, observed)
     return items

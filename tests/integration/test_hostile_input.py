@@ -1,4 +1,4 @@
-"""Hostile input, table-driven: every bad config or image file gets a clear error or is read correctly.
+"""Hostile input, table-driven: a bad config or image file gets a clear error or is read correctly.
 
 "Clear" means: our exception type with a message naming the problem (and the
 file), raised from our code or the argument parser -- never a bare traceback
@@ -167,11 +167,15 @@ def test_decompression_bomb_names_the_limit(tmp_path, monkeypatch):
 
 
 def test_unreadable_reason_reports_a_decompression_bomb(tmp_path, monkeypatch):
-    """The check of skip_unreadable gives a reason for a bomb, as for a truncated file, instead of raising."""
+    """The check of skip_unreadable gives a reason for a bomb, as for a truncated file.
+
+    It does not raise.
+    """
     bomb = tmp_path / "bomb.png"
     decompression_bomb(bomb)
     assert re.match(r"DecompressionBombError: .*MAX_IMAGE_PIXELS", unreadable_reason(str(bomb)))
-    # Between the limit and twice it Pillow only warns; where warnings are errors, that is unreadable too.
+    # Between the limit and twice it Pillow only warns; where warnings are errors, that is
+    # unreadable too.
     large = tmp_path / "large.png"
     Image.fromarray(noise()).save(large)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 600)  # 32 x 32 is 1024

@@ -75,8 +75,8 @@ BAD_VALUES = [
     ),
     (
         ["--model.loss", "GRLoss", "--model.loss.init_args.q2", "0"],
-        "spml fit: error: q2 must be a finite number > 0 (exponent of the robust positive loss L2), "
-        "found 0.0.",
+        "spml fit: error: q2 must be a finite number > 0 (exponent of the robust positive loss "
+        "L2), found 0.0.",
     ),
     (
         ["--trainer.max_epochs", "0"],

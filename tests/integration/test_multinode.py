@@ -86,7 +86,10 @@ def readme_command(program: str) -> list[str]:
 
 
 def with_values(argv: list[str], values: dict[str, str]) -> list[str]:
-    """``argv`` with the value following each flag of ``values`` replaced (every flag must be there)."""
+    """``argv`` with the value following each flag of ``values`` replaced.
+
+    Every flag must be there.
+    """
     argv = list(argv)
     for flag, value in values.items():
         assert flag in argv, f"the README command has no {flag}"
@@ -97,7 +100,7 @@ def with_values(argv: list[str], values: dict[str, str]) -> list[str]:
 def without_flags(argv: list[str], flags: set[str]) -> list[str]:
     """``argv`` (flag, value pairs) without the given flags and their values."""
     assert len(argv) % 2 == 0, argv
-    pairs = list(zip(argv[::2], argv[1::2]))
+    pairs = list(zip(argv[::2], argv[1::2], strict=True))
     return [item for flag, value in pairs if flag not in flags for item in (flag, value)]
 
 
@@ -139,7 +142,10 @@ def free_port() -> int:
 
 
 def descendants(pid: int) -> list[int]:
-    """Process ids below ``pid`` (Linux /proc; torchrun starts its workers in their own sessions)."""
+    """Process ids below ``pid`` (Linux /proc).
+
+    torchrun starts its workers in their own sessions.
+    """
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -156,14 +162,16 @@ def descendants(pid: int) -> list[int]:
 
 
 def run_launches(commands: list[list[str]], cwd: Path, timeout: float) -> tuple[list[int], str]:
-    """Run the commands at once, each logging to ``cwd/node<i>.log``; their exit statuses and a report.
+    """Run the commands at once, each logging to ``cwd/node<i>.log``.
+
+    Returns their exit statuses and a report.
 
     Past ``timeout`` (a hung collective) every launcher and every process it
     started is killed; the report then says so. It ends with the tail of each log.
     """
     logs = [cwd / f"node{i}.log" for i in range(len(commands))]
     processes = []
-    for command, log in zip(commands, logs):
+    for command, log in zip(commands, logs, strict=True):
         with log.open("w") as out:
             processes.append(
                 subprocess.Popen(
@@ -193,7 +201,7 @@ def run_launches(commands: list[list[str]], cwd: Path, timeout: float) -> tuple[
         + (f"killed after {timeout:.0f} s" if i in hung else f"exit status {p.returncode}")
         + f", {log}:\n"
         + log.read_text()[-3000:]
-        for i, (p, log) in enumerate(zip(processes, logs))
+        for i, (p, log) in enumerate(zip(processes, logs, strict=True))
     )
     return [p.returncode for p in processes], report
 
@@ -280,7 +288,8 @@ def test_two_machines_with_torchrun_match_one_machine(tmp_path, tiny_demo_root):
     ]:
         assert epochs(records) == reference, name
 
-    # One process: the checkpoint node 0 wrote holds the same loss state and validates to the same mAP.
+    # One process: the checkpoint node 0 wrote holds the same loss state and validates to the
+    # same mAP.
     (last,) = (tmp_path / "nodes").rglob("last.ckpt")
     single = with_values(
         without_flags(machine, {"--ckpt_path"}),

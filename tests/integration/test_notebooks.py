@@ -1,4 +1,4 @@
-"""The notebooks run top to bottom against a tiny demo checkpoint, and are committed without outputs."""
+"""The notebooks run top to bottom on a tiny demo checkpoint and are committed without outputs."""
 
 import os
 

@@ -1,4 +1,7 @@
-"""Numerical safety: a non-finite loss stops training with an explanation; mixed precision stays finite."""
+"""Numerical safety: a non-finite loss stops training with an explanation.
+
+Mixed precision stays finite.
+"""
 
 from __future__ import annotations
 
@@ -120,8 +123,8 @@ def test_bf16_mixed_training_on_cpu_keeps_losses_finite(tmp_path, tiny_demo):
 
 needs_cuda = pytest.mark.skipif(
     not torch.cuda.is_available(),
-    reason="16-mixed trains with a CUDA grad scaler; Lightning has no fp16 autocast + scaler on CPU "
-    "(the CPU checks are bf16-mixed above and the fp16/bf16 loss-level tests)",
+    reason="16-mixed trains with a CUDA grad scaler; Lightning has no fp16 autocast + scaler on "
+    "CPU (the CPU checks are bf16-mixed above and the fp16/bf16 loss-level tests)",
 )
 
 

@@ -1,4 +1,7 @@
-"""Checkpoints written by spml_lightning 0.1.0 still load, test and resume (see legacy/make_legacy_checkpoints.py)."""
+"""Checkpoints written by spml_lightning 0.1.0 still load, test and resume.
+
+See legacy/make_legacy_checkpoints.py.
+"""
 
 from __future__ import annotations
 

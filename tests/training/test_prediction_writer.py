@@ -75,7 +75,7 @@ def test_spml_predict_writes_csv(tiny_run, photos, tmp_path):
     images = [row["image"] for row in rows]
     assert len(images) == 5 and images == sorted(images) and images[-1].endswith("more/img4.png")
     expected = model.predict_images(images)
-    for row, probs in zip(rows, expected):
+    for row, probs in zip(rows, expected, strict=True):
         got = torch.tensor([float(row[name]) for name in names])
         torch.testing.assert_close(got, probs, atol=1e-5, rtol=0)
         assert ((got >= 0) & (got <= 1)).all()
@@ -122,18 +122,21 @@ def test_unreadable_image_is_named_and_can_be_skipped(tiny_run, photos, tmp_path
     broken.write_bytes((photos / "img0.png").read_bytes()[:60])  # a truncated copy
     out = tmp_path / "labels.csv"
     args = predict_args(tiny_run, tmp_path, photos, "--prediction.output_path", str(out))
-    # By default the run stops, before writing anything, naming the file and how to skip it -- in one
-    # line, although the error comes from a loader worker (demo.yaml: num_workers 2).
+    # By default the run stops, before writing anything, naming the file and how to skip it --
+    # in one line, although the error comes from a loader worker (demo.yaml: num_workers 2).
     assert main(args) == 1
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith(f"spml predict: error: Cannot read image {broken} (")
     assert error.endswith(
-        "Or pass skip_unreadable=True (spml: --data.init_args.skip_unreadable true) to predict the other images "
-        "(the unreadable ones are left out of the output)."
+        "Or pass skip_unreadable=True (spml: --data.init_args.skip_unreadable true) to predict the "
+        "other images (the unreadable ones are left out of the output)."
     )
     assert not out.exists()
     # With the flag the others are predicted; the warning names the one left out.
-    warning = rf"(?s)skip_unreadable: dropped 1 of 6 images of {re.escape(str(photos))} .*{re.escape(str(broken))} \("
+    warning = (
+        rf"(?s)skip_unreadable: dropped 1 of 6 images of {re.escape(str(photos))} "
+        rf".*{re.escape(str(broken))} \("
+    )
     with pytest.warns(UserWarning, match=warning):
         run_cli([*args, "--data.init_args.skip_unreadable", "true"])
     with out.open(newline="") as handle:

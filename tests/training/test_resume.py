@@ -1,4 +1,4 @@
-"""Resume after SIGKILL: a real `spml fit` killed mid-epoch ends exactly where an uninterrupted run ends.
+"""Resume after SIGKILL: a real `spml fit` killed mid-epoch ends where an uninterrupted run ends.
 
 Also: a resume with a relative root keeps its top-k, best and last checkpoint;
 a resume with changed arguments applies or refuses each change; checkpoints
@@ -196,7 +196,7 @@ def test_unreadable_checkpoint_is_named_before_torch_sees_it(tmp_path, content):
 
 
 def test_last_checkpoint_follows_every_epoch_even_without_improvement(tmp_path, tiny_demo):
-    """Lightning >= 2.5 refreshes last.ckpt only with a new top-k file; resuming needs every epoch."""
+    """Lightning >= 2.5 refreshes last.ckpt only with a new top-k file; resumes need every epoch."""
     from lightning.pytorch import Callback
 
     from probes import make_trainer, tiny_model
@@ -263,7 +263,10 @@ KILLED_WRITER = textwrap.dedent(
 
 @pytest.mark.parametrize("mode", ["atomic", "direct"])
 def test_kill_during_save(tmp_path, mode):
-    """SIGKILL mid-write: the atomic writer keeps the old file; a direct torch.save (the control) does not."""
+    """SIGKILL mid-write: the atomic writer keeps the old file.
+
+    A direct torch.save (the control) does not.
+    """
     path = tmp_path / "last.ckpt"
     process = subprocess.Popen(
         [sys.executable, "-c", KILLED_WRITER, str(path), mode],
@@ -275,7 +278,7 @@ def test_kill_during_save(tmp_path, mode):
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=60)
     if mode == "direct":
-        with pytest.raises(Exception):
+        with pytest.raises(RuntimeError):  # torch: "failed finding central directory"
             torch.load(path, weights_only=True)
         return
     assert torch.load(path, weights_only=True)["version"] == 1
@@ -318,7 +321,8 @@ def lightning_log(caplog):
     logger.removeHandler(caplog.handler)
 
 
-#: The tiny demo with a backbone a seventh of resnet18's size: its checkpoints are written in a fraction of the time.
+#: The tiny demo with a backbone a seventh of resnet18's size: its checkpoints are written in a
+#: fraction of the time.
 SMALL = [
     "--model.backbone", "mobilenet_v3_small", "--trainer.num_sanity_val_steps", "0",
     "--trainer.enable_model_summary", "false",
@@ -357,7 +361,8 @@ def test_resume_with_a_relative_root_keeps_top_k_best_and_last(
     )  # epoch 2 is worse
     assert resumed.trainer.current_epoch == 3
 
-    # One checkpoint folder, with one last.ckpt (no last-v1.ckpt) and the best epoch's file only (save_top_k 1).
+    # One checkpoint folder, with one last.ckpt (no last-v1.ckpt) and the best epoch's file only
+    # (save_top_k 1).
     (folder,) = {path.parent for path in (tmp_path / "runs").rglob("*.ckpt")}
     assert sorted(path.name for path in folder.iterdir()) == ["best-01.ckpt", "last.ckpt"]
     assert torch.load(folder / "last.ckpt", map_location="cpu", weights_only=False)["epoch"] == 2
@@ -369,7 +374,10 @@ def test_resume_with_a_relative_root_keeps_top_k_best_and_last(
 
 
 def one_epoch_run(tmp_path: Path, tiny_demo_root: Path) -> tuple[list[str], Path]:
-    """The arguments of a 1-epoch tiny demo run (lr 1e-3, lr_mult 1, GR Loss), fitted; and its last.ckpt."""
+    """The arguments of a 1-epoch tiny demo run, fitted, and its last.ckpt.
+
+    The run trains GR Loss with lr 1e-3, lr_mult 1.
+    """
     args = [*demo_args(tmp_path, tiny_demo_root), *SMALL, "--trainer.max_epochs", "1"]
     run_cli(["fit", *args])
     (last,) = (tmp_path / "runs").rglob("last.ckpt")
@@ -382,18 +390,18 @@ def test_resume_with_a_new_learning_rate_trains_with_it(
 ):
     args, last = one_epoch_run(tmp_path, tiny_demo_root)
     resumed = run_cli([
-        "fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last" if form == "last" else str(last),
+        "fit", *args, "--trainer.max_epochs", "2",
+        "--ckpt_path", "last" if form == "last" else str(last),
         "--model.lr", "0.5", "--model.lr_mult", "2",
     ])  # fmt: skip
     assert resumed.trainer.current_epoch == 2
     rates = {group["name"]: group["lr"] for group in resumed.trainer.optimizers[0].param_groups}
     assert rates == {"backbone": 0.5, "head": 1.0}
+    # Logged in the resumed epoch.
+    assert resumed.trainer.callback_metrics["lr/backbone"].item() == 0.5
     assert (
-        resumed.trainer.callback_metrics["lr/backbone"].item() == 0.5
-    )  # logged in the resumed epoch
-    assert (
-        "Resumed with lr 0.5 (the checkpoint trained with 0.001), lr_mult 2.0 (the checkpoint trained with 1.0)."
-        in lightning_log.text
+        "Resumed with lr 0.5 (the checkpoint trained with 0.001), "
+        "lr_mult 2.0 (the checkpoint trained with 1.0)." in lightning_log.text
     )
     assert (
         yaml.safe_load((Path(resumed.trainer.log_dir) / "config.yaml").read_text())["model"]["lr"]
@@ -475,7 +483,7 @@ def test_concurrent_fits_in_one_root_get_a_version_folder_each(tmp_path, tiny_de
         )
         for log in logs
     ]
-    for process, log in zip(processes, logs):
+    for process, log in zip(processes, logs, strict=True):
         assert process.wait(timeout=300) == 0, log.read_text()[-3000:]
     versions = tmp_path / "runs" / "lightning_logs"
     assert sorted(p.name for p in versions.iterdir()) == ["version_0", "version_1", "version_2"]
@@ -484,8 +492,12 @@ def test_concurrent_fits_in_one_root_get_a_version_folder_each(tmp_path, tiny_de
             "best-00.ckpt",
             "last.ckpt",
         ]
-    said = sorted(line.split("Logging to ")[1] for log in logs for line in log.read_text().splitlines()
-                  if "Logging to " in line)  # fmt: skip
+    said = sorted(
+        line.split("Logging to ")[1]
+        for log in logs
+        for line in log.read_text().splitlines()
+        if "Logging to " in line
+    )
     assert said == [str(versions / f"version_{i}") for i in range(3)]
 
 

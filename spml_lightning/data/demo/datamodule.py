@@ -57,9 +57,11 @@ class DemoDataModule(FormattedDataModule):
         self.seed = seed
 
     def prepare_data(self) -> None:
+        """Render the demo images and labels into the root unless they are there."""
         write_demo_dataset(self.root, self.num_train, self.num_test, self.render_size, self.seed)
 
     def setup(self, stage: str | None = None) -> None:
+        """Make sure the demo set exists (as prepare_data), then build the datasets."""
         # prepare_data runs on one process per node only; generating here too is
         # cheap when the set exists and keeps setup() usable on its own.
         self.prepare_data()

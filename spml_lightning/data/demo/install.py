@@ -142,7 +142,7 @@ def _write_set(tmp: Path, manifest: Mapping[str, Any]) -> None:
         )
         (tmp / "images" / folder).mkdir(parents=True)
         names = _image_names(n)
-        for name, image in zip(names, images):
+        for name, image in zip(names, images, strict=True):
             # Low zlib effort: the files are small either way and this halves the write time.
             Image.fromarray(image).save(tmp / "images" / folder / name, compress_level=1)
         paths = np.array([f"{folder}/{name}" for name in names])
