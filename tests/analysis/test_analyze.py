@@ -50,7 +50,8 @@ def test_load_run_refuses_data_whose_classes_are_in_another_order(tiny_run, tiny
         load_run(REPO_ROOT / "configs" / "demo.yaml", "best", overrides)
     # The same classes in the checkpoint's order are accepted.
     overrides[-1] = json.dumps(names)
-    assert load_run(REPO_ROOT / "configs" / "demo.yaml", "best", overrides).model.class_names == names
+    loaded = load_run(REPO_ROOT / "configs" / "demo.yaml", "best", overrides)
+    assert loaded.model.class_names == names
 
 
 def test_loaded_loss_is_at_the_checkpoint_epoch(tiny_run):

@@ -57,7 +57,7 @@ def test_fit_then_test_then_predict_exit_0_in_a_shell(tmp_path, tiny_demo_root):
     assert "test/mAP" in output  # the test step ran after fit, and printed its table
     for noise in NOISE:
         assert noise not in output, f"{noise!r} printed:\n{output[-3000:]}"
-    # The filters are narrow: a real warning about this run (2 batches, logging every 10) still shows.
+    # The filters are narrow: a real warning about this run (2 batches, logging every 10) shows.
     assert "is smaller than the logging interval" in output
     version = tmp_path / "runs" / "lightning_logs" / "version_0"
     assert list(version.glob("events.out.tfevents.*")), "fit wrote no TensorBoard events"
