@@ -8,7 +8,6 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data.distributed import DistributedSampler
@@ -305,25 +304,7 @@ class SPMLModule(LightningModule):
             check_class_names(hparams.get("class_names"), self.hparams.class_names, source)
             return
         plan = resume_plan(hparams, self.hparams)
-        if plan.refused:
-            raise ValueError(
-                f"Cannot resume from {source} with other settings than it was trained with: "
-                f"{'; '.join(plan.refused)}. A resumed fit continues that training, whose "
-                "weights, optimizer state and loss state belong to its network, classes and loss. "
-                "Resume with the checkpoint's settings, or train with the new ones in a new run "
-                "(without --ckpt_path)."
-            )
-        for name, (old, new) in plan.no_effect.items():
-            rank_zero_warn(
-                f"{name}={new!r} has no effect on a resumed fit: its weights are those of {source} "
-                f"(which started from {name}={old!r})."
-            )
-        if plan.applied:
-            changes = ", ".join(
-                f"{name} {new!r} (the checkpoint trained with {old!r})"
-                for name, (old, new) in plan.applied.items()
-            )
-            rank_zero_info(f"Resumed with {changes}.")
+        plan.enforce(source)
         self._resume_changes = plan.applied
 
     def on_train_start(self) -> None:

@@ -25,6 +25,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
 __all__ = [
     "NO_EFFECT",
     "REFUSED",
@@ -107,6 +109,35 @@ class ResumePlan:
     applied: dict[str, tuple[Any, Any]]
     no_effect: dict[str, tuple[Any, Any]]
     refused: list[str]
+
+    def enforce(self, source: str) -> None:
+        """Refuse the resume if anything is refused; else say what changes and what does nothing.
+
+        Args:
+            source: the checkpoint, as the messages name it.
+
+        Raises:
+            ValueError: naming every refused change and what to do instead.
+        """
+        if self.refused:
+            raise ValueError(
+                f"Cannot resume from {source} with other settings than it was trained with: "
+                f"{'; '.join(self.refused)}. A resumed fit continues that training, whose "
+                "weights, optimizer state and loss state belong to its network, classes and loss. "
+                "Resume with the checkpoint's settings, or train with the new ones in a new run "
+                "(without --ckpt_path)."
+            )
+        for name, (old, new) in self.no_effect.items():
+            rank_zero_warn(
+                f"{name}={new!r} has no effect on a resumed fit: its weights are those of {source} "
+                f"(which started from {name}={old!r})."
+            )
+        if self.applied:
+            changes = ", ".join(
+                f"{name} {new!r} (the checkpoint trained with {old!r})"
+                for name, (old, new) in self.applied.items()
+            )
+            rank_zero_info(f"Resumed with {changes}.")
 
 
 def _loss_difference(checkpoint: Mapping[str, Any], new: Mapping[str, Any]) -> str:
