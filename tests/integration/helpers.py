@@ -7,28 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO_ROOT, TINY_DEMO
+from conftest import REPO_ROOT
 
 #: The scripts pip installed beside the interpreter that runs the tests (the user's venv).
 SCRIPTS = Path(sys.executable).parent
 
-#: Size flags that shrink configs/demo.yaml to seconds on a CPU; nothing else of a command changes.
-TINY_DEMO_FLAGS: tuple[str, ...] = (
-    "--trainer.max_epochs",
-    "2",
-    "--trainer.limit_train_batches",
-    "2",
-    "--data.init_args.num_train",
-    str(TINY_DEMO["num_train"]),
-    "--data.init_args.num_test",
-    str(TINY_DEMO["num_test"]),
-    "--data.init_args.render_size",
-    str(TINY_DEMO["render_size"]),
-    "--data.init_args.image_size",
-    "32",
-    "--data.init_args.num_workers",
-    "0",
-)
 
 #: Lines of third-party noise that a normal run must not print (issue: the user's first five
 #: minutes).

@@ -16,12 +16,12 @@ from spml_lightning.cli import main
 from conftest import REPO_ROOT
 from integration.helpers import (
     NOISE,
-    TINY_DEMO_FLAGS,
     describe,
     installed_spml,
     run,
     user_env,
 )
+from probes import TINY_DEMO_FLAGS
 
 DEMO = str(REPO_ROOT / "configs" / "demo.yaml")
 

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO_ROOT, TINY_DEMO
+from conftest import REPO_ROOT
 from integration.helpers import (
     NOISE,
-    TINY_DEMO_FLAGS,
     describe,
     installed_spml,
     link_repo_files,
     run,
 )
+from probes import TINY_DEMO, TINY_DEMO_FLAGS
 
 README = (REPO_ROOT / "README.md").read_text()
 
