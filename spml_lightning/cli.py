@@ -19,6 +19,7 @@ with the classes and preprocessing of the checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import warnings
@@ -31,6 +32,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
+from spml_lightning.backbones import initial_weights_skipped
 from spml_lightning.console import RunProgress, UsageError, run_command
 from spml_lightning.data.base import SPMLDataModule
 from spml_lightning.data.predict_folder import ImageFolderDataModule
@@ -132,6 +134,17 @@ class SPMLCLI(LightningCLI):
                     ">= 1 (the loss schedule spans them); pass e.g. --trainer.max_epochs 8."
                 )
         self._fill_predict_facts()
+
+    def instantiate_classes(self) -> None:
+        """LightningCLI's; with a checkpoint to validate, test or predict, no initial weights.
+
+        The checkpoint's weights replace the backbone's initial ones, so these are
+        not loaded (nothing is downloaded, no weights file is read).
+        """
+        config = self.config.get(self.subcommand) if self.subcommand != "fit" else None
+        restoring = config is not None and config.get("ckpt_path") is not None
+        with initial_weights_skipped() if restoring else contextlib.nullcontext():
+            super().instantiate_classes()
 
     def _fill_predict_facts(self) -> None:
         # `spml predict` on unlabelled images: the classes and preprocessing are

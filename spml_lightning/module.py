@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.model_helpers import _restricted_classmethod
 from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data.distributed import DistributedSampler
 
-from spml_lightning.backbones import build_backbone
+from spml_lightning.backbones import (
+    backbone_config,
+    backbone_preprocessing,
+    build_backbone,
+    check_input_size,
+    initial_weights_skipped,
+    pooled_features,
+)
 from spml_lightning.inference import (
     ImageInput,
     evaluation_transform,
@@ -31,18 +40,29 @@ from spml_lightning.training.finite_loss import FiniteLossGuard
 class SPMLModule(LightningModule):
     """Image classifier trained from single positive labels.
 
-    A torchvision backbone with its classifier removed, a linear head, and an
-    SPML loss (GR Loss by default). The loss sees logits (cast to fp32) and
-    the observed labels only; full labels are used for evaluation (exact macro
-    mAP x 100, logged as ``val/mAP`` and ``test/mAP``) -- except by a loss that
-    declares ``trains_on_targets`` (the full-label upper bound).
+    A backbone (a torchvision or timm model without its classifier, or any
+    ``nn.Module``; README "Backbones"), a linear head, and an SPML loss (GR
+    Loss by default). The loss sees logits (cast to fp32) and the observed
+    labels only; full labels are used for evaluation (exact macro mAP x 100,
+    logged as ``val/mAP`` and ``test/mAP``) -- except by a loss that declares
+    ``trains_on_targets`` (the full-label upper bound).
 
     Args:
         num_classes: number of labels (linked from the datamodule by the CLI).
         class_names: label names, stored in the checkpoint for prediction.
-        backbone: torchvision model name (``resnet50``, ``resnet18``, ``convnext_tiny``, ...).
-        weights: torchvision weights name (``IMAGENET1K_V1``: the weights behind
-            the published numbers), a local state-dict file, or ``none``.
+        backbone: a torchvision model name (``resnet50``, ``resnet18``, ``convnext_tiny``,
+            ...), a timm model as ``timm/<name>`` or ``timm:<name>`` (``pip install
+            "spml_lightning[timm]"``), an ``nn.Module`` mapping images to (B, D) features
+            or a (B, D, H, W) map (averaged over H and W), or such a module's config
+            ``{"class_path": ..., "init_args": {...}}``. A module is recorded in the
+            checkpoint as its class path and the constructor arguments found on it
+            (``spml_lightning.backbones.backbone_config``), never pickled.
+        weights: ``pretrained`` -- the weights the backbone comes with (torchvision:
+            ``IMAGENET1K_V1``, the weights behind the published numbers; timm: its
+            default pretrained weights from the Hugging Face hub; a module: its own);
+            ``none`` (random initialisation; a module as given); a torchvision
+            weights name (``IMAGENET1K_V2``, ``DEFAULT``); or a local state-dict file.
+            Not used by ``load_from_checkpoint``, whose weights are the checkpoint's.
         loss: the SPML loss: a loss module, or its registry name (``"AN"``,
             ``"EM+APL"``, ... see ``spml_lightning.losses.LOSSES``) for that loss
             with its default settings; default ``GRLoss()`` with the reference settings.
@@ -60,16 +80,19 @@ class SPMLModule(LightningModule):
         image_size: side of the square input images; with ``mean``/``std``
             taken from the datamodule at fit time when not given, and stored in
             the checkpoint so that ``predict_images`` works without a datamodule.
-        mean: per-channel normalisation mean.
-        std: per-channel normalisation standard deviation.
+            Before that, a backbone's own (a timm model's ``pretrained_cfg``) applies.
+        mean: per-channel normalisation mean. When given, an ``SPMLDataModule``
+            without a ``mean`` of its own normalises with it; when not, with the
+            backbone's own (a timm model's ``pretrained_cfg``), else ImageNet's.
+        std: per-channel normalisation standard deviation (as ``mean``).
     """
 
     def __init__(
         self,
         num_classes: int,
         class_names: list[str] | None = None,
-        backbone: str = "resnet50",
-        weights: str | None = "IMAGENET1K_V1",
+        backbone: str | nn.Module | dict[str, Any] = "resnet50",
+        weights: str | None = "pretrained",
         loss: SPMLLoss | str | None = None,
         lr: float = 1e-5,
         lr_mult: float = 10.0,
@@ -101,8 +124,18 @@ class SPMLModule(LightningModule):
                 f"loss must be an SPML loss module (e.g. spml_lightning.losses.GRLoss), got "
                 f"{type(loss).__name__}."
             )
+        backbone_module, feature_dim = build_backbone(backbone, weights, image_size)
+        self._backbone_preprocessing = backbone_preprocessing(backbone_module)
+        check_input_size(self._backbone_preprocessing, image_size, _backbone_name(backbone))
+        # save_hyperparameters reads the arguments from this frame: a module is recorded
+        # as its config (a pickled module would not load with weights_only, and
+        # Lightning warns about it). Under LightningCLI the config as given is recorded.
+        if isinstance(backbone, nn.Module):
+            backbone = backbone_config(backbone)
+        elif isinstance(backbone, Mapping):
+            backbone = copy.deepcopy(dict(backbone))
         self.save_hyperparameters(ignore=["loss"])
-        self.backbone, feature_dim = build_backbone(backbone, weights)
+        self.backbone = backbone_module
         self.head = nn.Linear(feature_dim, num_classes)
         self.loss = loss if loss is not None else GRLoss()
         if isinstance(self.loss, SPMLLoss):
@@ -134,7 +167,8 @@ class SPMLModule(LightningModule):
         """Images (B, 3, H, W) -> logits (B, C)."""
         if self.hparams.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        return self.head(self.backbone(images))
+        features = pooled_features(self.backbone(images), self.head.in_features)
+        return self.head(features)
 
     @property
     def class_names(self) -> list[str]:
@@ -171,9 +205,15 @@ class SPMLModule(LightningModule):
                 check_class_names(
                     self.hparams.class_names, datamodule.class_names, "hparams.class_names"
                 )
-        for key, value in getattr(datamodule, "preprocessing", {}).items():
+        preprocessing = getattr(datamodule, "preprocessing", {})
+        for key, value in preprocessing.items():
             if self.hparams.get(key) is None:
                 self.hparams[key] = value
+        check_input_size(
+            self._backbone_preprocessing,
+            preprocessing.get("image_size"),
+            _backbone_name(self.hparams.backbone),
+        )
         train_dataset = getattr(datamodule, "train_dataset", None)
         if stage == "fit" and isinstance(self.loss, SPMLLoss) and train_dataset is not None:
             # Before the optimizer is built and a checkpoint restored: per-sample
@@ -275,11 +315,31 @@ class SPMLModule(LightningModule):
         if self.loss_schedule is not None:
             checkpoint["loss_schedule"] = dict(self.loss_schedule)
 
+    @_restricted_classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:
+        """Lightning's ``load_from_checkpoint``, without the backbone's initial weights.
+
+        The checkpoint's weights replace them, so nothing is downloaded and no
+        weights file is read: a run that started from pretrained weights reloads
+        offline. A backbone given as a module whose constructor arguments were
+        not all recorded is passed again: ``load_from_checkpoint(path,
+        backbone=MyNet(...))`` (README, "Backbones").
+        """
+        with initial_weights_skipped():
+            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Refuse a checkpoint that does not fit the run; restore its loss schedule."""
         # A trainer restores it: a resumed fit, or test/validate/predict.
         if self._trainer is not None:
             self._check_checkpoint_fits(checkpoint.get("hyper_parameters", {}))
+        # A config recorded from the command line is exact; a module rebuilt from it and
+        # recorded again from its attributes may be less so: keep the checkpoint's.
+        stored = checkpoint.get("hyper_parameters", {}).get("backbone")
+        current = self.hparams.get("backbone")
+        if isinstance(stored, Mapping) and isinstance(current, Mapping):
+            if stored.get("class_path") == current.get("class_path"):
+                self.hparams["backbone"] = copy.deepcopy(dict(stored))
         schedule = checkpoint.get("loss_schedule")
         if schedule is not None:
             self.loss_schedule = dict(schedule)
@@ -440,9 +500,28 @@ class SPMLModule(LightningModule):
             self.log(f"test/AP/{name}", value * 100.0, sync_dist=True)
 
     # -- inference without a datamodule ------------------------------------------
+    @property
+    def normalization(self) -> dict[str, list[float] | None]:
+        """The ``mean`` and ``std`` this model asks its data to be normalised with (None: any).
+
+        Its ``mean``/``std`` hyper-parameters when set (given, or read from a checkpoint),
+        else its backbone's own (a timm model's ``pretrained_cfg``). An ``SPMLDataModule``
+        given no ``mean``/``std`` of its own normalises with these (ImageNet's when None).
+        """
+        return {
+            key: self.hparams.get(key) or self._backbone_preprocessing.get(key)
+            for key in ("mean", "std")
+        }
+
     def inference_transform(self) -> Callable[[Image.Image], Tensor]:
-        """The evaluation transform with the preprocessing this model was trained with."""
-        return evaluation_transform(self.hparams.image_size, self.hparams.mean, self.hparams.std)
+        """The evaluation transform with the preprocessing this model was trained with.
+
+        Before it was fitted: the one its backbone brings (a timm model's
+        ``pretrained_cfg``), where the hyper-parameters give none.
+        """
+        image_size = self.hparams.image_size or self._backbone_preprocessing.get("image_size")
+        normalization = self.normalization
+        return evaluation_transform(image_size, normalization["mean"], normalization["std"])
 
     def predict_images(self, images: Sequence[ImageInput], batch_size: int = 32) -> Tensor:
         """Label probabilities (N, C) for PIL images, (C, H, W) tensors or image paths.
@@ -453,3 +532,10 @@ class SPMLModule(LightningModule):
         return predict_images(
             self, images, self.inference_transform(), self.hparams.num_classes, batch_size
         )
+
+
+def _backbone_name(backbone: Any) -> str:
+    """How messages name a backbone hyper-parameter (a name, or a config's class path)."""
+    if isinstance(backbone, Mapping):
+        return str(backbone.get("class_path", backbone))
+    return repr(backbone) if isinstance(backbone, str) else type(backbone).__name__

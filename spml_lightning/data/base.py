@@ -163,8 +163,11 @@ class SPMLDataModule(LightningDataModule, ABC):
         val_labels: validate (and select models) on the ``full`` labels of the
             validation images, or on their ``observed`` labels only.
         train_augment: random horizontal flip on training images.
-        mean: per-channel normalisation mean.
-        std: per-channel normalisation standard deviation.
+        mean: per-channel normalisation mean; default (None) the model's: in a
+            trainer, the ``normalization`` the LightningModule asks for (SPMLModule:
+            its ``mean``, else its backbone's own, e.g. a timm model's
+            ``pretrained_cfg``), else ImageNet's. Resolved in the first ``setup``.
+        std: per-channel normalisation standard deviation (as ``mean``).
         pin_memory: pin batches in page-locked memory (faster host-to-GPU copies).
         persistent_workers: keep loader workers alive between epochs.
         skip_unreadable: drop images that are missing or cannot be decoded (all
@@ -192,8 +195,8 @@ class SPMLDataModule(LightningDataModule, ABC):
         num_neg: int = 0,
         val_labels: Literal["full", "observed"] = "full",
         train_augment: bool = True,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
         pin_memory: bool = True,
         persistent_workers: bool = False,
         skip_unreadable: bool = False,
@@ -215,8 +218,10 @@ class SPMLDataModule(LightningDataModule, ABC):
             raise ValueError(f"val_labels must be 'full' or 'observed', got {val_labels!r}.")
         if decode_on not in ("workers", "device"):
             raise ValueError(f"decode_on must be 'workers' or 'device', got {decode_on!r}.")
-        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-            raise ValueError(f"mean and std need 3 values each, std > 0; got {mean}, {std}.")
+        self._given_normalization = {"mean": mean, "std": std}
+        self._check_normalization(
+            IMAGENET_MEAN if mean is None else mean, IMAGENET_STD if std is None else std
+        )
         self.root = Path(root).expanduser()
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -228,8 +233,8 @@ class SPMLDataModule(LightningDataModule, ABC):
         self.num_neg = num_neg
         self.val_labels = val_labels
         self.train_augment = train_augment
-        self.mean = tuple(float(m) for m in mean)
-        self.std = tuple(float(s) for s in std)
+        self.mean = tuple(float(m) for m in (IMAGENET_MEAN if mean is None else mean))
+        self.std = tuple(float(s) for s in (IMAGENET_STD if std is None else std))
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
         self.skip_unreadable = skip_unreadable
@@ -278,6 +283,24 @@ class SPMLDataModule(LightningDataModule, ABC):
     def preprocessing(self) -> dict:
         """What a model needs to preprocess raw images as this datamodule does."""
         return {"image_size": self.image_size, "mean": list(self.mean), "std": list(self.std)}
+
+    @staticmethod
+    def _check_normalization(mean: Sequence[float], std: Sequence[float]) -> None:
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"mean and std need 3 values each, std > 0; got {mean}, {std}.")
+
+    def _resolve_normalization(self) -> None:
+        """Set ``mean``/``std``: the given ones, else the model's (class doc), else ImageNet's."""
+        trainer = self.trainer
+        model = trainer.lightning_module if trainer is not None else None
+        wanted = getattr(model, "normalization", None) or {}
+        resolved = {}
+        for key, default in (("mean", IMAGENET_MEAN), ("std", IMAGENET_STD)):
+            given = self._given_normalization[key]
+            resolved[key] = next((v for v in (given, wanted.get(key)) if v is not None), default)
+        self._check_normalization(resolved["mean"], resolved["std"])
+        self.mean = tuple(float(m) for m in resolved["mean"])
+        self.std = tuple(float(s) for s in resolved["std"])
 
     def _checked_phase(self, phase: Phase) -> PhaseData:
         data = self.load_phase(phase)
@@ -411,6 +434,9 @@ class SPMLDataModule(LightningDataModule, ABC):
 
     def setup(self, stage: str | None = None) -> None:
         """Build the stage's datasets: train/val from the train phase, test from the test phase."""
+        if self.train_dataset is None and self.test_dataset is None:
+            # Once: every dataset of this datamodule normalises alike.
+            self._resolve_normalization()
         if stage in (None, "fit", "validate") and self.train_dataset is None:
             data = self._checked_phase("train")
             labels = np.asarray(data.labels)
