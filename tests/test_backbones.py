@@ -72,7 +72,7 @@ def test_download_failure_says_how_to_proceed(monkeypatch):
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(backbones.models, "get_model", offline)
+    monkeypatch.setattr(backbones.torchvision_models.models, "get_model", offline)
     with pytest.raises(RuntimeError, match="--model.weights none"):
         build_backbone("resnet50", "IMAGENET1K_V1")
 
@@ -87,7 +87,7 @@ def test_pretrained_is_imagenet1k_v1_for_torchvision(monkeypatch):
         asked.append(weights)
         return models.resnet18(weights=None)
 
-    monkeypatch.setattr(backbones.models, "get_model", get_model)
+    monkeypatch.setattr(backbones.torchvision_models.models, "get_model", get_model)
     build_backbone("resnet50", "pretrained")
     build_backbone("resnet50", "DEFAULT")
     assert [w.name for w in asked] == ["IMAGENET1K_V1", "IMAGENET1K_V2"]
@@ -308,7 +308,7 @@ class Recorded(nn.Module):
 
 def test_backbone_config_records_the_arguments_kept_as_attributes():
     assert backbone_config(SimpleConvNet([4, 8])) == {
-        "class_path": "spml_lightning.backbones.SimpleConvNet",
+        "class_path": "spml_lightning.backbones.simple.SimpleConvNet",
         "init_args": {"widths": [4, 8]},
     }
     assert backbone_config(Recorded(5)) == {
@@ -357,7 +357,7 @@ def test_initial_weights_are_skipped_when_a_checkpoint_replaces_them(monkeypatch
         assert weights is None, "tried to load pretrained weights"
         return models.resnet18(weights=None)
 
-    monkeypatch.setattr(backbones.models, "get_model", no_download)
+    monkeypatch.setattr(backbones.torchvision_models.models, "get_model", no_download)
     with initial_weights_skipped():
         build_backbone("resnet18", "IMAGENET1K_V1")
         build_backbone("resnet18", str(tmp_path / "moved_away.pth"))  # not read

@@ -91,8 +91,9 @@ def test_io_imports_nothing_from_the_package() -> None:
 
 
 def test_the_layers_import_one_way() -> None:
-    """data and losses below everything, neither importing the other; losses without Lightning;
-    analysis above the model but beside the CLI, never importing it."""
+    """data and losses below everything, neither importing the other; losses and backbones
+    without Lightning and beside each other; analysis above the model but beside the CLI,
+    never importing it."""
 
     def named(prefix: str, forbidden: tuple[str, ...]) -> dict[str, set[str]]:
         return {
@@ -102,6 +103,7 @@ def test_the_layers_import_one_way() -> None:
 
     offending = {
         **named(f"{PACKAGE}.losses", (f"{PACKAGE}.data", f"{PACKAGE}.module", "lightning")),
+        **named(f"{PACKAGE}.backbones", (f"{PACKAGE}.data", f"{PACKAGE}.losses", "lightning")),
         **named(f"{PACKAGE}.data.protocol", ("lightning", "torch")),
         **named(f"{PACKAGE}.analysis", (f"{PACKAGE}.cli",)),
     }
