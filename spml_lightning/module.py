@@ -22,6 +22,7 @@ from spml_lightning.backbones import (
     initial_weights_skipped,
     pooled_features,
 )
+from spml_lightning.backbones.modules import same_class
 from spml_lightning.inference import (
     ImageInput,
     evaluation_transform,
@@ -338,7 +339,7 @@ class SPMLModule(LightningModule):
         stored = checkpoint.get("hyper_parameters", {}).get("backbone")
         current = self.hparams.get("backbone")
         if isinstance(stored, Mapping) and isinstance(current, Mapping):
-            if stored.get("class_path") == current.get("class_path"):
+            if same_class(stored.get("class_path"), current.get("class_path")):
                 self.hparams["backbone"] = copy.deepcopy(dict(stored))
         schedule = checkpoint.get("loss_schedule")
         if schedule is not None:

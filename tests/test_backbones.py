@@ -364,3 +364,13 @@ def test_initial_weights_are_skipped_when_a_checkpoint_replaces_them(monkeypatch
         build_backbone("timm/test_convnext", "pretrained")  # not downloaded
     with pytest.raises(RuntimeError, match="tried to load"):
         build_backbone("resnet18", "IMAGENET1K_V1")
+
+
+def test_same_class_sees_through_re_exports():
+    from spml_lightning.backbones.modules import same_class
+
+    public, defining = "spml_lightning.backbones.SimpleConvNet", SimpleConvNet.__module__
+    assert defining == "spml_lightning.backbones.simple"
+    assert same_class(public, f"{defining}.SimpleConvNet")
+    assert not same_class(public, "torch.nn.Identity")
+    assert not same_class("no_such_package.Net", "no_such_package.Net2")

@@ -27,6 +27,16 @@ def import_class(class_path: str) -> type:
     raise ImportError(f"cannot import {class_path!r}")
 
 
+def same_class(first: Any, second: Any) -> bool:
+    """Whether two class paths name one class (``pkg.Class`` re-exported from ``pkg.mod.Class``)."""
+    if first == second:
+        return True
+    try:
+        return isinstance(first, str) and import_class(first) is import_class(str(second))
+    except ImportError:
+        return False
+
+
 def module_from_config(config: Mapping[str, Any], weights_hint: str) -> nn.Module:
     """Instantiate ``{"class_path", "init_args"}`` (a config's, or a checkpoint's record)."""
     class_path = config.get("class_path")
