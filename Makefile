@@ -18,11 +18,13 @@ lint:
 	$(PYTHON) -m ruff format --check .
 	$(PYTHON) -m mypy
 
-# The lint checks and the test suite (slow tests excluded; see test-slow).
+# The lint checks and the test suite (slow tests excluded; see test-slow), one pytest-xdist
+# worker per core up to 4: most tests wait on one thread (a subprocess importing torch and
+# Lightning), so two workers keep a 2-core machine busy.
 test:
 	$(PYTHON) -m pip install -q -e ".[test]"
 	$(MAKE) lint PYTHON="$(PYTHON)"
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -n auto --maxprocesses 4
 
 # The suite at the dependency floors of pyproject.toml, in a fresh venv (downloads old releases).
 test-min:
@@ -36,7 +38,7 @@ test-slow:
 # Only the long-run soak: 30 epochs of the demo, host RSS flat, checkpoint disk use bounded.
 soak:
 	$(PYTHON) -m pip install -q -e ".[test]"
-	$(PYTHON) -m pytest -q -m slow tests/test_soak.py
+	$(PYTHON) -m pytest -q -m slow tests/integration/test_soak.py
 
 # full / AN / GR on the demo data, 3 seeds each (bench/compare_losses.py runs every loss).
 bench-demo: install

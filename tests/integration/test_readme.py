@@ -78,10 +78,11 @@ def test_quickstart_demo_one_liner_runs_and_exits_0(tmp_path):
 
 def test_quickstart_test_one_liner_is_what_make_test_runs():
     test_line = next(line for line in quickstart_one_liners() if "pytest" in line)
-    assert test_line == 'pip install -e ".[test]" && python -m pytest -q'
+    assert test_line == 'pip install -e ".[test]" && python -m pytest -q -n auto --maxprocesses 4'
     makefile = (REPO_ROOT / "Makefile").read_text()
     recipe = re.search(r"^test:\n((?:\t.*\n)+)", makefile, re.M).group(1)
-    assert '-m pip install -q -e ".[test]"' in recipe and "-m pytest -q" in recipe, recipe
+    assert '-m pip install -q -e ".[test]"' in recipe, recipe
+    assert test_line.split("&& python")[1] in recipe, recipe  # the same pytest flags
     assert "test" in pyproject_extras()
     assert "make test" in (REPO_ROOT / ".ci" / "run").read_text()
 
