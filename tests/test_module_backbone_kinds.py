@@ -8,6 +8,7 @@ timm backbone; a module is recorded in the checkpoint by the rule of
 
 from __future__ import annotations
 
+import csv
 import os
 import socket
 import warnings
@@ -482,3 +483,36 @@ def test_test_and_predict_with_a_checkpoint_skip_the_initial_weights(tmp_path, t
     assert 0 <= test.trainer.callback_metrics["test/mAP"].item() <= 100
     with pytest.raises(FileNotFoundError, match="start.pth does not exist"):
         run_cli(["fit", *args, "--model.weights", str(weights)])  # a new run does need them
+
+
+@pytest.mark.parametrize("kind", ["timm", "module"])
+def test_spml_predict_and_the_report_work_with_every_kind(kind, tmp_path, tiny_demo_root):
+    from spml_lightning.analysis.report import main as report
+
+    args = [*demo_args(tmp_path, tiny_demo_root), *KIND_FLAGS[kind], "--model.weights", "none"]
+    fit = run_cli(["fit", *args])
+    best = Path(fit.trainer.checkpoint_callback.best_model_path)
+    images = sorted((tiny_demo_root / "images" / "test").iterdir())[:3]
+    out = tmp_path / "labels.csv"
+    predict = [
+        "predict",
+        *args,
+        "--ckpt_path", str(best),
+        "--data", "spml_lightning.data.ImageFolderDataModule",
+        "--data.init_args.root", str(images[0].parent),
+        "--prediction.output_path", str(out),
+    ]  # fmt: skip
+    run_cli(predict)
+    with out.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    loaded = SPMLModule.load_from_checkpoint(best)
+    assert len(rows) == TINY_DEMO["num_test"]
+    by_image = {row["image"]: row for row in rows}
+    expected = loaded.predict_images([str(p) for p in images])
+    for path, probabilities in zip(images, expected, strict=True):
+        got = torch.tensor([float(by_image[str(path)][name]) for name in loaded.class_names])
+        torch.testing.assert_close(got, probabilities, atol=1e-5, rtol=0)
+
+    report_dir = report([*args, "--ckpt_path", str(best), "--output_dir", str(tmp_path / "r")])
+    with (report_dir / "per_class.csv").open(newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == 14
