@@ -34,7 +34,11 @@ from spml_lightning.losses import GRLoss, SPMLLoss, get_loss_class, loss_from_co
 from spml_lightning.losses.distributed import all_gather_rows
 from spml_lightning.losses.distributed import first_occurrences as _first_occurrences
 from spml_lightning.metrics import average_precision_per_class
-from spml_lightning.training.compatibility import check_class_names, resume_plan
+from spml_lightning.training.compatibility import (
+    check_class_names,
+    check_preprocessing,
+    resume_plan,
+)
 from spml_lightning.training.finite_loss import FiniteLossGuard
 
 
@@ -363,6 +367,8 @@ class SPMLModule(LightningModule):
             if self.hparams.class_names is None:  # no names from the data: the checkpoint's hold
                 self.hparams.class_names = hparams.get("class_names")
             check_class_names(hparams.get("class_names"), self.hparams.class_names, source)
+            datamodule = getattr(self.trainer, "datamodule", None)
+            check_preprocessing(hparams, getattr(datamodule, "preprocessing", {}), source)
             return
         plan = resume_plan(hparams, self.hparams)
         plan.enforce(source)
@@ -514,15 +520,19 @@ class SPMLModule(LightningModule):
             for key in ("mean", "std")
         }
 
-    def inference_transform(self) -> Callable[[Image.Image], Tensor]:
-        """The evaluation transform with the preprocessing this model was trained with.
+    @property
+    def preprocessing(self) -> dict[str, int | list[float] | None]:
+        """``image_size``, ``mean``, ``std`` this model reads images with (None: not known yet).
 
-        Before it was fitted: the one its backbone brings (a timm model's
-        ``pretrained_cfg``), where the hyper-parameters give none.
+        Its hyper-parameters (those it was trained with, recorded in its checkpoint);
+        before it was fitted, the ones its backbone brings (a timm model's ``pretrained_cfg``).
         """
         image_size = self.hparams.image_size or self._backbone_preprocessing.get("image_size")
-        normalization = self.normalization
-        return evaluation_transform(image_size, normalization["mean"], normalization["std"])
+        return {"image_size": image_size, **self.normalization}
+
+    def inference_transform(self) -> Callable[[Image.Image], Tensor]:
+        """The evaluation transform with the preprocessing this model was trained with."""
+        return evaluation_transform(**self.preprocessing)
 
     def predict_images(self, images: Sequence[ImageInput], batch_size: int = 32) -> Tensor:
         """Label probabilities (N, C) for PIL images, (C, H, W) tensors or image paths.

@@ -92,7 +92,11 @@ def predict_split(
     dataset = getattr(datamodule, f"{split}_dataset", None)
     if dataset is None:
         raise RuntimeError(f"{type(datamodule).__name__} has no {split} set after setup().")
-    dataset = with_transform(dataset, evaluation_transform(**datamodule.preprocessing))
+    # The model's preprocessing (what its training used, from its checkpoint); the
+    # datamodule's only where the model records none.
+    preprocessing = {**datamodule.preprocessing}
+    preprocessing.update({k: v for k, v in model.preprocessing.items() if v is not None})
+    dataset = with_transform(dataset, evaluation_transform(**preprocessing))
     index, logits = score_dataset(
         model,
         dataset,

@@ -32,6 +32,7 @@ __all__ = [
     "REFUSED",
     "ResumePlan",
     "check_class_names",
+    "check_preprocessing",
     "class_names_difference",
     "resume_plan",
 ]
@@ -94,6 +95,48 @@ def check_class_names(
         f'order (e.g. --data.init_args.class_names "{list(checkpoint)}"), or use a model trained '
         "on these classes."
     )
+
+
+def _same_values(first: Any, second: Any) -> bool:
+    """Whether two numbers or sequences of numbers agree to 1e-6 (YAML/float32 round trips)."""
+    a = [float(v) for v in (first if isinstance(first, Sequence) else [first])]
+    b = [float(v) for v in (second if isinstance(second, Sequence) else [second])]
+    return len(a) == len(b) and all(abs(x - y) <= 1e-6 for x, y in zip(a, b, strict=True))
+
+
+def check_preprocessing(
+    checkpoint: Mapping[str, Any], data: Mapping[str, Any], source: str
+) -> None:
+    """Refuse to evaluate a model on images prepared otherwise than for its training.
+
+    Another image size or normalisation changes every score: a test mAP computed so
+    would be reported as the model's, silently wrong.
+
+    Args:
+        checkpoint: the model's recorded hyper-parameters (``image_size``, ``mean``, ``std``;
+            None: not recorded, nothing to check).
+        data: the datamodule's ``preprocessing`` (the same keys).
+        source: what the model comes from, for the message (e.g. a checkpoint path).
+
+    Raises:
+        ValueError: naming each difference and the flags that give the data the model's values.
+    """
+    differences, flags = [], []
+    for key in ("image_size", "mean", "std"):
+        trained, given = checkpoint.get(key), data.get(key)
+        if trained is None or given is None:
+            continue
+        if not _same_values(trained, given):
+            differences.append(f"{key} {trained} (the data's: {given})")
+            value = trained if key == "image_size" else list(trained)
+            flags.append(f"--data.init_args.{key} {value}")
+    if differences:
+        raise ValueError(
+            f"The model ({source}) was trained on images with {'; '.join(differences)}. "
+            "Scored on images prepared otherwise, every score and the mAP would change. Give "
+            f"the data the model's preprocessing ({' '.join(flags)}; the run's config.yaml has "
+            "it), or use a model trained with this preprocessing."
+        )
 
 
 @dataclass

@@ -152,3 +152,20 @@ def test_evaluating_another_split(run):
     assert val.probabilities.shape[0] == len(run.datamodule.val_dataset) and ap.shape == (14,)
     with pytest.raises(ValueError, match="split"):
         predict_split(run.model, run.datamodule, "holdout")
+
+
+def test_the_analysis_reads_images_with_the_checkpoint_s_preprocessing(tmp_path, tiny_demo_root):
+    # The model asks for its own normalisation and the config's datamodule gives none: the fit
+    # normalised with the model's. The analysis must too, not with the datamodule's default.
+    from spml_lightning.cli import run_cli
+
+    from probes import demo_args
+
+    args = demo_args(tmp_path, tiny_demo_root)
+    normalisation = ["--model.mean", "[0.2, 0.3, 0.4]", "--model.std", "[0.5, 0.6, 0.7]"]
+    fit = run_cli(["fit", *args, *normalisation])
+    assert fit.datamodule.mean == (0.2, 0.3, 0.4)  # what training saw
+    loaded = load_run(args[1], "best", args[2:])
+    predictions = predict_split(loaded.model, loaded.datamodule, "test", progress=False)
+    expected = loaded.model.predict_images(predictions.image_paths[:4]).numpy()
+    np.testing.assert_allclose(predictions.probabilities[:4], expected, atol=1e-5)

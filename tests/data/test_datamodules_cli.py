@@ -61,6 +61,23 @@ def test_fit_then_test(name, tmp_path):
     assert 0.0 <= test.trainer.callback_metrics["test/mAP"].item() <= 100.0
 
 
+def test_test_and_validate_refuse_images_prepared_otherwise_than_for_training(tmp_path):
+    """Another image size or normalisation changes every score: refused, not reported as the
+    model's mAP. The model's own normalisation (given to the model, not the data) counts too."""
+    root = copy_fixture("folder", tmp_path)
+    args = [*config_args("folder", root, tmp_path), *TINY]
+    args += ["--trainer.default_root_dir", str(tmp_path / "runs")]
+    own = ["--model.mean", "[0.2, 0.3, 0.4]", "--model.std", "[0.5, 0.6, 0.7]"]
+    run_cli(["fit", *args, *own])
+    tested = run_cli(["test", *args, *own, "--ckpt_path", "best"])
+    assert 0 <= tested.trainer.callback_metrics["test/mAP"].item() <= 100  # the same: scored
+    for subcommand in ("test", "validate"):
+        with pytest.raises(ValueError, match=r"mean \[0.2, 0.3, 0.4\] \(the data's: \[0.485"):
+            run_cli([subcommand, *args, "--ckpt_path", "best"])  # ImageNet's, the data's default
+    with pytest.raises(ValueError, match=r"image_size 32 \(the data's: 48\).*image_size 32"):
+        run_cli(["test", *args, *own, "--data.image_size", "48", "--ckpt_path", "best"])
+
+
 def test_test_validate_predict_refuse_the_classes_in_another_order_or_other_classes(tmp_path):
     """The model's output columns are its classes in its order.
 
