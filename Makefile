@@ -2,7 +2,7 @@
 PYTHON ?= python3
 CONFIG ?= configs/demo.yaml
 
-.PHONY: install demo lint test test-min test-slow soak bench-demo
+.PHONY: install demo lint test test-min test-slow soak bench-demo docs
 
 install:
 	$(PYTHON) -m pip install -q -e .
@@ -43,3 +43,11 @@ soak:
 # full / AN / GR on the demo data, 3 seeds each (bench/compare_losses.py runs every loss).
 bench-demo: install
 	$(PYTHON) bench/compare_losses.py --losses full AN GR
+
+# The documentation site, built strictly (any warning fails) into site/ (docs/development/docs.md).
+# Installs the docs extra only when it is missing, so that the build itself needs no network.
+# NO_MKDOCS_2_WARNING: silence Material's banner about MkDocs 2 (the extra pins mkdocs<2).
+docs:
+	$(PYTHON) -c "import material, mkdocs_jupyter, mkdocstrings_handlers.python" 2>/dev/null \
+		|| $(PYTHON) -m pip install -q -e ".[docs]"
+	NO_MKDOCS_2_WARNING=1 $(PYTHON) -m mkdocs build --strict

@@ -46,7 +46,7 @@ class SPMLModule(LightningModule):
     """Image classifier trained from single positive labels.
 
     A backbone (a torchvision or timm model without its classifier, or any
-    ``nn.Module``; README "Backbones"), a linear head, and an SPML loss (GR
+    ``nn.Module``; docs/guides/backbones.md), a linear head, and an SPML loss (GR
     Loss by default). The loss sees logits (cast to fp32) and the observed
     labels only; full labels are used for evaluation (exact macro mAP x 100,
     logged as ``val/mAP`` and ``test/mAP``) -- except by a loss that declares
@@ -328,7 +328,7 @@ class SPMLModule(LightningModule):
         weights file is read: a run that started from pretrained weights reloads
         offline. A backbone given as a module whose constructor arguments were
         not all recorded is passed again: ``load_from_checkpoint(path,
-        backbone=MyNet(...))`` (README, "Backbones").
+        backbone=MyNet(...))`` (docs/guides/backbones.md).
         """
         with initial_weights_skipped():
             return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)

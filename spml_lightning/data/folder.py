@@ -56,7 +56,7 @@ _REQUIRED_COLUMNS = ("image", "labels")
 
 _CSV_HELP = (
     "FolderDataModule needs an image root and CSV files with the header "
-    "'image,labels[,observed]' (see the README, 'Datasets', your own data)."
+    "'image,labels[,observed]' (see the docs, docs/guides/your-own-data.md)."
 )
 
 
@@ -256,7 +256,7 @@ class FolderDataModule(SPMLDataModule):
         label_format: ``names`` or ``indices`` (0-based column numbers).
         label_separator: what separates the labels within a cell (not ``,``,
             which separates the columns).
-        **kwargs: see ``SPMLDataModule``.
+        **kwargs (Any): see ``SPMLDataModule``.
 
     ``setup`` logs the images and positives per class of each CSV it reads,
     and refuses a training CSV without any positive label; see the module doc

@@ -74,7 +74,7 @@ def read_formatted_phase(
         raise FileNotFoundError(
             f"{where}. A formatted data set needs {_LAYOUT} in its root; the preprocessing "
             "scripts of github.com/elijahcole/single-positive-multi-label write them (see the "
-            "README, 'Datasets')."
+            "docs, docs/guides/benchmarks.md)."
         )
     names = np.load(files["images"], allow_pickle=False)
     labels = np.load(files["labels"], allow_pickle=False)
@@ -103,7 +103,7 @@ class FormattedDataModule(SPMLDataModule):
             if it differs from the protocol) and generates them otherwise;
             ``file`` requires the files; ``generate`` ignores them and applies
             the protocol (``observe_seed``, ``num_pos``, ``num_neg``).
-        **kwargs: see ``SPMLDataModule``.
+        **kwargs (Any): see ``SPMLDataModule``.
     """
 
     def __init__(
@@ -143,7 +143,7 @@ class FormattedDataModule(SPMLDataModule):
             raise FileNotFoundError(
                 f"Cannot determine the classes: neither {self.root / 'class_names.txt'} nor "
                 f"{labels_file} exists. A formatted data set needs {_LAYOUT} in its root (see "
-                "the README, 'Datasets')."
+                "the docs, docs/guides/benchmarks.md)."
             )
         return [f"class_{i}" for i in range(np.load(labels_file, mmap_mode="r").shape[1])]
 

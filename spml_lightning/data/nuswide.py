@@ -106,7 +106,7 @@ class NUSWIDEDataModule(FormattedDataModule):
         source: ``formatted`` (the community arrays behind the published
             numbers) or ``official`` (NUS's own label lists, see the module docs).
         image_root: folder the image names are relative to (default ``root/Flickr``).
-        **kwargs: see ``FormattedDataModule`` and ``SPMLDataModule``.
+        **kwargs (Any): see ``FormattedDataModule`` and ``SPMLDataModule``.
     """
 
     def __init__(

@@ -36,7 +36,7 @@ class OfficialDataModule(SPMLDataModule):
             published checksums are still verified.
         cache: keep the parsed label matrices in ``root/.spml_cache``, reused
             while the annotation files keep their size and modification time.
-        **kwargs: see ``SPMLDataModule``.
+        **kwargs (Any): see ``SPMLDataModule``.
     """
 
     #: The published archives, in download order.

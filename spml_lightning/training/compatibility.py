@@ -10,7 +10,7 @@ have to be carried through every output -- metrics per class, prediction files).
 
 A resumed ``fit`` continues the checkpoint's training, so :func:`resume_plan`
 sorts what differs between the checkpoint's hyper-parameters and the new
-run's (README, "Resuming and fault tolerance"):
+run's (docs/guides/resume.md):
 
 * :data:`REFUSED` -- the network, its classes and the loss: the restored
   weights, optimizer state and loss state were made with the checkpoint's.

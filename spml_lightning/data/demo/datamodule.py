@@ -26,7 +26,7 @@ class DemoDataModule(FormattedDataModule):
         image_size: side the images are resized to for the model.
         batch_size: images per batch and per device.
         num_workers: loader worker processes.
-        **kwargs: see ``SPMLDataModule``.
+        **kwargs (Any): see ``SPMLDataModule``.
     """
 
     def __init__(
