@@ -1,6 +1,6 @@
-"""Several machines: the launch commands of the README's "Several machines" section.
+"""Several machines: the launch commands of the guide's "Several machines" section.
 
-The commands are read from the README, so the documented ones are the tested
+The commands are read from docs/guides/distributed.md, so the documented ones are the tested
 ones (only sizes, addresses, ports and the data are this host's).
 
 * torchrun: two "machines" on this host, i.e. two torchrun launches (node
@@ -52,13 +52,14 @@ from probes import (
     write_callbacks_config,
 )
 
-SECTION = "### Several machines"
+GUIDE = REPO_ROOT / "docs" / "guides" / "distributed.md"
+SECTION = "## Several machines"
 LAUNCH_TIMEOUT_S = 300
 
 
-def readme_section(title: str = SECTION) -> list[str]:
-    """The code blocks of one README section, each as its logical lines (continuations joined)."""
-    lines = (REPO_ROOT / "README.md").read_text().splitlines()
+def guide_section(title: str = SECTION) -> list[str]:
+    """The code blocks of one guide section, each as its logical lines (continuations joined)."""
+    lines = GUIDE.read_text().splitlines()
     start = lines.index(title) + 1
     blocks: list[list[str]] = []
     fenced = False
@@ -79,9 +80,9 @@ def readme_section(title: str = SECTION) -> list[str]:
     return [line for block in blocks for line in block]
 
 
-def readme_command(program: str) -> list[str]:
-    """The README section's command line that starts with ``program``, split as the shell does."""
-    (line,) = [line for line in readme_section() if line.split(maxsplit=1)[:1] == [program]]
+def guide_command(program: str) -> list[str]:
+    """The guide section's command line that starts with ``program``, split as the shell does."""
+    (line,) = [line for line in guide_section() if line.split(maxsplit=1)[:1] == [program]]
     return shlex.split(line)
 
 
@@ -92,7 +93,7 @@ def with_values(argv: list[str], values: dict[str, str]) -> list[str]:
     """
     argv = list(argv)
     for flag, value in values.items():
-        assert flag in argv, f"the README command has no {flag}"
+        assert flag in argv, f"the documented command has no {flag}"
         argv[argv.index(flag) + 1] = value
     return argv
 
@@ -104,12 +105,12 @@ def without_flags(argv: list[str], flags: set[str]) -> list[str]:
     return [item for flag, value in pairs if flag not in flags for item in (flag, value)]
 
 
-def tiny_spml_args(readme_args: list[str], tmp_path: Path, root: Path, run: str) -> list[str]:
-    """A README ``spml fit`` command pointed at the tiny demo on this CPU, with a RunRecorder."""
+def tiny_spml_args(documented_args: list[str], tmp_path: Path, root: Path, run: str) -> list[str]:
+    """A documented ``spml fit`` command on the tiny demo on this CPU, with a RunRecorder."""
     recorder = [("probes.RunRecorder", {"prefix": str(tmp_path / run)})]
     return [
         *with_values(
-            readme_args,
+            documented_args,
             {
                 "--config": str(REPO_ROOT / "configs" / "demo.yaml"),
                 "--data.root": str(root),
@@ -222,18 +223,18 @@ def epochs(records: list[dict]) -> list[dict]:
 
 
 def test_two_machines_with_torchrun_match_one_machine(tmp_path, tiny_demo_root):
-    torchrun = readme_command("torchrun")
+    torchrun = guide_command("torchrun")
     split = torchrun.index("-m")
-    launcher, (module, subcommand, *readme_spml) = torchrun[1:split], torchrun[split + 1 :]
+    launcher, (module, subcommand, *documented_spml) = torchrun[1:split], torchrun[split + 1 :]
     assert (module, subcommand) == ("spml_lightning", "fit")
     nodes = int(launcher[launcher.index("--nnodes") + 1])
-    assert nodes == 2 and readme_spml[readme_spml.index("--trainer.num_nodes") + 1] == "2"
-    assert readme_spml[readme_spml.index("--trainer.strategy") + 1] == "ddp"
+    assert nodes == 2 and documented_spml[documented_spml.index("--trainer.num_nodes") + 1] == "2"
+    assert documented_spml[documented_spml.index("--trainer.strategy") + 1] == "ddp"
     assert (
-        readme_spml[readme_spml.index("--ckpt_path") + 1] == "last"
+        documented_spml[documented_spml.index("--ckpt_path") + 1] == "last"
     )  # the first start of a restartable job
 
-    args = tiny_spml_args(readme_spml, tmp_path, tiny_demo_root, "nodes")
+    args = tiny_spml_args(documented_spml, tmp_path, tiny_demo_root, "nodes")
     port = str(free_port())
     commands = [
         [
@@ -272,7 +273,7 @@ def test_two_machines_with_torchrun_match_one_machine(tmp_path, tiny_demo_root):
     # The same run on one machine with two processes (forked from this one), and the
     # per-epoch numbers of all four processes.
     machine = with_values(
-        tiny_spml_args(readme_spml, tmp_path, tiny_demo_root, "machine"),
+        tiny_spml_args(documented_spml, tmp_path, tiny_demo_root, "machine"),
         {"--trainer.num_nodes": "1", "--trainer.devices": "2", "--trainer.strategy": "ddp_fork"},
     )
     fit = run_cli(["fit", *machine])
@@ -304,8 +305,8 @@ def test_two_machines_with_torchrun_match_one_machine(tmp_path, tiny_demo_root):
 
 
 def sbatch_options() -> dict[str, str]:
-    """The ``#SBATCH`` options of the README section (``--name value``)."""
-    lines = [line.split(maxsplit=1)[1] for line in readme_section() if line.startswith("#SBATCH ")]
+    """The ``#SBATCH`` options of the guide section (``--name value``)."""
+    lines = [line.split(maxsplit=1)[1] for line in guide_section() if line.startswith("#SBATCH ")]
     return dict(shlex.split(line)[:2] for line in lines)
 
 
@@ -332,9 +333,9 @@ def test_sbatch_example_maps_slurm_tasks_to_ranks(tmp_path, tiny_demo_root, monk
         "MASTER_PORT": "29500",
     }.items():
         monkeypatch.setenv(name, str(value))
-    srun = readme_command("srun")
+    srun = guide_command("srun")
     assert srun[1:3] == ["spml", "fit"] and srun[srun.index("--ckpt_path") + 1] == "last"
-    # The README's flags, devices and nodes included (SLURMEnvironment checks them against
+    # The guide's flags, devices and nodes included (SLURMEnvironment checks them against
     # the #SBATCH values); only the data, the folder and the accelerator are this machine's.
     # (Built, not run: without a subcommand, so without --ckpt_path.)
     args = with_values(

@@ -1,5 +1,9 @@
-"""The README's commands and snippets, run as written (only sizes shrink), so a README edit
-that breaks a documented command fails the suite."""
+"""The README's and the guides' commands and snippets, run as written (only sizes shrink), so
+an edit that breaks a documented command fails the suite.
+
+The README keeps what a first visit needs (the Quickstart, one example, links into docs/);
+the rest moved to the guides under docs/, read here where it now lives.
+"""
 
 from __future__ import annotations
 
@@ -21,12 +25,15 @@ from integration.helpers import (
 from probes import TINY_DEMO, TINY_DEMO_FLAGS
 
 README = (REPO_ROOT / "README.md").read_text()
+DOCS = REPO_ROOT / "docs"
+#: The README is a front page; everything else is in the guides it links to.
+README_MAX_LINES = 150
 
 
-def section(title: str) -> str:
-    """The text of the README section ``## title`` (up to the next ``## `` heading)."""
-    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## )", README, re.S | re.M)
-    assert match, f"the README has no section '## {title}'"
+def section(title: str, text: str = README) -> str:
+    """The text of the section ``## title`` (up to the next ``## `` heading or the end)."""
+    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, re.S | re.M)
+    assert match, f"no section '## {title}'"
     return match.group(1)
 
 
@@ -87,11 +94,34 @@ def test_quickstart_test_one_liner_is_what_make_test_runs():
     assert "make test" in (REPO_ROOT / ".ci" / "run").read_text()
 
 
-def test_every_extra_the_readme_installs_exists():
-    named = set(re.findall(r'pip install -e "\.\[([a-z,]+)\]"', README))
-    assert named, "the README names no extra"
-    missing = {extra for group in named for extra in group.split(",")} - pyproject_extras()
-    assert not missing, f"the README installs extras that pyproject.toml does not define: {missing}"
+def test_every_extra_the_readme_and_the_docs_install_exists():
+    pages = [REPO_ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]
+    named = {
+        (page.relative_to(REPO_ROOT), group)
+        for page in pages
+        for group in re.findall(r'pip install -e "\.\[([a-z,]+)\]"', page.read_text())
+    }
+    assert {group for _, group in named} >= {"test", "docs", "notebooks", "timm"}, named
+    missing = {
+        (page, extra)
+        for page, group in named
+        for extra in group.split(",")
+        if extra not in pyproject_extras()
+    }
+    assert not missing, f"pages install extras that pyproject.toml does not define: {missing}"
+
+
+def test_readme_is_a_short_front_page_whose_links_exist():
+    lines = README.splitlines()
+    assert len(lines) < README_MAX_LINES, f"the README has {len(lines)} lines"
+    links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", README)
+    local = [link for link in links if not link.startswith("https://")]
+    missing = [link for link in local if not (REPO_ROOT / link).exists()]
+    assert not missing, f"the README links to files that do not exist: {missing}"
+    # Into every guide: a first visit finds the rest from here.
+    guides = {f"docs/guides/{page.name}" for page in (DOCS / "guides").glob("*.md")}
+    assert guides <= set(local), f"guides the README does not link to: {guides - set(local)}"
+    assert "docs/getting-started.md" in local and "docs/reference/index.md" in local
 
 
 @pytest.fixture
@@ -136,21 +166,29 @@ def tiny_sizes(monkeypatch, tmp_path, tiny_demo_root):
     }
 
 
+def test_readme_example_runs(tiny_sizes):
+    (block,) = code_blocks(section("Example"), "python")
+    namespace = dict(tiny_sizes)
+    exec(compile(block, "README: Example", "exec"), namespace)
+    assert namespace["value"].ndim == 0 and torch.isfinite(namespace["value"])
+
+
 def test_using_it_from_python_snippets_run(tiny_sizes):
-    blocks = code_blocks(section("Using it from Python"), "python")
+    guide = (DOCS / "guides" / "python.md").read_text()
+    blocks = code_blocks(guide, "python")
     assert len(blocks) == 3, f"expected three Python snippets, found {len(blocks)}"
 
     namespace = dict(tiny_sizes)
-    exec(compile(blocks[0], "README: Using it from Python [1]", "exec"), namespace)
+    exec(compile(blocks[0], "docs/guides/python.md [1]", "exec"), namespace)
     assert namespace["probs"].shape == (3, 14) and torch.isfinite(namespace["probs"]).all()
     assert namespace["model"].class_names == namespace["data"].class_names
 
     namespace = dict(tiny_sizes)
-    exec(compile(blocks[1], "README: Using it from Python [2]", "exec"), namespace)
+    exec(compile(blocks[1], "docs/guides/python.md [2]", "exec"), namespace)
     assert namespace["value"].ndim == 0 and torch.isfinite(namespace["value"])
 
     namespace = dict(tiny_sizes)
-    exec(compile(blocks[2], "README: Using it from Python [3]", "exec"), namespace)
+    exec(compile(blocks[2], "docs/guides/python.md [3]", "exec"), namespace)
     observed, labels = namespace["observed"], namespace["labels"]
     assert observed.shape == labels.shape and (observed.sum(axis=1) == 1).all()
     assert len(namespace["train_idx"]) + len(namespace["val_idx"]) == len(labels)
