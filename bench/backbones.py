@@ -2,7 +2,7 @@
 
 Each backbone trains ``configs/demo.yaml`` (GR Loss, 64 px, batch 32, from scratch:
 ``--model.weights none``, nothing is downloaded) for ``--epochs`` epochs, then its
-last weights are tested. The three kinds of backbone (README, "Backbones") are
+last weights are tested. The three kinds of backbone (docs/guides/backbones.md) are
 given exactly as a user gives them on the command line: a torchvision name, a
 ``timm/<name>``, and a module's ``class_path`` (``--model.backbone.class_path``).
 Runs are sequential on one machine; the load average is printed at the start and
@@ -11,6 +11,7 @@ the end. The demo set is rendered before the first run; the seconds are the whol
 the epochs.
 
     python bench/backbones.py [--epochs 1] [--backbones resnet18 timm/convnext_atto ...]
+        [--table bench/results/cpu_backbones.md]
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from harness import cpu_name, print_load  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
-#: What the README's table lists: torchvision names, timm names, a module by class path.
+#: The table of docs/guides/backbones.md: torchvision names, timm names, a module by class path.
 DEFAULT_BACKBONES = (
     "resnet18",
     "resnet50",
@@ -88,12 +89,19 @@ def prepare_demo_data() -> None:
 
 
 def main_bench(argv: list[str] | None = None) -> None:
-    """Run every backbone and print the README's table."""
+    """Run every backbone and print the table of docs/guides/backbones.md."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--backbones", nargs="+", default=list(DEFAULT_BACKBONES))
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument(
+        "--table",
+        type=Path,
+        default=None,
+        help="also write the table to this file (docs/guides/backbones.md includes "
+        "bench/results/cpu_backbones.md)",
+    )
     args = parser.parse_args(argv)
     print(f"# backbones: demo, GR Loss, {args.epochs} epoch(s), seed 0; machine: {cpu_name()}")
     prepare_demo_data()
@@ -101,15 +109,19 @@ def main_bench(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rows = [fit_one(backbone, args.epochs, Path(tmp)) for backbone in args.backbones]
     print_load("end")
-    print(
-        f"\n| backbone | feature size | parameters (M) | s per demo epoch (CPU) "
-        f"| test mAP after {args.epochs} epoch(s) |\n|---|---|---|---|---|"
-    )
-    for row in rows:
-        print(
-            f"| `{row['backbone']}` | {row['features']} | {row['params_m']:.2f} "
-            f"| {row['seconds_per_epoch']:.0f} | {row['test_mAP']:.1f} |"
-        )
+    table = [
+        f"| backbone | feature size | parameters (M) | s per demo epoch (CPU) "
+        f"| test mAP after {args.epochs} epoch(s) |",
+        "|---|---|---|---|---|",
+    ]
+    table += [
+        f"| `{row['backbone']}` | {row['features']} | {row['params_m']:.2f} "
+        f"| {row['seconds_per_epoch']:.0f} | {row['test_mAP']:.1f} |"
+        for row in rows
+    ]
+    print("\n" + "\n".join(table))
+    if args.table is not None:
+        args.table.write_text("\n".join(table) + "\n")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ mkdocs-jupyter), their figures ``figures/<notebook>/<section>.png`` (shown by th
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -56,17 +57,28 @@ def notebook_outputs() -> Path:
     folder = CACHE / inputs_key()
     if (folder / "complete").is_file():
         return folder
-    shutil.rmtree(CACHE, ignore_errors=True)  # outputs of other inputs are never used again
-    folder.mkdir(parents=True)
+    # Written into a folder of this process and renamed when complete, so that two builds at
+    # once (a test session and `make docs`) never read or delete each other's half-written one.
+    partial = CACHE / f"{folder.name}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), str(folder)], capture_output=True, text=True
+        [sys.executable, str(SCRIPT), str(partial)], capture_output=True, text=True
     )
     if result.returncode != 0:
+        shutil.rmtree(partial, ignore_errors=True)
         raise PluginError(
             f"executing the notebooks failed ({SCRIPT.relative_to(REPO)}):\n"
             f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
         )
-    (folder / "complete").touch()
+    (partial / "complete").touch()
+    try:
+        partial.rename(folder)
+    except OSError:  # another build finished first: its outputs are the same inputs'
+        shutil.rmtree(partial, ignore_errors=True)
+    for other in CACHE.iterdir():  # outputs of other inputs are never used again
+        if other.name != folder.name and ".partial-" not in other.name:
+            shutil.rmtree(other, ignore_errors=True)
     return folder
 
 

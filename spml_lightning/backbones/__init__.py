@@ -3,7 +3,7 @@
 A backbone maps images (B, 3, H, W) to features: (B, D) vectors, or a (B, D, H', W')
 map that ``SPMLModule`` averages over H' and W' (global average pooling, what
 every torchvision and timm classifier does before its last Linear layer). Three
-kinds (README, "Backbones"):
+kinds (docs/guides/backbones.md):
 
 * a torchvision classification model by name (``resnet50``), its classifier removed;
 * a timm model as ``timm/<name>`` or ``timm:<name>`` (``timm/convnext_atto``; a

@@ -10,8 +10,8 @@ from torch import Tensor, nn
 class SimpleConvNet(nn.Module):
     """A small plain CNN: conv-BN-ReLU blocks of stride 2, returning its last feature map.
 
-    An example of a backbone given by ``class_path`` in a config (README,
-    "Backbones"), small enough to train the demo in seconds. It returns a
+    An example of a backbone given by ``class_path`` in a config
+    (docs/guides/backbones.md), small enough to train the demo in seconds. It returns a
     (B, widths[-1], H', W') map, which ``SPMLModule`` averages over H' and W'.
 
     Args:

@@ -17,6 +17,9 @@ import spml_lightning
 from conftest import REPO_ROOT
 from docs_site import BuiltSite, build_site
 
+# One worker builds the site once for every docs test (pytest-xdist, --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("docs")
+
 #: The subpackages whose __all__ the reference must cover (the issue's list); any other
 #: subpackage with an __all__ is found and covered too.
 API_PACKAGES = {
@@ -106,6 +109,12 @@ def test_result_tables_are_generated_from_bench_results(site):
             values = [run["test_map"] for run in runs if run["loss"] == loss]
             cell = f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
             assert cell in html, (page, loss, cell)
+    # The backbones table, as bench/backbones.py wrote it.
+    rows = (REPO_ROOT / "bench" / "results" / "cpu_backbones.md").read_text().splitlines()[2:]
+    backbones = site.page("guides/backbones/")
+    for row in rows:
+        assert f"<code>{row.split('`')[1]}</code>" in backbones, row
+    assert "8&lt;" not in backbones and "--8<--" not in backbones
     # The text outputs of the benchmarks, included as they are.
     first_line = (REPO_ROOT / "bench" / "results" / "cpu_loader_memory.txt").open().readline()
     assert first_line.split()[0] in site.page("guides/performance/")

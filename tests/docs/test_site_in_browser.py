@@ -23,10 +23,13 @@ from docs_site import BuiltSite, build_site
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 CHROMIUM = next((path for name in BROWSERS if (path := shutil.which(name))), None)
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="no Chromium on PATH (Debian: apt-get install chromium) to render the site with",
-)
+pytestmark = [
+    pytest.mark.xdist_group("docs"),  # with the other docs tests: one build (pytest-xdist)
+    pytest.mark.skipif(
+        CHROMIUM is None,
+        reason="no Chromium on PATH (Debian: apt-get install chromium) to render the site with",
+    ),
+]
 WINDOW = (1280, 900)
 PAGES = {"home": "", "api-losses": "reference/losses/"}
 
