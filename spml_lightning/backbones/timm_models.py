@@ -10,8 +10,8 @@ from torch import nn
 
 from spml_lightning.backbones.weights import load_local_weights, weights_kind
 
-#: How a backbone name asks for a timm model: ``timm/convnext_atto`` or ``timm:convnext_atto``.
 TIMM_PREFIXES: tuple[str, ...] = ("timm/", "timm:")
+"""How a backbone name asks for a timm model: ``timm/convnext_atto`` or ``timm:convnext_atto``."""
 
 TIMM_MISSING = (
     "The backbone {name!r} is a timm model, but timm is not installed. Install the optional "

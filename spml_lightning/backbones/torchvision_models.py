@@ -9,8 +9,6 @@ from torchvision import models
 
 from spml_lightning.backbones.weights import PRETRAINED, load_local_weights, weights_kind
 
-#: torchvision backbones known to work with ``build_backbone``; any classification model
-#: of torchvision whose head ends in a Linear layer also works.
 BACKBONES: tuple[str, ...] = (
     "resnet18",
     "resnet34",
@@ -25,6 +23,7 @@ BACKBONES: tuple[str, ...] = (
     "mobilenet_v3_large",
     "vit_b_16",
 )
+"""torchvision backbones known to work; any torchvision classifier ending in a Linear works."""
 
 
 def strip_classifier(model: nn.Module) -> tuple[nn.Module, int]:
