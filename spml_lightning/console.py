@@ -156,6 +156,25 @@ def root_error(error: BaseException) -> BaseException:
     return error
 
 
+def _constructor_error(text: str) -> str | None:
+    """The one error a class's own constructor raised, from a union's list of errors.
+
+    Older jsonargparse releases (4.41) report a bad init argument of a ``class_path``
+    only as text: ``Does not validate against any of the Union subtypes ... Errors:
+    - Expected a <class 'NoneType'> - batch_size must be at least 1, got 0. ...``.
+    The alternatives the union also tried (``None``, a class name) are left out; what
+    remains, when it is one line of the class's own, is the message (None otherwise).
+    """
+    listed = re.search(r"^Errors:\n((?:[ \t]+- .*\n?)+)", text, re.M)
+    if listed is None:
+        return None
+    errors = [line.strip()[2:] for line in listed.group(1).splitlines()]
+    own = [e for e in errors if not e.startswith("Expected a <class '")]
+    if len(own) != 1 or own[0].startswith(("Expected a", "Problem with given class_path")):
+        return None
+    return own[0]
+
+
 def _parser_message(text: str) -> str:
     """Jsonargparse's multi-line report of a bad value as one line naming the flag.
 
@@ -164,6 +183,9 @@ def _parser_message(text: str) -> str:
     ``--data.init_args.val_labels: Expected a Literal[...]. Got value: some``. The
     alternatives a union also tried (``None``, a class name) are left out.
     """
+    own = _constructor_error(text)
+    if own is not None:
+        return own
     keys = re.findall(r'Parser key "([^"]+)"', text)
     expected = [
         line.strip(" -")
