@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,9 +219,7 @@ class SPMLDataModule(LightningDataModule, ABC):
         if decode_on not in ("workers", "device"):
             raise ValueError(f"decode_on must be 'workers' or 'device', got {decode_on!r}.")
         self._given_normalization = {"mean": mean, "std": std}
-        self._check_normalization(
-            IMAGENET_MEAN if mean is None else mean, IMAGENET_STD if std is None else std
-        )
+        self._set_normalization({})  # refuses bad values now; the model's may replace ImageNet's
         self.root = Path(root).expanduser()
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -233,8 +231,6 @@ class SPMLDataModule(LightningDataModule, ABC):
         self.num_neg = num_neg
         self.val_labels = val_labels
         self.train_augment = train_augment
-        self.mean = tuple(float(m) for m in (IMAGENET_MEAN if mean is None else mean))
-        self.std = tuple(float(s) for s in (IMAGENET_STD if std is None else std))
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
         self.skip_unreadable = skip_unreadable
@@ -284,23 +280,23 @@ class SPMLDataModule(LightningDataModule, ABC):
         """What a model needs to preprocess raw images as this datamodule does."""
         return {"image_size": self.image_size, "mean": list(self.mean), "std": list(self.std)}
 
-    @staticmethod
-    def _check_normalization(mean: Sequence[float], std: Sequence[float]) -> None:
-        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-            raise ValueError(f"mean and std need 3 values each, std > 0; got {mean}, {std}.")
-
-    def _resolve_normalization(self) -> None:
-        """Set ``mean``/``std``: the given ones, else the model's (class doc), else ImageNet's."""
-        trainer = self.trainer
-        model = trainer.lightning_module if trainer is not None else None
-        wanted = getattr(model, "normalization", None) or {}
+    def _set_normalization(self, wanted: Mapping[str, Sequence[float] | None]) -> None:
+        """Set ``mean``/``std``: the given ones, else ``wanted`` (the model's), else ImageNet's."""
         resolved = {}
         for key, default in (("mean", IMAGENET_MEAN), ("std", IMAGENET_STD)):
             given = self._given_normalization[key]
             resolved[key] = next((v for v in (given, wanted.get(key)) if v is not None), default)
-        self._check_normalization(resolved["mean"], resolved["std"])
-        self.mean = tuple(float(m) for m in resolved["mean"])
-        self.std = tuple(float(s) for s in resolved["std"])
+        mean, std = resolved["mean"], resolved["std"]
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"mean and std need 3 values each, std > 0; got {mean}, {std}.")
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+
+    def _resolve_normalization(self) -> None:
+        """Normalise as the trainer's model asks (class doc) where no mean/std were given."""
+        trainer = self.trainer
+        model = trainer.lightning_module if trainer is not None else None
+        self._set_normalization(getattr(model, "normalization", None) or {})
 
     def _checked_phase(self, phase: Phase) -> PhaseData:
         data = self.load_phase(phase)

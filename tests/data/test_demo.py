@@ -15,11 +15,13 @@ from PIL import Image
 
 from spml_lightning.data.demo import (
     DEMO_CLASS_NAMES,
+    DemoDataModule,
     install,
     render,
     render_demo_images,
     write_demo_dataset,
 )
+from spml_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 C = len(DEMO_CLASS_NAMES)
 SMALL = {"num_train": 10, "num_test": 6, "image_size": 32, "seed": 5}
@@ -318,3 +320,21 @@ def test_racing_processes_both_end_with_a_valid_set(tmp_path: Path) -> None:
     assert [p.exitcode for p in procs] == [0, 0, 0]
     assert install._is_complete(root, json.loads((root / "demo_manifest.json").read_text()))
     assert os.listdir(tmp_path) == ["demo"]
+
+
+@pytest.mark.parametrize(
+    ("mean", "std"), [([0.5, 0.5], None), (None, [0.2, 0.0, 0.2]), ([0.1] * 4, [1.0] * 4)]
+)
+def test_a_datamodule_refuses_bad_normalisation_when_built(tmp_path, mean, std):
+    with pytest.raises(ValueError, match="mean and std need 3 values each, std > 0"):
+        DemoDataModule(root=str(tmp_path), mean=mean, std=std)
+
+
+def test_normalisation_given_wins_then_the_model_s_then_imagenet_s(tmp_path):
+    given = DemoDataModule(root=str(tmp_path), mean=[0.1, 0.2, 0.3])
+    given._set_normalization({"mean": [0.7] * 3, "std": [0.4] * 3})
+    assert given.mean == (0.1, 0.2, 0.3) and given.std == (0.4, 0.4, 0.4)
+    plain = DemoDataModule(root=str(tmp_path))
+    assert plain.mean == tuple(IMAGENET_MEAN) and plain.std == tuple(IMAGENET_STD)
+    with pytest.raises(ValueError, match="std > 0"):
+        plain._set_normalization({"std": [0.0, 1.0, 1.0]})  # a model's bad wish is refused too
