@@ -97,13 +97,6 @@ def check_class_names(
     )
 
 
-def _same_values(first: Any, second: Any) -> bool:
-    """Whether two numbers or sequences of numbers agree to 1e-6 (YAML/float32 round trips)."""
-    a = [float(v) for v in (first if isinstance(first, Sequence) else [first])]
-    b = [float(v) for v in (second if isinstance(second, Sequence) else [second])]
-    return len(a) == len(b) and all(abs(x - y) <= 1e-6 for x, y in zip(a, b, strict=True))
-
-
 def check_preprocessing(
     checkpoint: Mapping[str, Any], data: Mapping[str, Any], source: str
 ) -> None:
@@ -126,7 +119,7 @@ def check_preprocessing(
         trained, given = checkpoint.get(key), data.get(key)
         if trained is None or given is None:
             continue
-        if not _same_values(trained, given):
+        if _comparable(trained) != _comparable(given):
             differences.append(f"{key} {trained} (the data's: {given})")
             value = trained if key == "image_size" else list(trained)
             flags.append(f"--data.init_args.{key} {value}")
