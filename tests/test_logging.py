@@ -10,6 +10,8 @@ from lightning.pytorch.trainer.connectors.logger_connector import logger_connect
 
 from spml_lightning import SPMLModule
 
+from probes import make_trainer
+
 EPOCH_KEYS = (
     "val/mAP",
     "schedule/w",
@@ -29,16 +31,8 @@ def test_csv_logging_without_tensorboard(tmp_path, tiny_demo, monkeypatch):
     # What Lightning does when neither tensorboard nor tensorboardX is installed.
     monkeypatch.setattr(logger_connector, "_TENSORBOARD_AVAILABLE", False)
     monkeypatch.setattr(logger_connector, "_TENSORBOARDX_AVAILABLE", False)
-    trainer = Trainer(
-        default_root_dir=tmp_path,
-        max_epochs=2,
-        limit_train_batches=1,
-        limit_val_batches=1,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        num_sanity_val_steps=0,
-        accelerator="cpu",
+    trainer = make_trainer(
+        tmp_path, logger=True, max_epochs=2, limit_train_batches=1, limit_val_batches=1
     )
     assert isinstance(trainer.logger, CSVLogger)
     model = SPMLModule(num_classes=14, backbone="resnet18", weights="none", lr=1e-3, lr_mult=1.0)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lightning.pytorch import Callback, Trainer
+from lightning.pytorch import Callback
 from lightning.pytorch.loggers import CSVLogger
 from PIL import Image
 
@@ -25,6 +25,8 @@ from spml_lightning.data.base import load_rgb
 from spml_lightning.data.device_decode import collate_encoded, decode_and_transform, read_encoded
 from spml_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, reference_transform
 from spml_lightning.module import SPMLModule
+
+from probes import make_trainer
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
@@ -129,13 +131,10 @@ class LossRecorder(Callback):
 def test_training_loss_is_logged_on_logging_steps_and_as_a_weighted_epoch_mean(tmp_path, tiny_demo):
     tiny_demo.batch_size = 24  # 64 training rows: batches of 24, 24 and 16
     recorder = LossRecorder()
-    trainer = Trainer(
-        max_epochs=1,
+    trainer = make_trainer(
+        tmp_path,
         limit_val_batches=0,
         log_every_n_steps=2,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         logger=CSVLogger(tmp_path, name="run"),
         callbacks=[recorder],
     )
@@ -239,15 +238,13 @@ def test_collate_encoded_keeps_images_as_a_list():
 
 def test_decode_on_device_trains_validates_and_tests(tmp_path, tiny_demo):
     tiny_demo.decode_on = "device"
-    trainer = Trainer(
-        max_epochs=1,
+    trainer = make_trainer(
+        tmp_path,
+        accelerator="auto",  # on a GPU machine: decoding on the GPU
         limit_train_batches=2,
         limit_val_batches=2,
         limit_test_batches=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+        num_sanity_val_steps=2,
     )
     module = SPMLModule(num_classes=tiny_demo.num_classes, backbone="resnet18", weights="none")
     trainer.fit(module, tiny_demo)

@@ -4,7 +4,6 @@ Also: test/validate/predict refuse data whose classes are not the checkpoint's, 
 """
 
 import pytest
-from lightning.pytorch import Trainer
 
 from spml_lightning import SPMLModule
 from spml_lightning.cli import run_cli
@@ -12,6 +11,7 @@ from spml_lightning.data import FolderDataModule
 
 from community_reference import copy_fixture
 from conftest import REPO_ROOT
+from probes import make_trainer
 
 #: The classes of the folder fixture (classes.txt), in the order its models learn them.
 CLASSES = ["cat", "dog", "potted plant", "tv"]
@@ -117,8 +117,6 @@ def test_test_validate_predict_refuse_the_classes_in_another_order_or_other_clas
     data = FolderDataModule(
         root=str(root), class_names=CLASSES[::-1], image_size=32, batch_size=4, num_workers=0
     )
-    trainer = Trainer(
-        logger=False, accelerator="cpu", enable_progress_bar=False, enable_model_summary=False
-    )
+    trainer = make_trainer(tmp_path)
     with pytest.raises(ValueError, match="the same 4 classes in another order"):
         trainer.test(model, datamodule=data)

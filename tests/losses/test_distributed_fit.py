@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from spml_lightning.losses import AsymmetricPseudoLabelLoss
 
-from probes import tiny_model
+from probes import make_trainer, tiny_model
 
 
 class DumpLossState(Callback):
@@ -37,18 +37,14 @@ class DumpLossState(Callback):
 
 
 def ddp_trainer(tmp_path: Path, max_epochs: int, tag: str) -> Trainer:
-    return Trainer(
-        accelerator="cpu",
+    return make_trainer(
+        tmp_path,
         devices=2,
         strategy="ddp_fork",
         max_epochs=max_epochs,
         limit_train_batches=2,
         limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
+        enable_checkpointing=True,
         callbacks=[
             ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True),
             DumpLossState(tmp_path, tag),
