@@ -1,21 +1,35 @@
-"""What the fast profile does to accuracy: demo test mAP of the paper and the fast profile.
+"""What the fast profile does to accuracy: demo test mAP, paper vs fast profile vs each change.
 
-Trains with GR Loss over the same seeds, tests each run's best-val
-checkpoint, and prints mean +- std of test mAP and the wall time of each
-profile, runs interleaved:
+Trains each profile with the same seeds on the demo, tests each run's
+best-val checkpoint, and reports per profile the test mAP (mean ± std), the
+difference with the paper profile paired by seed (mean ± std), and the wall
+time; runs are interleaved seed by seed so that load from other processes hits
+every profile alike. Profiles (each on ``configs/demo.yaml``):
 
-- ``paper``: ``configs/demo.yaml`` (fp32; the demo's own batch of 32);
-- ``fast``: ``configs/demo.yaml`` + ``configs/fast.yaml`` (bf16-mixed,
-  channels_last, batch 64, ...);
-- ``bf16``: the paper profile with only bf16-mixed and channels_last, to
-  separate the precision's effect from the batch size's.
+- ``paper``: the demo config as it is (fp32, batch 32);
+- ``fast``: + ``configs/fast.yaml`` (bf16-mixed with the head in fp32,
+  channels_last, batch 64 with the square-root lr rule, ...);
+- ``fast_v0``: the fast profile as it was before the lr rule and the fp32 head
+  (``lr_scaling none``, ``fp32_head false``): what the rule and the head fix;
+- ``batch``: only batch 64 with the square-root lr rule;
+- ``batch_no_rule``: only batch 64, lr as given;
+- ``bf16``: only bf16-mixed (head in fp32);
+- ``bf16_head``: only bf16-mixed with the head in bf16 too (``fp32_head false``);
+- ``channels_last``: only channels-last convolutions.
 
-    python bench/profile_accuracy.py [--seeds 0 1 2] [--profiles paper fast bf16] [--epochs 12]
+Every run is appended to a JSON-lines file as it finishes (``--results``), and
+runs already there are skipped (``--resume``), so a long comparison can be
+continued; the summary covers every run in the file for the chosen profiles,
+losses and seeds.
+
+    python bench/profile_accuracy.py [--seeds 0 1 2] [--losses GR ROLE LL-R]
+        [--profiles paper fast batch bf16 channels_last] [--results FILE] [--resume]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -25,25 +39,49 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from compare_losses import loss_arguments  # noqa: E402
 from harness import cpu_name, print_load, print_ratio  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
+DEMO_EPOCHS = 12
+
+#: The CLI arguments of each profile, on top of configs/demo.yaml.
+PROFILES: dict[str, list[str]] = {
+    "paper": [],
+    "fast": ["--config", str(REPO / "configs" / "fast.yaml")],
+    "fast_v0": [
+        "--config",
+        str(REPO / "configs" / "fast.yaml"),
+        "--model.lr_scaling",
+        "none",
+        "--model.fp32_head",
+        "false",
+    ],
+    "batch": ["--data.init_args.batch_size", "64", "--model.lr_scaling", "sqrt"],
+    "batch_no_rule": ["--data.init_args.batch_size", "64"],
+    "bf16": ["--trainer.precision", "bf16-mixed"],
+    "bf16_head": ["--trainer.precision", "bf16-mixed", "--model.fp32_head", "false"],
+    "channels_last": ["--model.channels_last", "true"],
+}
+#: Profiles that take the fast profile's loader workers (the others keep the demo's).
+FAST_LOADERS = ("fast", "fast_v0")
 
 
-def train_and_test(profile: str, seed: int, work: Path, extra: list[str]) -> dict[str, float]:
+def train_and_test(
+    profile: str, loss: str, seed: int, work: Path, epochs: int, extra: list[str]
+) -> dict[str, float]:
     """Fit one profile on the demo, test its best checkpoint; test mAP and seconds."""
     from spml_lightning.cli import run_cli
 
     args = ["--config", str(REPO / "configs" / "demo.yaml")]
-    if profile == "fast":
-        args += ["--config", str(REPO / "configs" / "fast.yaml")]
-    if profile == "bf16":
-        args += ["--trainer.precision", "bf16-mixed", "--model.channels_last", "true"]
+    if loss != "GR":
+        args += loss_arguments(loss, epochs)
     args += [
+        *PROFILES[profile],
         "--seed_everything",
         str(seed),
         "--trainer.default_root_dir",
-        str(work / f"{profile}-{seed}"),
+        str(work / f"{profile}-{loss}-{seed}"),
         "--trainer.enable_progress_bar",
         "false",
         "--trainer.enable_model_summary",
@@ -57,10 +95,60 @@ def train_and_test(profile: str, seed: int, work: Path, extra: list[str]) -> dic
     )
     seconds = time.perf_counter() - start
     print(
-        f"#   {profile} seed {seed}: test mAP {result['test/mAP']:.2f} ({seconds:.0f} s)",
+        f"#   {loss} {profile} seed {seed}: test mAP {result['test/mAP']:.2f} ({seconds:.0f} s)",
         flush=True,
     )
-    return {"mAP": result["test/mAP"], "seconds": seconds}
+    return {"mAP": float(result["test/mAP"]), "seconds": seconds}
+
+
+def read_runs(path: Path) -> list[dict]:
+    """The runs recorded in ``path`` (none when it does not exist)."""
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarize(runs: list[dict], losses: list[str], profiles: list[str], seeds: list[int]) -> None:
+    """Print the table per loss and the paired differences with the paper profile."""
+    for loss in losses:
+        by = {(r["profile"], r["seed"]): r for r in runs if r["loss"] == loss}
+        print(
+            f"\n{loss}:\n| profile | test mAP (mean ± std) | minus paper, paired by seed "
+            "(mean ± std) | seconds per run (median) | seeds |\n|---|---|---|---|---|"
+        )
+        paper_seconds = None
+        for profile in profiles:
+            done = [s for s in seeds if (profile, s) in by]
+            if not done:
+                continue
+            mean, std = _mean_std([by[profile, s]["mAP"] for s in done])
+            seconds = statistics.median(by[profile, s]["seconds"] for s in done)
+            paired = [
+                by[profile, s]["mAP"] - by["paper", s]["mAP"] for s in done if ("paper", s) in by
+            ]
+            diff = ""
+            if profile != "paper" and paired:
+                diff = "{:+.2f} ± {:.2f}".format(*_mean_std(paired))
+            print(f"| {profile} | {mean:.2f} ± {std:.2f} | {diff} | {seconds:.0f} | {len(done)} |")
+            if profile == "paper":
+                paper_seconds = seconds
+                continue
+            if len(paired) > 1:
+                gap, spread = _mean_std(paired)
+                # Equal accuracy: within a point, and within the seeds' own spread.
+                verdict = "MET" if abs(gap) <= 1.0 and abs(gap) <= spread else "NOT MET"
+                label = f"{loss} {profile} - paper, mAP points (paired, {len(paired)} seeds)"
+                print(
+                    f"check  {label:<72} {gap:9.3f}   goal |.| <= 1 and <= std {spread:.3f}"
+                    f"   {verdict}",
+                    flush=True,
+                )
+            if paper_seconds:
+                print_ratio(f"{loss} demo wall time, paper/{profile}", paper_seconds / seconds)
 
 
 def main_bench(argv: list[str] | None = None) -> None:
@@ -68,54 +156,65 @@ def main_bench(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--profiles", nargs="+", choices=list(PROFILES), default=["paper", "fast"])
     parser.add_argument(
-        "--profiles", nargs="+", choices=["paper", "fast", "bf16"], default=["paper", "fast"]
+        "--losses", nargs="+", default=["GR"], help="GR (the demo config's) or registry names"
     )
     parser.add_argument(
-        "--epochs", type=int, default=None, help="override trainer.max_epochs (demo: 12)"
+        "--results",
+        type=Path,
+        default=None,
+        help="JSON-lines file the runs are appended to (default: a temporary one)",
     )
+    parser.add_argument("--resume", action="store_true", help="skip the runs already in --results")
     parser.add_argument(
         "--workers",
         type=int,
         default=None,
-        help="loader workers of both profiles (default: the configs', capped at the cores)",
+        help="loader workers of every profile (default: the configs', capped at the cores)",
     )
     parser.add_argument("--accelerator", default="auto")
+    parser.add_argument(
+        "--epochs", type=int, default=None, help=f"trainer.max_epochs (demo: {DEMO_EPOCHS})"
+    )
     args = parser.parse_args(argv)
+    if "paper" not in args.profiles:
+        args.profiles.insert(0, "paper")  # every difference is paired with it
     cores = len(os.sched_getaffinity(0))
     extra = ["--trainer.accelerator", args.accelerator]
     if args.epochs:
         extra += ["--trainer.max_epochs", str(args.epochs)]
-    workers = {
-        "paper": args.workers or min(2, cores),
-        "bf16": args.workers or min(2, cores),
-        "fast": args.workers or min(14, max(1, cores - 2)),
-    }
-    print(f"# profile_accuracy: demo, GR Loss, seeds {args.seeds}; machine: {cpu_name()}")
+    print(
+        f"# profile_accuracy: demo, losses {args.losses}, seeds {args.seeds}, "
+        f"profiles {args.profiles}; machine: {cpu_name()}"
+    )
     print_load("start")
-    results: dict[str, list[dict[str, float]]] = {profile: [] for profile in args.profiles}
     with tempfile.TemporaryDirectory() as tmp:
+        results = args.results or Path(tmp) / "runs.jsonl"
+        runs = read_runs(results) if args.resume else []
+        done = {(r["loss"], r["profile"], r["seed"]) for r in runs}
         for seed in args.seeds:
-            for profile in args.profiles if seed % 2 == 0 else reversed(args.profiles):
-                run_extra = [*extra, "--data.num_workers", str(workers[profile])]
-                results[profile].append(train_and_test(profile, seed, Path(tmp), run_extra))
-    print_load("end")
-    print("\n| profile | test mAP (mean ± std) | seconds per run (median) |\n|---|---|---|")
-    summary = {}
-    for profile, runs in results.items():
-        maps = [r["mAP"] for r in runs]
-        std = statistics.stdev(maps) if len(maps) > 1 else 0.0
-        summary[profile] = (statistics.mean(maps), statistics.median(r["seconds"] for r in runs))
-        print(f"| {profile} | {summary[profile][0]:.2f} ± {std:.2f} | {summary[profile][1]:.0f} |")
-    for profile in summary:
-        if profile != "paper" and "paper" in summary:
-            print_ratio(
-                f"demo test mAP, {profile} - paper (points)",
-                summary[profile][0] - summary["paper"][0],
-            )
-            print_ratio(
-                f"demo wall time, paper/{profile}", summary["paper"][1] / summary[profile][1]
-            )
+            for loss in args.losses:
+                order = args.profiles if seed % 2 == 0 else list(reversed(args.profiles))
+                for profile in order:
+                    if (loss, profile, seed) in done:
+                        continue
+                    fast = profile in FAST_LOADERS
+                    workers = args.workers or (
+                        min(14, max(1, cores - 2)) if fast else min(2, cores)
+                    )
+                    run_extra = [*extra, "--data.init_args.num_workers", str(workers)]
+                    record = {"loss": loss, "profile": profile, "seed": seed}
+                    record.update(
+                        train_and_test(
+                            profile, loss, seed, Path(tmp), args.epochs or DEMO_EPOCHS, run_extra
+                        )
+                    )
+                    runs.append(record)
+                    with results.open("a") as file:
+                        file.write(json.dumps(record) + "\n")
+        print_load("end")
+        summarize(runs, args.losses, args.profiles, args.seeds)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.model_helpers import _restricted_classmethod
 from PIL import Image
 from torch import Tensor, nn
@@ -40,6 +41,12 @@ from spml_lightning.training.compatibility import (
     resume_plan,
 )
 from spml_lightning.training.finite_loss import FiniteLossGuard
+from spml_lightning.training.lr_scaling import (
+    LrScaling,
+    check_lr_scaling,
+    effective_batch_size,
+    scaled_lr,
+)
 
 
 class SPMLModule(LightningModule):
@@ -71,13 +78,27 @@ class SPMLModule(LightningModule):
         loss: the SPML loss: a loss module, or its registry name (``"AN"``,
             ``"EM+APL"``, ... see ``spml_lightning.losses.LOSSES``) for that loss
             with its default settings; default ``GRLoss()`` with the reference settings.
-        lr: Adam learning rate of the backbone.
+        lr: Adam learning rate of the backbone (for a batch of ``lr_batch_size``
+            images when ``lr_scaling`` is not ``none``).
         lr_mult: the head learns at ``lr_mult * lr``.
+        lr_scaling: how ``lr`` follows the batch size of a step (loader batch x
+            processes x gradient accumulation): ``none`` (as given: the published
+            protocols), ``sqrt`` (``lr * sqrt(batch / lr_batch_size)``, the rule for
+            Adam; the fast profile's) or ``linear``. Backbone and head are scaled;
+            a loss's own per-sample parameters (ROLE's label estimates) are not:
+            each of their rows is updated once per epoch whatever the batch
+            size. ``spml_lightning.training.lr_scaling`` has the sources.
+        lr_batch_size: the batch size ``lr`` was set for (the benchmark configs set
+            their own); needed by every rule but ``none``.
         linear_init: epochs at the start during which only the head (and the
             loss's own parameters) are trained; the backbone stays frozen.
         schedule_epochs: epochs the loss schedule spans; default the trainer's ``max_epochs``.
         channels_last: run the backbone in channels-last memory format (faster
             convolutions with mixed precision on recent GPUs).
+        fp32_head: under mixed precision, run the linear head in fp32 on the
+            backbone's features. A bf16 head rounds the logits to 8 significant
+            bits: scores tie, which costs ranking (mAP) points, and the loss sees
+            rounded logits (``bench/profile_accuracy.py`` measures it). No effect in fp32.
         compile: compile the backbone with ``torch.compile`` when a trainer sets
             the model up (the first steps are slower while it compiles; parameter
             names and checkpoints are the same as without it; ``predict_images``
@@ -101,9 +122,12 @@ class SPMLModule(LightningModule):
         loss: SPMLLoss | str | None = None,
         lr: float = 1e-5,
         lr_mult: float = 10.0,
+        lr_scaling: LrScaling = "none",
+        lr_batch_size: int | None = None,
         linear_init: int = 0,
         schedule_epochs: int | None = None,
         channels_last: bool = False,
+        fp32_head: bool = True,
         compile: bool = False,
         image_size: int | None = None,
         mean: list[float] | None = None,
@@ -118,6 +142,7 @@ class SPMLModule(LightningModule):
             )
         if lr <= 0 or lr_mult <= 0:
             raise ValueError(f"lr and lr_mult must be positive, got lr={lr}, lr_mult={lr_mult}.")
+        check_lr_scaling(lr_scaling, lr_batch_size)
         if linear_init < 0:
             raise ValueError(f"linear_init must be 0 or more epochs, got {linear_init}.")
         if isinstance(loss, Mapping):  # the loss config stored in a checkpoint
@@ -173,6 +198,9 @@ class SPMLModule(LightningModule):
         if self.hparams.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         features = pooled_features(self.backbone(images), self.head.in_features)
+        if self.hparams.get("fp32_head", True) and torch.is_autocast_enabled(features.device.type):
+            with torch.autocast(features.device.type, enabled=False):
+                return self.head(features.float())
         return self.head(features)
 
     @property
@@ -233,9 +261,14 @@ class SPMLModule(LightningModule):
     def _parameter_groups(self) -> list[dict]:
         """The optimizer's parameter groups, each named, with its learning rate.
 
-        The rates come from the hyper-parameters (``lr``, ``lr_mult`` for the head).
+        The rates come from the hyper-parameters (``lr``, ``lr_mult`` for the head),
+        backbone and head scaled to the batch size by ``lr_scaling``.
         """
         lr = self.hparams.lr
+        loss_groups = self.loss.optimizer_groups(lr) if isinstance(self.loss, SPMLLoss) else []
+        rule = self.hparams.get("lr_scaling", "none")
+        if rule != "none":
+            lr = scaled_lr(lr, rule, effective_batch_size(self.trainer), self.hparams.lr_batch_size)
         groups = [
             {
                 "params": [p for p in self.backbone.parameters() if p.requires_grad],
@@ -248,13 +281,18 @@ class SPMLModule(LightningModule):
                 "name": "head",
             },
         ]
-        if isinstance(self.loss, SPMLLoss):
-            groups += self.loss.optimizer_groups(lr)
-        return groups
+        return groups + loss_groups
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Adam over the named parameter groups (backbone, head, and any of the loss)."""
-        return torch.optim.Adam(self._parameter_groups(), lr=self.hparams.lr)
+        groups = self._parameter_groups()
+        if self.hparams.get("lr_scaling", "none") != "none":
+            rank_zero_info(
+                f"lr_scaling {self.hparams.lr_scaling}: batch {effective_batch_size(self.trainer)}"
+                f" instead of {self.hparams.lr_batch_size}, backbone lr {groups[0]['lr']:.3g} "
+                f"(lr {self.hparams.lr:.3g}), head lr {groups[1]['lr']:.3g}."
+            )
+        return torch.optim.Adam(groups, lr=self.hparams.lr)
 
     def _schedule_epochs(self) -> int:
         epochs = self.hparams.schedule_epochs or self.trainer.max_epochs
@@ -377,8 +415,9 @@ class SPMLModule(LightningModule):
     def on_train_start(self) -> None:
         """Give the restored optimizer a resumed fit's new learning rates."""
         # Adam's restored state carries the checkpoint's learning rates; a resumed
-        # fit with a new lr or lr_mult (a restart with a lower lr) trains with the new ones.
-        if {"lr", "lr_mult"} & set(self._resume_changes) and self.trainer.optimizers:
+        # fit with a new lr or lr_mult (a restart with a lower lr) trains with the new ones,
+        # as does one with another batch size under lr_scaling.
+        if self.trainer.ckpt_path and self.trainer.optimizers:
             rates = {group["name"]: group["lr"] for group in self._parameter_groups()}
             for group in self.trainer.optimizers[0].param_groups:
                 if group.get("name") in rates:
