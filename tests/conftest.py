@@ -1,6 +1,7 @@
-"""Shared fixtures: a tiny demo data set made once per test session, bench/ scripts as modules."""
+"""Shared fixtures: the tiny demo set (made once per session), INFO lines, bench/ scripts."""
 
 import importlib
+import logging
 import os
 from pathlib import Path
 
@@ -26,6 +27,18 @@ def tiny_demo_root(tmp_path_factory) -> Path:
         root, TINY_DEMO["num_train"], TINY_DEMO["num_test"], TINY_DEMO["render_size"], seed=0
     )
     return root
+
+
+@pytest.fixture
+def info_lines():
+    """The INFO messages logged through Lightning's logger during a test (what `spml` prints)."""
+    lines = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = logging.getLogger("lightning.pytorch")
+    logger.addHandler(handler)
+    yield lines
+    logger.removeHandler(handler)
 
 
 @pytest.fixture
