@@ -69,7 +69,8 @@ def tiny_run(tmp_path_factory, tiny_demo_root) -> dict:
 
     Keys: ``args`` (the spml flags of the run), ``runs`` (its default_root_dir),
     ``best`` and ``final`` (checkpoints of the best and of the last epoch),
-    ``test_map`` (test mAP of ``best``).
+    ``test_map`` (test mAP of ``best``), ``test_results`` (every test metric of ``best``, as
+    ``spml test`` printed it).
     """
     from spml_lightning.cli import run_cli
 
@@ -87,6 +88,7 @@ def tiny_run(tmp_path_factory, tiny_demo_root) -> dict:
         "best": Path(callback.best_model_path),
         "final": final,
         "test_map": test.trainer.callback_metrics["test/mAP"].item(),
+        "test_results": {k: v.item() for k, v in test.trainer.callback_metrics.items()},
     }
 
 
