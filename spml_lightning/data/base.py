@@ -499,7 +499,7 @@ class SPMLDataModule(LightningDataModule, ABC):
                 evaluate_on="observed" if self.val_labels == "observed" else "targets",
             )
             self._report_label_less({"train": self.train_dataset, "val": val})
-            self.val_dataset = self._evaluated("val", val)
+            self.val_dataset = self._evaluated("val", val, evaluating=True)
         if stage in (None, "test", "predict") and self.test_dataset is None:
             data = self._checked_phase("test")
             labels = np.asarray(data.labels)
@@ -508,14 +508,26 @@ class SPMLDataModule(LightningDataModule, ABC):
             keep = self._usable_rows(paths, "test")
             test = self._dataset(keep, paths, labels, observed, self._eval_transform())
             self._report_label_less({"test": test})
-            self.test_dataset = self._evaluated("test", test)
+            self.test_dataset = self._evaluated("test", test, evaluating=stage != "predict")
 
-    def _evaluated(self, name: str, dataset: SPMLImageDataset) -> SPMLImageDataset:
-        """The set evaluation uses: ``dataset``, without its label-less rows if asked."""
+    def _evaluated(
+        self, name: str, dataset: SPMLImageDataset, evaluating: bool
+    ) -> SPMLImageDataset:
+        """The set evaluation uses: ``dataset``, without its label-less rows if asked.
+
+        Refuses to leave nothing to evaluate when the stage evaluates (``predict`` does not).
+        """
         self._protocol_sets[name] = dataset
         if self.eval_label_less == "keep":
             return dataset
-        return dataset.subset(~dataset.label_less_rows())
+        evaluated = dataset.subset(~dataset.label_less_rows())
+        if evaluating and len(dataset) and not len(evaluated):
+            raise ValueError(
+                f"eval_label_less='exclude' leaves no {name} image to evaluate: none of the "
+                f"{len(dataset)} {name} images of {type(self).__name__} has a positive label. "
+                "Check the labels, or pass eval_label_less='keep'."
+            )
+        return evaluated
 
     def _report_label_less(self, sets: Mapping[str, SPMLImageDataset]) -> None:
         """Count the images without a positive label; log the counts when there are any."""

@@ -16,7 +16,7 @@ from spml_lightning.data import (
 )
 from spml_lightning.metrics import mean_average_precision
 
-from community_reference import FIXTURES
+from community_reference import FIXTURES, copy_fixture
 from probes import make_trainer
 
 
@@ -108,6 +108,16 @@ def test_the_option_is_no_reason_to_refuse_a_resumed_fit():
 def test_a_bad_value_is_explained():
     with pytest.raises(ValueError, match="eval_label_less must be 'keep' or 'exclude', got 'drop'"):
         make(NUSWIDEDataModule, "nuswide", eval_label_less="drop")
+
+
+def test_excluding_every_test_image_is_refused_but_predict_goes_on(tmp_path):
+    root = copy_fixture("folder", tmp_path)
+    (root / "test.csv").write_text("image,labels\nimages/test_00.png,\nimages/test_03.png,\n")
+    data = FolderDataModule(root=str(root), image_size=32, num_workers=0, eval_label_less="exclude")
+    with pytest.raises(ValueError, match="leaves no test image to evaluate: none of the 2 test"):
+        data.setup("test")
+    data.setup("predict")
+    assert len(data.predict_dataloader().dataset) == 2
 
 
 def test_exclude_changes_the_tested_rows_and_map_keep_does_not(tmp_path):
