@@ -1,4 +1,4 @@
-"""SPMLModule: backbone + linear head + SPML loss + epoch schedule + exact mAP."""
+"""SPMLModule: backbone + linear head + SPML loss + epoch schedule + exact mAP, OF1, CF1."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ from spml_lightning.losses import GRLoss, SPMLLoss, get_loss_class, loss_from_co
 from spml_lightning.losses.distributed import all_gather_rows
 from spml_lightning.losses.distributed import first_occurrences as _first_occurrences
 from spml_lightning.metrics import average_precision_per_class
+from spml_lightning.precision_recall import operating_point_metrics
 from spml_lightning.training.compatibility import (
     check_class_names,
     check_preprocessing,
@@ -56,7 +57,9 @@ class SPMLModule(LightningModule):
     ``nn.Module``; docs/guides/backbones.md), a linear head, and an SPML loss (GR
     Loss by default). The loss sees logits (cast to fp32) and the observed
     labels only; full labels are used for evaluation (exact macro mAP x 100,
-    logged as ``val/mAP`` and ``test/mAP``) -- except by a loss that declares
+    logged as ``val/mAP`` and ``test/mAP``, with the precision/recall/F1 of the
+    multi-label tables, ``val/OF1``, ``test/top3/CF1``, ...; see
+    ``spml_lightning.precision_recall``) -- except by a loss that declares
     ``trains_on_targets`` (the full-label upper bound).
 
     Args:
@@ -530,20 +533,31 @@ class SPMLModule(LightningModule):
         rows = _first_occurrences(index)
         return scores[rows], targets[rows]
 
+    def _log_operating_points(self, split: str, scores: Tensor, targets: Tensor) -> None:
+        """Log OP, OR, OF1, CP, CR, CF1 at 0.5 and for the top 3 (``<split>/top3/OF1``, ...)."""
+        # From the same gathered, de-duplicated rows as the mAP: every rank logs the same values.
+        for name, value in operating_point_metrics(scores, targets).items():
+            self.log(f"{split}/{name}", value, sync_dist=True)
+
     def on_validation_epoch_end(self) -> None:
-        """Log the mAP over the validation set, gathered from all ranks."""
+        """Log the mAP and the F1 metrics over the validation set, gathered from all ranks."""
         scores, targets = self._gathered("val")
         ap = average_precision_per_class(scores, targets)
         self.log("val/mAP", ap.mean() * 100.0, prog_bar=True, sync_dist=True)
+        self._log_operating_points("val", scores, targets)
 
     def on_test_epoch_end(self) -> None:
-        """Log the test mAP and every class's AP, gathered from all ranks; keep the APs."""
+        """Log the test mAP, every class's AP and the F1 metrics, gathered from all ranks.
+
+        The APs are kept in ``test_average_precision``.
+        """
         scores, targets = self._gathered("test")
         ap = average_precision_per_class(scores, targets)
         self.test_average_precision = ap.cpu()
         self.log("test/mAP", ap.mean() * 100.0, sync_dist=True)
         for name, value in zip(self.class_names, ap, strict=True):
             self.log(f"test/AP/{name}", value * 100.0, sync_dist=True)
+        self._log_operating_points("test", scores, targets)
 
     # -- inference without a datamodule ------------------------------------------
     @property

@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny demo data set made once per test session, bench/ scripts as modules."""
+"""Shared fixtures: the tiny demo set (made once per session), INFO lines, bench/ scripts."""
 
 import importlib
 import logging
@@ -30,6 +30,18 @@ def tiny_demo_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
+def info_lines():
+    """The INFO messages logged through Lightning's logger during a test (what `spml` prints)."""
+    lines = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = logging.getLogger("lightning.pytorch")
+    logger.addHandler(handler)
+    yield lines
+    logger.removeHandler(handler)
+
+
+@pytest.fixture
 def restore_determinism():
     """`--trainer.deterministic true` switches torch's global flag on; switch it back."""
     import torch
@@ -57,7 +69,8 @@ def tiny_run(tmp_path_factory, tiny_demo_root) -> dict:
 
     Keys: ``args`` (the spml flags of the run), ``runs`` (its default_root_dir),
     ``best`` and ``final`` (checkpoints of the best and of the last epoch),
-    ``test_map`` (test mAP of ``best``).
+    ``test_map`` (test mAP of ``best``), ``test_results`` (every test metric of ``best``, as
+    ``spml test`` printed it).
     """
     from spml_lightning.cli import run_cli
 
@@ -75,6 +88,7 @@ def tiny_run(tmp_path_factory, tiny_demo_root) -> dict:
         "best": Path(callback.best_model_path),
         "final": final,
         "test_map": test.trainer.callback_metrics["test/mAP"].item(),
+        "test_results": {k: v.item() for k, v in test.trainer.callback_metrics.items()},
     }
 
 

@@ -151,12 +151,17 @@ class StartTogether(Callback):
             time.sleep(0.05)
 
 
+#: The F1 metrics a RunRecorder records at test time, besides the mAP.
+F1_RECORDED = ("OF1", "CF1", "top3/OF1", "top3/CF1")
+
+
 class RunRecorder(Callback):
     """Append what a run did to ``<prefix>.rank<R>.jsonl``, one JSON object per event.
 
     Events: ``train`` (every step: global step, epoch, the loss's schedule
     values in force, the loss value), ``epoch_end`` (digests of the model
-    weights and of the loss's state), ``val`` and ``test`` (mAP).
+    weights and of the loss's state), ``val`` (mAP) and ``test`` (mAP and
+    ``F1_RECORDED``).
 
     Args:
         prefix: path prefix of the record files.
@@ -209,7 +214,10 @@ class RunRecorder(Callback):
             )
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._write(trainer, {"kind": "test", "mAP": float(trainer.callback_metrics["test/mAP"])})
+        metrics = trainer.callback_metrics
+        record = {"kind": "test", "mAP": float(metrics["test/mAP"])}
+        record.update({name: float(metrics[f"test/{name}"]) for name in F1_RECORDED})
+        self._write(trainer, record)
 
 
 def read_records(prefix: str | Path, rank: int = 0) -> list[dict]:

@@ -49,3 +49,19 @@ def test_perfect_and_reversed_ranking():
 def test_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="same shape"):
         average_precision_per_class(torch.zeros(3, 2), torch.zeros(3, 3))
+
+
+def test_matches_torchmetrics_exact_average_precision():
+    # torchmetrics' exact (thresholds=None) macro AP is a second oracle where every class has a
+    # positive (it gives NaN for a class without one, which counts 0 here).
+    from torchmetrics.functional.classification import multilabel_average_precision
+
+    g = torch.Generator().manual_seed(1)
+    scores = torch.randint(0, 12, (300, 6), generator=g).float() / 12  # many ties
+    targets = (torch.rand(300, 6, generator=g) < 0.25).long()
+    assert (targets.sum(0) > 0).all()
+    reference = multilabel_average_precision(
+        scores, targets, num_labels=6, average="macro", thresholds=None
+    )
+    ours = mean_average_precision(scores, targets.float())
+    assert ours.item() == pytest.approx(reference.item() * 100, abs=1e-4)

@@ -8,6 +8,7 @@ from PIL import Image
 from spml_lightning import GRLoss, SPMLModule
 from spml_lightning.metrics import mean_average_precision
 from spml_lightning.module import _first_occurrences
+from spml_lightning.precision_recall import operating_point_metrics
 
 from probes import make_trainer, tiny_model
 
@@ -77,6 +78,24 @@ def test_test_logs_map_and_per_class_ap(tmp_path, tiny_demo):
     assert ap.shape == (14,)
     assert results["test/mAP"] == pytest.approx(ap.mean().item() * 100, abs=1e-4)
     assert results["test/AP/bird"] == pytest.approx(ap[0].item() * 100, abs=1e-4)
+
+
+def test_test_and_validate_log_the_f1_metrics_of_all_rows(tmp_path, tiny_demo):
+    model = tiny_model()
+    trainer = make_trainer(tmp_path)
+    (tested,) = trainer.test(model, tiny_demo)
+    (validated,) = trainer.validate(model, tiny_demo)
+    model.eval()
+    for split, results in (("test", tested), ("val", validated)):
+        dataset = getattr(tiny_demo, f"{split}_dataset")
+        with torch.no_grad():
+            batch = torch.stack([dataset[i]["image"] for i in range(len(dataset))])
+            scores = torch.sigmoid(model(batch))
+        expected = operating_point_metrics(scores, torch.from_numpy(dataset.targets).float())
+        assert len(expected) == 12
+        for name, value in expected.items():
+            assert results[f"{split}/{name}"] == pytest.approx(value.item(), abs=1e-3), name
+    assert {"test/OF1", "test/CF1", "test/top3/OP", "test/top3/CR"} <= set(tested)
 
 
 def test_first_occurrences_drop_sampler_padding():

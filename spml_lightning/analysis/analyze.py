@@ -47,6 +47,7 @@ from spml_lightning.inference import evaluation_transform, score_dataset, with_t
 from spml_lightning.losses.functional import bayes_pseudo_label
 from spml_lightning.metrics import average_precision_per_class
 from spml_lightning.module import SPMLModule
+from spml_lightning.precision_recall import operating_point_metrics
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -232,6 +233,9 @@ class CheckpointAnalysis:
         gradient_failures: registered losses that could not be built with
             defaults, with the reason.
         schedule: where the loss schedule stood (``epoch N of T``).
+        operating_points: OP, OR, OF1, CP, CR, CF1 (x 100) on the evaluated split
+            at 0.5 and for the top 3 (``top3/OF1``, ...), the values ``spml test``
+            logs as ``test/OF1``, ... (``spml_lightning.precision_recall``).
     """
 
     table: PerClassTable
@@ -244,6 +248,7 @@ class CheckpointAnalysis:
     gradients: dict[str, np.ndarray]
     gradient_failures: dict[str, str] = field(default_factory=dict)
     schedule: str = ""
+    operating_points: dict[str, float] = field(default_factory=dict)
 
     def figures(self) -> dict[str, Figure]:
         """The diagnostics as figures, by file stem."""
@@ -287,6 +292,9 @@ def analyze(
     )
     statistics = class_statistics(train.targets, train.observed)
     table = per_class_table(evaluated, statistics, model.class_names)
+    operating_points = operating_point_metrics(
+        torch.from_numpy(evaluated.probabilities), torch.from_numpy(evaluated.targets)
+    )
     fn_rate = false_negative_rate(train.probabilities, train.observed, train.targets, bins)
 
     schedule = _schedule_label(model)
@@ -319,4 +327,5 @@ def analyze(
         gradients=gradients,
         gradient_failures=failures,
         schedule=schedule,
+        operating_points={name: value.item() for name, value in operating_points.items()},
     )

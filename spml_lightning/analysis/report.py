@@ -7,8 +7,10 @@ r"""Write a checkpoint's diagnostics as PNGs and a markdown summary.
 
 Every ``spml`` flag (``--data.init_args.root`` ...) is passed on to the config.
 The output folder (default: ``report_<checkpoint name>`` beside the run's
-``checkpoints`` folder) receives ``summary.md`` (per-class table, numbers,
-figures), ``summary.json``, ``per_class.csv``, ``false_negative_rate.csv`` and
+``checkpoints`` folder) receives ``summary.md`` (mAP, OF1/CF1 and the other
+precision/recall/F1 numbers, per-class table, figures), ``summary.json`` (the
+same numbers: ``mAP``, ``OF1``, ``top3/CF1``, ...), ``per_class.csv``,
+``false_negative_rate.csv`` and
 the PNGs ``false_negative_rate``, ``distinguishing_ability``,
 ``loss_gradients`` (and ``sweep`` with ``--sweep_root``).
 """
@@ -26,6 +28,7 @@ from spml_lightning.analysis.analyze import CheckpointAnalysis, analyze
 from spml_lightning.analysis.run import load_run
 from spml_lightning.analysis.sweep import SweepPoint
 from spml_lightning.console import RunProgress, run_command
+from spml_lightning.precision_recall import METRIC_NAMES, TOP_K
 
 __all__ = ["command", "default_output_dir", "main", "write_report"]
 
@@ -51,6 +54,24 @@ def _prepare(output_dir: Path, overwrite: bool) -> None:
 
 def _number(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.4f}"
+
+
+def _operating_points_table(result: CheckpointAnalysis) -> list[str]:
+    """The F1 metrics of the evaluated split as markdown lines: one row per operating point."""
+    values = result.operating_points
+    lines = [
+        f"## Precision, recall and F1 ({result.table.split})",
+        "",
+        "Overall (O: micro) and per-class (C: macro) precision, recall, F1 "
+        "(docs/guides/inspecting.md).",
+        "",
+        "| predicted labels | " + " | ".join(METRIC_NAMES) + " |",
+        "|---|" + "---:|" * len(METRIC_NAMES),
+    ]
+    for label, prefix in (("p ≥ 0.5", ""), (f"top {TOP_K} with p ≥ 0.5", f"top{TOP_K}/")):
+        cells = " | ".join(f"{values[prefix + name]:.2f}" for name in METRIC_NAMES)
+        lines.append(f"| {label} | {cells} |")
+    return lines
 
 
 def write_report(
@@ -109,6 +130,7 @@ def write_report(
         "unknown_labels": unknown_fn + unknown_tn,
         "unknown_positives": unknown_fn,
         "gradient_failures": result.gradient_failures,
+        **result.operating_points,
     }
     written.append(output_dir / "summary.json")
     written[-1].write_text(json.dumps(numbers, indent=1))
@@ -124,6 +146,8 @@ def write_report(
         f"(false negatives): {unknown_fn} ({100 * share:.2f} %)",
         f"- Wasserstein distance between p of unknown positives and unknown negatives: "
         f"{_number(result.distinguishing.wasserstein)}",
+        "",
+        *_operating_points_table(result),
         "",
         "## Per-class AP and class statistics",
         "",

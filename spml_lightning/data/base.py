@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
-from lightning.pytorch.utilities.rank_zero import rank_zero_warn
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from spml_lightning.data.device_decode import collate_encoded, decode_and_transform, read_encoded
@@ -120,6 +120,21 @@ class SPMLImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self._paths)
 
+    def subset(self, rows: np.ndarray) -> SPMLImageDataset:
+        """The chosen ``rows`` (indices or a boolean mask), renumbered from 0; same settings."""
+        return SPMLImageDataset(
+            self._paths[rows],
+            self.targets[rows],
+            self.observed[rows],
+            self.transform,
+            self.evaluate_on,
+            self.unreadable_hint,
+        )
+
+    def label_less_rows(self) -> np.ndarray:
+        """Boolean mask of the rows without any positive in their full labels."""
+        return ~self.targets.any(axis=1)
+
     def __getitem__(self, index: int) -> dict:
         path = str(self._paths[index])
         try:
@@ -162,6 +177,12 @@ class SPMLDataModule(LightningDataModule, ABC):
             observation settings apply where the data brings no observed labels.
         val_labels: validate (and select models) on the ``full`` labels of the
             validation images, or on their ``observed`` labels only.
+        eval_label_less: what evaluation (the val and test sets) does with the
+            images without any positive in their full labels: ``keep`` them (the
+            published protocol) or ``exclude`` them. Training keeps them either
+            way (their observed labels have no positive), and ``predict`` runs on
+            every test image. Their counts are in ``label_less_images`` (and
+            logged by ``setup``). Not part of what a resumed fit must repeat.
         train_augment: random horizontal flip on training images.
         mean: per-channel normalisation mean; default (None) the model's: in a
             trainer, the ``normalization`` the LightningModule asks for (SPMLModule:
@@ -194,6 +215,7 @@ class SPMLDataModule(LightningDataModule, ABC):
         num_pos: int = 1,
         num_neg: int = 0,
         val_labels: Literal["full", "observed"] = "full",
+        eval_label_less: Literal["keep", "exclude"] = "keep",
         train_augment: bool = True,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
@@ -216,6 +238,10 @@ class SPMLDataModule(LightningDataModule, ABC):
             )
         if val_labels not in ("full", "observed"):
             raise ValueError(f"val_labels must be 'full' or 'observed', got {val_labels!r}.")
+        if eval_label_less not in ("keep", "exclude"):
+            raise ValueError(
+                f"eval_label_less must be 'keep' or 'exclude', got {eval_label_less!r}."
+            )
         if decode_on not in ("workers", "device"):
             raise ValueError(f"decode_on must be 'workers' or 'device', got {decode_on!r}.")
         self._given_normalization = {"mean": mean, "std": std}
@@ -230,6 +256,7 @@ class SPMLDataModule(LightningDataModule, ABC):
         self.num_pos = num_pos
         self.num_neg = num_neg
         self.val_labels = val_labels
+        self.eval_label_less = eval_label_less
         self.train_augment = train_augment
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
@@ -238,6 +265,10 @@ class SPMLDataModule(LightningDataModule, ABC):
         self.train_dataset: SPMLImageDataset | None = None
         self.val_dataset: SPMLImageDataset | None = None
         self.test_dataset: SPMLImageDataset | None = None
+        # The val and test sets as the protocol made them, label-less rows included: the
+        # evaluated ones above may exclude those (eval_label_less).
+        self._protocol_sets: dict[str, SPMLImageDataset] = {}
+        self._label_less: dict[str, int] = {}
         self._fingerprints: dict[int, tuple[SPMLImageDataset, str]] = {}
 
     # -- what a data set has to provide ---------------------------------------
@@ -274,6 +305,16 @@ class SPMLDataModule(LightningDataModule, ABC):
     def num_classes(self) -> int:
         """The number of classes (label columns)."""
         return len(self.class_names)
+
+    @property
+    def label_less_images(self) -> dict[str, int]:
+        """How many images of each set have no positive label, e.g. ``{"train": 2, "val": 0}``.
+
+        The sets set up so far (``train`` and ``val`` by ``setup("fit")``, ``test``
+        by ``setup("test")``), counted on the full labels before
+        ``eval_label_less="exclude"`` removes them from the val and test sets.
+        """
+        return dict(self._label_less)
 
     @property
     def preprocessing(self) -> dict:
@@ -397,10 +438,13 @@ class SPMLDataModule(LightningDataModule, ABC):
         """What a checkpoint records of the data: a fingerprint of the train and val rows."""
         if self.train_dataset is None or self.val_dataset is None:
             return {}
+        # The protocol's val rows: excluding label-less images from evaluation
+        # (eval_label_less) is no other experiment, and a resumed fit may change it.
+        val = self._protocol_sets.get("val", self.val_dataset)
         return {
             "train_rows": len(self.train_dataset),
             "train_fingerprint": self._fingerprint(self.train_dataset),
-            "val_fingerprint": self._fingerprint(self.val_dataset),
+            "val_fingerprint": self._fingerprint(val),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -446,7 +490,7 @@ class SPMLDataModule(LightningDataModule, ABC):
             self.train_dataset = self._dataset(
                 train_idx, paths, labels, observed, self._train_transform()
             )
-            self.val_dataset = self._dataset(
+            val = self._dataset(
                 val_idx,
                 paths,
                 labels,
@@ -454,13 +498,51 @@ class SPMLDataModule(LightningDataModule, ABC):
                 self._eval_transform(),
                 evaluate_on="observed" if self.val_labels == "observed" else "targets",
             )
+            self._report_label_less({"train": self.train_dataset, "val": val})
+            self.val_dataset = self._evaluated("val", val, evaluating=True)
         if stage in (None, "test", "predict") and self.test_dataset is None:
             data = self._checked_phase("test")
             labels = np.asarray(data.labels)
             observed = self._observed(data)
             paths = np.asarray(data.image_paths, dtype=np.str_)
             keep = self._usable_rows(paths, "test")
-            self.test_dataset = self._dataset(keep, paths, labels, observed, self._eval_transform())
+            test = self._dataset(keep, paths, labels, observed, self._eval_transform())
+            self._report_label_less({"test": test})
+            self.test_dataset = self._evaluated("test", test, evaluating=stage != "predict")
+
+    def _evaluated(
+        self, name: str, dataset: SPMLImageDataset, evaluating: bool
+    ) -> SPMLImageDataset:
+        """The set evaluation uses: ``dataset``, without its label-less rows if asked.
+
+        Refuses to leave nothing to evaluate when the stage evaluates (``predict`` does not).
+        """
+        self._protocol_sets[name] = dataset
+        if self.eval_label_less == "keep":
+            return dataset
+        evaluated = dataset.subset(~dataset.label_less_rows())
+        if evaluating and len(dataset) and not len(evaluated):
+            raise ValueError(
+                f"eval_label_less='exclude' leaves no {name} image to evaluate: none of the "
+                f"{len(dataset)} {name} images of {type(self).__name__} has a positive label. "
+                "Check the labels, or pass eval_label_less='keep'."
+            )
+        return evaluated
+
+    def _report_label_less(self, sets: Mapping[str, SPMLImageDataset]) -> None:
+        """Count the images without a positive label; log the counts when there are any."""
+        counts = {name: int(dataset.label_less_rows().sum()) for name, dataset in sets.items()}
+        self._label_less.update(counts)
+        if not any(counts.values()):
+            return
+        listed = " and ".join(f"{counts[n]} of {len(d)} {n}" for n, d in sets.items())
+        evaluated = " and ".join(name for name in sets if name != "train")
+        verb = "keeps" if self.eval_label_less == "keep" else "excludes"
+        rank_zero_info(
+            f"{type(self).__name__}: {listed} images have no positive label; "
+            + ("training keeps them (no observed positive); " if "train" in sets else "")
+            + f"{evaluated} evaluation {verb} them (eval_label_less={self.eval_label_less})."
+        )
 
     def _dataset(
         self,
@@ -541,5 +623,5 @@ class SPMLDataModule(LightningDataModule, ABC):
         return self._loader(self.test_dataset, False, "test")
 
     def predict_dataloader(self) -> DataLoader:
-        """The test set, in order: predict runs on the test phase's images."""
-        return self._loader(self.test_dataset, False, "test")
+        """The test phase's images, in order (label-less ones too, whatever ``eval_label_less``)."""
+        return self._loader(self._protocol_sets.get("test", self.test_dataset), False, "test")

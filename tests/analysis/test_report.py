@@ -57,8 +57,16 @@ def test_report_writes_every_file(tiny_run, tmp_path):
     assert summary["wasserstein_distance"] >= 0 and math.isfinite(summary["wasserstein_distance"])
     assert summary["unknown_positives"] == sum(int(r["false_negatives"]) for r in bins)
     assert summary["unknown_positives"] == sum(int(r["missing_positives"]) for r in rows)
+    # The F1 metrics are the ones `spml test` logged for the same checkpoint.
+    logged = tiny_run["test_results"]
+    for name in ("OP", "OR", "OF1", "CP", "CR", "CF1"):
+        for key in (name, f"top3/{name}"):
+            assert summary[key] == pytest.approx(logged[f"test/{key}"], abs=1e-4), key
     markdown = (out / "summary.md").read_text()
     assert f"mAP (test): {summary['mAP']:.2f}" in markdown
+    assert "| predicted labels | OP | OR | OF1 | CP | CR | CF1 |" in markdown
+    top3_cells = " | ".join(f"{summary[f'top3/{n}']:.2f}" for n in ("OP", "OR", "OF1"))
+    assert f"| top 3 with p ≥ 0.5 | {top3_cells} | " in markdown
     for name in PNGS:
         assert f"({name}.png)" in markdown
 

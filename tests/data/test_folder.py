@@ -1,7 +1,6 @@
 """FolderDataModule: a user's own images and CSV files."""
 
 import csv
-import logging
 import re
 
 import numpy as np
@@ -28,18 +27,6 @@ def read_csv(path):
 
 def make(root=ROOT, **kwargs) -> FolderDataModule:
     return FolderDataModule(root=str(root), image_size=32, batch_size=4, num_workers=0, **kwargs)
-
-
-@pytest.fixture
-def info_lines():
-    """The INFO messages logged through Lightning's logger during a test (what `spml` prints)."""
-    lines = []
-    handler = logging.Handler(logging.INFO)
-    handler.emit = lambda record: lines.append(record.getMessage())
-    logger = logging.getLogger("lightning.pytorch")
-    logger.addHandler(handler)
-    yield lines
-    logger.removeHandler(handler)
 
 
 def test_given_observed_labels_and_generated_single_positives():
@@ -125,8 +112,13 @@ def test_setup_reports_the_classes_and_their_counts(info_lines):
         f"FolderDataModule: {ROOT / 'train.csv'}: {len(train_files)} images "
         f"(1 without a label), 4 classes; positives per class {counts(train_labels)}; "
         f"observed positives per class {counts(train_observed)}",
+        # The split's count (base.py): train_03, the CSV's image without a label, is a val row.
+        "FolderDataModule: 0 of 10 train and 1 of 2 val images have no positive label; training "
+        "keeps them (no observed positive); val evaluation keeps them (eval_label_less=keep).",
         f"FolderDataModule: {ROOT / 'test.csv'}: {len(test_files)} images "
         f"(1 without a label), 4 classes; positives per class {counts(test_labels)}",
+        "FolderDataModule: 1 of 6 test images have no positive label; test evaluation keeps them "
+        "(eval_label_less=keep).",
     ]
 
 

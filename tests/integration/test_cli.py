@@ -49,3 +49,19 @@ def test_missing_checkpoint_is_explained(tmp_path, tiny_demo_root):
 def test_bad_hyper_parameter_names_the_parameter(tmp_path, tiny_demo_root):
     with pytest.raises(ValueError, match="q2"):
         run_cli(["fit", *demo_args(tmp_path, tiny_demo_root), "--model.loss.init_args.q2", "-1"])
+
+
+def test_spml_test_prints_the_f1_metrics(tiny_run, capsys):
+    capsys.readouterr()
+    args = [*tiny_run["args"], "--ckpt_path", str(tiny_run["best"])]
+    run_cli(["test", *args])
+    printed = capsys.readouterr().out
+    for name in ("test/mAP", "test/OP", "test/OF1", "test/CF1", "test/top3/OR", "test/top3/CF1"):
+        assert name in printed, name
+    # A model trained with every image is tested without the label-less ones: no refusal (the
+    # demo has none, so the numbers are the same).
+    excluded = run_cli(["test", *args, "--data.init_args.eval_label_less", "exclude"])
+    assert excluded.datamodule.eval_label_less == "exclude"
+    assert excluded.datamodule.label_less_images == {"test": 0}
+    results = excluded.trainer.callback_metrics
+    assert results["test/top3/OF1"].item() == tiny_run["test_results"]["test/top3/OF1"]

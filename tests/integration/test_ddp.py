@@ -16,6 +16,7 @@ from spml_lightning.cli import run_cli
 from spml_lightning.data.demo import write_demo_dataset
 
 from probes import (
+    F1_RECORDED,
     TESTS_DIR,
     demo_args,
     read_records,
@@ -91,10 +92,10 @@ def test_two_process_ddp_matches_one_process(tmp_path):
         .trainer.callback_metrics["val/mAP"]
         .item()
     )
-    test = (
-        run_cli(["test", *single, "--ckpt_path", "best"])
-        .trainer.callback_metrics["test/mAP"]
-        .item()
-    )
+    tested = run_cli(["test", *single, "--ckpt_path", "best"]).trainer.callback_metrics
     assert val == pytest.approx(ddp_val, abs=1e-4)
-    assert test == pytest.approx(ddp_test, abs=1e-4)
+    assert tested["test/mAP"].item() == pytest.approx(ddp_test, abs=1e-4)
+    # The F1 metrics come from the same gathered rows: the padded row is not counted twice.
+    (ddp_tested,) = [r for r in ranks[0] if r["kind"] == "test"]
+    for name in F1_RECORDED:
+        assert tested[f"test/{name}"].item() == pytest.approx(ddp_tested[name], abs=1e-4), name
