@@ -14,6 +14,7 @@ from spml_lightning.data import (
     NUSWIDEDataModule,
     VOCDataModule,
 )
+from spml_lightning.data.official import OfficialDataModule
 from spml_lightning.metrics import mean_average_precision
 
 from community_reference import FIXTURES, copy_fixture
@@ -21,6 +22,9 @@ from probes import make_trainer
 
 
 def make(cls, fixture: str, **kwargs):
+    if issubclass(cls, OfficialDataModule):
+        # The fixtures are read in place: nothing may be written into the repository.
+        kwargs.setdefault("cache", False)
     return cls(root=str(FIXTURES / fixture), image_size=32, batch_size=4, num_workers=0, **kwargs)
 
 
