@@ -232,6 +232,8 @@ class CheckpointAnalysis:
         gradient_failures: registered losses that could not be built with
             defaults, with the reason.
         schedule: where the loss schedule stood (``epoch N of T``).
+        observed_by: how the training set's observed labels were made: the
+            datamodule's ``observe`` strategy, or ``given`` (they came with the data).
     """
 
     table: PerClassTable
@@ -244,6 +246,7 @@ class CheckpointAnalysis:
     gradients: dict[str, np.ndarray]
     gradient_failures: dict[str, str] = field(default_factory=dict)
     schedule: str = ""
+    observed_by: str = ""
 
     def figures(self) -> dict[str, Figure]:
         """The diagnostics as figures, by file stem."""
@@ -319,4 +322,5 @@ def analyze(
         gradients=gradients,
         gradient_failures=failures,
         schedule=schedule,
+        observed_by=datamodule.observed_by or "",
     )
