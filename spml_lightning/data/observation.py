@@ -6,7 +6,10 @@ the one in the middle of the picture. The strategies here model that; every
 one is deterministic (numpy only, no global random state):
 
 * ``frequency``: a positive drawn with probability proportional to its class's
-  number of positives in the training phase;
+  number of positives in the training phase -- an annotator who names what the
+  data set shows most often (a class twice as common is named twice as often
+  when both are present), the label bias Arroyo et al. study ("Understanding
+  Label Bias in Single Positive Multi-Label Learning", ICLR 2023 Tiny Papers);
 * ``size``: the class of the largest annotated object;
 * ``center``: the class of the object whose box centre is nearest the image
   centre, in coordinates normalised by the image's width and height.
