@@ -11,6 +11,13 @@ prints the table of what is there.
     python bench/compare_losses.py                        # 16 losses x 3 seeds, config's 12 epochs
     python bench/compare_losses.py --losses full AN GR    # make bench-demo
     python bench/compare_losses.py --epochs 4 --seeds 0 1 2 --resume
+    python bench/compare_losses.py --losses AN GR --observe frequency --observe_seeds 1200 1 2
+
+``--observe`` trains every run with that observation strategy
+(``--data.init_args.observe``: which positive of a training image is observed),
+``--observe_seeds`` with each of those observation draws
+(``--data.init_args.observe_seed``); with more than one draw the table reports
+the spread over observation draws beside the spread over training seeds.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from pathlib import Path
 import yaml
 
 from spml_lightning.cli import run_cli
+from spml_lightning.data.observation import OBSERVE_STRATEGIES
 from spml_lightning.losses import LOSSES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,8 +75,33 @@ def loss_arguments(loss: str, epochs: int) -> list[str]:
     return args
 
 
-def run(loss: str, seed: int, config: Path, workdir: Path, epochs: int, extra: list[str]) -> float:
-    """Fit one loss with one seed, test its best-val checkpoint; return test mAP."""
+def observation_arguments(observe: str | None, observe_seed: int | None) -> list[str]:
+    """The spml flags of an observation strategy and draw; none for the config's own."""
+    args = [] if observe is None else ["--data.init_args.observe", observe]
+    return args + (
+        [] if observe_seed is None else ["--data.init_args.observe_seed", str(observe_seed)]
+    )
+
+
+def run_name(loss: str, seed: int, observe: str | None, observe_seed: int | None) -> str:
+    """The run's folder under the workdir: ``<preset>-<seed>``, then the observation if given."""
+    name = f"{preset_for(loss).stem}-{seed}"
+    if observe is not None:
+        name += f"-{observe}"
+    return name if observe_seed is None else f"{name}-draw{observe_seed}"
+
+
+def run(
+    loss: str,
+    seed: int,
+    config: Path,
+    workdir: Path,
+    epochs: int,
+    extra: list[str],
+    observe: str | None = None,
+    observe_seed: int | None = None,
+) -> float:
+    """Fit one loss with one seed (and observation), test its best-val checkpoint; test mAP."""
     args = [
         "--config",
         str(config),
@@ -78,11 +111,12 @@ def run(loss: str, seed: int, config: Path, workdir: Path, epochs: int, extra: l
         "--trainer.max_epochs",
         str(epochs),
         "--trainer.default_root_dir",
-        str(workdir / f"{preset_for(loss).stem}-{seed}"),
+        str(workdir / run_name(loss, seed, observe, observe_seed)),
         "--trainer.enable_progress_bar",
         "false",
         "--trainer.enable_model_summary",
         "false",
+        *observation_arguments(observe, observe_seed),
         *extra,
     ]
     cli = run_cli(["fit", *args])
@@ -98,8 +132,53 @@ def read_results(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _spread(records: list[dict], key: str) -> float:
+    """Std over the values of ``key`` of the mean test mAP of each value (0 for one value)."""
+    groups: dict = {}
+    for r in records:
+        groups.setdefault(r.get(key), []).append(r["test_map"])
+    means = [statistics.mean(values) for values in groups.values()]
+    return statistics.stdev(means) if len(means) > 1 else 0.0
+
+
+def draws_table(records: list[dict], losses: list[str]) -> str:
+    """Markdown table over training seeds x observation draws, per loss in registry order.
+
+    The mean ± std of all runs, then the two sources of spread apart: the std
+    over training seeds of each seed's mean over the draws, and the std over
+    observation draws (``observe_seed``) of each draw's mean over the seeds.
+    """
+    lines = [
+        "| loss | observe | test mAP (mean ± std, all runs) | std over training seeds "
+        "| std over observation draws | seeds | observe seeds | epochs |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for loss in losses:
+        rows = [r for r in records if r["loss"] == loss]
+        if not rows:
+            continue
+        values = [r["test_map"] for r in rows]
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        observe = ", ".join(sorted({str(r.get("observe") or "config") for r in rows}))
+        seeds = ", ".join(str(s) for s in sorted({r["seed"] for r in rows}))
+        draws = ", ".join(str(s) for s in sorted({r.get("observe_seed") for r in rows}))
+        epochs = ", ".join(sorted({str(r["epochs"]) for r in rows}))
+        lines.append(
+            f"| {loss} | {observe} | {statistics.mean(values):.2f} ± {std:.2f} "
+            f"| {_spread(rows, 'seed'):.2f} | {_spread(rows, 'observe_seed'):.2f} | {seeds} "
+            f"| {draws} | {epochs} |"
+        )
+    return "\n".join(lines)
+
+
 def table(records: list[dict], losses: list[str]) -> str:
-    """Markdown table of mean ± std test mAP per loss, in registry order."""
+    """Markdown table of mean ± std test mAP per loss, in registry order.
+
+    With several observation draws (``observe_seed``) among the records, the
+    table of ``draws_table``.
+    """
+    if len({r.get("observe_seed") for r in records}) > 1:
+        return draws_table(records, losses)
     # Per-seed values too: with 3 seeds a gap smaller than the spread only shows seed by seed.
     lines = [
         "| loss | test mAP (mean ± std) | per seed | seeds | epochs |",
@@ -121,6 +200,17 @@ def table(records: list[dict], losses: list[str]) -> str:
     return "\n".join(lines)
 
 
+def key(record: dict) -> tuple:
+    """What identifies a run in the results file (records from before --observe lack those)."""
+    return (
+        record["loss"],
+        record["seed"],
+        record.get("observe"),
+        record.get("observe_seed"),
+        record["epochs"],
+    )
+
+
 def main_bench() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -136,6 +226,20 @@ def main_bench() -> None:
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument(
+        "--observe",
+        choices=OBSERVE_STRATEGIES,
+        default=None,
+        help="observation strategy of every run (default: the config's)",
+    )
+    parser.add_argument(
+        "--observe_seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="observation draws (observe_seed) each training seed runs with (default: the "
+        "config's)",
+    )
+    parser.add_argument(
         "--epochs", type=int, default=None, help="trainer.max_epochs (default: the config's)"
     )
     parser.add_argument(
@@ -147,7 +251,7 @@ def main_bench() -> None:
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="skip (loss, seed, epochs) already in the results file",
+        help="skip (loss, seed, observation, epochs) already in the results file",
     )
     parser.add_argument(
         "--table-only", action="store_true", help="print the table of the results file and exit"
@@ -160,32 +264,42 @@ def main_bench() -> None:
     epochs = args.epochs or int(yaml.safe_load(args.config.read_text())["trainer"]["max_epochs"])
     if not args.table_only:
         args.workdir.mkdir(parents=True, exist_ok=True)
-        done = (
-            {(r["loss"], r["seed"], r["epochs"]) for r in read_results(results)}
-            if args.resume
-            else set()
-        )
+        done = {key(r) for r in read_results(results)} if args.resume else set()
         if not args.resume and results.exists():
             results.unlink()
         extra = [a for a in args.extra if a != "--"]
         for loss in args.losses:
             for seed in args.seeds:
-                if (loss, seed, epochs) in done:
-                    continue
-                start = time.perf_counter()
-                value = run(loss, seed, args.config, args.workdir, epochs, extra)
-                seconds = time.perf_counter() - start
-                record = {
-                    "loss": loss,
-                    "seed": seed,
-                    "epochs": epochs,
-                    "test_map": value,
-                    "seconds": round(seconds),
-                }
-                with results.open("a") as handle:
-                    handle.write(json.dumps(record) + "\n")
-                print(f"{loss:>6} seed {seed}: test mAP {value:.2f}  ({seconds:.0f} s)", flush=True)
-    records = [r for r in read_results(results) if r["loss"] in args.losses]
+                for draw in args.observe_seeds or [None]:
+                    record = {
+                        "loss": loss,
+                        "seed": seed,
+                        "epochs": epochs,
+                        "observe": args.observe,
+                        "observe_seed": draw,
+                    }
+                    if key(record) in done:
+                        continue
+                    start = time.perf_counter()
+                    value = run(
+                        loss, seed, args.config, args.workdir, epochs, extra, args.observe, draw
+                    )
+                    seconds = time.perf_counter() - start
+                    record.update(test_map=value, seconds=round(seconds))
+                    with results.open("a") as handle:
+                        handle.write(json.dumps(record) + "\n")
+                    print(
+                        f"{loss:>6} seed {seed}"
+                        + ("" if draw is None else f" draw {draw}")
+                        + f": test mAP {value:.2f}  ({seconds:.0f} s)",
+                        flush=True,
+                    )
+    # Runs of another observation strategy (or of the config's) belong in another table.
+    records = [
+        r
+        for r in read_results(results)
+        if r["loss"] in args.losses and r.get("observe") == args.observe
+    ]
     print(f"\n{table(records, args.losses)}")
 
 

@@ -236,6 +236,8 @@ class CheckpointAnalysis:
         operating_points: OP, OR, OF1, CP, CR, CF1 (x 100) on the evaluated split
             at 0.5 and for the top 3 (``top3/OF1``, ...), the values ``spml test``
             logs as ``test/OF1``, ... (``spml_lightning.precision_recall``).
+        observed_by: how the training set's observed labels were made: the
+            datamodule's ``observe`` strategy, or ``given`` (they came with the data).
     """
 
     table: PerClassTable
@@ -249,6 +251,7 @@ class CheckpointAnalysis:
     gradient_failures: dict[str, str] = field(default_factory=dict)
     schedule: str = ""
     operating_points: dict[str, float] = field(default_factory=dict)
+    observed_by: str = ""
 
     def figures(self) -> dict[str, Figure]:
         """The diagnostics as figures, by file stem."""
@@ -328,4 +331,5 @@ def analyze(
         gradient_failures=failures,
         schedule=schedule,
         operating_points={name: value.item() for name, value in operating_points.items()},
+        observed_by=datamodule.observed_by or "",
     )

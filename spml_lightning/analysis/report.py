@@ -8,8 +8,9 @@ r"""Write a checkpoint's diagnostics as PNGs and a markdown summary.
 Every ``spml`` flag (``--data.init_args.root`` ...) is passed on to the config.
 The output folder (default: ``report_<checkpoint name>`` beside the run's
 ``checkpoints`` folder) receives ``summary.md`` (mAP, OF1/CF1 and the other
-precision/recall/F1 numbers, per-class table, figures), ``summary.json`` (the
-same numbers: ``mAP``, ``OF1``, ``top3/CF1``, ...), ``per_class.csv``,
+precision/recall/F1 numbers, per-class table, the observation strategy with the
+observed vs true positives per class, figures), ``summary.json`` (the same
+numbers: ``mAP``, ``OF1``, ``top3/CF1``, ..., ``observed_by``), ``per_class.csv``,
 ``false_negative_rate.csv`` and
 the PNGs ``false_negative_rate``, ``distinguishing_ability``,
 ``loss_gradients`` (and ``sweep`` with ``--sweep_root``).
@@ -131,6 +132,7 @@ def write_report(
         "unknown_positives": unknown_fn,
         "gradient_failures": result.gradient_failures,
         **result.operating_points,
+        "observed_by": result.observed_by,
     }
     written.append(output_dir / "summary.json")
     written[-1].write_text(json.dumps(numbers, indent=1))
@@ -153,6 +155,7 @@ def write_report(
         "",
         result.table.to_markdown(),
         "",
+        *_observation_lines(result),
         "## FN / (FN + TN) of the unknown labels per confidence bin",
         "",
         "100 bins on [0, 1]; bins without unknown labels are empty (not drawn). "
@@ -185,6 +188,28 @@ def write_report(
     written.append(output_dir / "summary.md")
     written[-1].write_text("\n".join(lines) + "\n")
     return written
+
+
+def _observation_lines(result: CheckpointAnalysis) -> list[str]:
+    """Which positives the training set observes: the strategy, and the counts per class."""
+    targets, observed = result.train.targets > 0.5, result.train.observed == 1
+    lines = [
+        "## Observed positives in the training set",
+        "",
+        f"Observed by: **{result.observed_by or 'unknown'}** (the datamodule's `observe`; "
+        "`given`: the labels came with the data). A biased strategy shows as observed shares "
+        "that differ between classes.",
+        "",
+        "| class | true positives | observed positives | observed share |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, true, seen in zip(
+        result.table.class_names, targets.sum(axis=0), observed.sum(axis=0), strict=True
+    ):
+        share = f"{100 * seen / true:.1f} %" if true else "n/a"
+        lines.append(f"| {name} | {int(true)} | {int(seen)} | {share} |")
+    lines.append(f"| **total** | {int(targets.sum())} | {int(observed.sum())} | |")
+    return [*lines, ""]
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@ from spml_lightning.data.download import Archive
 from spml_lightning.data.folder import FolderDataModule
 from spml_lightning.data.formatted import FormattedDataModule
 from spml_lightning.data.nuswide import NUSWIDEDataModule
+from spml_lightning.data.observation import ObjectBoxes, observe_by_boxes, observe_by_frequency
 from spml_lightning.data.official import OfficialDataModule
 from spml_lightning.data.predict_folder import ImageFolderDataModule
 from spml_lightning.data.protocol import observe_single_positive, split_train_val
@@ -22,11 +23,14 @@ __all__ = [
     "FormattedDataModule",
     "ImageFolderDataModule",
     "NUSWIDEDataModule",
+    "ObjectBoxes",
     "OfficialDataModule",
     "PhaseData",
     "SPMLDataModule",
     "SPMLImageDataset",
     "VOCDataModule",
+    "observe_by_boxes",
+    "observe_by_frequency",
     "observe_single_positive",
     "split_train_val",
 ]

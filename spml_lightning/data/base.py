@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -26,7 +26,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from spml_lightning.data.device_decode import collate_encoded, decode_and_transform, read_encoded
 from spml_lightning.data.io import load_rgb, unreadable_reason
-from spml_lightning.data.protocol import observe_single_positive, split_train_val
+from spml_lightning.data.observation import (
+    OBSERVE_STRATEGIES,
+    ObjectBoxes,
+    observe_by_boxes,
+    observe_by_frequency,
+)
+from spml_lightning.data.protocol import check_counts, observe_single_positive, split_train_val
 from spml_lightning.data.sampling import ResumableDataLoader
 from spml_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, reference_transform
 
@@ -35,6 +41,7 @@ from spml_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, referenc
 __all__ = ["PhaseData", "SPMLDataModule", "SPMLImageDataset", "load_rgb", "unreadable_reason"]
 
 Phase = Literal["train", "test"]
+Observe = Literal["uniform", "frequency", "size", "center", "given"]
 
 #: How many paths an error or warning about missing/unreadable images lists.
 _SHOWN_PATHS = 5
@@ -160,7 +167,8 @@ class SPMLDataModule(LightningDataModule, ABC):
     ``observe_single_positive`` on the whole official training phase (then
     split, as the community files are), and the official test phase is the
     test set with full labels. Observed labels that come with the data
-    (``PhaseData.observed``) are used as given instead. Before any training,
+    (``PhaseData.observed``) are used as given instead. ``observe`` picks
+    another strategy for the training phase (``observation.py``). Before any training,
     ``setup`` checks that every image exists (or, with ``skip_unreadable``,
     decodes each one and drops the bad ones).
 
@@ -175,6 +183,15 @@ class SPMLDataModule(LightningDataModule, ABC):
         num_pos: observed positives per training image (-1: all).
         num_neg: observed negatives per training image (-1: all). The three
             observation settings apply where the data brings no observed labels.
+        observe: which positives of a training image are observed: ``uniform``
+            (the protocol: observed labels that come with the data, else drawn
+            uniformly at random), ``frequency`` (drawn with probability
+            proportional to the class's training frequency), ``size`` (the
+            class of the largest object), ``center`` (of the most central
+            object), or ``given`` (the data's own observed labels, required).
+            ``size`` and ``center`` need object boxes (COCO, VOC, a CSV
+            ``boxes`` column, the demo set). The test phase's observed labels,
+            never trained on nor evaluated, always follow ``uniform``.
         val_labels: validate (and select models) on the ``full`` labels of the
             validation images, or on their ``observed`` labels only.
         eval_label_less: what evaluation (the val and test sets) does with the
@@ -214,6 +231,7 @@ class SPMLDataModule(LightningDataModule, ABC):
         observe_seed: int = 1200,
         num_pos: int = 1,
         num_neg: int = 0,
+        observe: Observe = "uniform",
         val_labels: Literal["full", "observed"] = "full",
         eval_label_less: Literal["keep", "exclude"] = "keep",
         train_augment: bool = True,
@@ -236,6 +254,10 @@ class SPMLDataModule(LightningDataModule, ABC):
                 f"val_fraction must be strictly between 0 and 1, got {val_fraction} "
                 "(model selection needs a validation set)."
             )
+        if observe not in OBSERVE_STRATEGIES:
+            raise ValueError(
+                f"observe must be one of {', '.join(OBSERVE_STRATEGIES)}; got {observe!r}."
+            )
         if val_labels not in ("full", "observed"):
             raise ValueError(f"val_labels must be 'full' or 'observed', got {val_labels!r}.")
         if eval_label_less not in ("keep", "exclude"):
@@ -255,6 +277,10 @@ class SPMLDataModule(LightningDataModule, ABC):
         self.observe_seed = observe_seed
         self.num_pos = num_pos
         self.num_neg = num_neg
+        self.observe = observe
+        #: How the training phase's observed labels were made (``given`` or a strategy); set up
+        #: with the training set.
+        self.observed_by: str | None = None
         self.val_labels = val_labels
         self.eval_label_less = eval_label_less
         self.train_augment = train_augment
@@ -280,6 +306,13 @@ class SPMLDataModule(LightningDataModule, ABC):
     @abstractmethod
     def load_phase(self, phase: Phase) -> PhaseData:
         """Image paths (absolute) and full labels of an official phase."""
+
+    #: Whether ``load_boxes`` can give the objects' boxes (``observe`` ``size`` and ``center``).
+    has_boxes: ClassVar[bool] = False
+
+    def load_boxes(self, phase: Phase) -> ObjectBoxes:
+        """The annotated objects of an official phase (only data sets with ``has_boxes``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no object boxes.")
 
     def obtain_hint(self) -> str:
         """How to get (or restore) the data set's files; appended to file errors."""
@@ -367,15 +400,53 @@ class SPMLDataModule(LightningDataModule, ABC):
                 )
         return data
 
-    def observe(self, labels: np.ndarray) -> np.ndarray:
-        """Observed labels of one official phase, by the protocol."""
+    def protocol_observed(self, labels: np.ndarray) -> np.ndarray:
+        """Observed labels of one official phase, by the protocol (uniform draws)."""
         return observe_single_positive(labels, self.observe_seed, self.num_pos, self.num_neg)
 
-    def _observed(self, data: PhaseData) -> np.ndarray:
-        """The observed labels that come with the data, else the protocol's."""
-        if data.observed is not None:
-            return np.asarray(data.observed, dtype=np.float64)
-        return self.observe(np.asarray(data.labels))
+    def _observed(self, data: PhaseData, phase: Phase) -> tuple[np.ndarray, str]:
+        """A phase's observed labels by the ``observe`` strategy, and what made them.
+
+        The strategy is the training phase's; the test phase keeps the protocol's.
+        """
+        strategy = self.observe if phase == "train" else "uniform"
+        name = type(self).__name__
+        given = data.observed is not None
+        if strategy == "given" and not given:
+            raise ValueError(
+                f"observe='given' but the {phase} phase of {name} comes without observed labels "
+                "(a CSV 'observed' column, formatted_*_labels_obs.npy). Choose another strategy "
+                f"(observe: {', '.join(s for s in OBSERVE_STRATEGIES if s != 'given')})."
+            )
+        if given and strategy in ("uniform", "given"):
+            return np.asarray(data.observed, dtype=np.float64), "given"
+        labels = np.asarray(data.labels)
+        if strategy == "uniform":
+            return self.protocol_observed(labels), strategy
+        if strategy != "frequency" and not self.has_boxes:
+            supported = ["uniform", "frequency"] + (["given"] if given else [])
+            raise ValueError(
+                f"observe={strategy!r} needs the boxes of the annotated objects, which {name} "
+                f"does not have. It supports observe: {', '.join(supported)}."
+            )
+        if given:
+            rank_zero_warn(
+                f"observe={strategy!r}: the observed labels that come with the {phase} phase of "
+                f"{name} are ignored; the {strategy!r} strategy makes them (observe='given' uses "
+                "them)."
+            )
+        check_counts(self.num_pos, self.num_neg)
+        if strategy == "frequency":
+            observed = observe_by_frequency(labels, self.observe_seed, self.num_pos, self.num_neg)
+            return observed, strategy
+        boxes = self.load_boxes(phase)
+        if len(boxes.rows) and (boxes.rows.min() < 0 or boxes.rows.max() >= len(labels)):
+            raise ValueError(f"{name}.load_boxes gave rows outside 0..{len(labels) - 1}.")
+        by: Literal["size", "center"] = "size" if strategy == "size" else "center"
+        observed = observe_by_boxes(
+            labels, boxes, by, self.observe_seed, self.num_pos, self.num_neg
+        )
+        return observed, strategy
 
     def _usable_rows(self, paths: np.ndarray, phase: Phase) -> np.ndarray:
         """Boolean mask of the rows whose image can be used, checked before any training.
@@ -453,7 +524,7 @@ class SPMLDataModule(LightningDataModule, ABC):
         A resumed fit continues where the run stopped: the per-sample loss state
         (ROLE, LL-Cp, EM+APL), the position within the epoch and the best val mAP
         so far all refer to rows by their index. Other rows -- another
-        ``split_seed``, ``observe_seed``, ``val_fraction``, ``num_pos``, other
+        ``split_seed``, ``observe_seed``, ``observe``, ``val_fraction``, ``num_pos``, other
         files under the root -- would silently mix two experiments.
         """
         trainer = self.trainer
@@ -468,8 +539,8 @@ class SPMLDataModule(LightningDataModule, ABC):
             "images, observed labels or train/val split. The per-sample loss state, the position "
             "within the epoch and the best val mAP so far refer to the checkpoint's rows. Resume "
             "with the data settings the run started with (its config.yaml: root, val_fraction, "
-            "split_seed, observe_seed, num_pos, num_neg, skip_unreadable), or start a new run "
-            "without --ckpt_path."
+            "split_seed, observe, observe_seed, num_pos, num_neg, skip_unreadable), or start a "
+            "new run without --ckpt_path."
         )
 
     def setup(self, stage: str | None = None) -> None:
@@ -480,7 +551,7 @@ class SPMLDataModule(LightningDataModule, ABC):
         if stage in (None, "fit", "validate") and self.train_dataset is None:
             data = self._checked_phase("train")
             labels = np.asarray(data.labels)
-            observed = self._observed(data)
+            observed, self.observed_by = self._observed(data, "train")
             train_idx, val_idx = split_train_val(len(labels), self.val_fraction, self.split_seed)
             paths = np.asarray(data.image_paths, dtype=np.str_)
             # Rows are dropped only after the protocol ran on the complete phase,
@@ -503,7 +574,7 @@ class SPMLDataModule(LightningDataModule, ABC):
         if stage in (None, "test", "predict") and self.test_dataset is None:
             data = self._checked_phase("test")
             labels = np.asarray(data.labels)
-            observed = self._observed(data)
+            observed, _ = self._observed(data, "test")
             paths = np.asarray(data.image_paths, dtype=np.str_)
             keep = self._usable_rows(paths, "test")
             test = self._dataset(keep, paths, labels, observed, self._eval_transform())

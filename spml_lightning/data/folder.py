@@ -17,6 +17,16 @@ protocol; the test CSV is the test set.
 If you only have single positives for your training images, put them in
 ``labels`` and validate on them with ``val_labels: observed``.
 
+An optional ``boxes`` column gives the objects' boxes, which ``observe: size``
+and ``observe: center`` choose the observed positive by: entries
+``<label>:<x> <y> <w> <h>`` separated by ``label_separator``, the label written
+as in ``labels`` (and one of the row's labels), the box in pixels with
+``x, y`` its top-left corner (COCO's ``bbox``); the four numbers separated by
+spaces or commas (a cell holding commas must be quoted, as CSV writers do)::
+
+    image,labels,boxes
+    kitchen/0001.jpg,cup;table,cup:10 20 30 40;table:0 50 200 120
+
 CSV and class-name files are UTF-8 (with or without a byte-order mark), or
 UTF-16/UTF-32 with a byte-order mark (Excel's "Unicode Text"); anything else is
 an error naming the file. Because a wrong label set trains without complaint
@@ -48,15 +58,18 @@ import numpy as np
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 from spml_lightning.data.base import Phase, PhaseData, SPMLDataModule
+from spml_lightning.data.io import image_size
+from spml_lightning.data.observation import ObjectBoxes
 
-__all__ = ["OTHER_SEPARATORS", "FolderDataModule", "read_label_csv"]
+__all__ = ["OTHER_SEPARATORS", "FolderDataModule", "read_box_column", "read_label_csv"]
 
 _REQUIRED_COLUMNS = ("image", "labels")
 
 
 _CSV_HELP = (
     "FolderDataModule needs an image root and CSV files with the header "
-    "'image,labels[,observed]' (see the docs, docs/guides/your-own-data.md)."
+    "'image,labels[,observed]', optionally a 'boxes' column too (see the docs, "
+    "docs/guides/your-own-data.md)."
 )
 
 
@@ -115,7 +128,7 @@ def _read_rows(path: Path) -> list[dict[str, str]]:
     if any(c not in columns for c in _REQUIRED_COLUMNS):
         raise ValueError(
             f"{path}: the header must name the columns 'image' and 'labels' (and optionally "
-            f"'observed'); found {columns}."
+            f"'observed', 'boxes'); found {columns}."
         )
     rows = []
     for row in reader:
@@ -165,6 +178,33 @@ def _separator_hint(label: str, separator: str) -> str:
     return (
         f"{label!r} looks like labels separated by {found!r}: pass label_separator={found!r} "
         f"if your CSVs separate labels with it (now {separator!r}), or write {rewritten!r}."
+    )
+
+
+def _column(
+    token: str,
+    class_names: Sequence[str],
+    column_of: dict[str, int],
+    separator: str,
+    label_format: Literal["names", "indices"],
+    where: str,
+) -> int:
+    """The label column ``token`` names; a ValueError starting with ``where`` if none."""
+    if label_format == "indices":
+        if not token.isdigit() or int(token) >= len(class_names):
+            raise ValueError(
+                f"{where}: label {token!r} is not a column index in "
+                f"0..{len(class_names) - 1}. "
+                f"{_separator_hint(token, separator)}".rstrip()
+            )
+        return int(token)
+    if token in column_of:
+        return column_of[token]
+    raise ValueError(
+        f"{where}: unknown class {token!r}"
+        f"{_closest(token, class_names)}; the classes are "
+        f"{list(class_names)[:10]}{' ...' if len(class_names) > 10 else ''}. "
+        f"{_separator_hint(token, separator)}".rstrip()
     )
 
 
@@ -223,24 +263,85 @@ def read_label_csv(
         )
         for matrix, cell in targets:
             for token in _tokens(cell, separator):
-                if label_format == "indices":
-                    if not token.isdigit() or int(token) >= len(class_names):
-                        raise ValueError(
-                            f"{path}, line {line}: label {token!r} is not a column index in "
-                            f"0..{len(class_names) - 1}. "
-                            f"{_separator_hint(token, separator)}".rstrip()
-                        )
-                    matrix[i, int(token)] = 1
-                elif token in column_of:
-                    matrix[i, column_of[token]] = 1
-                else:
-                    raise ValueError(
-                        f"{path}, line {line}: unknown class {token!r}"
-                        f"{_closest(token, class_names)}; the classes are "
-                        f"{list(class_names)[:10]}{' ...' if len(class_names) > 10 else ''}. "
-                        f"{_separator_hint(token, separator)}".rstrip()
-                    )
+                where = f"{path}, line {line}"
+                matrix[
+                    i, _column(token, class_names, column_of, separator, label_format, where)
+                ] = 1
     return images, labels, observed
+
+
+_BOX_FORMAT = (
+    "write '<label>:<x> <y> <w> <h>' (pixels, x and y the top-left corner), boxes separated by "
+    "label_separator"
+)
+
+
+def read_box_column(
+    path: Path,
+    class_names: Sequence[str],
+    separator: str,
+    label_format: Literal["names", "indices"],
+    labels: np.ndarray,
+) -> dict[str, np.ndarray] | None:
+    """The ``boxes`` column of a label CSV (module doc), or None if it has none.
+
+    Args:
+        path: the CSV file.
+        class_names: the label columns, in order.
+        separator: what separates the boxes within a cell.
+        label_format: ``names`` or ``indices``, as in ``labels``.
+        labels: the CSV's (N, C) labels, from ``read_label_csv``.
+
+    Returns:
+        ``{"rows", "columns": int64 (K,), "boxes": float64 (K, 4) x, y, w, h}``.
+
+    Raises:
+        ValueError: naming the file and line, for a malformed box, a box of a
+            class the row does not label, or a labelled row without a box.
+    """
+    rows = _read_rows(path)
+    if not rows or "boxes" not in rows[0]:
+        return None
+    column_of = {name: i for i, name in enumerate(class_names)}
+    found_rows, columns, boxes = [], [], []
+    for i, row in enumerate(rows):
+        where = f"{path}, line {i + 2}"
+        entries = _tokens(row["boxes"], separator)
+        if labels[i].any() and not entries:
+            raise ValueError(
+                f"{where}: labels {row['labels']!r} but an empty 'boxes' cell; observe='size' "
+                f"and 'center' need the box of at least one of them: {_BOX_FORMAT}."
+            )
+        for entry in entries:
+            token, _, numbers = entry.rpartition(":")
+            try:
+                box = [float(v) for v in numbers.replace(",", " ").split()]
+            except ValueError:
+                box = []
+            if (
+                not token.strip()
+                or len(box) != 4
+                or not np.isfinite(box).all()
+                or min(box[2:]) <= 0
+            ):
+                raise ValueError(
+                    f"{where}: box {entry!r} is not '<label>:<x> <y> <w> <h>' with a positive "
+                    f"width and height; {_BOX_FORMAT}."
+                )
+            column = _column(token.strip(), class_names, column_of, separator, label_format, where)
+            if not labels[i, column]:
+                raise ValueError(
+                    f"{where}: a box of {class_names[column]!r}, which is not among the row's "
+                    f"labels {row['labels']!r}. Add it to the labels or remove the box."
+                )
+            found_rows.append(i)
+            columns.append(column)
+            boxes.append(box)
+    return {
+        "rows": np.asarray(found_rows, dtype=np.int64),
+        "columns": np.asarray(columns, dtype=np.int64),
+        "boxes": np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
+    }
 
 
 class FolderDataModule(SPMLDataModule):
@@ -248,7 +349,8 @@ class FolderDataModule(SPMLDataModule):
 
     Args:
         root: image root; relative ``image`` paths (and CSV paths) are resolved against it.
-        train_csv: CSV of the training images (split into train/val by the protocol).
+        train_csv: CSV of the training images (split into train/val by the protocol);
+            its optional ``boxes`` column serves ``observe: size | center``.
         test_csv: CSV of the test images (full labels); None if there is no test set.
         class_names: the label columns in order: a list, or a text file with one
             name per line. Default: every name used in the CSVs, sorted (for
@@ -262,6 +364,8 @@ class FolderDataModule(SPMLDataModule):
     and refuses a training CSV without any positive label; see the module doc
     for the other checks.
     """
+
+    has_boxes = True
 
     def __init__(
         self,
@@ -421,4 +525,33 @@ class FolderDataModule(SPMLDataModule):
                 if observed is not None
                 else ""
             )
+        )
+
+    def load_boxes(self, phase: Phase) -> ObjectBoxes:
+        """The phase CSV's ``boxes`` column; image sizes (``center``) from the image headers."""
+        data = self.load_phase(phase)
+        path = self.train_csv if phase == "train" else self.test_csv
+        assert path is not None  # load_phase refused a missing test CSV
+        found = read_box_column(
+            path, self.class_names, self.label_separator, self.label_format, data.labels
+        )
+        if found is None:
+            raise ValueError(
+                f"observe={self.observe!r} chooses the observed positive by the objects' boxes, "
+                f"but {path} has no 'boxes' column: add one ({_BOX_FORMAT}; see "
+                "docs/guides/your-own-data.md), or choose observe: uniform or frequency"
+                + (" or given." if data.observed is not None else ".")
+            )
+        sizes = None
+        if self.observe == "center":  # only center normalises by the image size
+            sizes = np.ones((len(data.image_paths), 2))
+            for row in np.unique(found["rows"]).tolist():
+                sizes[row] = image_size(data.image_paths[row])
+        xywh = found["boxes"]
+        return ObjectBoxes(
+            rows=found["rows"],
+            columns=found["columns"],
+            boxes=xywh,
+            areas=xywh[:, 2] * xywh[:, 3],
+            image_sizes=sizes,
         )

@@ -175,7 +175,9 @@ class FormattedDataModule(SPMLDataModule):
     ) -> None:
         if not np.isin(labels, (0, 1)).all():
             return  # reported as an error by the base class
-        generated = self.observe(labels)
+        if phase == "train" and self.observe != "uniform":
+            return  # not offered as the protocol's: used as asked (given) or replaced
+        generated = self.protocol_observed(labels)
         different = generated != given
         rows = different.any(axis=1)
         if rows.any():

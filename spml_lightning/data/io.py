@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["DECOMPRESSION_BOMB_ERRORS", "load_rgb", "to_rgb", "unreadable_reason"]
+__all__ = ["DECOMPRESSION_BOMB_ERRORS", "image_size", "load_rgb", "to_rgb", "unreadable_reason"]
 
 #: What Pillow raises for an image whose header claims more pixels than
 #: ``Image.MAX_IMAGE_PIXELS`` allows: the error above twice the limit, and the warning
@@ -91,6 +91,21 @@ def load_rgb(path: str) -> Image.Image:
         raise OSError(
             f"Cannot read image {path} ({type(err).__name__}: {err}). Replace or delete the "
             "file, or remove its row from the data set."
+        ) from err
+
+
+def image_size(path: str) -> tuple[int, int]:
+    """``(width, height)`` of an image file, read from its header (nothing is decoded).
+
+    Raises:
+        OSError: naming the file, if it is missing or not an image.
+    """
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise OSError(
+            f"Cannot read the size of image {path} ({type(err).__name__}: {err})."
         ) from err
 
 

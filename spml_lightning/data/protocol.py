@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["observe_single_positive", "split_train_val"]
+__all__ = ["check_counts", "observe_single_positive", "split_train_val"]
 
 
 def _as_binary_matrix(labels: np.ndarray) -> np.ndarray:
@@ -35,6 +35,12 @@ def _as_binary_matrix(labels: np.ndarray) -> np.ndarray:
 def _check_count(name: str, value: int) -> None:
     if isinstance(value, bool) or int(value) != value or (value < 0 and value != -1):
         raise ValueError(f"{name} must be a non-negative integer or -1 (all), got {value!r}.")
+
+
+def check_counts(num_pos: int, num_neg: int) -> None:
+    """Refuse observation counts other than a non-negative integer or -1 (all)."""
+    _check_count("num_pos", num_pos)
+    _check_count("num_neg", num_neg)
 
 
 def observe_single_positive(
@@ -61,8 +67,7 @@ def observe_single_positive(
         without any positive stay all zero.
     """
     labels = _as_binary_matrix(labels)
-    _check_count("num_pos", num_pos)
-    _check_count("num_neg", num_neg)
+    check_counts(num_pos, num_neg)
     signed = np.where(labels == 1, 1.0, -1.0)
     observed = np.zeros(labels.shape, dtype=np.float64)
     rng = np.random.RandomState(seed)

@@ -7,19 +7,25 @@ classes in alphabetical order, ``ImageSets/Main/{class}_{phase}.txt`` lists
 ``<image id> <-1|0|1>``; an image is a row if some class lists it with 1, and
 its label is 1 exactly there ("difficult" 0 counts as negative). Rows are
 sorted by file name (``<image id>.jpg``). 5,717 train and 5,823 test rows.
+
+The objects' boxes (``observe: size | center``) come from
+``Annotations/<image id>.xml``: every object not marked ``difficult`` (those
+are not labels either), its area the box's, ``(xmax - xmin) * (ymax - ymin)``.
 """
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
 
 from spml_lightning.data.base import Phase, PhaseData
 from spml_lightning.data.download import Archive
+from spml_lightning.data.observation import ObjectBoxes
 from spml_lightning.data.official import OfficialDataModule
 
-__all__ = ["VOC_CLASSES", "VOCDataModule", "read_voc_phase"]
+__all__ = ["VOC_CLASSES", "VOCDataModule", "read_voc_boxes", "read_voc_phase"]
 
 VOC_CLASSES: tuple[str, ...] = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -65,6 +71,55 @@ def read_voc_phase(data_dir: Path, image_set: str) -> dict[str, np.ndarray]:
     return {"names": np.asarray(names, dtype=np.str_), "labels": labels}
 
 
+def _annotation(data_dir: Path, file_name: str) -> Path:
+    return data_dir / "Annotations" / f"{Path(file_name).stem}.xml"
+
+
+def read_voc_boxes(data_dir: Path, names: np.ndarray) -> dict[str, np.ndarray]:
+    """The objects of the images ``names`` (``<image id>.jpg``, in row order) from their XMLs.
+
+    Returns:
+        ``{"rows", "columns": int64 (K,), "boxes": float64 (K, 4) x, y, w, h,
+        "sizes": float64 (N, 2) width, height}``; ``difficult`` objects left out.
+    """
+    column_of = {name: i for i, name in enumerate(VOC_CLASSES)}
+    rows, columns, boxes = [], [], []
+    sizes = np.ones((len(names), 2))
+    for row, file_name in enumerate(names.tolist()):
+        path = _annotation(data_dir, file_name)
+        try:
+            root = ET.parse(path).getroot()
+            size = root.find("size")
+            if size is not None:
+                sizes[row] = [float(size.findtext(k, "")) for k in ("width", "height")]
+            for item in root.iter("object"):
+                if item.findtext("difficult", "0").strip() == "1":
+                    continue
+                name = (item.findtext("name") or "").strip()
+                if name not in column_of:
+                    raise ValueError(f"object of unknown class {name!r}")
+                box = item.find("bndbox")
+                if box is None:
+                    raise ValueError("object without <bndbox>")
+                x0, y0, x1, y1 = (
+                    float(box.findtext(k, "")) for k in ("xmin", "ymin", "xmax", "ymax")
+                )
+                rows.append(row)
+                columns.append(column_of[name])
+                boxes.append((x0, y0, x1 - x0, y1 - y0))
+        except (ET.ParseError, ValueError) as err:
+            raise ValueError(
+                f"{path}: not a VOC annotation ({err}); observe='size' and 'center' read the "
+                "boxes from it. Extract Annotations/ from the VOC archive again."
+            ) from None
+    return {
+        "rows": np.asarray(rows, dtype=np.int64),
+        "columns": np.asarray(columns, dtype=np.int64),
+        "boxes": np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
+        "sizes": sizes,
+    }
+
+
 class VOCDataModule(OfficialDataModule):
     """PASCAL VOC 2012: 20 classes; official train (split into train/val) and val (test).
 
@@ -82,12 +137,14 @@ class VOCDataModule(OfficialDataModule):
             provides=("VOCdevkit/VOC2012/ImageSets/Main", "VOCdevkit/VOC2012/JPEGImages"),
         ),
     )
+    has_boxes = True
     title = "PASCAL VOC 2012 (trainval)"
     homepage = "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/"
     layout = """\
   <root>/VOCdevkit/VOC2012/
       ImageSets/Main/{class}_train.txt, {class}_val.txt   (20 classes each)
-      JPEGImages/<image id>.jpg"""
+      JPEGImages/<image id>.jpg
+      Annotations/<image id>.xml   (only for observe: size | center)"""
 
     @property
     def class_names(self) -> list[str]:
@@ -122,3 +179,27 @@ class VOCDataModule(OfficialDataModule):
         images = self.data_dir / "JPEGImages"
         paths = [str(images / name) for name in arrays["names"].tolist()]
         return PhaseData(paths, arrays["labels"])
+
+    def load_boxes(self, phase: Phase) -> ObjectBoxes:
+        """The non-difficult objects of the image set's XMLs (``observe``)."""
+        names = np.asarray([Path(p).name for p in self.load_phase(phase).image_paths])
+        sources = [_annotation(self.data_dir, name) for name in names.tolist()]
+        missing = [str(path) for path in sources if not path.is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"observe={self.observe!r} reads the object boxes from Annotations/<image id>.xml"
+                f", but {len(missing)} are missing, e.g. {missing[0]}. Extract Annotations/ from "
+                f"{self.archives[0].filename} too, or choose observe: uniform or frequency."
+            )
+        image_set = _VOC_PHASES[phase]
+        found = self.parsed(
+            f"voc2012_{image_set}_boxes", sources, lambda: read_voc_boxes(self.data_dir, names)
+        )
+        xywh = found["boxes"]
+        return ObjectBoxes(
+            rows=found["rows"],
+            columns=found["columns"],
+            boxes=xywh,
+            areas=xywh[:, 2] * xywh[:, 3],
+            image_sizes=found["sizes"],
+        )

@@ -92,3 +92,31 @@ def test_default_output_dir(tmp_path):
         tmp_path / "version_3" / "report_best-07"
     )
     assert default_output_dir(tmp_path / "model.ckpt") == tmp_path / "report_model"
+
+
+def test_report_shows_the_observation_strategy_and_observed_positives(tiny_run, tmp_path):
+    out = tmp_path / "report"
+    main([*tiny_run["args"], "--ckpt_path", str(tiny_run["best"]), "--output_dir", str(out)])
+    assert json.loads((out / "summary.json").read_text())["observed_by"] == "uniform"
+    markdown = (out / "summary.md").read_text()
+    assert "Observed by: **uniform**" in markdown
+    with (out / "per_class.csv").open(newline="") as handle:
+        per_class = {row["class"]: row for row in csv.DictReader(handle)}
+    rows = [line for line in markdown.splitlines() if line.startswith("| ") and "%" in line]
+    assert len(rows) == 14
+    observed_total = 0
+    for line in rows:
+        name, true, seen, share = (cell.strip() for cell in line.strip("|").split("|"))
+        # Observed = true positives minus the missing ones of the per-class table.
+        row = per_class[name]
+        assert int(true) == int(row["positives"])
+        assert int(seen) == int(row["positives"]) - int(row["missing_positives"])
+        assert share == f"{100 * int(seen) / int(true):.1f} %"
+        observed_total += int(seen)
+    # One observed positive per training image (every demo image has 1 to 4 positives).
+    images = int(next(iter(per_class.values()))["images"])
+    assert observed_total == images
+    assert (
+        f"| **total** | {sum(int(r['positives']) for r in per_class.values())} | {images} | |"
+        in (markdown)
+    )

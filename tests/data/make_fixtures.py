@@ -9,9 +9,15 @@ traps of that format built in:
   listed with no 1 at all (not rows), class lists in shuffled order with the
   official "%s %2d" spacing, an id whose "<id>.jpg" sorts differently from
   "<id>", and a JPEG listed nowhere.
+- voc/Annotations: an XML per image of both phases, one object per positive
+  or "difficult" class (a second, smaller one for some), boxes made by
+  ``voc_box`` (no random draws: the label files above stay as they were), an
+  image with two objects of equal size and distance from the centre.
 - coco/: the 80 real categories with their non-contiguous ids, image ids whose
   string order differs from their numeric order, an image (in the json and
-  on disk) without annotations, repeated and crowd annotations.
+  on disk) without annotations, repeated and crowd annotations; ``bbox`` and
+  ``area`` from ``coco_box`` (``area`` is not always the box's: COCO's is the
+  segmentation's), image 80's boxes tie in size and centre distance.
 - cub/: images.txt, train_test_split.txt, all 312 attributes in attributes.txt
   and image_attribute_labels.txt (with a few six-field lines, as the official
   file has), an image without any present attribute.
@@ -75,6 +81,45 @@ def fresh(folder: str) -> Path:
 # --------------------------------------------------------------------------- VOC
 
 
+#: VOC image sizes (width, height) as in the data set's XMLs.
+VOC_SIZE = (500, 375)
+#: The fixture image whose objects tie in size and in distance from the centre.
+VOC_TIE = "2008_000118"
+
+
+def voc_box(image: int, k: int, image_id: str) -> tuple[int, int, int, int]:
+    """The k-th object's (xmin, ymin, xmax, ymax) on the image-th image: sizes and places vary."""
+    if image_id == VOC_TIE:  # mirrored about the centre line (x = 125 and 375), the same size
+        return (75, 150, 175, 250) if k % 2 == 0 else (325, 150, 425, 250)
+    side = 40 + 60 * ((image + 2 * k) % 4)  # 40, 100, 160 or 220 pixels
+    offset = 30 * ((image + k) % 5)  # from the centre, in pixels
+    cx, cy = 250 + offset, 187 - offset // 2
+    return (cx - side // 2, cy - side // 2, cx + side // 2, cy + side // 2)
+
+
+def write_voc_annotation(path: Path, image: int, image_id: str, values: dict[str, int]) -> None:
+    """The image's XML: an object per class listed 1 or 0 (difficult), in class order.
+
+    The image's first class gets a second, smaller object far from the centre.
+    """
+    objects = []
+    for k, name in enumerate(sorted(values)):
+        boxes = [voc_box(image, k, image_id)]
+        if k == 0 and image_id != VOC_TIE:
+            boxes.append((0, 0, 20, 20))
+        for xmin, ymin, xmax, ymax in boxes:
+            objects.append(
+                f"<object><name>{name}</name><pose>Unspecified</pose><truncated>0</truncated>"
+                f"<difficult>{int(values[name] == 0)}</difficult><bndbox><xmin>{xmin}</xmin>"
+                f"<ymin>{ymin}</ymin><xmax>{xmax}</xmax><ymax>{ymax}</ymax></bndbox></object>"
+            )
+    path.write_text(
+        f"<annotation><folder>VOC2012</folder><filename>{image_id}.jpg</filename><size>"
+        f"<width>{VOC_SIZE[0]}</width><height>{VOC_SIZE[1]}</height><depth>3</depth></size>"
+        f"<segmented>0</segmented>{''.join(objects)}</annotation>\n"
+    )
+
+
 def make_voc(rng: np.random.Generator) -> None:
     root = fresh("voc")
     devkit = root / "VOCdevkit" / "VOC2012"
@@ -109,10 +154,33 @@ def make_voc(rng: np.random.Generator) -> None:
             (main / f"{name}_{phase}.txt").write_text("\n".join(lines) + "\n")
         for image_id in per_image:
             write_image(devkit / "JPEGImages" / f"{image_id}.jpg", rng)
+    # After the images: no random draws, so the label files and images stay as they were.
+    (devkit / "Annotations").mkdir()
+    for per_image in labels.values():
+        for image, (image_id, values) in enumerate(per_image.items()):
+            if values:
+                write_voc_annotation(
+                    devkit / "Annotations" / f"{image_id}.xml", image, image_id, values
+                )
     write_image(devkit / "JPEGImages" / "2011_999999.jpg", rng)  # listed nowhere
 
 
 # --------------------------------------------------------------------------- COCO
+
+#: The fixture image whose annotations tie in area and in distance from the centre.
+COCO_TIE = 80
+
+
+def coco_box(number: int, image_id: int, k: int) -> tuple[list[int], float]:
+    """``bbox`` and ``area`` of the number-th annotation (k-th of its image); no random draws.
+
+    Every third ``area`` is half the box's, as a segmentation inside its box can be.
+    """
+    if image_id == COCO_TIE:  # mirrored about the centre, the same size
+        return [2 + 12 * (k % 2), 10, 8, 4], 32.0
+    w, h = 2 + (number * 7) % 19, 2 + (number * 5) % 13
+    x, y = (number * 3) % (25 - w), (number * 11) % (25 - h)
+    return [x, y, w, h], float(w * h) / (2 if number % 3 == 0 else 1)
 
 
 def make_coco(rng: np.random.Generator) -> None:
@@ -135,7 +203,7 @@ def make_coco(rng: np.random.Generator) -> None:
             images.append({"id": image_id, "file_name": file_name, "width": 24, "height": 24})
             write_image(root / split / file_name, rng)
         for image_id in ids:
-            for cid in rng.choice(COCO_IDS, size=rng.integers(1, 4)):  # repeats allowed
+            for k, cid in enumerate(rng.choice(COCO_IDS, size=rng.integers(1, 4))):  # repeats
                 crowd = int(rng.random() < 0.15)
                 # Crowds carry an RLE dict, the others polygons, as in the official files.
                 segmentation = (
@@ -143,9 +211,10 @@ def make_coco(rng: np.random.Generator) -> None:
                     if crowd
                     else [[1.5, 1.25, 5.0, 1.0, 5.0, 5.75], [10, 10, 12, 10, 12, 12]]
                 )
+                bbox, area = coco_box(len(annotations) + 1, image_id, k)
                 annotations.append({
-                    "segmentation": segmentation, "area": 10.0, "iscrowd": crowd,
-                    "image_id": image_id, "bbox": [1, 1, 4, 4], "category_id": int(cid),
+                    "segmentation": segmentation, "area": area, "iscrowd": crowd,
+                    "image_id": image_id, "bbox": bbox, "category_id": int(cid),
                     "id": len(annotations) + 1,
                 })  # fmt: skip
         # Annotations are not grouped by image in the official files either.

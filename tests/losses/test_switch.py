@@ -112,6 +112,37 @@ def test_the_benchmark_table_reports_mean_std_and_each_seed_in_registry_order(be
     assert lines[3] == "| GR | 60.00 ± 2.65 | 61.00 / 62.00 / 57.00 | 0, 1, 2 | 12 |"
 
 
+def test_the_benchmark_table_separates_training_seeds_from_observation_draws(bench_module):
+    bench = bench_module("compare_losses")
+    records = [
+        {"loss": "GR", "seed": s, "observe_seed": d, "observe": "size", "epochs": 2, "test_map": v}
+        for s, d, v in ((0, 10, 60.0), (0, 11, 62.0), (1, 10, 64.0), (1, 11, 66.0))
+    ]
+    lines = bench.table(records, ["AN", "GR"]).splitlines()
+    assert len(lines) == 3 and "std over observation draws" in lines[0]
+    # All four: mean 63, std sqrt((9 + 1 + 1 + 9) / 3) = 2.58. Seed means 61 and 65: std
+    # sqrt(8) = 2.83. Draw means 62 and 64: std sqrt(2) = 1.41.
+    assert lines[2] == "| GR | size | 63.00 ± 2.58 | 2.83 | 1.41 | 0, 1 | 10, 11 | 2 |"
+    # One draw (or records from before --observe_seeds): the table as it was.
+    assert (
+        bench.table(records[:1], ["GR"]).splitlines()[2] == "| GR | 60.00 ± 0.00 | 60.00 | 0 | 2 |"
+    )
+
+
+def test_the_benchmark_passes_the_observation_to_each_run(bench_module):
+    bench = bench_module("compare_losses")
+    assert bench.observation_arguments(None, None) == []
+    assert bench.observation_arguments("frequency", 7) == [
+        "--data.init_args.observe", "frequency", "--data.init_args.observe_seed", "7",
+    ]  # fmt: skip
+    assert bench.run_name("GR", 1, None, None) == "gr-1"  # the folder of the runs before
+    assert bench.run_name("GR", 1, "size", 7) == "gr-1-size-draw7"
+    # Resuming tells draws apart; records from before --observe are the config's observation.
+    old = {"loss": "GR", "seed": 1, "epochs": 2}
+    assert bench.key(old) == ("GR", 1, None, None, 2)
+    assert bench.key({**old, "observe": "size", "observe_seed": 7}) == ("GR", 1, "size", 7, 2)
+
+
 @pytest.mark.parametrize("preset", PRESETS, ids=[p.stem for p in PRESETS])
 def test_each_preset_stacks_on_the_demo_config_without_stale_arguments(parser, preset):
     # demo.yaml configures GRLoss (beta, alpha, q2, q3); none of it may leak into another loss.

@@ -430,8 +430,13 @@ def test_resume_refuses_another_network_or_loss(tmp_path, tiny_demo_root, capsys
 def test_resume_refuses_other_training_rows_but_not_a_moved_data_root(tmp_path, tiny_demo_root):
     args, last = one_epoch_run(tmp_path, tiny_demo_root)
     saved = last.read_bytes()
-    # Other observed labels or another split: the same number of rows, other rows.
-    for change in (["--data.init_args.observe_seed", "7"], ["--data.init_args.split_seed", "7"]):
+    # Other observed labels (another seed or strategy) or another split: the same number of rows,
+    # other rows.
+    for change in (
+        ["--data.init_args.observe_seed", "7"],
+        ["--data.init_args.observe", "frequency"],
+        ["--data.init_args.split_seed", "7"],
+    ):
         with pytest.raises(ValueError, match="resumes a checkpoint trained on other data"):
             run_cli(["fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last", *change])
     assert last.read_bytes() == saved

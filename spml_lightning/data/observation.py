@@ -1,0 +1,202 @@
+"""Biased observation strategies: which positive of a training image is observed.
+
+The benchmark protocol (``protocol.py``) observes a positive drawn uniformly at
+random. Real annotators are not uniform: they name common objects, large ones,
+the one in the middle of the picture. The strategies here model that; every
+one is deterministic (numpy only, no global random state):
+
+* ``frequency``: a positive drawn with probability proportional to its class's
+  number of positives in the training phase -- an annotator who names what the
+  data set shows most often (a class twice as common is named twice as often
+  when both are present), the label bias Arroyo et al. study ("Understanding
+  Label Bias in Single Positive Multi-Label Learning", ICLR 2023 Tiny Papers);
+* ``size``: the class of the largest annotated object;
+* ``center``: the class of the object whose box centre is nearest the image
+  centre, in coordinates normalised by the image's width and height.
+
+Ties (equal areas or distances) go to the lower class index. With ``num_pos``
+> 1 the ``num_pos`` best classes are observed (largest, most central, or drawn
+one after another without replacement); ``num_neg`` negatives are drawn
+uniformly with ``RandomState(seed)``, row by row, as the protocol draws them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+__all__ = [
+    "BOX_STRATEGIES",
+    "OBSERVE_STRATEGIES",
+    "ObjectBoxes",
+    "observe_by_boxes",
+    "observe_by_frequency",
+]
+
+#: The values of ``SPMLDataModule(observe=...)``.
+OBSERVE_STRATEGIES: tuple[str, ...] = ("uniform", "frequency", "size", "center", "given")
+#: The strategies that need the objects' boxes.
+BOX_STRATEGIES: tuple[str, ...] = ("size", "center")
+
+
+@dataclass(frozen=True)
+class ObjectBoxes:
+    """The annotated objects of one phase, one entry per object (an image may have several).
+
+    Attributes:
+        rows: (K,) row of each object's image in the phase.
+        columns: (K,) class column of each object.
+        boxes: (K, 4) float boxes ``x, y, width, height`` in pixels, ``x, y`` the top-left
+            corner (COCO's ``bbox``).
+        areas: (K,) the objects' areas (COCO: the annotation's ``area``, the segmentation's;
+            elsewhere width x height of the box).
+        image_sizes: (N, 2) ``width, height`` of every row's image, which ``center``
+            normalises by; None where only ``size`` is needed.
+    """
+
+    rows: np.ndarray
+    columns: np.ndarray
+    boxes: np.ndarray
+    areas: np.ndarray
+    image_sizes: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        count = len(self.rows)
+        if not (len(self.columns) == len(self.areas) == count) or np.shape(self.boxes) != (
+            count,
+            4,
+        ):
+            raise ValueError(
+                f"ObjectBoxes: rows ({count}), columns ({len(self.columns)}), boxes "
+                f"{np.shape(self.boxes)} and areas ({len(self.areas)}) must describe the same "
+                "objects."
+            )
+
+
+def _negatives(observed: np.ndarray, labels: np.ndarray, row: int, rng, count: int) -> None:
+    """Observe ``count`` (-1: all) of row ``row``'s negatives, shuffled by ``rng`` as the protocol.
+
+    The shuffle happens even for ``count == 0``: it consumes random state that later rows'
+    draws depend on, as in the protocol's generator.
+    """
+    idx = np.nonzero(labels[row] == 0)[0]
+    rng.shuffle(idx)
+    observed[row, idx if count == -1 else idx[:count]] = -1.0
+
+
+def observe_by_frequency(
+    labels: np.ndarray, seed: int = 1200, num_pos: int = 1, num_neg: int = 0
+) -> np.ndarray:
+    """Observe positives drawn with probability proportional to their class's frequency.
+
+    A class's frequency is its number of positives in ``labels`` (the whole
+    training phase). One ``RandomState(seed)`` serves the whole matrix: per row
+    in order, ``num_pos`` positives are drawn without replacement
+    (``RandomState.choice`` with ``p`` proportional to the frequencies), then
+    the negatives are shuffled as in ``observe_single_positive``.
+
+    Args:
+        labels: (N, C) full labels in {0, 1}.
+        seed: seed of the generator.
+        num_pos: positives to observe per row (-1: all).
+        num_neg: negatives to observe per row (-1: all).
+
+    Returns:
+        (N, C) float64: 1 observed positive, -1 observed negative, 0 unknown.
+    """
+    frequencies = labels.sum(axis=0).astype(np.float64)
+    observed = np.zeros(labels.shape, dtype=np.float64)
+    rng = np.random.RandomState(seed)
+    for row in range(labels.shape[0]):
+        idx = np.nonzero(labels[row] == 1)[0]
+        if len(idx):
+            weights = frequencies[idx]
+            size = len(idx) if num_pos == -1 else min(num_pos, len(idx))
+            observed[row, rng.choice(idx, size=size, replace=False, p=weights / weights.sum())] = 1
+        _negatives(observed, labels, row, rng, num_neg)
+    return observed
+
+
+def _scores(
+    labels: np.ndarray, boxes: ObjectBoxes, strategy: Literal["size", "center"]
+) -> np.ndarray:
+    """(N, C) score of every positive class with a box (lower is better), +inf elsewhere.
+
+    ``size``: minus the area of the class's largest object; ``center``: the
+    squared distance of the class's nearest box centre from the image centre.
+    Boxes of classes that are not positive in ``labels`` (VOC's "difficult"
+    objects) are no candidates.
+    """
+    rows = np.asarray(boxes.rows, dtype=np.int64)
+    columns = np.asarray(boxes.columns, dtype=np.int64)
+    xywh = np.asarray(boxes.boxes, dtype=np.float64).reshape(-1, 4)
+    if strategy == "size":
+        key = -np.asarray(boxes.areas, dtype=np.float64)
+    else:
+        if boxes.image_sizes is None:
+            raise ValueError("observe='center' needs the image sizes of the boxes.")
+        sizes = np.asarray(boxes.image_sizes, dtype=np.float64)[rows]
+        centre = (xywh[:, :2] + xywh[:, 2:] / 2) / sizes - 0.5
+        key = (centre**2).sum(axis=1)
+    scores = np.full(labels.shape, np.inf)
+    positive = labels[rows, columns] == 1
+    np.minimum.at(scores, (rows[positive], columns[positive]), key[positive])
+    return scores
+
+
+def observe_by_boxes(
+    labels: np.ndarray,
+    boxes: ObjectBoxes,
+    strategy: Literal["size", "center"],
+    seed: int = 1200,
+    num_pos: int = 1,
+    num_neg: int = 0,
+) -> np.ndarray:
+    """Observe the class of the largest (``size``) or most central (``center``) object.
+
+    Per row, the positive classes with at least one box are ranked -- by the
+    area of their largest object, or by how near their nearest box centre lies
+    to the image centre (``(cx / width - 0.5)^2 + (cy / height - 0.5)^2``) --
+    ties by the lower class index, and the first ``num_pos`` (-1: all) are
+    observed. The choice of positives draws nothing: ``seed`` only serves the
+    ``num_neg`` negatives (shuffled row by row as the protocol does).
+
+    Args:
+        labels: (N, C) full labels in {0, 1}.
+        boxes: the phase's objects.
+        strategy: ``size`` or ``center``.
+        seed: seed of the negatives' generator.
+        num_pos: positives to observe per row (-1: all).
+        num_neg: negatives to observe per row (-1: all).
+
+    Returns:
+        (N, C) float64: 1 observed positive, -1 observed negative, 0 unknown.
+
+    Raises:
+        ValueError: when a row has positives but none of them has a box.
+    """
+    if strategy not in BOX_STRATEGIES:
+        raise ValueError(f"strategy must be one of {BOX_STRATEGIES}, got {strategy!r}.")
+    scores = _scores(labels, boxes, strategy)
+    boxed = np.isfinite(scores)
+    unboxed = np.flatnonzero(labels.any(axis=1) & ~boxed.any(axis=1))
+    if len(unboxed):
+        raise ValueError(
+            f"observe={strategy!r}: {len(unboxed)} images have positive labels but no box of "
+            f"any of them (first rows {unboxed[:5].tolist()}); every positive image needs the "
+            "box of at least one of its positive classes."
+        )
+    # A stable sort ranks equal scores by column: ties go to the lower class index.
+    ranked = np.argsort(scores, axis=1, kind="stable")
+    keep = ranked if num_pos == -1 else ranked[:, :num_pos]
+    chosen = np.take_along_axis(boxed, keep, axis=1)
+    observed = np.zeros(labels.shape, dtype=np.float64)
+    row_of = np.broadcast_to(np.arange(labels.shape[0])[:, None], keep.shape)
+    observed[row_of[chosen], keep[chosen]] = 1.0
+    if num_neg != 0:
+        rng = np.random.RandomState(seed)
+        for row in range(labels.shape[0]):
+            _negatives(observed, labels, row, rng, num_neg)
+    return observed
