@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny demo data set made once per test session, bench/ scripts as modules."""
 
 import importlib
+import logging
 import os
 from pathlib import Path
 
@@ -75,6 +76,18 @@ def tiny_run(tmp_path_factory, tiny_demo_root) -> dict:
         "final": final,
         "test_map": test.trainer.callback_metrics["test/mAP"].item(),
     }
+
+
+@pytest.fixture
+def info_lines():
+    """The INFO messages logged through Lightning's logger during a test (what `spml` prints)."""
+    lines = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = logging.getLogger("lightning.pytorch")
+    logger.addHandler(handler)
+    yield lines
+    logger.removeHandler(handler)
 
 
 @pytest.fixture

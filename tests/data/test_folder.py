@@ -1,7 +1,6 @@
 """FolderDataModule: a user's own images and CSV files."""
 
 import csv
-import logging
 import re
 
 import numpy as np
@@ -28,18 +27,6 @@ def read_csv(path):
 
 def make(root=ROOT, **kwargs) -> FolderDataModule:
     return FolderDataModule(root=str(root), image_size=32, batch_size=4, num_workers=0, **kwargs)
-
-
-@pytest.fixture
-def info_lines():
-    """The INFO messages logged through Lightning's logger during a test (what `spml` prints)."""
-    lines = []
-    handler = logging.Handler(logging.INFO)
-    handler.emit = lambda record: lines.append(record.getMessage())
-    logger = logging.getLogger("lightning.pytorch")
-    logger.addHandler(handler)
-    yield lines
-    logger.removeHandler(handler)
 
 
 def test_given_observed_labels_and_generated_single_positives():
