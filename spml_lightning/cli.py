@@ -12,9 +12,11 @@ checkpoints of the newest run under the trainer's ``default_root_dir``
 (every process looks on its own; under DDP all must find the same
 checkpoint, which is checked when the run starts);
 ``spml fit --ckpt_path last`` resumes a killed run in its own checkpoint
-folder, or starts one when there is nothing to resume yet; and ``spml predict``
+folder, or starts one when there is nothing to resume yet; ``spml predict``
 writes its predictions (``--prediction.*``), on an ``ImageFolderDataModule``
-with the classes and preprocessing of the checkpoint.
+with the classes and preprocessing of the checkpoint; and ``spml suggest``
+ranks the unobserved labels of the training images (``--suggestions.*``, a method
+of ``SPMLTrainer``).
 """
 
 from __future__ import annotations
@@ -49,12 +51,13 @@ from spml_lightning.training import (
     resolve_checkpoint,
 )
 from spml_lightning.training.config_sections import add_callback_sections
+from spml_lightning.training.trainer import SPMLTrainer
 
 __all__ = ["SPMLCLI", "SUBCOMMANDS", "main", "run_cli"]
 
 
-#: The subcommands of ``spml`` (LightningCLI's).
-SUBCOMMANDS: tuple[str, ...] = ("fit", "validate", "test", "predict")
+#: The subcommands of ``spml``: LightningCLI's, and ``suggest`` (``SPMLTrainer.suggest``).
+SUBCOMMANDS: tuple[str, ...] = ("fit", "validate", "test", "predict", "suggest")
 
 
 def _reads_checkpoint_facts(data_config) -> bool:
@@ -105,6 +108,11 @@ class SPMLCLI(LightningCLI):
     def __init__(self, *args: Any, progress: RunProgress | None = None, **kwargs: Any) -> None:
         self._progress = progress if progress is not None else RunProgress()
         super().__init__(*args, **kwargs)
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """LightningCLI's subcommands and ``suggest``, each with the arguments it does not take."""
+        return {**LightningCLI.subcommands(), "suggest": {"model", "datamodule"}}
 
     def _run_subcommand(self, subcommand: str) -> None:
         self._progress.started = True
@@ -207,7 +215,7 @@ class SPMLCLI(LightningCLI):
             self.trainer.callbacks.append(SameCheckpointOnEveryRank(ckpt_path))
         config["ckpt_path"] = ckpt_path
 
-    before_validate = before_test = before_predict = _resolve_ckpt_path
+    before_validate = before_test = before_predict = before_suggest = _resolve_ckpt_path
 
 
 def run_cli(
@@ -240,6 +248,7 @@ def run_cli(
     return SPMLCLI(
         SPMLModule,
         SPMLDataModule,
+        trainer_class=SPMLTrainer,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
         args=args,

@@ -101,17 +101,3 @@ def bench_module(monkeypatch):
     threads = torch.get_num_threads()
     yield importlib.import_module
     torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def lightning_log(caplog):
-    """What a run prints through Lightning's logger, at INFO whatever level other tests left it at.
-
-    The logger need not propagate to caplog's root handler (Lightning adds its own handler when
-    the root logger has none), hence caplog's handler on it.
-    """
-    logger = logging.getLogger("lightning.pytorch")
-    caplog.set_level(logging.INFO, logger=logger.name)
-    logger.addHandler(caplog.handler)
-    yield caplog
-    logger.removeHandler(caplog.handler)

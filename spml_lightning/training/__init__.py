@@ -6,11 +6,13 @@
 * ``compatibility`` -- whether a checkpoint fits the run that loads it;
 * ``callbacks`` -- the reference's stopping rule, one checkpoint for every DDP rank;
 * ``prediction_writer`` -- what ``spml predict`` writes;
+* ``trainer`` -- ``SPMLTrainer``: Lightning's Trainer plus ``suggest`` (``spml suggest``);
+* ``suggestions``, ``suggestion_writer`` -- ranking the training images' unobserved labels;
 * ``finite_loss`` -- stop at the first non-finite loss;
 * ``log_versions`` -- a ``version_N`` folder per run.
 """
 
-from spml_lightning.training.atomic_io import AtomicCheckpointIO, atomic_torch_save
+from spml_lightning.training.atomic_io import AtomicCheckpointIO, atomic_torch_save, atomic_write
 from spml_lightning.training.callbacks import (
     DropFromBestStopping,
     SameCheckpointOnEveryRank,
@@ -31,6 +33,16 @@ from spml_lightning.training.finite_loss import FiniteLossGuard, NonFiniteLossEr
 from spml_lightning.training.log_versions import reserve_log_version
 from spml_lightning.training.prediction_writer import PredictionWriter
 from spml_lightning.training.resumable_checkpoint import ResumableCheckpoint
+from spml_lightning.training.suggestion_writer import SuggestionWriter
+from spml_lightning.training.suggestions import (
+    SuggestionPrecision,
+    Suggestions,
+    SuggestOptions,
+    rank_unknown_labels,
+    suggestion_precision,
+    write_suggestions_csv,
+)
+from spml_lightning.training.trainer import SPMLTrainer
 
 __all__ = [
     "AtomicCheckpointIO",
@@ -39,8 +51,14 @@ __all__ = [
     "NonFiniteLossError",
     "PredictionWriter",
     "ResumableCheckpoint",
+    "SPMLTrainer",
     "SameCheckpointOnEveryRank",
+    "SuggestOptions",
+    "SuggestionPrecision",
+    "SuggestionWriter",
+    "Suggestions",
     "atomic_torch_save",
+    "atomic_write",
     "check_checkpoint_file",
     "check_class_names",
     "check_same_checkpoint",
@@ -49,8 +67,11 @@ __all__ = [
     "continue_in_checkpoint_folder",
     "describe_resume",
     "find_checkpoint",
+    "rank_unknown_labels",
     "read_checkpoint",
     "reserve_log_version",
     "resolve_checkpoint",
     "resume_plan",
+    "suggestion_precision",
+    "write_suggestions_csv",
 ]

@@ -1,4 +1,4 @@
-"""Checkpoint files that survive crashes: written to a temporary file and renamed into place.
+"""Files that survive crashes: written to a temporary file and renamed into place.
 
 A run killed while it overwrites ``last.ckpt`` must not lose the previous one.
 :class:`AtomicCheckpointIO` writes every checkpoint to a temporary file in the
@@ -8,7 +8,8 @@ new one, never a partial one. Lightning's own writer serialises to memory and
 writes through ``fsspec``, whose temporary file lives in the system temp folder:
 on another file system (a cluster's local ``/tmp`` against a shared checkpoint
 folder) the final move becomes a copy that a kill can cut short. The ``spml``
-command installs it by default.
+command installs it by default. :func:`atomic_write` is the same for any file
+(``spml suggest``'s CSV).
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import re
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 
-__all__ = ["AtomicCheckpointIO", "atomic_torch_save"]
+__all__ = ["AtomicCheckpointIO", "atomic_torch_save", "atomic_write"]
 
 #: Prefix of the temporary files; starting with a dot keeps them out of
 #: ``last*.ckpt`` / ``*.ckpt`` globs.
@@ -95,8 +97,8 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save(obj, path)`` that never leaves ``path`` partially written.
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """Write a file with ``write(file)`` so that ``path`` is never left partially written.
 
     Writes ``.<name>.tmp-<host>-<pid>-<token>`` next to ``path``, fsyncs it,
     renames it over ``path`` and fsyncs the folder. Temporary files that
@@ -106,8 +108,8 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     removed and ``path`` is untouched.
 
     Args:
-        obj: what to save.
         path: the destination file (its folder is created if missing).
+        write: writes the content to the binary file it is given.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,7 +119,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     temporary = _temporary_path(path)
     try:
         with open(temporary, "wb") as file:
-            torch.save(obj, file)
+            write(file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
@@ -125,6 +127,16 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
         temporary.unlink(missing_ok=True)
         raise
     _fsync_directory(path.parent)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save(obj, path)`` that never leaves ``path`` partially written (``atomic_write``).
+
+    Args:
+        obj: what to save.
+        path: the destination file (its folder is created if missing).
+    """
+    atomic_write(path, lambda file: torch.save(obj, file))
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

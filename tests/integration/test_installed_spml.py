@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import signal
 import subprocess
 import sys
@@ -43,12 +44,14 @@ def last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-def test_fit_then_test_then_predict_exit_0_in_a_shell(tmp_path, tiny_demo_root):
+def test_fit_then_test_predict_and_suggest_exit_0_in_a_shell(tmp_path, tiny_demo_root):
     spml = installed_spml()
     flags = " ".join(demo_flags(tmp_path, tiny_demo_root))
     chain = (
         f"{spml} fit {flags} && {spml} test {flags} --ckpt_path best && "
-        f"{spml} predict {flags} --ckpt_path best --prediction.output_path {tmp_path / 'pred.csv'}"
+        f"{spml} predict {flags} --ckpt_path best --prediction.output_path {tmp_path / 'pred.csv'} "
+        f"&& {spml} suggest {flags} --ckpt_path best --suggestions.top_n 20 "
+        f"--suggestions.output {tmp_path / 'suggestions.csv'}"
     )
     result = run(chain, cwd=tmp_path)
     assert result.returncode == 0, describe(result)
@@ -65,6 +68,12 @@ def test_fit_then_test_then_predict_exit_0_in_a_shell(tmp_path, tiny_demo_root):
     with (tmp_path / "pred.csv").open(newline="") as handle:
         rows = list(csv.reader(handle))
     assert rows[0][:2] == ["image", "labels"] and len(rows[0]) == 2 + 14 and len(rows) == 1 + 40
+    # suggest: the 20 likeliest missing labels of the 64 training images, and how good they are.
+    with (tmp_path / "suggestions.csv").open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["image", "class", "probability", "rank"] and len(rows) == 1 + 20
+    assert [row[3] for row in rows[1:]] == [str(rank) for rank in range(1, 21)]
+    assert re.search(r"^precision@20 \d\.\d{3} \(random ranking 0\.\d{3}, \d+\.\dx\)", output, re.M)
 
 
 #: (flags, the last line spml prints): usage errors, i.e. exit status 2.

@@ -8,6 +8,7 @@ checkpoint readable); runs started together in one root get folders of their own
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -304,6 +305,20 @@ def test_error_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
 
 # -- resuming with a relative root, with changed arguments ---------------------------------------
+
+
+@pytest.fixture
+def lightning_log(caplog):
+    """What a run prints through Lightning's logger, at INFO whatever level other tests left it at.
+
+    The logger need not propagate to caplog's root handler (Lightning adds its own handler when
+    the root logger has none), hence caplog's handler on it.
+    """
+    logger = logging.getLogger("lightning.pytorch")
+    caplog.set_level(logging.INFO, logger=logger.name)
+    logger.addHandler(caplog.handler)
+    yield caplog
+    logger.removeHandler(caplog.handler)
 
 
 #: The tiny demo with a backbone a seventh of resnet18's size: its checkpoints are written in a

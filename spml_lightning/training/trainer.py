@@ -1,0 +1,116 @@
+"""``SPMLTrainer``: Lightning's Trainer with one more entry point, ``suggest``.
+
+LightningCLI turns the Trainer's methods into subcommands, so this is what
+makes ``spml suggest`` a subcommand like ``spml predict``: same config, same
+``--ckpt_path best|last``, same devices and strategies (DDP included), plus
+its own ``--suggestions.*`` options (``SuggestOptions``).
+
+``suggest`` is Lightning's predict loop over the datamodule's *training* images,
+read without augmentation and with the preprocessing recorded in the
+checkpoint; ``SuggestionWriter`` ranks the labels nobody observed and writes
+the likeliest missing positives for annotators.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from torch.utils.data import DataLoader
+
+from spml_lightning.console import UsageError
+from spml_lightning.data.predict_folder import ImageFolderDataModule
+from spml_lightning.inference import evaluation_transform, with_transform
+from spml_lightning.training.checkpoint_files import checkpoint_facts
+from spml_lightning.training.prediction_writer import PredictionWriter
+from spml_lightning.training.suggestion_writer import SuggestionWriter
+from spml_lightning.training.suggestions import SuggestOptions, check_output
+
+__all__ = ["SPMLTrainer"]
+
+#: The default of ``--suggestions.*`` (frozen: one instance serves every call).
+_DEFAULT_OPTIONS = SuggestOptions()
+
+
+class SPMLTrainer(Trainer):
+    """Lightning's ``Trainer`` plus :meth:`suggest` (``spml suggest``); otherwise the same."""
+
+    def suggest(
+        self,
+        model: LightningModule,
+        datamodule: LightningDataModule,
+        ckpt_path: str | None = None,
+        suggestions: SuggestOptions = _DEFAULT_OPTIONS,
+    ) -> SuggestionWriter:
+        """Rank the unobserved labels of the training images: the likeliest missing positives.
+
+        Writes the CSV of ``suggestions.output`` (``image,class,probability,rank``)
+        and, where the training images' full labels are known, logs precision@N
+        against a random ranking of the same unknown labels.
+
+        Args:
+            model: an SPMLModule; its weights are the checkpoint's.
+            datamodule: the SPMLDataModule the model was trained with (its
+                training set, observed labels and full labels).
+            ckpt_path: the trained model's checkpoint (required).
+            suggestions: how many suggestions, which threshold, where to write them (the
+                ``--suggestions.*`` options).
+
+        Returns:
+            The callback that wrote them: on rank 0, its ``suggestions``,
+            ``precision`` and ``path``.
+        """
+        if ckpt_path is None:
+            raise UsageError(
+                "no --ckpt_path: the suggestions are a trained model's; pass --ckpt_path best (the "
+                "newest run's best checkpoint), last, or a checkpoint file."
+            )
+        if isinstance(datamodule, ImageFolderDataModule):
+            raise UsageError(
+                f"{type(datamodule).__name__} has no training set, and the suggestions are the "
+                "unobserved labels of training images: pass the datamodule the model was trained "
+                "with (the --config of its fit)."
+            )
+        path = (
+            Path(suggestions.output).expanduser()
+            if suggestions.output
+            else Path(self.log_dir or self.default_root_dir) / "suggestions.csv"
+        )
+        try:
+            check_output(path, suggestions.overwrite)
+        except FileExistsError as error:
+            raise UsageError(str(error)) from None
+        writer = SuggestionWriter(suggestions, path)
+        loader = _training_images(datamodule, checkpoint_facts(ckpt_path))
+        # The PredictionWriter would also write the training set's probabilities.
+        callbacks = list(self.callbacks)
+        self.callbacks[:] = [writer, *(c for c in callbacks if not isinstance(c, PredictionWriter))]
+        try:
+            self.predict(model, dataloaders=loader, ckpt_path=ckpt_path, return_predictions=False)
+        finally:
+            self.callbacks[:] = callbacks
+        return writer
+
+
+def _training_images(datamodule: Any, facts: dict[str, Any]) -> DataLoader:
+    """The datamodule's training set, in order, read with the checkpoint's preprocessing.
+
+    The checkpoint's ``image_size``/``mean``/``std`` (what the model was trained
+    with); the datamodule's where the checkpoint records none. No augmentation.
+    """
+    datamodule.setup("fit")
+    dataset = getattr(datamodule, "train_dataset", None)
+    if dataset is None or not hasattr(dataset, "observed"):
+        raise UsageError(
+            f"{type(datamodule).__name__} has no training set with observed labels after "
+            "setup('fit'): suggesting needs an SPMLDataModule, the one the model was trained with."
+        )
+    preprocessing = dict(datamodule.preprocessing)
+    preprocessing.update({k: v for k, v in facts.items() if k in preprocessing and v is not None})
+    return DataLoader(
+        with_transform(dataset, evaluation_transform(**preprocessing)),
+        batch_size=datamodule.batch_size,
+        num_workers=datamodule.num_workers,
+        shuffle=False,
+    )
