@@ -81,6 +81,19 @@ def checkpoint_facts(ckpt_path: str | Path) -> dict[str, Any]:
     return facts
 
 
+def checkpoint_training_rows(ckpt_path: str | Path) -> dict[str, Any] | None:
+    """The SPMLDataModule state a checkpoint records (its training rows' fingerprint), or None.
+
+    Lightning stores a datamodule's ``state_dict`` under the datamodule's class
+    name; an SPMLDataModule's has ``train_fingerprint`` (``SPMLDataModule.state_dict``).
+    """
+    checkpoint = read_checkpoint(ckpt_path, weights_only=True)
+    for value in checkpoint.values():
+        if isinstance(value, dict) and "train_fingerprint" in value:
+            return value
+    return None
+
+
 def checkpoint_callback_states(
     path: str | Path, checkpoint: dict[str, Any] | None = None
 ) -> list[dict]:

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from spml_lightning.console import UsageError
 from spml_lightning.data.predict_folder import ImageFolderDataModule
 from spml_lightning.inference import evaluation_transform, with_transform
-from spml_lightning.training.checkpoint_files import checkpoint_facts
+from spml_lightning.training.checkpoint_files import checkpoint_facts, checkpoint_training_rows
 from spml_lightning.training.prediction_writer import PredictionWriter
 from spml_lightning.training.suggestion_writer import SuggestionWriter
 from spml_lightning.training.suggestions import SuggestOptions, check_output
@@ -83,6 +83,7 @@ class SPMLTrainer(Trainer):
             raise UsageError(str(error)) from None
         writer = SuggestionWriter(suggestions, path)
         loader = _training_images(datamodule, checkpoint_facts(ckpt_path))
+        _check_same_training_rows(datamodule, ckpt_path)
         # The PredictionWriter would also write the training set's probabilities.
         callbacks = list(self.callbacks)
         self.callbacks[:] = [writer, *(c for c in callbacks if not isinstance(c, PredictionWriter))]
@@ -91,6 +92,25 @@ class SPMLTrainer(Trainer):
         finally:
             self.callbacks[:] = callbacks
         return writer
+
+
+def _check_same_training_rows(datamodule: Any, ckpt_path: str) -> None:
+    """Refuse training rows other than the checkpoint's: "unknown" would mean other labels.
+
+    Another ``observe``/``observe_seed``/``split_seed`` gives other observed
+    positives, so the suggestions would include labels the model was trained on
+    and precision@N would be measured against another set of unknowns.
+    """
+    recorded = checkpoint_training_rows(ckpt_path)
+    if recorded is None or not hasattr(datamodule, "state_dict"):
+        return  # a checkpoint without the record (older, or another datamodule): nothing to check
+    if recorded.get("train_fingerprint") != datamodule.state_dict().get("train_fingerprint"):
+        raise ValueError(
+            f"The training rows of {type(datamodule).__name__} differ from those the checkpoint "
+            f"{ckpt_path} was trained on (other images, observed labels or train/val split), so "
+            "its unknown labels are not the model's. Pass the data settings of its fit (its "
+            "config.yaml: root, val_fraction, split_seed, observe, observe_seed, num_pos, num_neg)."
+        )
 
 
 def _training_images(datamodule: Any, facts: dict[str, Any]) -> DataLoader:

@@ -176,6 +176,18 @@ def test_without_a_checkpoint_exit_2(tiny_run, tmp_path, capsys):
     )
 
 
+def test_other_training_rows_than_the_checkpoint_s_are_refused(tiny_run, tmp_path, capsys):
+    # Another observe_seed: other observed positives, so "unknown" is not the model's unknown.
+    out = tmp_path / "s.csv"
+    args = suggest_args(
+        tiny_run, tmp_path, "--suggestions.output", str(out), "--data.init_args.observe_seed", "7"
+    )
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "differ from those the checkpoint" in err and "observe_seed" in err, err
+    assert not out.exists()
+
+
 # -- a user's own CSV data ---------------------------------------------------------------------
 
 FOLDER_TINY = [
