@@ -24,6 +24,7 @@ losses and seeds.
 
     python bench/profile_accuracy.py [--seeds 0 1 2] [--losses GR ROLE LL-R]
         [--profiles paper fast batch bf16 channels_last] [--results FILE] [--resume]
+        [--epochs N] [spml flags for every run, e.g. --data.init_args.num_train 200]
 """
 
 from __future__ import annotations
@@ -177,11 +178,12 @@ def main_bench(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--epochs", type=int, default=None, help=f"trainer.max_epochs (demo: {DEMO_EPOCHS})"
     )
-    args = parser.parse_args(argv)
+    # Anything else is an spml flag for every run (e.g. --data.init_args.num_train 100).
+    args, spml_flags = parser.parse_known_args(argv)
     if "paper" not in args.profiles:
         args.profiles.insert(0, "paper")  # every difference is paired with it
     cores = len(os.sched_getaffinity(0))
-    extra = ["--trainer.accelerator", args.accelerator]
+    extra = ["--trainer.accelerator", args.accelerator, *spml_flags]
     if args.epochs:
         extra += ["--trainer.max_epochs", str(args.epochs)]
     print(
