@@ -102,6 +102,15 @@ def train_and_test(
     return {"mAP": float(result["test/mAP"]), "seconds": seconds}
 
 
+def _cpu_without_bf16(accelerator: str) -> bool:
+    """Whether the runs train on a CPU on which bf16 is emulated (no AVX-512 BF16 or AMX)."""
+    import torch
+
+    if accelerator not in ("cpu", "auto") or (accelerator == "auto" and torch.cuda.is_available()):
+        return False
+    return not torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def read_runs(path: Path) -> list[dict]:
     """The runs recorded in ``path`` (none when it does not exist)."""
     if not path.is_file():
@@ -169,12 +178,24 @@ def main_bench(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--resume", action="store_true", help="skip the runs already in --results")
     parser.add_argument(
+        "--keep_checkpoints",
+        type=Path,
+        default=None,
+        help="train in this folder and keep the runs (default: a temporary folder)",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=None,
         help="loader workers of every profile (default: the configs', capped at the cores)",
     )
     parser.add_argument("--accelerator", default="auto")
+    parser.add_argument(
+        "--fast_precision",
+        default="auto",
+        help="precision of the fast profiles (auto: fast.yaml's bf16-mixed, but fp32 on a CPU "
+        "without native bf16)",
+    )
     parser.add_argument(
         "--epochs", type=int, default=None, help=f"trainer.max_epochs (demo: {DEMO_EPOCHS})"
     )
@@ -190,9 +211,19 @@ def main_bench(argv: list[str] | None = None) -> None:
         f"# profile_accuracy: demo, losses {args.losses}, seeds {args.seeds}, "
         f"profiles {args.profiles}; machine: {cpu_name()}"
     )
+    fast_precision = args.fast_precision
+    if fast_precision == "auto":
+        fast_precision = "32-true" if _cpu_without_bf16(args.accelerator) else None
+        if fast_precision:
+            print(
+                "# this CPU has no native bf16 (oneDNN emulates it, about 10x slower than fp32): "
+                "the fast profile runs in fp32 here (--fast_precision bf16-mixed to force it)"
+            )
     print_load("start")
     with tempfile.TemporaryDirectory() as tmp:
         results = args.results or Path(tmp) / "runs.jsonl"
+        if args.keep_checkpoints:
+            tmp = str(args.keep_checkpoints)
         runs = read_runs(results) if args.resume else []
         done = {(r["loss"], r["profile"], r["seed"]) for r in runs}
         for seed in args.seeds:
@@ -202,10 +233,12 @@ def main_bench(argv: list[str] | None = None) -> None:
                     if (loss, profile, seed) in done:
                         continue
                     fast = profile in FAST_LOADERS
-                    workers = args.workers or (
-                        min(14, max(1, cores - 2)) if fast else min(2, cores)
-                    )
+                    workers = args.workers
+                    if workers is None:
+                        workers = min(14, max(1, cores - 2)) if fast else min(2, cores)
                     run_extra = [*extra, "--data.init_args.num_workers", str(workers)]
+                    if fast and fast_precision:
+                        run_extra += ["--trainer.precision", fast_precision]
                     record = {"loss": loss, "profile": profile, "seed": seed}
                     record.update(
                         train_and_test(
