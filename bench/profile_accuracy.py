@@ -106,9 +106,11 @@ def _cpu_without_bf16(accelerator: str) -> bool:
     """Whether the runs train on a CPU on which bf16 is emulated (no AVX-512 BF16 or AMX)."""
     import torch
 
+    from spml_lightning.cli import _native_cpu_bf16
+
     if accelerator not in ("cpu", "auto") or (accelerator == "auto" and torch.cuda.is_available()):
         return False
-    return not torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return not _native_cpu_bf16()
 
 
 def read_runs(path: Path) -> list[dict]:

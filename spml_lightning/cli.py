@@ -29,10 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch import Trainer
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from spml_lightning.backbones import initial_weights_skipped
 from spml_lightning.console import RunProgress, UsageError, run_command
@@ -190,6 +192,7 @@ class SPMLCLI(LightningCLI):
         trainer = super().instantiate_trainer(**kwargs)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not a user's own plugin
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        warn_if_bf16_is_emulated(trainer)
         return trainer
 
     def _resolve_ckpt_path(self) -> None:
@@ -216,6 +219,30 @@ class SPMLCLI(LightningCLI):
         config["ckpt_path"] = ckpt_path
 
     before_validate = before_test = before_predict = before_suggest = _resolve_ckpt_path
+
+
+def _native_cpu_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (AVX-512 BF16 or AMX)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def warn_if_bf16_is_emulated(trainer: Trainer) -> None:
+    """Warn that bf16 on a CPU without native bf16 (AVX2 only) is several times slower than fp32.
+
+    oneDNN then emulates bf16 convolutions: ``configs/fast.yaml`` measured about
+    10x slower per step than fp32 on such a CPU (``bench/profile_accuracy.py``),
+    the opposite of what a speed profile is for.
+    """
+    if "bf16" not in str(trainer.precision) or not isinstance(trainer.accelerator, CPUAccelerator):
+        return
+    if not _native_cpu_bf16():
+        capability = torch.backends.cpu.get_cpu_capability()
+        rank_zero_warn(
+            f"precision {trainer.precision} on this CPU ({capability}, no native bf16) is "
+            "emulated and several times slower than fp32: pass "
+            "--trainer.precision 32-true here (configs/fast.yaml's bf16 is for GPUs and CPUs with "
+            "AVX-512 BF16 or AMX)."
+        )
 
 
 def run_cli(

@@ -289,6 +289,23 @@ def test_fast_profile_stacks_on_a_benchmark_config():
     assert type(data).__name__ == "DemoDataModule"  # the benchmark config's data set is kept
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_on_a_cpu_that_emulates_it_is_warned_against(monkeypatch, recwarn, native):
+    from spml_lightning import cli as spml_cli
+
+    monkeypatch.setattr(spml_cli, "_native_cpu_bf16", lambda: native)
+    args = [
+        "--config", str(REPO / "configs" / "demo.yaml"), "--data.root", "unused",
+        "--trainer.logger", "false", "--trainer.accelerator", "cpu",
+    ]  # fmt: skip
+    warned = "no native bf16) is emulated and several times slower than fp32"
+    spml_cli.run_cli([*args, "--trainer.precision", "bf16-mixed"], run=False)
+    assert any(warned in str(w.message) for w in recwarn) == (not native)
+    recwarn.clear()
+    spml_cli.run_cli(args, run=False)  # fp32: nothing to say
+    assert not any(warned in str(w.message) for w in recwarn)
+
+
 def test_compile_option_compiles_the_backbone_in_place():
     module = SPMLModule(num_classes=5, backbone="resnet18", weights="none", compile=True)
     keys = list(module.state_dict())

@@ -110,15 +110,17 @@ def test_bf16_mixed_training_on_cpu_keeps_losses_finite(tmp_path, tiny_demo):
 
     # A small CNN: bf16 convolutions are emulated on most CPUs (a ResNet-18 took 38 s here).
     model = tiny_model(backbone=SimpleConvNet([8, 16]))
-    head_dtypes = []
-    model.head.register_forward_hook(
-        lambda module, inputs, output: head_dtypes.append(output.dtype)
-    )
+    dtypes: dict[str, list] = {"backbone": [], "head": []}
+    for name in dtypes:
+        getattr(model, name).register_forward_hook(
+            lambda module, inputs, output, name=name: dtypes[name].append(output.dtype)
+        )
     trainer = make_trainer(
         tmp_path, precision="bf16-mixed", max_epochs=2, limit_train_batches=2, limit_val_batches=1
     )
     trainer.fit(model, tiny_demo)
-    assert torch.bfloat16 in head_dtypes  # autocast did run the network in bf16
+    assert torch.bfloat16 in dtypes["backbone"]  # autocast did run the network in bf16
+    assert set(dtypes["head"]) == {torch.float32}  # and the head in fp32 (fp32_head)
     assert torch.isfinite(trainer.callback_metrics["train/loss_epoch"])
     assert torch.isfinite(trainer.callback_metrics["val/mAP"])
     assert all(torch.isfinite(p).all() for p in model.parameters())
