@@ -547,11 +547,4 @@ class FolderDataModule(SPMLDataModule):
             sizes = np.ones((len(data.image_paths), 2))
             for row in np.unique(found["rows"]).tolist():
                 sizes[row] = image_size(data.image_paths[row])
-        xywh = found["boxes"]
-        return ObjectBoxes(
-            rows=found["rows"],
-            columns=found["columns"],
-            boxes=xywh,
-            areas=xywh[:, 2] * xywh[:, 3],
-            image_sizes=sizes,
-        )
+        return ObjectBoxes.from_boxes(found["rows"], found["columns"], found["boxes"], sizes)

@@ -62,6 +62,18 @@ class ObjectBoxes:
     areas: np.ndarray
     image_sizes: np.ndarray | None = None
 
+    @classmethod
+    def from_boxes(
+        cls,
+        rows: np.ndarray,
+        columns: np.ndarray,
+        boxes: np.ndarray,
+        image_sizes: np.ndarray | None = None,
+    ) -> ObjectBoxes:
+        """Objects whose area is their box's, width x height (VOC's, a CSV's ``boxes``)."""
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        return cls(rows, columns, boxes, boxes[:, 2] * boxes[:, 3], image_sizes)
+
     def __post_init__(self) -> None:
         count = len(self.rows)
         if not (len(self.columns) == len(self.areas) == count) or np.shape(self.boxes) != (

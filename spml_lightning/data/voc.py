@@ -195,11 +195,6 @@ class VOCDataModule(OfficialDataModule):
         found = self.parsed(
             f"voc2012_{image_set}_boxes", sources, lambda: read_voc_boxes(self.data_dir, names)
         )
-        xywh = found["boxes"]
-        return ObjectBoxes(
-            rows=found["rows"],
-            columns=found["columns"],
-            boxes=xywh,
-            areas=xywh[:, 2] * xywh[:, 3],
-            image_sizes=found["sizes"],
+        return ObjectBoxes.from_boxes(
+            found["rows"], found["columns"], found["boxes"], found["sizes"]
         )
