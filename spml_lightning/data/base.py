@@ -190,8 +190,9 @@ class SPMLDataModule(LightningDataModule, ABC):
             class of the largest object), ``center`` (of the most central
             object), or ``given`` (the data's own observed labels, required).
             ``size`` and ``center`` need object boxes (COCO, VOC, a CSV
-            ``boxes`` column, the demo set). The test phase's observed labels,
-            never trained on nor evaluated, always follow ``uniform``.
+            ``boxes`` column; not NUS-WIDE, CUB or the demo set). The test
+            phase's observed labels, never trained on nor evaluated, always
+            follow ``uniform``.
         val_labels: validate (and select models) on the ``full`` labels of the
             validation images, or on their ``observed`` labels only.
         eval_label_less: what evaluation (the val and test sets) does with the
