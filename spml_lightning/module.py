@@ -100,8 +100,8 @@ class SPMLModule(LightningModule):
             convolutions with mixed precision on recent GPUs).
         fp32_head: under mixed precision, run the linear head in fp32 on the
             backbone's features. A bf16 head rounds the logits to 8 significant
-            bits: scores tie, which costs ranking (mAP) points, and the loss sees
-            rounded logits (``bench/profile_accuracy.py`` measures it). No effect in fp32.
+            bits: the loss sees rounded logits, and three quarters of the demo's
+            test scores tie (``bench/bf16_eval.py``). No effect in fp32.
         compile: compile the backbone with ``torch.compile`` when a trainer sets
             the model up (the first steps are slower while it compiles; parameter
             names and checkpoints are the same as without it; ``predict_images``
