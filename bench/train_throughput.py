@@ -266,6 +266,8 @@ def spml_settings(settings: Settings, fast: bool) -> dict[str, object]:
         "model.weights": "none",
         "model.lr": settings.lr,
         "model.lr_mult": settings.lr_mult,
+        # The paper side's batch is the one lr is set for (the fast side scales lr from it).
+        "model.lr_batch_size": settings.batch_size,
         "data.root": str(settings.data_root),
         "data.image_size": settings.image_size,
         "data.batch_size": settings.batch_size,

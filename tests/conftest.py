@@ -36,9 +36,13 @@ def info_lines():
     handler = logging.Handler(logging.INFO)
     handler.emit = lambda record: lines.append(record.getMessage())
     logger = logging.getLogger("lightning.pytorch")
+    # INFO whatever level an earlier test in this process left the logger at.
+    level = logger.level
+    logger.setLevel(logging.INFO)
     logger.addHandler(handler)
     yield lines
     logger.removeHandler(handler)
+    logger.setLevel(level)
 
 
 @pytest.fixture
