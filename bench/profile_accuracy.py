@@ -40,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from compare_losses import loss_arguments  # noqa: E402
+from compare_losses import loss_arguments, read_results  # noqa: E402
 from harness import cpu_name, print_load, print_ratio  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -111,13 +111,6 @@ def _cpu_without_bf16(accelerator: str) -> bool:
     if accelerator not in ("cpu", "auto") or (accelerator == "auto" and torch.cuda.is_available()):
         return False
     return not _native_cpu_bf16()
-
-
-def read_runs(path: Path) -> list[dict]:
-    """The runs recorded in ``path`` (none when it does not exist)."""
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -226,7 +219,7 @@ def main_bench(argv: list[str] | None = None) -> None:
         results = args.results or Path(tmp) / "runs.jsonl"
         if args.keep_checkpoints:
             tmp = str(args.keep_checkpoints)
-        runs = read_runs(results) if args.resume else []
+        runs = read_results(results) if args.resume else []
         done = {(r["loss"], r["profile"], r["seed"]) for r in runs}
         for seed in args.seeds:
             for loss in args.losses:

@@ -191,9 +191,6 @@ class SPMLModule(LightningModule):
         #: ``{"epoch", "max_epochs", "linear_init"}`` the loss schedule was last set
         #: to (in training, or by the checkpoint this model was loaded from); None before.
         self.loss_schedule: dict[str, int] | None = None
-        #: Hyper-parameters a resumed fit changed, ``{name: (checkpoint's, new)}``:
-        #: the learning rates among them are set once the optimizer is restored.
-        self._resume_changes: dict[str, tuple] = {}
 
     # -- model ------------------------------------------------------------------
     def forward(self, images: Tensor) -> Tensor:
@@ -411,9 +408,7 @@ class SPMLModule(LightningModule):
             datamodule = getattr(self.trainer, "datamodule", None)
             check_preprocessing(hparams, getattr(datamodule, "preprocessing", {}), source)
             return
-        plan = resume_plan(hparams, self.hparams)
-        plan.enforce(source)
-        self._resume_changes = plan.applied
+        resume_plan(hparams, self.hparams).enforce(source)
 
     def on_train_start(self) -> None:
         """Give the restored optimizer a resumed fit's new learning rates."""
@@ -425,7 +420,6 @@ class SPMLModule(LightningModule):
             for group in self.trainer.optimizers[0].param_groups:
                 if group.get("name") in rates:
                     group["lr"] = rates[group["name"]]
-        self._resume_changes = {}
 
     def _score_train_set(self) -> tuple[Tensor, Tensor]:
         """(index, logits) of this rank's shard of the training set, without augmentation."""
