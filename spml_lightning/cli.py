@@ -49,6 +49,7 @@ from spml_lightning.training import (
     continue_in_checkpoint_folder,
     describe_resume,
     find_checkpoint,
+    release_empty_log_versions,
     reserve_log_version,
     resolve_checkpoint,
 )
@@ -109,6 +110,7 @@ class SPMLCLI(LightningCLI):
 
     def __init__(self, *args: Any, progress: RunProgress | None = None, **kwargs: Any) -> None:
         self._progress = progress if progress is not None else RunProgress()
+        self._log_folders: list[str] = []  # reserved for this run (reserve_log_version)
         super().__init__(*args, **kwargs)
 
     @staticmethod
@@ -121,10 +123,16 @@ class SPMLCLI(LightningCLI):
         try:
             super()._run_subcommand(subcommand)
         except SystemExit:
+            release_empty_log_versions(self._log_folders)
             # Lightning turns Ctrl-C inside the trainer into sys.exit(1) after its
             # graceful shutdown; the shell convention for an interrupt is 130.
             if self.trainer.interrupted:
                 raise KeyboardInterrupt from None
+            raise
+        except BaseException:
+            # A run refused before it logged (another checkpoint's data, a bad flag)
+            # leaves no empty version_N behind.
+            release_empty_log_versions(self._log_folders)
             raise
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -198,7 +206,7 @@ class SPMLCLI(LightningCLI):
     def _resolve_ckpt_path(self) -> None:
         config = self.config_init[self.subcommand]
         self._set_ckpt_path(config, resolve_checkpoint(config.get("ckpt_path"), self.trainer))
-        reserve_log_version(self.trainer)
+        self._log_folders = reserve_log_version(self.trainer)
 
     def before_fit(self) -> None:
         """Resolve ``--ckpt_path`` (none yet is fine), keep a resume in its checkpoint folder."""
@@ -210,7 +218,7 @@ class SPMLCLI(LightningCLI):
         if ckpt_path is not None:
             continue_in_checkpoint_folder(self.trainer, ckpt_path)
             rank_zero_info(describe_resume(ckpt_path))
-        reserve_log_version(self.trainer)
+        self._log_folders = reserve_log_version(self.trainer)
 
     def _set_ckpt_path(self, config, ckpt_path: str | None) -> None:
         # Resolved by each process on its own: the ranks check that they agree once joined.

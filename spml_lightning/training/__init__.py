@@ -30,7 +30,7 @@ from spml_lightning.training.checkpoint_files import (
 )
 from spml_lightning.training.compatibility import check_class_names, resume_plan
 from spml_lightning.training.finite_loss import FiniteLossGuard, NonFiniteLossError
-from spml_lightning.training.log_versions import reserve_log_version
+from spml_lightning.training.log_versions import release_empty_log_versions, reserve_log_version
 from spml_lightning.training.prediction_writer import PredictionWriter
 from spml_lightning.training.resumable_checkpoint import ResumableCheckpoint
 from spml_lightning.training.suggestion_writer import SuggestionWriter
@@ -69,6 +69,7 @@ __all__ = [
     "find_checkpoint",
     "rank_unknown_labels",
     "read_checkpoint",
+    "release_empty_log_versions",
     "reserve_log_version",
     "resolve_checkpoint",
     "resume_plan",

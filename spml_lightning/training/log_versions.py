@@ -9,10 +9,10 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
-__all__ = ["reserve_log_version"]
+__all__ = ["release_empty_log_versions", "reserve_log_version"]
 
 
-def reserve_log_version(trainer: Trainer) -> None:
+def reserve_log_version(trainer: Trainer) -> list[str]:
     """Give each TensorBoard/CSV logger of ``trainer`` a ``version_N`` folder no other run has.
 
     These loggers take the version after the highest ``version_*`` folder they
@@ -22,9 +22,13 @@ def reserve_log_version(trainer: Trainer) -> None:
     ``version_N`` a run manages to create is its own. Loggers given a version
     (``version=``, SLURM's job id) and processes other than rank 0 (which get
     rank 0's folder from Lightning) are left alone.
+
+    Returns:
+        The folders created, for ``release_empty_log_versions``.
     """
+    created: list[str] = []
     if rank_zero_only.rank != 0:
-        return
+        return created
     for logger in trainer.loggers:
         if not isinstance(logger, (TensorBoardLogger, CSVLogger)) or logger._version is not None:
             continue
@@ -40,4 +44,20 @@ def reserve_log_version(trainer: Trainer) -> None:
             except FileExistsError:  # another run took it since the listing
                 version += 1
         logger._version = version  # what the logger's version property would have set
-        rank_zero_info(f"Logging to {os.path.join(root, f'version_{version}')}")
+        created.append(os.path.join(root, f"version_{version}"))
+        rank_zero_info(f"Logging to {created[-1]}")
+    return created
+
+
+def release_empty_log_versions(folders: list[str]) -> None:
+    """Remove those of ``folders`` that are still empty (a run refused before it logged).
+
+    Only empty folders go (``os.rmdir`` refuses any other), so nothing a run
+    wrote is lost; without this every refused ``spml test``/``suggest`` left a
+    ``version_N`` with nothing in it, and the next run's number skipped it.
+    """
+    for folder in folders:
+        try:
+            os.rmdir(folder)
+        except OSError:  # not empty (or already gone): keep what is there
+            pass

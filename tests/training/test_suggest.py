@@ -186,6 +186,8 @@ def test_other_training_rows_than_the_checkpoint_s_are_refused(tiny_run, tmp_pat
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "differ from those the checkpoint" in err and "observe_seed" in err, err
     assert not out.exists()
+    # The refused run reserved a version_N folder before it was refused: none is left behind.
+    assert not list((tmp_path / "runs").rglob("version_*")), list((tmp_path / "runs").rglob("*"))
 
 
 # -- a user's own CSV data ---------------------------------------------------------------------
