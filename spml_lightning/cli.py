@@ -280,18 +280,23 @@ def run_cli(
             "exit_on_error": False,
             **{name: {"exit_on_error": False} for name in SUBCOMMANDS},
         }
-    return SPMLCLI(
-        SPMLModule,
-        SPMLDataModule,
-        trainer_class=SPMLTrainer,
-        subclass_mode_data=True,
-        save_config_kwargs={"overwrite": True},
-        args=args,
-        run=run,
-        auto_configure_optimizers=False,
-        parser_kwargs=parser_kwargs,
-        progress=progress,
-    )
+    with warnings.catch_warnings():
+        # Given args are the whole command line: the calling program's own sys.argv
+        # (a bench script's flags, pytest's) is not spml's, so LightningCLI's
+        # warning about having both is noise here.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        return SPMLCLI(
+            SPMLModule,
+            SPMLDataModule,
+            trainer_class=SPMLTrainer,
+            subclass_mode_data=True,
+            save_config_kwargs={"overwrite": True},
+            args=args,
+            run=run,
+            auto_configure_optimizers=False,
+            parser_kwargs=parser_kwargs,
+            progress=progress,
+        )
 
 
 def main(args: list[str] | None = None) -> int:

@@ -1,5 +1,8 @@
 """The spml command end to end: fit -> test -> predict on the demo config."""
 
+import sys
+import warnings
+
 import pytest
 import torch
 
@@ -65,3 +68,16 @@ def test_spml_test_prints_the_f1_metrics(tiny_run, capsys):
     assert excluded.datamodule.label_less_images == {"test": 0}
     results = excluded.trainer.callback_metrics
     assert results["test/top3/OF1"].item() == tiny_run["test_results"]["test/top3/OF1"]
+
+
+def test_run_cli_takes_its_args_without_warning_about_the_caller_s_argv(
+    tmp_path, tiny_demo_root, monkeypatch
+):
+    # A bench script or notebook passes spml's command line as args; its own flags in
+    # sys.argv are not spml's, and LightningCLI's "both args and sys.argv" warning is noise.
+    monkeypatch.setattr(sys, "argv", ["profile_accuracy.py", "--seeds", "0", "1"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cli = run_cli(demo_args(tmp_path, tiny_demo_root), run=False)
+    assert cli.datamodule.batch_size > 0  # parsed from args, not from sys.argv
+    assert not [w for w in caught if "args parameter" in str(w.message)], caught
