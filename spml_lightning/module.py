@@ -87,10 +87,10 @@ class SPMLModule(LightningModule):
         lr_scaling: how ``lr`` follows the batch size of a step (loader batch x
             processes x gradient accumulation): ``none`` (as given: the published
             protocols), ``sqrt`` (``lr * sqrt(batch / lr_batch_size)``, the rule for
-            Adam; the fast profile's) or ``linear``. Backbone and head are scaled;
-            a loss's own per-sample parameters (ROLE's label estimates) are not:
-            each of their rows is updated once per epoch whatever the batch
-            size. ``spml_lightning.training.lr_scaling`` has the sources.
+            Adam; the fast profile's) or ``linear``. Every group is scaled: backbone,
+            head and a loss's own per-sample parameters (ROLE's label estimates,
+            whose per-epoch movement under Adam also shrinks with fewer steps per
+            epoch). ``spml_lightning.training.lr_scaling`` has the sources.
         lr_batch_size: the batch size ``lr`` was set for (the benchmark configs set
             their own); needed by every rule but ``none``.
         linear_init: epochs at the start during which only the head (and the
@@ -261,14 +261,15 @@ class SPMLModule(LightningModule):
     def _parameter_groups(self) -> list[dict]:
         """The optimizer's parameter groups, each named, with its learning rate.
 
-        The rates come from the hyper-parameters (``lr``, ``lr_mult`` for the head),
-        backbone and head scaled to the batch size by ``lr_scaling``.
+        The rates come from the hyper-parameters (``lr``, ``lr_mult`` for the head,
+        the loss's own multipliers for its groups), all scaled to the batch size by
+        ``lr_scaling`` (``spml_lightning.training.lr_scaling`` says why the loss's too).
         """
         lr = self.hparams.lr
-        loss_groups = self.loss.optimizer_groups(lr) if isinstance(self.loss, SPMLLoss) else []
         rule = self.hparams.get("lr_scaling", "none")
         if rule != "none":
             lr = scaled_lr(lr, rule, effective_batch_size(self.trainer), self.hparams.lr_batch_size)
+        loss_groups = self.loss.optimizer_groups(lr) if isinstance(self.loss, SPMLLoss) else []
         groups = [
             {
                 "params": [p for p in self.backbone.parameters() if p.requires_grad],

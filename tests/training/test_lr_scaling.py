@@ -79,8 +79,8 @@ def test_every_rule_sets_the_groups_from_the_step_s_batch(rule, factor):
     assert rates == pytest.approx({"backbone": 1e-4 * factor, "head": 1e-3 * factor})
 
 
-def test_a_loss_s_per_sample_parameters_keep_their_rate(tmp_path, tiny_demo_root):
-    # ROLE's label estimates: each row is updated once per epoch whatever the batch size.
+def test_a_loss_s_per_sample_parameters_are_scaled_too(tmp_path, tiny_demo_root):
+    # ROLE's label estimates: lr_mult x the scaled rate (the next test says why).
     cli = run_cli([
         "fit", *demo_args(tmp_path, tiny_demo_root), "--trainer.max_epochs", "1",
         "--config", str(REPO_ROOT / "configs" / "losses" / "role.yaml"),
@@ -88,8 +88,32 @@ def test_a_loss_s_per_sample_parameters_keep_their_rate(tmp_path, tiny_demo_root
         "--model.lr_scaling", "sqrt",
     ])  # fmt: skip
     assert _rates(cli) == pytest.approx(
-        {"backbone": 2e-3, "head": 2e-3, "label_estimates": 1e-3 * 10.0}
+        {"backbone": 2e-3, "head": 2e-3, "label_estimates": 2e-3 * 10.0}
     )
+
+
+@pytest.mark.parametrize("steps_per_epoch", [63, 250])
+def test_sqrt_keeps_the_epoch_movement_of_a_row_seen_once_per_epoch(steps_per_epoch):
+    # A per-sample parameter (a ROLE row) gets a gradient once per epoch and zero on every
+    # other step. Adam's second moment then decays once per *step*: with half the steps
+    # per epoch (twice the batch) it keeps twice the history, each visit moves the row
+    # 1/sqrt(2) as far, and the row learns slower per epoch -- unless its rate is scaled
+    # by the same square-root rule as the weights'.
+    def movement(steps: int, lr: float, epochs: int = 8) -> float:
+        row = torch.zeros(1, requires_grad=True)
+        adam = torch.optim.Adam([row], lr=lr)
+        for _ in range(epochs):
+            for step in range(steps):
+                row.grad = torch.full((1,), 1e-3 if step == steps // 2 else 0.0)
+                adam.step()
+        return -row.item()
+
+    paper = movement(steps_per_epoch, 1e-2)
+    fewer_steps = steps_per_epoch // 2  # batch 2x
+    unscaled = movement(fewer_steps, 1e-2)
+    scaled = movement(fewer_steps, scaled_lr(1e-2, "sqrt", 2 * 32, 32))
+    assert unscaled / paper == pytest.approx(2**-0.5, abs=0.03)
+    assert scaled / paper == pytest.approx(1.0, abs=0.03)
 
 
 def test_a_resumed_fit_with_another_batch_trains_at_its_rate(tmp_path, tiny_demo_root):
