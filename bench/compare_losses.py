@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import yaml
+from harness import code_version
 
 from spml_lightning.cli import run_cli
 from spml_lightning.data.observation import OBSERVE_STRATEGIES
@@ -285,7 +286,7 @@ def main_bench() -> None:
                         loss, seed, args.config, args.workdir, epochs, extra, args.observe, draw
                     )
                     seconds = time.perf_counter() - start
-                    record.update(test_map=value, seconds=round(seconds))
+                    record.update(test_map=value, seconds=round(seconds), code=code_version())
                     with results.open("a") as handle:
                         handle.write(json.dumps(record) + "\n")
                     print(

@@ -41,7 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from compare_losses import loss_arguments, read_results  # noqa: E402
-from harness import cpu_name, print_load, print_ratio  # noqa: E402
+from harness import code_version, cpu_name, print_load, print_ratio  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_EPOCHS = 12
@@ -214,6 +214,8 @@ def main_bench(argv: list[str] | None = None) -> None:
                 "# this CPU has no native bf16 (oneDNN emulates it, about 10x slower than fp32): "
                 "the fast profile runs in fp32 here (--fast_precision bf16-mixed to force it)"
             )
+    code = code_version()
+    print(f"# code: {code}")
     print_load("start")
     with tempfile.TemporaryDirectory() as tmp:
         results = args.results or Path(tmp) / "runs.jsonl"
@@ -234,7 +236,7 @@ def main_bench(argv: list[str] | None = None) -> None:
                     run_extra = [*extra, "--data.init_args.num_workers", str(workers)]
                     if fast and fast_precision:
                         run_extra += ["--trainer.precision", fast_precision]
-                    record = {"loss": loss, "profile": profile, "seed": seed}
+                    record = {"loss": loss, "profile": profile, "seed": seed, "code": code}
                     record.update(
                         train_and_test(
                             profile, loss, seed, Path(tmp), args.epochs or DEMO_EPOCHS, run_extra
