@@ -25,6 +25,7 @@ losses and seeds.
     python bench/profile_accuracy.py [--seeds 0 1 2] [--losses GR ROLE LL-R]
         [--profiles paper fast batch bf16 channels_last] [--results FILE] [--resume]
         [--epochs N] [spml flags for every run, e.g. --data.init_args.num_train 200]
+    python bench/profile_accuracy.py --results FILE --summary_only [--losses ...] [--seeds ...]
 """
 
 from __future__ import annotations
@@ -173,6 +174,11 @@ def main_bench(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--resume", action="store_true", help="skip the runs already in --results")
     parser.add_argument(
+        "--summary_only",
+        action="store_true",
+        help="train nothing: print the summary of the runs already in --results",
+    )
+    parser.add_argument(
         "--keep_checkpoints",
         type=Path,
         default=None,
@@ -198,6 +204,11 @@ def main_bench(argv: list[str] | None = None) -> None:
     args, spml_flags = parser.parse_known_args(argv)
     if "paper" not in args.profiles:
         args.profiles.insert(0, "paper")  # every difference is paired with it
+    if args.summary_only:
+        if args.results is None or not args.results.exists():
+            parser.error("--summary_only reads the runs of --results FILE: give an existing file")
+        summarize(read_results(args.results), args.losses, args.profiles, args.seeds)
+        return
     cores = len(os.sched_getaffinity(0))
     extra = ["--trainer.accelerator", args.accelerator, *spml_flags]
     if args.epochs:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import math
 import re
 import subprocess
@@ -467,3 +468,34 @@ def test_step_overhead_runs(bench_module, capsys):
 
 def test_gpu_check_script_is_valid_bash():
     subprocess.run(["bash", "-n", str(BENCH / "gpu_check.sh")], check=True)
+
+
+def test_profile_accuracy_summarizes_a_results_file_paired_by_seed(bench_module, tmp_path, capsys):
+    # --summary_only trains nothing: the verdicts come from the stored runs, paired by seed.
+    runs = [
+        {"loss": "GR", "profile": "paper", "seed": 0, "mAP": 60.0, "seconds": 100.0},
+        {"loss": "GR", "profile": "paper", "seed": 1, "mAP": 62.0, "seconds": 100.0},
+        {"loss": "GR", "profile": "fast", "seed": 0, "mAP": 61.0, "seconds": 50.0},
+        {"loss": "GR", "profile": "fast", "seed": 1, "mAP": 60.0, "seconds": 50.0},  # -1, -2 ...
+        {"loss": "GR", "profile": "batch", "seed": 0, "mAP": 59.0, "seconds": 80.0},
+        {"loss": "GR", "profile": "batch", "seed": 1, "mAP": 60.5, "seconds": 80.0},
+    ]
+    results = tmp_path / "runs.jsonl"
+    results.write_text("".join(json.dumps(r) + "\n" for r in runs))
+    bench_module("profile_accuracy").main_bench(
+        ["--results", str(results), "--summary_only", "--seeds", "0", "1",
+         "--profiles", "fast", "batch"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    # fast: +1 and -2 -> mean -0.5, std 2.12: within a point and the spread.
+    assert re.search(r"check  GR fast - paper.*-0\.500 .* std 2\.121\s+MET", out), out
+    # batch: -1 and -1.5 -> mean -1.25: more than a point.
+    assert re.search(r"check  GR batch - paper.*-1\.250 .*NOT MET", out), out
+    assert re.search(r"paper/fast\s+2\.000", out), out
+
+
+def test_profile_accuracy_summary_only_needs_a_results_file(bench_module, tmp_path):
+    with pytest.raises(SystemExit):
+        bench_module("profile_accuracy").main_bench(
+            ["--summary_only", "--results", str(tmp_path / "none.jsonl")]
+        )
