@@ -269,6 +269,7 @@ def main_bench() -> None:
         if not args.resume and results.exists():
             results.unlink()
         extra = [a for a in args.extra if a != "--"]
+        code = code_version()  # the code every run of this invocation uses
         for loss in args.losses:
             for seed in args.seeds:
                 for draw in args.observe_seeds or [None]:
@@ -286,7 +287,7 @@ def main_bench() -> None:
                         loss, seed, args.config, args.workdir, epochs, extra, args.observe, draw
                     )
                     seconds = time.perf_counter() - start
-                    record.update(test_map=value, seconds=round(seconds), code=code_version())
+                    record.update(test_map=value, seconds=round(seconds), code=code)
                     with results.open("a") as handle:
                         handle.write(json.dumps(record) + "\n")
                     print(

@@ -122,17 +122,14 @@ class SPMLCLI(LightningCLI):
         self._progress.started = True
         try:
             super()._run_subcommand(subcommand)
-        except SystemExit:
-            release_empty_log_versions(self._log_folders)
-            # Lightning turns Ctrl-C inside the trainer into sys.exit(1) after its
-            # graceful shutdown; the shell convention for an interrupt is 130.
-            if self.trainer.interrupted:
-                raise KeyboardInterrupt from None
-            raise
-        except BaseException:
+        except BaseException as error:
             # A run refused before it logged (another checkpoint's data, a bad flag)
             # leaves no empty version_N behind.
             release_empty_log_versions(self._log_folders)
+            # Lightning turns Ctrl-C inside the trainer into sys.exit(1) after its
+            # graceful shutdown; the shell convention for an interrupt is 130.
+            if isinstance(error, SystemExit) and self.trainer.interrupted:
+                raise KeyboardInterrupt from None
             raise
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
