@@ -2,8 +2,9 @@
 
 Trains each profile with the same seeds on the demo, tests each run's
 best-val checkpoint, and reports per profile the test mAP (mean ± std), the
-difference with the paper profile paired by seed (mean ± std), and the wall
-time; runs are interleaved seed by seed so that load from other processes hits
+difference with the paper profile paired by seed (mean ± std, and its 95 %
+t interval: whether the seeds show a gap, show it under a point, or cannot
+tell, with about how many seeds would), and the wall time; runs are interleaved seed by seed so that load from other processes hits
 every profile alike. Profiles (each on ``configs/demo.yaml``):
 
 - ``paper``: the demo config as it is (fp32, batch 32);
@@ -42,7 +43,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from compare_losses import loss_arguments, read_results  # noqa: E402
-from harness import code_version, cpu_name, print_load, print_ratio  # noqa: E402
+from harness import (  # noqa: E402
+    code_version,
+    cpu_name,
+    mean_interval95,
+    print_load,
+    print_ratio,
+    t975,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_EPOCHS = 12
@@ -118,6 +126,33 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def seeds_for_a_point(spread: float) -> int:
+    """Seeds after which a paired spread of ``spread`` points gives a 95 % interval of +-1."""
+    seeds = 2
+    while t975(seeds - 1) * spread / seeds**0.5 > 1.0 and seeds < 1000:
+        seeds += 1
+    return seeds
+
+
+def print_interval(label: str, paired: list[float]) -> None:
+    """Print the 95 % interval of the mean paired gap and what it shows.
+
+    The done-when check (mean within a point and within the spread) passes a
+    zero-gap comparison only by luck when the spread is 2-3 points; the
+    interval says whether the seeds can tell a gap of a point from none.
+    """
+    low, high = mean_interval95(paired)
+    if -1.0 <= low and high <= 1.0:
+        shown = "under a point: shown"
+    elif low > 0 or high < 0:
+        shown = "a gap: shown"
+    else:
+        spread = statistics.stdev(paired)
+        shown = f"unresolved (about {seeds_for_a_point(spread)} seeds at this spread for +-1)"
+    text = f"{label}, 95 % interval of the mean gap ({len(paired)} seeds)"
+    print(f"interval  {text:<69} [{low:+.2f}, {high:+.2f}]   {shown}", flush=True)
+
+
 def summarize(runs: list[dict], losses: list[str], profiles: list[str], seeds: list[int]) -> None:
     """Print the table per loss and the paired differences with the paper profile."""
     for loss in losses:
@@ -153,6 +188,7 @@ def summarize(runs: list[dict], losses: list[str], profiles: list[str], seeds: l
                     f"   {verdict}",
                     flush=True,
                 )
+                print_interval(f"{loss} {profile} - paper", paired)
             if paper_seconds:
                 print_ratio(f"{loss} demo wall time, paper/{profile}", paper_seconds / seconds)
 

@@ -492,6 +492,51 @@ def test_profile_accuracy_summarizes_a_results_file_paired_by_seed(bench_module,
     # batch: -1 and -1.5 -> mean -1.25: more than a point.
     assert re.search(r"check  GR batch - paper.*-1\.250 .*NOT MET", out), out
     assert re.search(r"paper/fast\s+2\.000", out), out
+    # Two seeds cannot resolve a point: the t interval is +-19 points wide.
+    assert re.search(r"interval  GR fast - paper.*\[-19\.56, \+18\.56\]\s+unresolved", out), out
+
+
+def test_t975_matches_the_t_tables(bench_module):
+    t975 = bench_module("harness").t975
+    # Student's t, two-sided 95 %, from the printed tables.
+    for df, table in [(1, 12.706), (4, 2.776), (7, 2.365), (8, 2.306), (10, 2.228), (29, 2.045)]:
+        assert t975(df) == pytest.approx(table, abs=1.5e-3), df
+    assert t975(10_000) == pytest.approx(1.960, abs=1e-3)
+    with pytest.raises(ValueError, match="degree of freedom"):
+        t975(0)
+
+
+def test_mean_interval95_is_the_t_interval(bench_module):
+    interval = bench_module("harness").mean_interval95
+    low, high = interval([1.0, 2.0, 3.0, 4.0, 5.0])  # mean 3, std 1.581, t 2.776
+    half = 2.776 * 1.5811 / 5**0.5
+    assert (low, high) == pytest.approx((3 - half, 3 + half), abs=1e-3)
+    with pytest.raises(ValueError, match="at least two"):
+        interval([1.0])
+
+
+@pytest.mark.parametrize(
+    ("paired", "shown"),
+    [
+        ([0.1, -0.2, 0.3, 0.0, -0.1, 0.2], "under a point: shown"),
+        ([-2.0, -2.5, -1.5, -2.2], "a gap: shown"),
+        ([1.6, -2.5, -4.9], r"unresolved \(about \d+ seeds"),
+    ],
+)
+def test_profile_accuracy_interval_says_what_the_seeds_show(bench_module, capsys, paired, shown):
+    bench_module("profile_accuracy").print_interval("GR fast - paper", paired)
+    out = capsys.readouterr().out
+    assert re.search(rf"interval  GR fast - paper, 95 % interval .*\] +{shown}", out), out
+
+
+def test_seeds_for_a_point_grows_with_the_spread(bench_module):
+    seeds_for_a_point = bench_module("profile_accuracy").seeds_for_a_point
+    t975 = bench_module("harness").t975
+    for spread in (0.5, 1.0, 2.5):
+        n = seeds_for_a_point(spread)
+        # The smallest n whose interval is within +-1.
+        assert t975(n - 1) * spread / n**0.5 <= 1.0 < t975(n - 2) * spread / (n - 1) ** 0.5
+    assert seeds_for_a_point(1.0) < seeds_for_a_point(2.5)
 
 
 def test_profile_accuracy_summary_only_needs_a_results_file(bench_module, tmp_path):
