@@ -58,32 +58,23 @@ from harness import (  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 DEMO_EPOCHS = 12
 
+#: The fast profile's arguments: configs/fast.yaml stacked on the demo config.
+FAST = ["--config", str(REPO / "configs" / "fast.yaml")]
 #: The CLI arguments of each profile, on top of configs/demo.yaml.
 PROFILES: dict[str, list[str]] = {
     "paper": [],
-    "fast": ["--config", str(REPO / "configs" / "fast.yaml")],
-    "fast_v0": [
-        "--config",
-        str(REPO / "configs" / "fast.yaml"),
-        "--model.lr_scaling",
-        "none",
-        "--model.fp32_head",
-        "false",
-    ],
-    "fast_linear": [
-        "--config",
-        str(REPO / "configs" / "fast.yaml"),
-        "--model.lr_scaling",
-        "linear",
-    ],
+    "fast": FAST,
+    "fast_v0": [*FAST, "--model.lr_scaling", "none", "--model.fp32_head", "false"],
+    "fast_linear": [*FAST, "--model.lr_scaling", "linear"],
     "batch": ["--data.init_args.batch_size", "64", "--model.lr_scaling", "sqrt"],
     "batch_no_rule": ["--data.init_args.batch_size", "64"],
     "bf16": ["--trainer.precision", "bf16-mixed"],
     "bf16_head": ["--trainer.precision", "bf16-mixed", "--model.fp32_head", "false"],
     "channels_last": ["--model.channels_last", "true"],
 }
-#: Profiles that take the fast profile's loader workers (the others keep the demo's).
-FAST_LOADERS = ("fast", "fast_v0", "fast_linear")
+#: Profiles that take the fast profile's loader workers (the others keep the demo's): those
+#: built on configs/fast.yaml.
+FAST_LOADERS = tuple(name for name, args in PROFILES.items() if args[: len(FAST)] == FAST)
 
 
 def train_and_test(
