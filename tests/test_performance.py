@@ -472,12 +472,13 @@ def test_gpu_check_script_is_valid_bash():
 
 def test_profile_accuracy_summarizes_a_results_file_paired_by_seed(bench_module, tmp_path, capsys):
     # --summary_only trains nothing: the verdicts come from the stored runs, paired by seed.
+    one, other = {"bench_run": "one"}, {"bench_run": "other"}
     runs = [
-        {"loss": "GR", "profile": "paper", "seed": 0, "mAP": 60.0, "seconds": 100.0},
-        {"loss": "GR", "profile": "paper", "seed": 1, "mAP": 62.0, "seconds": 100.0},
-        {"loss": "GR", "profile": "fast", "seed": 0, "mAP": 61.0, "seconds": 50.0},
-        {"loss": "GR", "profile": "fast", "seed": 1, "mAP": 60.0, "seconds": 50.0},  # -1, -2 ...
-        {"loss": "GR", "profile": "batch", "seed": 0, "mAP": 59.0, "seconds": 80.0},
+        {"loss": "GR", "profile": "paper", "seed": 0, "mAP": 60.0, "seconds": 100.0, **one},
+        {"loss": "GR", "profile": "paper", "seed": 1, "mAP": 62.0, "seconds": 100.0, **one},
+        {"loss": "GR", "profile": "fast", "seed": 0, "mAP": 61.0, "seconds": 50.0, **one},
+        {"loss": "GR", "profile": "fast", "seed": 1, "mAP": 60.0, "seconds": 60.0, **other},
+        {"loss": "GR", "profile": "batch", "seed": 0, "mAP": 59.0, "seconds": 80.0, **other},
         {"loss": "GR", "profile": "batch", "seed": 1, "mAP": 60.5, "seconds": 80.0},
     ]
     results = tmp_path / "runs.jsonl"
@@ -491,9 +492,32 @@ def test_profile_accuracy_summarizes_a_results_file_paired_by_seed(bench_module,
     assert re.search(r"check  GR fast - paper.*-0\.500 .* std 2\.121\s+MET", out), out
     # batch: -1 and -1.5 -> mean -1.25: more than a point.
     assert re.search(r"check  GR batch - paper.*-1\.250 .*NOT MET", out), out
-    assert re.search(r"paper/fast\s+2\.000", out), out
+    # Wall time only from the seeds one bench run timed side by side (fast seed 0).
+    assert re.search(r"paper/fast \(1 seed in one run\)\s+2\.000   goal >= 1.5   MET", out), out
+    # batch's runs come from other bench runs than paper's: no ratio of them.
+    assert re.search(r"paper/batch\s+n/a   not timed side by side", out), out
     # Two seeds cannot resolve a point: the t interval is +-19 points wide.
     assert re.search(r"interval  GR fast - paper.*\[-19\.56, \+18\.56\]\s+unresolved", out), out
+
+
+def test_profile_accuracy_compares_wall_times_only_within_one_bench_run(
+    bench_module, tmp_path, tiny_demo_root, capsys
+):
+    # A resumed comparison mixes runs timed under other loads: its speed ratio is refused.
+    from probes import TINY_DEMO_FLAGS
+
+    results = tmp_path / "runs.jsonl"
+    tiny = ["--workers", "0", "--results", str(results), "--data.init_args.root",
+            str(tiny_demo_root), *TINY_DEMO_FLAGS]  # fmt: skip
+    bench = bench_module("profile_accuracy").main_bench
+    bench(["--seeds", "0", "--profiles", "channels_last", *tiny])
+    bench(["--seeds", "0", "--profiles", "batch", "--resume", *tiny])
+    runs = {r["profile"]: r for r in map(json.loads, results.read_text().splitlines())}
+    assert runs["paper"]["bench_run"] == runs["channels_last"]["bench_run"]
+    assert runs["batch"]["bench_run"] != runs["paper"]["bench_run"]
+    out = capsys.readouterr().out
+    assert re.search(r"paper/channels_last \(1 seed in one run\)\s+\d+\.\d{3}$", out, re.M), out
+    assert re.search(r"paper/batch\s+n/a   not timed side by side", out), out
 
 
 def test_t975_matches_the_t_tables(bench_module):
