@@ -15,6 +15,9 @@ profile alike. Profiles (each on ``configs/demo.yaml``):
   (``lr_scaling none``, ``fp32_head false``): what the rule and the head fix;
 - ``fast_linear``: the fast profile with the linear lr rule instead of the
   square root (twice the lr at batch 64 instead of 1.41x);
+- ``fast_b128_sqrt`` / ``fast_b128_linear``: the fast profile at batch 128 (4x the
+  demo's 32, nearer the 4-8x of the benchmarks) with either rule: whether a rule
+  that holds at 2x still holds at 4x;
 - ``batch``: only batch 64 with the square-root lr rule;
 - ``batch_no_rule``: only batch 64, lr as given;
 - ``bf16``: only bf16-mixed (head in fp32);
@@ -60,12 +63,15 @@ DEMO_EPOCHS = 12
 
 #: The fast profile's arguments: configs/fast.yaml stacked on the demo config.
 FAST = ["--config", str(REPO / "configs" / "fast.yaml")]
+BATCH_128 = ["--data.init_args.batch_size", "128"]
 #: The CLI arguments of each profile, on top of configs/demo.yaml.
 PROFILES: dict[str, list[str]] = {
     "paper": [],
     "fast": FAST,
     "fast_v0": [*FAST, "--model.lr_scaling", "none", "--model.fp32_head", "false"],
     "fast_linear": [*FAST, "--model.lr_scaling", "linear"],
+    "fast_b128_sqrt": [*FAST, *BATCH_128, "--model.lr_scaling", "sqrt"],
+    "fast_b128_linear": [*FAST, *BATCH_128, "--model.lr_scaling", "linear"],
     "batch": ["--data.init_args.batch_size", "64", "--model.lr_scaling", "sqrt"],
     "batch_no_rule": ["--data.init_args.batch_size", "64"],
     "bf16": ["--trainer.precision", "bf16-mixed"],
