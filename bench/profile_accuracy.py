@@ -130,6 +130,13 @@ def _cpu_without_bf16(accelerator: str) -> bool:
     return not _native_cpu_bf16()
 
 
+def _mean_and_spread(values: list[float], sign: str = "") -> str:
+    """``mean ± std``, or the one value alone: one seed has no spread (not a spread of 0)."""
+    if len(values) == 1:
+        return f"{values[0]:{sign}.2f} (1 seed)"
+    return "{:{sign}.2f} ± {:.2f}".format(*_mean_std(values), sign=sign)
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
@@ -202,15 +209,15 @@ def summarize(runs: list[dict], losses: list[str], profiles: list[str], seeds: l
             done = [s for s in seeds if (profile, s) in by]
             if not done:
                 continue
-            mean, std = _mean_std([by[profile, s]["mAP"] for s in done])
+            scores = _mean_and_spread([by[profile, s]["mAP"] for s in done])
             seconds = statistics.median(by[profile, s]["seconds"] for s in done)
             paired = [
                 by[profile, s]["mAP"] - by["paper", s]["mAP"] for s in done if ("paper", s) in by
             ]
             diff = ""
             if profile != "paper" and paired:
-                diff = "{:+.2f} ± {:.2f}".format(*_mean_std(paired))
-            print(f"| {profile} | {mean:.2f} ± {std:.2f} | {diff} | {seconds:.0f} | {len(done)} |")
+                diff = _mean_and_spread(paired, sign="+")
+            print(f"| {profile} | {scores} | {diff} | {seconds:.0f} | {len(done)} |")
             if profile == "paper":
                 continue
             if len(paired) > 1:

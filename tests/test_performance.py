@@ -480,14 +480,18 @@ def test_profile_accuracy_summarizes_a_results_file_paired_by_seed(bench_module,
         {"loss": "GR", "profile": "fast", "seed": 1, "mAP": 60.0, "seconds": 60.0, **other},
         {"loss": "GR", "profile": "batch", "seed": 0, "mAP": 59.0, "seconds": 80.0, **other},
         {"loss": "GR", "profile": "batch", "seed": 1, "mAP": 60.5, "seconds": 80.0},
+        {"loss": "GR", "profile": "channels_last", "seed": 1, "mAP": 63.0, "seconds": 90.0},
     ]
     results = tmp_path / "runs.jsonl"
     results.write_text("".join(json.dumps(r) + "\n" for r in runs))
     bench_module("profile_accuracy").main_bench(
         ["--results", str(results), "--summary_only", "--seeds", "0", "1",
-         "--profiles", "fast", "batch"]
+         "--profiles", "fast", "batch", "channels_last"]
     )  # fmt: skip
     out = capsys.readouterr().out
+    # One seed has no spread: its value alone, not "± 0.00".
+    assert "| channels_last | 63.00 (1 seed) | +1.00 (1 seed) |" in out, out
+    assert "± 0.00" not in out, out
     # fast: +1 and -2 -> mean -0.5, std 2.12: within a point and the spread.
     assert re.search(r"check  GR fast - paper.*-0\.500 .* std 2\.121\s+MET", out), out
     # batch: -1 and -1.5 -> mean -1.25: more than a point.
