@@ -12,7 +12,9 @@ instead of the demo's 32 cost several mAP points that way
   Hubara and Soudry, "Train longer, generalize better", NeurIPS 2017): the
   gradient noise of a batch falls as ``1/sqrt(B)``.
 * ``linear`` -- ``lr * B / B0`` (Goyal et al., "Accurate, Large Minibatch SGD",
-  2017): the rule for plain SGD, given for comparison.
+  2017): the rule for plain SGD. On the demo at twice the batch it closed
+  ROLE's gap but cost LL-R and EM+APL more than ``sqrt`` did, and at four
+  times the batch it cost GR more (``docs/guides/performance.md``).
 * ``none`` -- ``lr`` as given (the published protocols).
 
 ``B`` is the batch one optimiser step sees: the loader's batch times the
