@@ -44,6 +44,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -138,7 +139,8 @@ def _mean_and_spread(values: list[float], sign: str = "") -> str:
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+    """Mean and sample std of two or more values (one value has no spread)."""
+    return statistics.mean(values), statistics.stdev(values)
 
 
 def seeds_for_a_point(spread: float) -> int:
@@ -303,8 +305,9 @@ def main_bench(argv: list[str] | None = None) -> None:
                 "the fast profile runs in fp32 here (--fast_precision bf16-mixed to force it)"
             )
     code = code_version()
-    # Which runs one invocation timed: only those are compared for speed.
-    bench_run = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    # Which runs one invocation timed: only those are compared for speed. Random, so two
+    # invocations in one process (a notebook, the tests) within a second differ too.
+    bench_run = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
     print(f"# code: {code}")
     print_load("start")
     with tempfile.TemporaryDirectory() as tmp:
