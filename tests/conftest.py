@@ -17,6 +17,38 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from probes import REPO_ROOT, TINY_DEMO, demo_args
 
+# The data-set fixtures the tests read (tests/data/<name>/): a test that writes there
+# (a data cache, say) changes what later tests and later runs read, and leaves the
+# clone dirty; such a test must copy the fixture into tmp_path first.
+FIXTURE_DIRS = [
+    REPO_ROOT / "tests" / "data" / name for name in ("coco", "cub", "folder", "nuswide", "voc")
+]
+
+
+def _fixture_files() -> dict[str, tuple[int, int]]:
+    return {
+        str(path.relative_to(REPO_ROOT)): (path.stat().st_size, path.stat().st_mtime_ns)
+        for root in FIXTURE_DIRS
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fixtures_stay_unwritten():
+    """Fail the session when a test created, changed or removed a file of the data fixtures."""
+    before = _fixture_files()
+    yield
+    after = _fixture_files()
+    changed = sorted(
+        name for name in before.keys() | after.keys() if before.get(name) != after.get(name)
+    )
+    assert not changed, (
+        f"tests wrote into the shipped data fixtures: {', '.join(changed)}. Copy the fixture "
+        "into tmp_path (tests/data/community_reference.py: copy_fixture) or pass cache=False, "
+        "and restore the files with `git checkout tests/data` / `git clean tests/data`."
+    )
+
 
 @pytest.fixture(scope="session")
 def tiny_demo_root(tmp_path_factory) -> Path:

@@ -263,7 +263,9 @@ def test_data_sets_without_boxes_name_the_strategies_they_support():
     with pytest.raises(
         ValueError, match="CUBDataModule does not have. It supports observe: uniform, frequency."
     ):
-        CUBDataModule(root=str(FIXTURES / "cub"), num_workers=0, observe="size").setup("fit")
+        CUBDataModule(root=str(FIXTURES / "cub"), num_workers=0, observe="size", cache=False).setup(
+            "fit"
+        )
     nuswide = NUSWIDEDataModule(root=str(FIXTURES / "nuswide"), num_workers=0, observe="center")
     with pytest.raises(ValueError, match="supports observe: uniform, frequency, given"):
         nuswide.setup("fit")
