@@ -71,6 +71,8 @@ PROFILES: dict[str, list[str]] = {
     "fast": FAST,
     "fast_v0": [*FAST, "--model.lr_scaling", "none", "--model.fp32_head", "false"],
     "fast_linear": [*FAST, "--model.lr_scaling", "linear"],
+    # Goyal et al.'s pairing: the linear rule with a gradual warm-up (1 of the 12 epochs).
+    "fast_linear_warmup": [*FAST, "--model.lr_scaling", "linear", "--model.lr_warmup_epochs", "1"],
     "fast_b128_sqrt": [*FAST, *BATCH_128, "--model.lr_scaling", "sqrt"],
     "fast_b128_linear": [*FAST, *BATCH_128, "--model.lr_scaling", "linear"],
     "batch": ["--data.init_args.batch_size", "64", "--model.lr_scaling", "sqrt"],

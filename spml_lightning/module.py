@@ -45,8 +45,11 @@ from spml_lightning.training.finite_loss import FiniteLossGuard
 from spml_lightning.training.lr_scaling import (
     LrScaling,
     check_lr_scaling,
+    check_lr_warmup,
     effective_batch_size,
     scaled_lr,
+    warmup_factor,
+    warmup_steps,
 )
 
 
@@ -93,6 +96,10 @@ class SPMLModule(LightningModule):
             epoch). ``spml_lightning.training.lr_scaling`` has the sources.
         lr_batch_size: the batch size ``lr`` was set for (the benchmark configs set
             their own); needed by every rule but ``none``.
+        lr_warmup_epochs: raise every group's rate linearly from ``1/W`` of its value
+            to its value over the first ``W`` optimiser steps, ``W`` being this many
+            epochs of steps (fractions allowed; 0, the default: no warm-up, as the
+            published protocols). Goyal et al.'s companion of the linear rule.
         linear_init: epochs at the start during which only the head (and the
             loss's own parameters) are trained; the backbone stays frozen.
         schedule_epochs: epochs the loss schedule spans; default the trainer's ``max_epochs``.
@@ -127,6 +134,7 @@ class SPMLModule(LightningModule):
         lr_mult: float = 10.0,
         lr_scaling: LrScaling = "none",
         lr_batch_size: int | None = None,
+        lr_warmup_epochs: float = 0.0,
         linear_init: int = 0,
         schedule_epochs: int | None = None,
         channels_last: bool = False,
@@ -146,6 +154,7 @@ class SPMLModule(LightningModule):
         if lr <= 0 or lr_mult <= 0:
             raise ValueError(f"lr and lr_mult must be positive, got lr={lr}, lr_mult={lr_mult}.")
         check_lr_scaling(lr_scaling, lr_batch_size)
+        check_lr_warmup(lr_warmup_epochs)
         if linear_init < 0:
             raise ValueError(f"linear_init must be 0 or more epochs, got {linear_init}.")
         if isinstance(loss, Mapping):  # the loss config stored in a checkpoint
@@ -187,6 +196,8 @@ class SPMLModule(LightningModule):
         self._train_loss_sum: Tensor | None = None  # this epoch's sum of batch-size-weighted losses
         self._train_loss_count = 0
         self._backbone_compiled = False
+        self._group_rates: dict[str, float] = {}  # each group's rate after any warm-up
+        self._warmup_steps = 0
         self.test_average_precision: Tensor | None = None
         #: ``{"epoch", "max_epochs", "linear_init"}`` the loss schedule was last set
         #: to (in training, or by the checkpoint this model was loaded from); None before.
@@ -315,6 +326,7 @@ class SPMLModule(LightningModule):
                 f"linear_init ({self.hparams.linear_init}) must be smaller than the number of "
                 f"epochs ({self._schedule_epochs()})."
             )
+        check_lr_warmup(self.hparams.get("lr_warmup_epochs", 0.0), self.trainer.max_epochs)
 
     def _apply_schedule(self, rescore: bool) -> None:
         values = {}
@@ -412,15 +424,26 @@ class SPMLModule(LightningModule):
         resume_plan(hparams, self.hparams).enforce(source)
 
     def on_train_start(self) -> None:
-        """Give the restored optimizer a resumed fit's new learning rates."""
+        """Set the groups' rates: a resumed fit's new ones, the warm-up's share of them."""
         # Adam's restored state carries the checkpoint's learning rates; a resumed
         # fit with a new lr or lr_mult (a restart with a lower lr) trains with the new ones,
-        # as does one with another batch size under lr_scaling.
-        if self.trainer.ckpt_path and self.trainer.optimizers:
-            rates = {group["name"]: group["lr"] for group in self._parameter_groups()}
-            for group in self.trainer.optimizers[0].param_groups:
-                if group.get("name") in rates:
-                    group["lr"] = rates[group["name"]]
+        # as does one with another batch size under lr_scaling. The warm-up is a
+        # function of the optimiser step alone, so a resumed fit continues it.
+        self._group_rates = {group["name"]: group["lr"] for group in self._parameter_groups()}
+        self._warmup_steps = warmup_steps(self.hparams.get("lr_warmup_epochs", 0.0), self.trainer)
+        if self._warmup_steps:
+            rank_zero_info(
+                f"lr_warmup_epochs {self.hparams.lr_warmup_epochs}: the learning rates rise "
+                f"linearly over the first {self._warmup_steps} optimiser steps."
+            )
+        self._set_group_rates()
+
+    def _set_group_rates(self) -> None:
+        """Each group's rate times the warm-up's factor for the coming optimiser step."""
+        factor = warmup_factor(self.global_step, self._warmup_steps)
+        for group in self.trainer.optimizers[0].param_groups if self.trainer.optimizers else []:
+            if group.get("name") in self._group_rates:
+                group["lr"] = self._group_rates[group["name"]] * factor
 
     def _score_train_set(self) -> tuple[Tensor, Tensor]:
         """(index, logits) of this rank's shard of the training set, without augmentation."""
@@ -450,13 +473,15 @@ class SPMLModule(LightningModule):
         )
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Drop the backbone's gradients during the linear_init epochs (head only trains)."""
+        """Drop the backbone's gradients during linear_init (head only); warm the rates up."""
         # Freezing by dropping the gradients (rather than toggling requires_grad)
         # keeps every parameter in DDP's reducer and in the optimizer, and Adam
         # skips a parameter without gradient exactly as the reference's frozen one.
         if self.current_epoch < self.hparams.linear_init:
             for param in self.backbone.parameters():
                 param.grad = None
+        if self.global_step < self._warmup_steps:
+            self._set_group_rates()
 
     # -- steps ------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:

@@ -159,9 +159,9 @@ class RunRecorder(Callback):
     """Append what a run did to ``<prefix>.rank<R>.jsonl``, one JSON object per event.
 
     Events: ``train`` (every step: global step, epoch, the loss's schedule
-    values in force, the loss value), ``epoch_end`` (digests of the model
-    weights and of the loss's state), ``val`` (mAP) and ``test`` (mAP and
-    ``F1_RECORDED``).
+    values in force, the loss value, each parameter group's learning rate),
+    ``epoch_end`` (digests of the model weights and of the loss's state),
+    ``val`` (mAP) and ``test`` (mAP and ``F1_RECORDED``).
 
     Args:
         prefix: path prefix of the record files.
@@ -188,6 +188,11 @@ class RunRecorder(Callback):
                 "schedule": current.as_dict() if current is not None else None,
                 "loss": float(outputs["loss"]),
                 "index": [int(i) for i in batch["index"]],
+                # the rates the step just taken used
+                "lr": {
+                    g.get("name", str(i)): g["lr"]
+                    for i, g in enumerate(trainer.optimizers[0].param_groups)
+                },
             },
         )
 

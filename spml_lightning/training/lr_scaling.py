@@ -29,6 +29,14 @@ with ``S`` steps per epoch a visit moves the row about ``lr * sqrt(S)``
 large moves it ``1/sqrt(2)`` as far per epoch -- exactly what ``sqrt`` gives
 back (``tests/training/test_lr_scaling.py`` simulates it). Left unscaled, ROLE's
 estimates learnt 30 % slower per epoch in the fast profile.
+
+Warm-up (``model.lr_warmup_epochs``): the larger rate a rule gives applies from
+the first step, when the head is random and its gradients largest. Goyal et
+al. pair the linear rule with a gradual warm-up for that reason: every group's
+rate rises linearly, ``rate * k / W`` at optimiser step ``k = 1..W``, to the
+full rate at step ``W``, where ``W`` is the warm-up's epochs times the
+optimiser steps of an epoch (so the same setting warms up over the same share
+of the data at any batch size).
 """
 
 from __future__ import annotations
@@ -36,7 +44,16 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-__all__ = ["LR_SCALING_RULES", "LrScaling", "check_lr_scaling", "effective_batch_size", "scaled_lr"]
+__all__ = [
+    "LR_SCALING_RULES",
+    "LrScaling",
+    "check_lr_scaling",
+    "check_lr_warmup",
+    "effective_batch_size",
+    "scaled_lr",
+    "warmup_factor",
+    "warmup_steps",
+]
 
 LrScaling = Literal["none", "sqrt", "linear"]
 #: The rules ``SPMLModule(lr_scaling=...)`` accepts.
@@ -82,3 +99,36 @@ def effective_batch_size(trainer: Any) -> int:
             "scale lr yourself and use lr_scaling none."
         )
     return batch_size * trainer.world_size * trainer.accumulate_grad_batches
+
+
+def check_lr_warmup(epochs: float, max_epochs: int | None = None) -> None:
+    """Refuse a warm-up that is negative, not a number, or as long as the training."""
+    if isinstance(epochs, bool) or not isinstance(epochs, int | float) or not math.isfinite(epochs):
+        raise ValueError(f"lr_warmup_epochs must be a number of epochs >= 0, got {epochs!r}.")
+    if epochs < 0:
+        raise ValueError(f"lr_warmup_epochs must be 0 (no warm-up) or more, got {epochs}.")
+    if max_epochs is not None and max_epochs > 0 and epochs >= max_epochs:
+        raise ValueError(
+            f"lr_warmup_epochs ({epochs}) must be shorter than the training ({max_epochs} "
+            "epochs): the rate would never reach its value. Lower model.lr_warmup_epochs "
+            "(a warm-up is usually a few percent of the epochs) or train longer."
+        )
+
+
+def warmup_steps(epochs: float, trainer: Any) -> int:
+    """Optimiser steps in ``epochs`` epochs of ``trainer``'s training loader (0: no warm-up)."""
+    if epochs == 0:
+        return 0
+    batches = trainer.num_training_batches
+    if not math.isfinite(batches):
+        raise ValueError(
+            "lr_warmup_epochs counts epochs of the training loader, which has no length "
+            "(an iterable data set): use lr_warmup_epochs 0."
+        )
+    steps_per_epoch = math.ceil(batches / trainer.accumulate_grad_batches)
+    return max(1, math.ceil(epochs * steps_per_epoch))
+
+
+def warmup_factor(step: int, steps: int) -> float:
+    """The share of its rate a group trains with at 0-based optimiser step ``step``."""
+    return 1.0 if step >= steps else (step + 1) / steps

@@ -9,10 +9,17 @@ import pytest
 import torch
 
 from spml_lightning.cli import run_cli
-from spml_lightning.training.lr_scaling import check_lr_scaling, effective_batch_size, scaled_lr
+from spml_lightning.training.lr_scaling import (
+    check_lr_scaling,
+    check_lr_warmup,
+    effective_batch_size,
+    scaled_lr,
+    warmup_factor,
+    warmup_steps,
+)
 
 from conftest import REPO_ROOT
-from probes import demo_args, tiny_model
+from probes import demo_args, read_records, tiny_model, write_callbacks_config
 
 
 def test_the_rules_scale_lr_with_the_batch():
@@ -155,3 +162,72 @@ def test_under_bf16_the_head_runs_in_fp32_unless_told_otherwise(fp32_head):
         assert not torch.equal(logits.float(), exact)
     with torch.no_grad():  # without autocast both are the plain fp32 model
         assert model(images).dtype == torch.float32
+
+
+def test_the_warm_up_counts_optimiser_steps_of_its_epochs():
+    trainer = SimpleNamespace(num_training_batches=10, accumulate_grad_batches=2)  # 5 steps
+    assert warmup_steps(0, trainer) == 0
+    assert warmup_steps(1, trainer) == 5
+    assert warmup_steps(0.5, trainer) == 3  # a started step counts
+    assert warmup_steps(0.01, trainer) == 1
+    assert [warmup_factor(step, 4) for step in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert warmup_factor(0, 0) == 1.0
+    with pytest.raises(ValueError, match="has no length"):
+        warmup_steps(1, SimpleNamespace(num_training_batches=math.inf, accumulate_grad_batches=1))
+
+
+@pytest.mark.parametrize(
+    ("epochs", "message"),
+    [
+        (-1, "must be 0 \\(no warm-up\\) or more, got -1"),
+        (math.nan, "must be a number of epochs >= 0, got nan"),
+        ("one", "must be a number of epochs >= 0, got 'one'"),
+        (True, "must be a number of epochs >= 0, got True"),
+    ],
+)
+def test_a_bad_warm_up_is_refused(epochs, message):
+    with pytest.raises(ValueError, match=message):
+        check_lr_warmup(epochs)
+    with pytest.raises(ValueError, match=message):  # at construction, before any training
+        tiny_model(lr_warmup_epochs=epochs)
+
+
+def _warm_up_run(tmp_path, tiny_demo_root, *flags: str) -> list[float]:
+    """The backbone's rate at each step of a demo fit with a RunRecorder (demo.yaml: lr 1e-3)."""
+    tmp_path.mkdir(exist_ok=True)
+    recorder = write_callbacks_config(
+        tmp_path / "recorder.yaml",
+        [("probes.RunRecorder", {"prefix": str(tmp_path / "record")})],
+    )
+    run_cli([
+        "fit", *demo_args(tmp_path, tiny_demo_root), "--config", str(recorder),
+        "--trainer.max_epochs", "3", *flags,
+    ])  # fmt: skip
+    return [r["lr"]["backbone"] for r in read_records(tmp_path / "record") if r["kind"] == "train"]
+
+
+def test_the_rates_rise_linearly_over_the_warm_up(tmp_path, tiny_demo_root, info_lines):
+    # 2 steps an epoch (TINY_DEMO_FLAGS): 1.5 epochs are 3 steps.
+    rates = _warm_up_run(tmp_path, tiny_demo_root, "--model.lr_warmup_epochs", "1.5")
+    assert rates == pytest.approx([1e-3 / 3, 2e-3 / 3, 1e-3, 1e-3, 1e-3, 1e-3])
+    assert "the learning rates rise linearly over the first 3 optimiser steps" in "".join(
+        info_lines
+    )
+    no_warm_up = _warm_up_run(tmp_path / "none", tiny_demo_root)
+    assert no_warm_up == pytest.approx([1e-3] * 6)
+
+
+def test_a_resumed_fit_continues_the_warm_up(tmp_path, tiny_demo_root):
+    flags = ("--model.lr_warmup_epochs", "2.5")  # 5 steps
+    whole = _warm_up_run(tmp_path / "whole", tiny_demo_root, *flags)
+    assert whole == pytest.approx([k * 1e-3 / 5 for k in (1, 2, 3, 4, 5)] + [1e-3])
+    _warm_up_run(tmp_path / "split", tiny_demo_root, *flags, "--trainer.max_steps", "2")
+    resumed = _warm_up_run(tmp_path / "split", tiny_demo_root, *flags, "--ckpt_path", "last")
+    assert resumed == pytest.approx(whole)  # the record file holds both runs' steps
+
+
+def test_a_warm_up_as_long_as_the_training_is_refused(tmp_path, tiny_demo_root):
+    with pytest.raises(
+        ValueError, match="lr_warmup_epochs \\(3.0\\) must be shorter than the training"
+    ):
+        _warm_up_run(tmp_path, tiny_demo_root, "--model.lr_warmup_epochs", "3")
