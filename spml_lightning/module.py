@@ -432,6 +432,17 @@ class SPMLModule(LightningModule):
         self._group_rates = {group["name"]: group["lr"] for group in self._parameter_groups()}
         self._warmup_steps = warmup_steps(self.hparams.get("lr_warmup_epochs", 0.0), self.trainer)
         if self._warmup_steps:
+            named = [
+                group.get("name") for optimizer in self.trainer.optimizers
+                for group in optimizer.param_groups
+            ]  # fmt: skip
+            if not set(named) & set(self._group_rates):
+                raise ValueError(
+                    "lr_warmup_epochs warms up the parameter groups of "
+                    "SPMLModule.configure_optimizers (named backbone, head, ...), and this "
+                    "fit's optimizer has none of them: warm up in your own "
+                    "configure_optimizers (an lr scheduler) and use lr_warmup_epochs 0."
+                )
             rank_zero_info(
                 f"lr_warmup_epochs {self.hparams.lr_warmup_epochs}: the learning rates rise "
                 f"linearly over the first {self._warmup_steps} optimiser steps."

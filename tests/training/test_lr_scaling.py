@@ -231,3 +231,16 @@ def test_a_warm_up_as_long_as_the_training_is_refused(tmp_path, tiny_demo_root):
         ValueError, match="lr_warmup_epochs \\(3.0\\) must be shorter than the training"
     ):
         _warm_up_run(tmp_path, tiny_demo_root, "--model.lr_warmup_epochs", "3")
+
+
+def test_a_warm_up_with_an_optimizer_of_one_s_own_is_refused(tmp_path, tiny_demo):
+    from probes import make_trainer
+
+    class OwnOptimizer(type(tiny_model())):
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    model = OwnOptimizer(num_classes=14, backbone="resnet18", weights="none", lr_warmup_epochs=0.5)
+    trainer = make_trainer(tmp_path, max_epochs=2, limit_train_batches=2, limit_val_batches=0)
+    with pytest.raises(ValueError, match="has none of them: warm up in your own"):
+        trainer.fit(model, datamodule=tiny_demo)
