@@ -73,6 +73,10 @@ PROFILES: dict[str, list[str]] = {
     "fast_linear": [*FAST, "--model.lr_scaling", "linear"],
     # Goyal et al.'s pairing: the linear rule with a gradual warm-up (1 of the 12 epochs).
     "fast_linear_warmup": [*FAST, "--model.lr_scaling", "linear", "--model.lr_warmup_epochs", "1"],
+    # ROLE only: the square-root rule for the network, the linear one for the label
+    # estimates (their lr_mult 10 x sqrt(64 / 32), the demo's batches): which of the two
+    # closes ROLE's gap under the linear rule.
+    "fast_role_estimates_linear": [*FAST, "--model.loss.init_args.lr_mult", str(10 * 2**0.5)],
     "fast_b128_sqrt": [*FAST, *BATCH_128, "--model.lr_scaling", "sqrt"],
     "fast_b128_linear": [*FAST, *BATCH_128, "--model.lr_scaling", "linear"],
     "batch": ["--data.init_args.batch_size", "64", "--model.lr_scaling", "sqrt"],
