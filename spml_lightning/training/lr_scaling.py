@@ -36,7 +36,8 @@ al. pair the linear rule with a gradual warm-up for that reason: every group's
 rate rises linearly, ``rate * k / W`` at optimiser step ``k = 1..W``, to the
 full rate at step ``W``, where ``W`` is the warm-up's epochs times the
 optimiser steps of an epoch (so the same setting warms up over the same share
-of the data at any batch size).
+of the data at any batch size). On the demo a one-epoch warm-up did not
+rescue the linear rule for LL-R and EM+APL (``docs/guides/performance.md``).
 """
 
 from __future__ import annotations
