@@ -100,6 +100,7 @@ class SPMLModule(LightningModule):
             to its value over the first ``W`` optimiser steps, ``W`` being this many
             epochs of steps (fractions allowed; 0, the default: no warm-up, as the
             published protocols). Goyal et al.'s companion of the linear rule.
+            Counted from the first step, ``linear_init`` epochs included.
         linear_init: epochs at the start during which only the head (and the
             loss's own parameters) are trained; the backbone stays frozen.
         schedule_epochs: epochs the loss schedule spans; default the trainer's ``max_epochs``.
