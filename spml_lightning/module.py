@@ -433,11 +433,7 @@ class SPMLModule(LightningModule):
         self._group_rates = {group["name"]: group["lr"] for group in self._parameter_groups()}
         self._warmup_steps = warmup_steps(self.hparams.get("lr_warmup_epochs", 0.0), self.trainer)
         if self._warmup_steps:
-            named = [
-                group.get("name") for optimizer in self.trainer.optimizers
-                for group in optimizer.param_groups
-            ]  # fmt: skip
-            if not set(named) & set(self._group_rates):
+            if not self._named_groups():
                 raise ValueError(
                     "lr_warmup_epochs warms up the parameter groups of "
                     "SPMLModule.configure_optimizers (named backbone, head, ...), and this "
@@ -450,12 +446,20 @@ class SPMLModule(LightningModule):
             )
         self._set_group_rates()
 
+    def _named_groups(self) -> list[dict]:
+        """The optimizer's groups ``_parameter_groups`` named (none in one of your own)."""
+        optimizers = self.trainer.optimizers
+        if not optimizers:
+            return []
+        return [
+            group for group in optimizers[0].param_groups if group.get("name") in self._group_rates
+        ]
+
     def _set_group_rates(self) -> None:
         """Each group's rate times the warm-up's factor for the coming optimiser step."""
         factor = warmup_factor(self.global_step, self._warmup_steps)
-        for group in self.trainer.optimizers[0].param_groups if self.trainer.optimizers else []:
-            if group.get("name") in self._group_rates:
-                group["lr"] = self._group_rates[group["name"]] * factor
+        for group in self._named_groups():
+            group["lr"] = self._group_rates[group["name"]] * factor
 
     def _score_train_set(self) -> tuple[Tensor, Tensor]:
         """(index, logits) of this rank's shard of the training set, without augmentation."""

@@ -234,9 +234,11 @@ def test_a_warm_up_as_long_as_the_training_is_refused(tmp_path, tiny_demo_root):
 
 
 def test_a_warm_up_with_an_optimizer_of_one_s_own_is_refused(tmp_path, tiny_demo):
+    from spml_lightning import SPMLModule
+
     from probes import make_trainer
 
-    class OwnOptimizer(type(tiny_model())):
+    class OwnOptimizer(SPMLModule):
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
