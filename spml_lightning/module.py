@@ -47,6 +47,7 @@ from spml_lightning.training.lr_scaling import (
     check_lr_scaling,
     check_lr_warmup,
     effective_batch_size,
+    scaled_adam,
     scaled_lr,
     warmup_factor,
     warmup_steps,
@@ -305,7 +306,13 @@ class SPMLModule(LightningModule):
                 f" instead of {self.hparams.lr_batch_size}, backbone lr {groups[0]['lr']:.3g} "
                 f"(lr {self.hparams.lr:.3g}), head lr {groups[1]['lr']:.3g}."
             )
-        return torch.optim.Adam(groups, lr=self.hparams.lr)
+        return torch.optim.Adam(groups, lr=self.hparams.lr, **self._adam_settings())
+
+    def _adam_settings(self) -> dict[str, Any]:
+        """Adam's betas and eps for this fit's batch (other than torch's under sqrt_betas)."""
+        rule = self.hparams.get("lr_scaling", "none")
+        batch = effective_batch_size(self.trainer) if rule == "sqrt_betas" else 0
+        return scaled_adam(rule, batch, self.hparams.get("lr_batch_size"))
 
     def _schedule_epochs(self) -> int:
         epochs = self.hparams.schedule_epochs or self.trainer.max_epochs
@@ -431,6 +438,9 @@ class SPMLModule(LightningModule):
         # as does one with another batch size under lr_scaling. The warm-up is a
         # function of the optimiser step alone, so a resumed fit continues it.
         self._group_rates = {group["name"]: group["lr"] for group in self._parameter_groups()}
+        adam = self._adam_settings()
+        for group in self._named_groups():  # a restored state's are the checkpoint's batch's
+            group.update(adam)
         self._warmup_steps = warmup_steps(self.hparams.get("lr_warmup_epochs", 0.0), self.trainer)
         if self._warmup_steps:
             if not self._named_groups():
