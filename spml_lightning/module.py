@@ -91,7 +91,9 @@ class SPMLModule(LightningModule):
         lr_scaling: how ``lr`` follows the batch size of a step (loader batch x
             processes x gradient accumulation): ``none`` (as given: the published
             protocols), ``sqrt`` (``lr * sqrt(batch / lr_batch_size)``, the rule for
-            Adam; the fast profile's) or ``linear``. Every group is scaled: backbone,
+            Adam; the fast profile's), ``sqrt_betas`` (``sqrt`` with Adam's ``1 - beta``
+            times ``batch / lr_batch_size`` and ``eps`` over its square root: the whole
+            rule of its source) or ``linear``. Every group is scaled: backbone,
             head and a loss's own per-sample parameters (ROLE's label estimates,
             whose per-epoch movement under Adam also shrinks with fewer steps per
             epoch). ``spml_lightning.training.lr_scaling`` has the sources.
@@ -304,9 +306,15 @@ class SPMLModule(LightningModule):
             rank_zero_info(
                 f"lr_scaling {self.hparams.lr_scaling}: batch {effective_batch_size(self.trainer)}"
                 f" instead of {self.hparams.lr_batch_size}, backbone lr {groups[0]['lr']:.3g} "
-                f"(lr {self.hparams.lr:.3g}), head lr {groups[1]['lr']:.3g}."
+                f"(lr {self.hparams.lr:.3g}), head lr {groups[1]['lr']:.3g}{self._betas_note()}."
             )
         return torch.optim.Adam(groups, lr=self.hparams.lr, **self._adam_settings())
+
+    def _betas_note(self) -> str:
+        if self.hparams.get("lr_scaling") != "sqrt_betas":
+            return ""
+        beta1, beta2 = self._adam_settings()["betas"]
+        return f", Adam betas ({beta1:.4g}, {beta2:.4g})"
 
     def _adam_settings(self) -> dict[str, Any]:
         """Adam's betas and eps for this fit's batch (other than torch's under sqrt_betas)."""

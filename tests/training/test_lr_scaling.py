@@ -13,6 +13,7 @@ from spml_lightning.training.lr_scaling import (
     check_lr_scaling,
     check_lr_warmup,
     effective_batch_size,
+    scaled_adam,
     scaled_lr,
     warmup_factor,
     warmup_steps,
@@ -26,6 +27,7 @@ def test_the_rules_scale_lr_with_the_batch():
     assert scaled_lr(1e-3, "sqrt", 64, 32) == pytest.approx(1e-3 * math.sqrt(2))
     assert scaled_lr(1e-5, "sqrt", 64, 8) == pytest.approx(1e-5 * math.sqrt(8))
     assert scaled_lr(1e-3, "linear", 64, 32) == pytest.approx(2e-3)
+    assert scaled_lr(1e-3, "sqrt_betas", 64, 32) == pytest.approx(1e-3 * math.sqrt(2))
     assert scaled_lr(1e-3, "sqrt", 8, 32) == pytest.approx(5e-4)  # smaller batches too
     assert scaled_lr(1e-3, "none", 64, 32) == 1e-3
     assert scaled_lr(1e-3, "none", 64, None) == 1e-3
@@ -34,7 +36,7 @@ def test_the_rules_scale_lr_with_the_batch():
 @pytest.mark.parametrize(
     ("rule", "lr_batch_size", "message"),
     [
-        ("cube", 32, "lr_scaling must be one of none, sqrt, linear, got 'cube'"),
+        ("cube", 32, "lr_scaling must be one of none, sqrt, sqrt_betas, linear, got 'cube'"),
         ("sqrt", None, "give model.lr_batch_size"),
         ("linear", 0, "lr_batch_size must be a positive integer, got 0"),
         ("sqrt", 2.5, "lr_batch_size must be a positive integer, got 2.5"),
@@ -121,6 +123,92 @@ def test_sqrt_keeps_the_epoch_movement_of_a_row_seen_once_per_epoch(steps_per_ep
     scaled = movement(fewer_steps, scaled_lr(1e-2, "sqrt", 2 * 32, 32))
     assert unscaled / paper == pytest.approx(2**-0.5, abs=0.03)
     assert scaled / paper == pytest.approx(1.0, abs=0.03)
+
+
+def test_sqrt_betas_scales_adam_s_averages_with_the_batch():
+    # 1 - beta times the batch ratio k, eps / sqrt(k): twice the batch, half the memory in steps.
+    doubled = scaled_adam("sqrt_betas", 64, 32)
+    assert doubled["betas"] == pytest.approx((0.8, 0.998))
+    assert doubled["eps"] == pytest.approx(1e-8 / math.sqrt(2))
+    halved = scaled_adam("sqrt_betas", 16, 32)  # a smaller batch: longer memory in steps
+    assert halved["betas"] == pytest.approx((0.95, 0.9995))
+    for rule in ("none", "sqrt", "linear"):  # torch's defaults, whatever the batch
+        assert scaled_adam(rule, 64, 32) == {"betas": (0.9, 0.999), "eps": 1e-8}
+
+
+@pytest.mark.parametrize("batch", [80, 128])
+def test_sqrt_betas_refuses_a_batch_that_leaves_no_momentum(batch):
+    assert scaled_adam("sqrt_betas", 72, 8)["betas"][0] == pytest.approx(0.1)  # k = 9 still runs
+    with pytest.raises(
+        ValueError, match=f"batch {batch} for lr_batch_size 8 .* Use lr_scaling sqrt"
+    ):
+        scaled_adam("sqrt_betas", batch, 8)
+
+
+@pytest.mark.parametrize("steps_per_epoch", [63, 250, 700])
+def test_sqrt_betas_keeps_the_epoch_movement_at_any_steps_per_epoch(steps_per_epoch):
+    # The row of the test above, with Adam's betas scaled too: its memory spans the same
+    # share of an epoch at either batch, so the movement per epoch stays the same even
+    # at VOC's 700 steps per epoch, where the square-root rule alone drifts to 1.07x.
+    def movement(steps: int, batch: int, rule: str, epochs: int = 8) -> float:
+        row = torch.zeros(1, requires_grad=True)
+        lr = scaled_lr(1e-2, rule, batch, 32)
+        adam = torch.optim.Adam([row], lr=lr, **scaled_adam(rule, batch, 32))
+        for _ in range(epochs):
+            for step in range(steps):
+                row.grad = torch.full((1,), 1e-3 if step == steps // 2 else 0.0)
+                adam.step()
+        return -row.item()
+
+    paper = movement(steps_per_epoch, 32, "sqrt_betas")
+    fast = movement(steps_per_epoch // 2, 64, "sqrt_betas")
+    assert fast / paper == pytest.approx(1.0, abs=0.01)
+    if steps_per_epoch == 700:
+        assert movement(steps_per_epoch // 2, 64, "sqrt") / paper > 1.05
+
+
+def _adam(cli) -> set[tuple[tuple[float, float], float]]:
+    return {
+        (tuple(group["betas"]), group["eps"]) for group in cli.trainer.optimizers[0].param_groups
+    }
+
+
+def test_a_fit_under_sqrt_betas_trains_with_the_scaled_adam(tmp_path, tiny_demo_root, info_lines):
+    # Batch 16 for an lr set for batch 4: k = 4.
+    cli = run_cli([
+        "fit", *demo_args(tmp_path, tiny_demo_root), "--trainer.max_epochs", "1",
+        "--data.init_args.batch_size", "16", "--model.lr_batch_size", "4",
+        "--model.lr_scaling", "sqrt_betas",
+    ])  # fmt: skip
+    assert _rates(cli) == pytest.approx({"backbone": 2e-3, "head": 2e-3})
+    ((betas, eps),) = _adam(cli)
+    assert betas == pytest.approx((0.6, 0.996)) and eps == pytest.approx(5e-9)
+    assert any(
+        line.startswith("lr_scaling sqrt_betas: batch 16 instead of 4")
+        and line.endswith("Adam betas (0.6, 0.996).")
+        for line in info_lines
+    )
+
+
+def test_a_resumed_fit_under_sqrt_betas_takes_its_own_batch_s_betas(tmp_path, tiny_demo_root):
+    # The checkpoint's optimizer state carries the first fit's betas (k = 4); the resumed
+    # fit at batch 8 (k = 2) must train with its own, not with those.
+    args = [
+        *demo_args(tmp_path, tiny_demo_root), "--model.lr_batch_size", "4",
+        "--model.lr_scaling", "sqrt_betas",
+    ]  # fmt: skip
+    first = run_cli(
+        ["fit", *args, "--trainer.max_epochs", "1", "--data.init_args.batch_size", "16"]
+    )
+    ((first_betas, _),) = _adam(first)
+    assert first_betas == pytest.approx((0.6, 0.996))
+    resumed = run_cli([
+        "fit", *args, "--trainer.max_epochs", "2", "--data.init_args.batch_size", "8",
+        "--ckpt_path", "last",
+    ])  # fmt: skip
+    assert resumed.trainer.current_epoch == 2
+    ((betas, eps),) = _adam(resumed)
+    assert betas == pytest.approx((0.8, 0.998)) and eps == pytest.approx(1e-8 / math.sqrt(2))
 
 
 def test_a_resumed_fit_with_another_batch_trains_at_its_rate(tmp_path, tiny_demo_root):
