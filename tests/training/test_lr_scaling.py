@@ -62,13 +62,17 @@ def _rates(cli) -> dict[str, float]:
     return {group["name"]: group["lr"] for group in cli.trainer.optimizers[0].param_groups}
 
 
-def test_a_fit_trains_backbone_and_head_at_the_scaled_rate(tmp_path, tiny_demo_root, info_lines):
-    # demo.yaml: lr 1e-3, lr_mult 1; batch 16 for an lr set for batch 4.
-    cli = run_cli([
+def _fit_batch_16_for_4(tmp_path, tiny_demo_root, rule: str):
+    """One epoch of the demo at batch 16 for an lr set for batch 4 (lr 1e-3, lr_mult 1)."""
+    return run_cli([
         "fit", *demo_args(tmp_path, tiny_demo_root), "--trainer.max_epochs", "1",
         "--data.init_args.batch_size", "16", "--model.lr_batch_size", "4",
-        "--model.lr_scaling", "sqrt",
+        "--model.lr_scaling", rule,
     ])  # fmt: skip
+
+
+def test_a_fit_trains_backbone_and_head_at_the_scaled_rate(tmp_path, tiny_demo_root, info_lines):
+    cli = _fit_batch_16_for_4(tmp_path, tiny_demo_root, "sqrt")
     assert _rates(cli) == pytest.approx({"backbone": 2e-3, "head": 2e-3})
     assert cli.trainer.callback_metrics["lr/backbone"].item() == pytest.approx(2e-3)
     assert any(
@@ -174,12 +178,7 @@ def _adam(cli) -> set[tuple[tuple[float, float], float]]:
 
 
 def test_a_fit_under_sqrt_betas_trains_with_the_scaled_adam(tmp_path, tiny_demo_root, info_lines):
-    # Batch 16 for an lr set for batch 4: k = 4.
-    cli = run_cli([
-        "fit", *demo_args(tmp_path, tiny_demo_root), "--trainer.max_epochs", "1",
-        "--data.init_args.batch_size", "16", "--model.lr_batch_size", "4",
-        "--model.lr_scaling", "sqrt_betas",
-    ])  # fmt: skip
+    cli = _fit_batch_16_for_4(tmp_path, tiny_demo_root, "sqrt_betas")  # k = 4
     assert _rates(cli) == pytest.approx({"backbone": 2e-3, "head": 2e-3})
     ((betas, eps),) = _adam(cli)
     assert betas == pytest.approx((0.6, 0.996)) and eps == pytest.approx(5e-9)
