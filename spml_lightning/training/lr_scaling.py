@@ -18,7 +18,8 @@ instead of the demo's 32 cost several mAP points that way
   ``B0`` (at ``B0``'s betas they span ``k`` times more), so that the larger
   batch follows the same SDE. It needs ``k (1 - 0.9) < 1`` (a batch under ten
   times ``B0``), and at ``k = 8`` (VOC's 8 to 64) leaves little momentum.
-  On the demo it did no better than ``sqrt`` (``docs/guides/performance.md``).
+  On the demo it did worse than ``sqrt`` for GR, ROLE and EM+APL and better
+  for LL-R (``docs/guides/performance.md``).
 * ``linear`` -- ``lr * B / B0`` (Goyal et al., "Accurate, Large Minibatch SGD",
   2017): the rule for plain SGD. On the demo at twice the batch it closed
   ROLE's gap but cost LL-R and EM+APL more than ``sqrt`` did, and at four
