@@ -302,19 +302,17 @@ class SPMLModule(LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Adam over the named parameter groups (backbone, head, and any of the loss)."""
         groups = self._parameter_groups()
-        if self.hparams.get("lr_scaling", "none") != "none":
+        adam = self._adam_settings()
+        rule = self.hparams.get("lr_scaling", "none")
+        if rule != "none":
+            beta1, beta2 = adam["betas"]
+            betas = f", Adam betas ({beta1:.4g}, {beta2:.4g})" if rule == "sqrt_betas" else ""
             rank_zero_info(
-                f"lr_scaling {self.hparams.lr_scaling}: batch {effective_batch_size(self.trainer)}"
-                f" instead of {self.hparams.lr_batch_size}, backbone lr {groups[0]['lr']:.3g} "
-                f"(lr {self.hparams.lr:.3g}), head lr {groups[1]['lr']:.3g}{self._betas_note()}."
+                f"lr_scaling {rule}: batch {effective_batch_size(self.trainer)} instead of "
+                f"{self.hparams.lr_batch_size}, backbone lr {groups[0]['lr']:.3g} "
+                f"(lr {self.hparams.lr:.3g}), head lr {groups[1]['lr']:.3g}{betas}."
             )
-        return torch.optim.Adam(groups, lr=self.hparams.lr, **self._adam_settings())
-
-    def _betas_note(self) -> str:
-        if self.hparams.get("lr_scaling") != "sqrt_betas":
-            return ""
-        beta1, beta2 = self._adam_settings()["betas"]
-        return f", Adam betas ({beta1:.4g}, {beta2:.4g})"
+        return torch.optim.Adam(groups, lr=self.hparams.lr, **adam)
 
     def _adam_settings(self) -> dict[str, Any]:
         """Adam's betas and eps for this fit's batch (other than torch's under sqrt_betas)."""
