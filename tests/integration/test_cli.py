@@ -40,7 +40,7 @@ def test_print_config_lists_the_knobs(tmp_path, tiny_demo_root, capsys):
         run_cli(["fit", *demo_args(tmp_path, tiny_demo_root), "--print_config"])
     assert exit_info.value.code == 0
     printed = capsys.readouterr().out
-    for knob in ("q2:", "linear_init:", "backbone: resnet18", "max_drop:", "monitor: val/mAP"):
+    for knob in ("q2:", "linear_init:", "SimpleConvNet", "max_drop:", "monitor: val/mAP"):
         assert knob in printed
 
 

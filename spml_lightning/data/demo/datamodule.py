@@ -32,8 +32,8 @@ class DemoDataModule(FormattedDataModule):
     def __init__(
         self,
         root: str = "data/demo",
-        num_train: int = 2000,
-        num_test: int = 800,
+        num_train: int = 6000,
+        num_test: int = 2000,
         render_size: int = 64,
         seed: int = 0,
         image_size: int = 64,
