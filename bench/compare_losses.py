@@ -8,10 +8,14 @@ Every finished run is appended to a JSON-lines file at once, so an interrupted
 comparison continues where it stopped (``--resume``) and ``--table-only``
 prints the table of what is there.
 
-    python bench/compare_losses.py                        # 16 losses x 3 seeds, config's 12 epochs
-    python bench/compare_losses.py --losses full AN GR    # make bench-demo
+    python bench/compare_losses.py                        # every loss, 3 seeds, config's epochs
+    python bench/compare_losses.py --losses full GR AN EM --seeds 0 1 2 3 4 \
+        --order full GR AN --gap GR AN                       # make bench-demo
     python bench/compare_losses.py --epochs 4 --seeds 0 1 2 --resume
     python bench/compare_losses.py --losses AN GR --observe frequency --observe_seeds 1200 1 2
+
+``--gap A B`` prints A's test mAP minus B's paired by seed (mean, std, standard error,
+seeds where A is ahead); ``--order A B C`` the seeds on which A > B > C holds.
 
 ``--observe`` trains every run with that observation strategy
 (``--data.init_args.observe``: which positive of a training image is observed),
@@ -29,7 +33,7 @@ import time
 from pathlib import Path
 
 import yaml
-from harness import code_version
+from harness import code_version, describe_gap, order_by_seed, paired_gap
 
 from spml_lightning.cli import run_cli
 from spml_lightning.data.observation import OBSERVE_STRATEGIES
@@ -258,6 +262,21 @@ def main_bench() -> None:
         "--table-only", action="store_true", help="print the table of the results file and exit"
     )
     parser.add_argument(
+        "--gap",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("A", "B"),
+        help="print A - B paired by seed with its standard error (repeatable)",
+    )
+    parser.add_argument(
+        "--order",
+        nargs="+",
+        default=None,
+        metavar="LOSS",
+        help="print on how many seeds the test mAPs fall in this order (highest first)",
+    )
+    parser.add_argument(
         "extra", nargs=argparse.REMAINDER, help="after --: more spml arguments for every run"
     )
     args = parser.parse_args()
@@ -303,6 +322,10 @@ def main_bench() -> None:
         if r["loss"] in args.losses and r.get("observe") == args.observe
     ]
     print(f"\n{table(records, args.losses)}")
+    if args.order:
+        print(order_by_seed(records, args.order))
+    for first, second in args.gap:
+        print(describe_gap(first, second, paired_gap(records, first, second)))
 
 
 if __name__ == "__main__":

@@ -37,7 +37,10 @@ __all__ = [
     "Timer",
     "cpu_name",
     "describe_machine",
+    "describe_gap",
     "interleave",
+    "order_by_seed",
+    "paired_gap",
     "paired_ratio",
     "print_check",
     "print_load",
@@ -213,6 +216,61 @@ def mean_interval95(values: Sequence[float]) -> tuple[float, float]:
     mean = statistics.mean(values)
     half = t975(len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
     return mean - half, mean + half
+
+
+def _by_seed(runs: Sequence[Mapping], loss: str) -> dict[int, float]:
+    """Test mAP by seed of one loss among result records (``loss``, ``seed``, ``test_map``)."""
+    return {run["seed"]: run["test_map"] for run in runs if run["loss"] == loss}
+
+
+def paired_gap(runs: Sequence[Mapping], first: str, second: str) -> dict[str, float]:
+    """``first`` minus ``second`` paired by seed, over the seeds both losses ran.
+
+    Pairing removes what a seed does to both losses alike (the same initial
+    network and batch order), so the spread left is the method's own.
+
+    Returns:
+        ``n`` (paired seeds), ``mean`` and ``std`` of the differences, ``se``
+        (standard error of the mean, std / sqrt(n)) and ``ahead`` (seeds where
+        ``first`` scored higher).
+    """
+    a, b = _by_seed(runs, first), _by_seed(runs, second)
+    diffs = [a[seed] - b[seed] for seed in sorted(a.keys() & b.keys())]
+    if len(diffs) < 2:
+        raise ValueError(
+            f"a paired gap of {first} and {second} needs two or more seeds both ran, "
+            f"found {len(diffs)}."
+        )
+    std = statistics.stdev(diffs)
+    return {
+        "n": len(diffs),
+        "mean": statistics.mean(diffs),
+        "std": std,
+        "se": std / len(diffs) ** 0.5,
+        "ahead": sum(d > 0 for d in diffs),
+    }
+
+
+def describe_gap(first: str, second: str, gap: Mapping[str, float]) -> str:
+    """One line: the paired gap, its standard error and how many seeds agree."""
+    ratio = f"{gap['mean'] / gap['se']:.1f}x" if gap["se"] > 0 else "inf x"
+    return (
+        f"{first} - {second}, paired over {gap['n']} seeds: {gap['mean']:+.2f} ± {gap['std']:.2f} "
+        f"(standard error {gap['se']:.2f}; the gap is {ratio} its standard error); "
+        f"{first} ahead on {gap['ahead']} of {gap['n']} seeds"
+    )
+
+
+def order_by_seed(runs: Sequence[Mapping], order: Sequence[str]) -> str:
+    """One line: on how many seeds the losses' test mAPs fall in the given order."""
+    by_loss = [_by_seed(runs, loss) for loss in order]
+    seeds = sorted(set.intersection(*(set(values) for values in by_loss)))
+    held = [
+        seed
+        for seed in seeds
+        if all(high[seed] > low[seed] for high, low in zip(by_loss, by_loss[1:], strict=False))
+    ]
+    return f"{' > '.join(order)} on {len(held)} of {len(seeds)} seeds"
 
 
 def print_side(name: str, runs: Sequence[Measurement], quantity: str, unit: str) -> float:

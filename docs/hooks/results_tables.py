@@ -9,6 +9,15 @@ mean ± standard deviation of the test mAP over the seeds and each seed's value.
 are what bench/compare_losses.py appends, one JSON object per run (``loss``, ``seed``,
 ``epochs``, ``test_map``), so the published numbers are the measured ones, never copied
 by hand. A missing or empty file fails the build.
+
+Two more markers summarise a comparison paired by seed, with the functions
+``bench/compare_losses.py`` prints them with (``bench/harness.py``)::
+
+    <!-- results-gap: bench/results/cpu_demo_table.jsonl GR AN -->
+    <!-- results-order: bench/results/cpu_demo_table.jsonl full GR AN -->
+
+give "GR - AN, paired over 5 seeds: ... standard error ..." and "full > GR > AN on
+5 of 5 seeds".
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ from __future__ import annotations
 import json
 import re
 import statistics
+import sys
 from pathlib import Path
 
 from mkdocs.config.defaults import MkDocsConfig
@@ -25,6 +35,11 @@ from mkdocs.structure.pages import Page
 
 REPO = Path(__file__).resolve().parents[2]
 MARKER = re.compile(r"^<!-- results-table: (?P<path>\S+) -->$", re.M)
+PAIRED = re.compile(
+    r"^<!-- results-(?P<kind>gap|order): (?P<path>\S+) (?P<losses>[^>]+?) -->$", re.M
+)
+sys.path.insert(0, str(REPO / "bench"))
+from harness import describe_gap, order_by_seed, paired_gap  # noqa: E402
 
 #: How a registry name reads in a table, where it needs more than the name.
 DISPLAY_NAMES = {"full": "full labels (upper bound)"}
@@ -65,10 +80,24 @@ def results_table(runs: list[dict]) -> str:
 def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Files) -> str:
     """Replace every results-table marker of a page by the table of its file."""
 
-    def table(match: re.Match) -> str:
+    def runs_of(match: re.Match) -> list[dict]:
         path = REPO / match["path"]
         if not path.is_file():
             raise PluginError(f"{page.file.src_uri}: no results file {match['path']}")
-        return results_table(read_runs(path)) + f" Generated from `{match['path']}`."
+        return read_runs(path)
 
-    return MARKER.sub(table, markdown)
+    def table(match: re.Match) -> str:
+        return results_table(runs_of(match)) + f" Generated from `{match['path']}`."
+
+    def paired(match: re.Match) -> str:
+        runs, losses = runs_of(match), match["losses"].split()
+        if match["kind"] == "order":
+            return order_by_seed(runs, losses) + "."
+        if len(losses) != 2:
+            raise PluginError(f"{page.file.src_uri}: results-gap takes two losses, got {losses}")
+        try:
+            return describe_gap(*losses, paired_gap(runs, *losses)) + "."
+        except ValueError as err:
+            raise PluginError(f"{page.file.src_uri}: {err}") from err
+
+    return PAIRED.sub(paired, MARKER.sub(table, markdown))
