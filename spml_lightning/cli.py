@@ -16,7 +16,8 @@ folder, or starts one when there is nothing to resume yet; ``spml predict``
 writes its predictions (``--prediction.*``), on an ``ImageFolderDataModule``
 with the classes and preprocessing of the checkpoint; and ``spml suggest``
 ranks the unobserved labels of the training images (``--suggestions.*``, a method
-of ``SPMLTrainer``).
+of ``SPMLTrainer``). ``spml report`` writes a checkpoint's diagnostics
+(``spml_lightning.analysis.report``; ``spml report --help``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -303,6 +305,11 @@ def main(args: list[str] | None = None) -> int:
     missing config file), 130 on Ctrl-C. See ``spml_lightning.console`` for how
     errors are reported.
     """
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv[:1] == ["report"]:  # not a LightningCLI subcommand: its own parser
+        from spml_lightning.analysis.report import command as report
+
+        return report(argv[1:])
     return run_command(
         "spml",
         lambda argv, progress: run_cli(argv, progress=progress, exit_on_error=False),

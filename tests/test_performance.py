@@ -22,8 +22,8 @@ from lightning.pytorch import Callback
 from lightning.pytorch.loggers import CSVLogger
 from PIL import Image
 
-from spml_lightning.data.base import load_rgb
 from spml_lightning.data.device_decode import collate_encoded, decode_and_transform, read_encoded
+from spml_lightning.data.io import load_rgb
 from spml_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, reference_transform
 from spml_lightning.module import SPMLModule
 

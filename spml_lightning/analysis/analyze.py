@@ -1,6 +1,6 @@
 """Look inside a trained model: from a checkpoint to the GR Loss paper's diagnostics.
 
-What ``notebooks/inspect_checkpoint.ipynb`` and ``python -m spml_lightning.report``
+What ``notebooks/inspect_checkpoint.ipynb`` and ``spml report``
 call; usable without either::
 
     from spml_lightning.analysis import analyze, load_run

@@ -36,9 +36,7 @@ from spml_lightning.data.protocol import check_counts, observe_single_positive, 
 from spml_lightning.data.sampling import ResumableDataLoader
 from spml_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, reference_transform
 
-# load_rgb and unreadable_reason live in io.py; importing them here keeps the older
-# spml_lightning.data.base.load_rgb path (users' notebooks) working.
-__all__ = ["PhaseData", "SPMLDataModule", "SPMLImageDataset", "load_rgb", "unreadable_reason"]
+__all__ = ["PhaseData", "SPMLDataModule", "SPMLImageDataset"]
 
 Phase = Literal["train", "test"]
 Observe = Literal["uniform", "frequency", "size", "center", "given"]

@@ -19,8 +19,8 @@ import torch
 from PIL import Image
 
 from spml_lightning.cli import run_cli
-from spml_lightning.data.base import SPMLImageDataset, unreadable_reason
-from spml_lightning.data.io import load_rgb
+from spml_lightning.data.base import SPMLImageDataset
+from spml_lightning.data.io import load_rgb, unreadable_reason
 from spml_lightning.data.transforms import reference_transform
 
 from image_files import decompression_bomb, noise, write_png_rgb48
