@@ -51,10 +51,12 @@ from spml_lightning.training import (
     continue_in_checkpoint_folder,
     describe_resume,
     find_checkpoint,
+    read_checkpoint,
     release_empty_log_versions,
     reserve_log_version,
     resolve_checkpoint,
 )
+from spml_lightning.training.compatibility import upgraded_hparams
 from spml_lightning.training.config_sections import add_callback_sections
 from spml_lightning.training.trainer import SPMLTrainer
 
@@ -191,8 +193,27 @@ class SPMLCLI(LightningCLI):
         # dropping the command line's silently. A resumed fit keeps the command
         # line's, whatever form --ckpt_path takes: SPMLModule applies or refuses
         # each change (spml_lightning.training.compatibility).
-        if subcommand != "fit":
-            super()._parse_ckpt_path()
+        if subcommand != "fit" and path is not None and Path(path).is_file():
+            self._parse_checkpoint_hparams(subcommand, path)
+
+    def _parse_checkpoint_hparams(self, subcommand: str, path: str) -> None:
+        """LightningCLI's ``_parse_ckpt_path``, on the hyper-parameters as today's model takes them.
+
+        A checkpoint of an earlier version may name options since removed
+        (``training.compatibility.upgraded_hparams``).
+        """
+        recorded = read_checkpoint(path, weights_only=True).get("hyper_parameters", {})
+        hparams = upgraded_hparams(recorded)
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        if "_class_path" in hparams:  # a subclass of SPMLModule
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        try:
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        except SystemExit:
+            sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
+            raise
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The trainer, with atomic checkpoint writes unless a checkpoint IO plugin was given."""
@@ -236,9 +257,8 @@ def _native_cpu_bf16() -> bool:
 def warn_if_bf16_is_emulated(trainer: Trainer) -> None:
     """Warn that bf16 on a CPU without native bf16 (AVX2 only) is several times slower than fp32.
 
-    oneDNN then emulates bf16 convolutions: ``configs/fast.yaml`` measured about
-    10x slower per step than fp32 on such a CPU (``bench/profile_accuracy.py``),
-    the opposite of what a speed profile is for.
+    oneDNN then emulates bf16 convolutions, many times slower per step than fp32
+    (``docs/results/performance.md``): the opposite of what a speed profile is for.
     """
     if "bf16" not in str(trainer.precision) or not isinstance(trainer.accelerator, CPUAccelerator):
         return

@@ -91,7 +91,7 @@ def test_eval_steps_keep_outputs_on_the_device_and_read_nothing_back():
             module.validation_step(batch, 0)
             module.test_step(batch, 0)
     for split in ("val", "test"):
-        ((index, scores, targets),) = module._outputs[split]
+        ((index, scores, targets),) = module._evaluators[split].batches
         assert {t.device for t in (index, scores, targets)} == {module.device}
         torch.testing.assert_close(scores, expected)
         torch.testing.assert_close(targets, batch["target"])

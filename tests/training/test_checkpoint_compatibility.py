@@ -90,3 +90,24 @@ def test_checkpoint_tests_predicts_and_resumes(stem, tmp_path, data):
     assert type(fit.model.loss).__name__ == loss_name
     recorded = torch.load(path, map_location="cpu", weights_only=False)
     assert fit.trainer.global_step > recorded["global_step"]
+    # The restored Adam state carried sqrt_betas' betas; the resumed fit trains with Adam's own.
+    for group in fit.trainer.optimizers[0].param_groups:
+        assert tuple(group["betas"]) == (0.9, 0.999) and group["eps"] == 1e-8
+
+
+def test_a_checkpoint_naming_removed_options_loads_with_their_replacements():
+    path = COMPAT / "role_sqrt_betas_warmup.ckpt"
+    recorded = torch.load(path, map_location="cpu", weights_only=False)["hyper_parameters"]
+    assert recorded["lr_scaling"] == "sqrt_betas" and recorded["lr_warmup_epochs"] == 0.5
+    with pytest.warns(UserWarning, match="lr_scaling 'sqrt_betas' was removed .* using 'sqrt'"):
+        model = SPMLModule.load_from_checkpoint(path, map_location="cpu")
+    assert model.hparams.lr_scaling == "sqrt" and "lr_warmup_epochs" not in model.hparams
+
+
+def test_resuming_a_checkpoint_trained_with_a_removed_option_says_so(tmp_path, data):
+    path = str(COMPAT / "role_sqrt_betas_warmup.ckpt")
+    _, flags = CHECKPOINTS["role_sqrt_betas_warmup"]
+    with pytest.warns(UserWarning, match="lr_warmup_epochs=0.5, an option since removed"):
+        run_cli(
+            ["fit", *args(tmp_path, data), *flags, "--trainer.max_epochs", "2", "--ckpt_path", path]
+        )
