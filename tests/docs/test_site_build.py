@@ -117,7 +117,7 @@ def test_result_tables_are_generated_from_bench_results(site):
     assert "8&lt;" not in backbones and "--8<--" not in backbones
     # The text outputs of the benchmarks, included as they are.
     first_line = (REPO_ROOT / "bench" / "results" / "cpu_loader_memory.txt").open().readline()
-    assert first_line.split()[0] in site.page("guides/performance/")
+    assert first_line.split()[0] in site.page("results/performance/")
 
 
 def test_notebooks_are_rendered_with_outputs_and_feed_the_guides(site):
