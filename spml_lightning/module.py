@@ -59,7 +59,7 @@ class SPMLModule(LightningModule):
     only (the full labels for a loss that ``trains_on_targets``, the upper bound);
     full labels are used for evaluation: exact macro mAP x 100 (``val/mAP``,
     ``test/mAP``) and the precision/recall/F1 of the multi-label tables (``val/OF1``,
-    ``test/top3/CF1``, ...; ``spml_lightning.precision_recall``).
+    ``test/top3/CF1``, ...; ``spml_lightning.metrics``).
 
     Args:
         num_classes: number of labels (linked from the datamodule by the CLI).

@@ -6,8 +6,7 @@ import torch
 from PIL import Image
 
 from spml_lightning import GRLoss, SPMLModule
-from spml_lightning.metrics import mean_average_precision
-from spml_lightning.precision_recall import operating_point_metrics
+from spml_lightning.metrics import mean_average_precision, operating_point_metrics
 
 from probes import make_trainer, tiny_model
 

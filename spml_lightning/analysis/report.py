@@ -29,7 +29,7 @@ from spml_lightning.analysis.analyze import CheckpointAnalysis, analyze
 from spml_lightning.analysis.run import load_run
 from spml_lightning.analysis.sweep import SweepPoint
 from spml_lightning.console import RunProgress, run_command
-from spml_lightning.precision_recall import METRIC_NAMES, TOP_K
+from spml_lightning.metrics import METRIC_NAMES, TOP_K
 
 __all__ = ["command", "default_output_dir", "main", "write_report"]
 

@@ -8,7 +8,7 @@ comparison tables use, e.g. Chen et al., IJCAI 2024) to the loss classes;
 
 Layout: ``base.py`` (:class:`SPMLLoss`, :class:`FrameworkLoss`),
 ``adapter.py`` (a plain module loss with the ``SPMLLoss`` hooks),
-``functional.py`` (the per-entry blocks: L1-L3, k̂, v, ...), ``validation.py``
+``functional.py`` (the per-entry blocks: L1-L3, k̂, v, ...), ``checks.py``
 (every argument check), ``state.py`` (per-sample state), ``distributed.py``
 (exchanging state updates under DDP), and one file per loss.
 """

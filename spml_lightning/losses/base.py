@@ -22,8 +22,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from spml_lightning.losses.checks import Reduction, validate_inputs
 from spml_lightning.losses.functional import neg_log_sigmoid
-from spml_lightning.losses.validation import Reduction, validate_inputs
 
 __all__ = ["FrameworkLoss", "SPMLLoss", "autocast_disabled", "loss_from_config"]
 
@@ -180,7 +180,7 @@ class SPMLLoss(nn.Module, abc.ABC):
             the original ``logits``.
 
         Raises:
-            ValueError: See :func:`~spml_lightning.losses.validation.validate_inputs`.
+            ValueError: See :func:`~spml_lightning.losses.checks.validate_inputs`.
         """
         validate_inputs(logits, observed)
         return logits.float(), observed.float()

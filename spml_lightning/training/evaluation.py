@@ -14,8 +14,7 @@ import torch
 from torch import Tensor
 
 from spml_lightning.losses.distributed import all_gather_rows, first_occurrences
-from spml_lightning.metrics import average_precision_per_class
-from spml_lightning.precision_recall import operating_point_metrics
+from spml_lightning.metrics import average_precision_per_class, operating_point_metrics
 
 __all__ = ["Evaluator"]
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spml_lightning.metrics import average_precision_per_class
-from spml_lightning.precision_recall import operating_point_metrics
+from spml_lightning.metrics import average_precision_per_class, operating_point_metrics
 from spml_lightning.training.evaluation import Evaluator
 
 
