@@ -13,7 +13,7 @@ checkpoints of the newest run under the trainer's ``default_root_dir``
 checkpoint, which is checked when the run starts);
 ``spml fit --ckpt_path last`` resumes a killed run in its own checkpoint
 folder, or starts one when there is nothing to resume yet; ``spml predict``
-writes its predictions (``--prediction.*``), on an ``ImageFolderDataModule``
+writes its predictions (``--prediction.*``), on an ``UnlabelledImageDataModule``
 with the classes and preprocessing of the checkpoint; and ``spml suggest``
 ranks the unobserved labels of the training images (``--suggestions.*``, a method
 of ``SPMLTrainer``). ``spml report`` writes a checkpoint's diagnostics
@@ -41,7 +41,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from spml_lightning.backbones import initial_weights_skipped
 from spml_lightning.console import RunProgress, UsageError, run_command
 from spml_lightning.data.base import SPMLDataModule
-from spml_lightning.data.predict_folder import ImageFolderDataModule
+from spml_lightning.data.predict_folder import UnlabelledImageDataModule
 from spml_lightning.module import SPMLModule
 from spml_lightning.training import (
     AtomicCheckpointIO,
@@ -75,11 +75,11 @@ def _reads_checkpoint_facts(data_config) -> bool:
         cls = getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError, ValueError):
         return False
-    return isinstance(cls, type) and issubclass(cls, ImageFolderDataModule)
+    return isinstance(cls, type) and issubclass(cls, UnlabelledImageDataModule)
 
 
 def _fill_from_checkpoint(init_args: Any, ckpt_path: str | Path) -> None:
-    """Set an ImageFolderDataModule config's class names and preprocessing to the checkpoint's.
+    """Set an UnlabelledImageDataModule config's class names and preprocessing to the checkpoint's.
 
     The checkpoint wins: a model predicts with the classes and preprocessing it
     was trained with. A different value in the config (typically one carried

@@ -35,6 +35,7 @@ from spml_lightning.training.compatibility import (
     recorded_backbone,
     replaced_hparams,
     take_data_facts,
+    upgraded_checkpoint,
     upgraded_lr_scaling,
 )
 from spml_lightning.training.epoch_loss import EpochLossMean
@@ -87,7 +88,7 @@ class SPMLModule(LightningModule):
         schedule_epochs: epochs the loss schedule spans; default the trainer's ``max_epochs``.
         channels_last: run the backbone in channels-last memory format (faster with AMP).
         fp32_head: under mixed precision, run the linear head in fp32: a bf16 head rounds
-            the logits the loss sees, and ties test scores (``bench/bf16_eval.py``).
+            the logits the loss sees, and ties test scores (``bench/experiments/bf16_eval.py``).
         compile: compile the backbone with ``torch.compile`` when a trainer sets the model
             up (same parameter names and checkpoints; ``predict_images`` stays eager).
         image_size: side of the square input images. With ``mean``/``std``: taken from
@@ -281,7 +282,7 @@ class SPMLModule(LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Refuse a checkpoint that does not fit the run; restore its loss schedule."""
-        recorded = checkpoint.get("hyper_parameters", {})
+        recorded = upgraded_checkpoint(checkpoint)  # renamed datamodules' states too
         if self._trainer is not None:  # a resumed fit, or test/validate/predict
             path = self.trainer.ckpt_path
             check_checkpoint_fits(

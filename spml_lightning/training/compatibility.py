@@ -39,6 +39,7 @@ __all__ = [
     "REFUSED",
     "REMOVED_LR_SCALING",
     "REMOVED_OPTIONS",
+    "RENAMED_DATAMODULES",
     "ResumePlan",
     "check_checkpoint_fits",
     "check_class_names",
@@ -48,6 +49,7 @@ __all__ = [
     "resume_plan",
     "replaced_hparams",
     "take_data_facts",
+    "upgraded_checkpoint",
     "upgraded_hparams",
     "upgraded_lr_scaling",
 ]
@@ -60,11 +62,30 @@ NO_EFFECT: tuple[str, ...] = ("weights",)
 
 #: Options of earlier versions that were removed, with the value that did nothing; a checkpoint
 #: naming one loads without it (Lightning passes a model only its current arguments).
-#: Why each went: docs/results/options.md.
+#: Why each went: docs/results/performance.md.
 REMOVED_OPTIONS: dict[str, Any] = {"lr_warmup_epochs": 0.0}
 
-#: ``lr_scaling`` rules that were removed -> the rule that replaces them (docs/results/options.md).
+#: ``lr_scaling`` rules that were removed -> the rule that replaces them (same page).
 REMOVED_LR_SCALING: dict[str, str] = {"sqrt_betas": "sqrt"}
+
+
+#: Datamodules that were renamed: former class name -> current one. Lightning stores a
+#: datamodule's state under its class name, so a checkpoint's is found under the former.
+RENAMED_DATAMODULES: dict[str, str] = {
+    "FolderDataModule": "CSVDataModule",
+    "ImageFolderDataModule": "UnlabelledImageDataModule",
+}
+
+
+def upgraded_checkpoint(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's hyper-parameters, its datamodule state also filed under renamed names.
+
+    Changes ``checkpoint`` in place (before Lightning restores the datamodule from it).
+    """
+    for old, new in RENAMED_DATAMODULES.items():
+        if old in checkpoint and new not in checkpoint:
+            checkpoint[new] = checkpoint[old]
+    return checkpoint.get("hyper_parameters", {})
 
 
 def upgraded_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
@@ -91,7 +112,7 @@ def upgraded_lr_scaling(rule: str) -> str:
     replacement = REMOVED_LR_SCALING[rule]
     rank_zero_warn(
         f"lr_scaling {rule!r} was removed (it did not pay in its experiment: "
-        f"docs/results/options.md); using {replacement!r}, the same learning rates with "
+        f"docs/results/performance.md); using {replacement!r}, the same learning rates with "
         f"Adam's default betas. Set model.lr_scaling {replacement} to silence this."
     )
     return replacement
@@ -222,7 +243,7 @@ class ResumePlan:
         for name, old in self.removed.items():
             rank_zero_warn(
                 f"{source} was trained with {name}={old!r}, an option since removed "
-                "(docs/results/options.md): the resumed fit trains without it."
+                "(docs/results/performance.md): the resumed fit trains without it."
             )
         for name, (old, new) in self.no_effect.items():
             rank_zero_warn(

@@ -3,7 +3,7 @@
 "Clear" means: our exception type with a message naming the problem (and the
 file), raised from our code or the argument parser -- never a bare traceback
 from deep inside torch. Label CSVs with unknown class names and duplicated
-image rows are in the same kind of table in tests/data/test_folder.py.
+image rows are in the same kind of table in tests/data/test_csv_datamodule.py.
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ def test_checkpoint_tests_predicts_and_resumes(stem, tmp_path, data):
     run_cli(
         [
             "predict", *args(tmp_path, data), "--ckpt_path", path,
-            "--data", "spml_lightning.data.ImageFolderDataModule",
+            "--data", "spml_lightning.data.UnlabelledImageDataModule",
             "--data.init_args.root", str(data / "images"),
             "--prediction.output_path", str(out),
         ]
@@ -111,3 +111,12 @@ def test_resuming_a_checkpoint_trained_with_a_removed_option_says_so(tmp_path, d
         run_cli(
             ["fit", *args(tmp_path, data), *flags, "--trainer.max_epochs", "2", "--ckpt_path", path]
         )
+
+
+def test_a_renamed_datamodule_s_state_is_found_under_its_new_name():
+    from spml_lightning.training.compatibility import upgraded_checkpoint
+
+    checkpoint = torch.load(COMPAT / "gr.ckpt", map_location="cpu", weights_only=False)
+    assert "FolderDataModule" in checkpoint and "CSVDataModule" not in checkpoint
+    assert upgraded_checkpoint(checkpoint) is checkpoint["hyper_parameters"]
+    assert checkpoint["CSVDataModule"] == checkpoint["FolderDataModule"]
