@@ -22,6 +22,7 @@ of ``SPMLTrainer``). ``spml report`` writes a checkpoint's diagnostics
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib
 import os
@@ -56,7 +57,7 @@ from spml_lightning.training import (
     reserve_log_version,
     resolve_checkpoint,
 )
-from spml_lightning.training.compatibility import upgraded_hparams
+from spml_lightning.training.compatibility import REMOVED_OPTIONS, upgraded_hparams
 from spml_lightning.training.config_sections import add_callback_sections
 from spml_lightning.training.trainer import SPMLTrainer
 
@@ -141,6 +142,9 @@ class SPMLCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
         add_callback_sections(parser)
+        # A run's saved config.yaml names every option of its version: accept removed ones.
+        for name in REMOVED_OPTIONS:
+            parser.add_argument(f"--model.{name}", default=None, help=argparse.SUPPRESS)
 
     def before_instantiate_classes(self) -> None:
         """Refuse a fit without epochs; give predict the checkpoint's classes and preprocessing."""
@@ -153,6 +157,18 @@ class SPMLCLI(LightningCLI):
                     ">= 1 (the loss schedule spans them); pass e.g. --trainer.max_epochs 8."
                 )
         self._fill_predict_facts()
+        self._drop_removed_options()
+
+    def _drop_removed_options(self) -> None:
+        """Drop options since removed from the config (a run's saved config.yaml), saying so."""
+        model = self.config[self.subcommand].model if self.subcommand else self.config.model
+        for name, unset in REMOVED_OPTIONS.items():
+            value = model.pop(name, None)
+            if value is not None and value != unset:
+                rank_zero_warn(
+                    f"model.{name}={value!r} was removed (docs/results/performance.md) and is "
+                    "ignored: remove it from the config."
+                )
 
     def instantiate_classes(self) -> None:
         """LightningCLI's; with a checkpoint to validate, test or predict, no initial weights.

@@ -120,3 +120,14 @@ def test_a_renamed_datamodule_s_state_is_found_under_its_new_name():
     assert "FolderDataModule" in checkpoint and "CSVDataModule" not in checkpoint
     assert upgraded_checkpoint(checkpoint) is checkpoint["hyper_parameters"]
     assert checkpoint["CSVDataModule"] == checkpoint["FolderDataModule"]
+
+
+def test_a_saved_config_naming_a_removed_option_still_runs(tmp_path, data):
+    # Every run's saved config.yaml names all options of its version, lr_warmup_epochs included.
+    saved = tmp_path / "config.yaml"
+    saved.write_text("model:\n  lr_warmup_epochs: 0.5\n")
+    path = str(COMPAT / "gr.ckpt")
+    with pytest.warns(UserWarning, match="model.lr_warmup_epochs=0.5 was removed"):
+        test = run_cli(["test", *args(tmp_path, data), "--config", str(saved), "--ckpt_path", path])
+    assert 0.0 <= test.trainer.callback_metrics["test/mAP"].item() <= 100.0
+    assert "lr_warmup_epochs" not in test.model.hparams
