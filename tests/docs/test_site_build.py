@@ -111,7 +111,7 @@ def test_result_tables_are_generated_from_bench_results(site):
             assert cell in html, (page, loss, cell)
     # The backbones table, as bench/backbones.py wrote it.
     rows = (REPO_ROOT / "bench" / "results" / "cpu_backbones.md").read_text().splitlines()[2:]
-    backbones = site.page("guides/backbones/")
+    backbones = site.page("results/backbones/")
     for row in rows:
         assert f"<code>{row.split('`')[1]}</code>" in backbones, row
     assert "8&lt;" not in backbones and "--8<--" not in backbones
