@@ -124,7 +124,7 @@ def eval_step_host_reads(device: torch.device, batches: int = 4) -> dict[str, in
                     step(batch, i)
             result[name] = counter["reads"]
             # The step kept its outputs on the module's device: the metric runs there.
-            stored = module._outputs["val" if name == "validation_step" else "test"]
+            stored = module._evaluators["val" if name == "validation_step" else "test"].batches
             assert all(t.device.type == device.type for item in stored for t in item), (
                 "outputs left the device"
             )

@@ -103,7 +103,7 @@ if "$PYTHON" -c "import jsonargparse" 2>/dev/null; then
 fi
 # Goal 4 again, as tests: no synchronising CUDA call in the steps; the decode tolerance.
 if "$PYTHON" -c "import pytest" 2>/dev/null; then
-    run steps_tests 45 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_performance.py \
+    run steps_tests 45 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_performance.py tests/data/test_device_decode.py \
         -k "synchronise_cuda or device_decode_matches or host_read"
     tail -n 1 "$LOG_DIR/steps_tests.log"
 fi

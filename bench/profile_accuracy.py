@@ -15,9 +15,6 @@ profile alike. Profiles (each on ``configs/demo.yaml``):
   (``lr_scaling none``, ``fp32_head false``): what the rule and the head fix;
 - ``fast_linear``: the fast profile with the linear lr rule instead of the
   square root (twice the lr at batch 64 instead of 1.41x);
-- ``fast_sqrt_betas``: the fast profile with Adam's betas scaled too
-  (``lr_scaling sqrt_betas``: ``1 - beta`` times 2 at batch 64, as many images
-  in Adam's moving averages as at batch 32);
 - ``fast_b128_sqrt`` / ``fast_b128_linear``: the fast profile at batch 128 (4x the
   demo's 32, nearer the 4-8x of the benchmarks) with either rule: whether a rule
   that holds at 2x still holds at 4x;
@@ -74,10 +71,6 @@ PROFILES: dict[str, list[str]] = {
     "fast": FAST,
     "fast_v0": [*FAST, "--model.lr_scaling", "none", "--model.fp32_head", "false"],
     "fast_linear": [*FAST, "--model.lr_scaling", "linear"],
-    # Malladi et al.'s whole rule: sqrt lr and Adam's 1 - beta times the batch ratio.
-    "fast_sqrt_betas": [*FAST, "--model.lr_scaling", "sqrt_betas"],
-    # Goyal et al.'s pairing: the linear rule with a gradual warm-up (1 of the 12 epochs).
-    "fast_linear_warmup": [*FAST, "--model.lr_scaling", "linear", "--model.lr_warmup_epochs", "1"],
     # ROLE only: the square-root rule for the network, the linear one for the label
     # estimates (their lr_mult 10 x sqrt(64 / 32), the demo's batches): which of the two
     # closes ROLE's gap under the linear rule.

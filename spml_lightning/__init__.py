@@ -7,6 +7,7 @@ The public API::
 
 from spml_lightning.data import (
     COCODataModule,
+    CSVDataModule,
     CUBDataModule,
     DemoDataModule,
     FolderDataModule,
@@ -26,6 +27,7 @@ __all__ = [
     "COCODataModule",
     "CUBDataModule",
     "DemoDataModule",
+    "CSVDataModule",
     "FolderDataModule",
     "FormattedDataModule",
     "NUSWIDEDataModule",

@@ -13,17 +13,20 @@ checkpoints of the newest run under the trainer's ``default_root_dir``
 checkpoint, which is checked when the run starts);
 ``spml fit --ckpt_path last`` resumes a killed run in its own checkpoint
 folder, or starts one when there is nothing to resume yet; ``spml predict``
-writes its predictions (``--prediction.*``), on an ``ImageFolderDataModule``
+writes its predictions (``--prediction.*``), on an ``UnlabelledImageDataModule``
 with the classes and preprocessing of the checkpoint; and ``spml suggest``
 ranks the unobserved labels of the training images (``--suggestions.*``, a method
-of ``SPMLTrainer``).
+of ``SPMLTrainer``). ``spml report`` writes a checkpoint's diagnostics
+(``spml_lightning.analysis.report``; ``spml report --help``).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -39,7 +42,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from spml_lightning.backbones import initial_weights_skipped
 from spml_lightning.console import RunProgress, UsageError, run_command
 from spml_lightning.data.base import SPMLDataModule
-from spml_lightning.data.predict_folder import ImageFolderDataModule
+from spml_lightning.data.predict_folder import UnlabelledImageDataModule
 from spml_lightning.module import SPMLModule
 from spml_lightning.training import (
     AtomicCheckpointIO,
@@ -49,10 +52,12 @@ from spml_lightning.training import (
     continue_in_checkpoint_folder,
     describe_resume,
     find_checkpoint,
+    read_checkpoint,
     release_empty_log_versions,
     reserve_log_version,
     resolve_checkpoint,
 )
+from spml_lightning.training.compatibility import REMOVED_OPTIONS, upgraded_hparams
 from spml_lightning.training.config_sections import add_callback_sections
 from spml_lightning.training.trainer import SPMLTrainer
 
@@ -71,11 +76,11 @@ def _reads_checkpoint_facts(data_config) -> bool:
         cls = getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError, ValueError):
         return False
-    return isinstance(cls, type) and issubclass(cls, ImageFolderDataModule)
+    return isinstance(cls, type) and issubclass(cls, UnlabelledImageDataModule)
 
 
 def _fill_from_checkpoint(init_args: Any, ckpt_path: str | Path) -> None:
-    """Set an ImageFolderDataModule config's class names and preprocessing to the checkpoint's.
+    """Set an UnlabelledImageDataModule config's class names and preprocessing to the checkpoint's.
 
     The checkpoint wins: a model predicts with the classes and preprocessing it
     was trained with. A different value in the config (typically one carried
@@ -137,6 +142,9 @@ class SPMLCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
         add_callback_sections(parser)
+        # A run's saved config.yaml names every option of its version: accept removed ones.
+        for name in REMOVED_OPTIONS:
+            parser.add_argument(f"--model.{name}", default=None, help=argparse.SUPPRESS)
 
     def before_instantiate_classes(self) -> None:
         """Refuse a fit without epochs; give predict the checkpoint's classes and preprocessing."""
@@ -149,6 +157,18 @@ class SPMLCLI(LightningCLI):
                     ">= 1 (the loss schedule spans them); pass e.g. --trainer.max_epochs 8."
                 )
         self._fill_predict_facts()
+        self._drop_removed_options()
+
+    def _drop_removed_options(self) -> None:
+        """Drop options since removed from the config (a run's saved config.yaml), saying so."""
+        model = self.config[self.subcommand].model if self.subcommand else self.config.model
+        for name, unset in REMOVED_OPTIONS.items():
+            value = model.pop(name, None)
+            if value is not None and value != unset:
+                rank_zero_warn(
+                    f"model.{name}={value!r} was removed (docs/results/performance.md) and is "
+                    "ignored: remove it from the config."
+                )
 
     def instantiate_classes(self) -> None:
         """LightningCLI's; with a checkpoint to validate, test or predict, no initial weights.
@@ -189,8 +209,27 @@ class SPMLCLI(LightningCLI):
         # dropping the command line's silently. A resumed fit keeps the command
         # line's, whatever form --ckpt_path takes: SPMLModule applies or refuses
         # each change (spml_lightning.training.compatibility).
-        if subcommand != "fit":
-            super()._parse_ckpt_path()
+        if subcommand != "fit" and path is not None and Path(path).is_file():
+            self._parse_checkpoint_hparams(subcommand, path)
+
+    def _parse_checkpoint_hparams(self, subcommand: str, path: str) -> None:
+        """LightningCLI's ``_parse_ckpt_path``, on the hyper-parameters as today's model takes them.
+
+        A checkpoint of an earlier version may name options since removed
+        (``training.compatibility.upgraded_hparams``).
+        """
+        recorded = read_checkpoint(path, weights_only=True).get("hyper_parameters", {})
+        hparams = upgraded_hparams(recorded)
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        if "_class_path" in hparams:  # a subclass of SPMLModule
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        try:
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        except SystemExit:
+            sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
+            raise
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The trainer, with atomic checkpoint writes unless a checkpoint IO plugin was given."""
@@ -234,9 +273,8 @@ def _native_cpu_bf16() -> bool:
 def warn_if_bf16_is_emulated(trainer: Trainer) -> None:
     """Warn that bf16 on a CPU without native bf16 (AVX2 only) is several times slower than fp32.
 
-    oneDNN then emulates bf16 convolutions: ``configs/fast.yaml`` measured about
-    10x slower per step than fp32 on such a CPU (``bench/profile_accuracy.py``),
-    the opposite of what a speed profile is for.
+    oneDNN then emulates bf16 convolutions, many times slower per step than fp32
+    (``docs/results/performance.md``): the opposite of what a speed profile is for.
     """
     if "bf16" not in str(trainer.precision) or not isinstance(trainer.accelerator, CPUAccelerator):
         return
@@ -303,6 +341,11 @@ def main(args: list[str] | None = None) -> int:
     missing config file), 130 on Ctrl-C. See ``spml_lightning.console`` for how
     errors are reported.
     """
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv[:1] == ["report"]:  # not a LightningCLI subcommand: its own parser
+        from spml_lightning.analysis.report import command as report
+
+        return report(argv[1:])
     return run_command(
         "spml",
         lambda argv, progress: run_cli(argv, progress=progress, exit_on_error=False),

@@ -1,7 +1,7 @@
 """What a user of the ``spml`` command sees in the terminal: exit statuses, error lines, no noise.
 
-``run_command`` runs a command-line program (``spml``, ``python -m
-spml_lightning.report``) and turns its outcome into an exit status:
+``run_command`` runs a command-line program (``spml``, ``spml report``) and turns
+its outcome into an exit status:
 
 * 0 on success, 130 on Ctrl-C (the shell convention: 128 + SIGINT);
 * 2 for a usage error -- an unknown flag, a value of the wrong type, a config

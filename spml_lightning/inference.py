@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data.distributed import DistributedSampler
 from torchvision.transforms.functional import to_pil_image
 from tqdm.auto import tqdm
 
@@ -33,6 +34,7 @@ __all__ = [
     "predict_images",
     "predicted_labels",
     "score_dataset",
+    "score_train_set",
     "with_transform",
 ]
 
@@ -117,6 +119,44 @@ def score_dataset(
     if not logits:
         return torch.zeros(0, dtype=torch.long, device=device), torch.zeros(0, device=device)
     return torch.cat(indices), torch.cat(logits)
+
+
+def score_train_set(
+    model: nn.Module, trainer: Any, transform: Callable[[Image.Image], Tensor], reader: str
+) -> tuple[Tensor, Tensor]:
+    """(index, logits) of this rank's shard of a fit's training set, read with ``transform``.
+
+    Args:
+        model: maps a (B, 3, H, W) batch to (B, C) logits.
+        trainer: the fitting trainer; its datamodule's ``train_dataset`` is scored, each
+            process its ``DistributedSampler`` shard, in the trainer's precision.
+        transform: how the images are read (the model's evaluation transform: no augmentation).
+        reader: who needs the scores, for the error message (e.g. the loss's class name).
+
+    Raises:
+        RuntimeError: If the trainer's datamodule has no ``train_dataset``.
+    """
+    datamodule = getattr(trainer, "datamodule", None)
+    dataset = getattr(datamodule, "train_dataset", None)
+    if dataset is None:
+        raise RuntimeError(
+            f"{reader} scores the training set between epochs and needs "
+            "trainer.datamodule.train_dataset; fit with an SPMLDataModule."
+        )
+    scoring = with_transform(dataset, transform)
+    sampler = None
+    if trainer.world_size > 1:
+        sampler = DistributedSampler(
+            scoring, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+        )
+    return score_dataset(
+        model,
+        scoring,
+        batch_size=getattr(datamodule, "batch_size", 32),
+        num_workers=getattr(datamodule, "num_workers", 0),
+        sampler=sampler,
+        forward_context=trainer.precision_plugin.forward_context,
+    )
 
 
 def as_pil(image: ImageInput) -> Image.Image:

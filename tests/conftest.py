@@ -12,7 +12,7 @@ os.environ.setdefault("PYTHONHASHSEED", "0")
 # One OpenMP thread per process (set before torch is imported; inherited by the
 # notebook kernels): the tests' models are tiny, and on a machine whose cores are
 # busy with other processes two threads wait for each other at every barrier,
-# which made Trainer tests 10x slower (19 s instead of 1.9 s; bench/README.md).
+# which made Trainer tests many times slower (docs/results/performance.md).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from probes import REPO_ROOT, TINY_DEMO, demo_args

@@ -6,9 +6,7 @@ import torch
 from PIL import Image
 
 from spml_lightning import GRLoss, SPMLModule
-from spml_lightning.metrics import mean_average_precision
-from spml_lightning.module import _first_occurrences
-from spml_lightning.precision_recall import operating_point_metrics
+from spml_lightning.metrics import mean_average_precision, operating_point_metrics
 
 from probes import make_trainer, tiny_model
 
@@ -96,13 +94,6 @@ def test_test_and_validate_log_the_f1_metrics_of_all_rows(tmp_path, tiny_demo):
         for name, value in expected.items():
             assert results[f"{split}/{name}"] == pytest.approx(value.item(), abs=1e-3), name
     assert {"test/OF1", "test/CF1", "test/top3/OP", "test/top3/CR"} <= set(tested)
-
-
-def test_first_occurrences_drop_sampler_padding():
-    # A DistributedSampler on 2 ranks pads 5 rows to 6 by repeating row 0.
-    index = torch.tensor([0, 2, 4, 1, 3, 0])
-    rows = _first_occurrences(index)
-    assert index[rows].tolist() == [0, 1, 2, 3, 4]
 
 
 def test_checkpoint_carries_everything_needed_to_predict(tmp_path, tiny_demo):

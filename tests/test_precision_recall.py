@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from spml_lightning.precision_recall import (
+from spml_lightning.metrics import (
     METRIC_NAMES,
+    label_decisions,
     operating_point_metrics,
     precision_recall_f1,
-    predicted_labels,
 )
 
 
@@ -73,12 +73,12 @@ def test_hand_computed_top3_breaks_ties_by_class_index():
     assert got["top3/CP"] == pytest.approx(100 * (1 + 0.5 + 0 + 0) / 4)  # class 3: precision 0
     assert got["top3/CR"] == pytest.approx(100 * (1 + 1 + 0 + 0) / 4)
     assert got["top3/CF1"] == pytest.approx(100 * 2 * 0.375 * 0.5 / 0.875)
-    decisions = predicted_labels(torch.from_numpy(HAND_SCORES), top_k=3)
+    decisions = label_decisions(torch.from_numpy(HAND_SCORES), top_k=3)
     assert decisions.tolist() == [[True, True, True, False], [False, True, False, False]]
 
 
 def test_the_threshold_is_inclusive():
-    decisions = predicted_labels(torch.tensor([[0.5, 0.49999997, 1.0, 0.0]]))
+    decisions = label_decisions(torch.tensor([[0.5, 0.49999997, 1.0, 0.0]]))
     assert decisions.tolist() == [[True, False, True, False]]
 
 
@@ -122,6 +122,6 @@ def test_bad_input_is_explained():
     with pytest.raises(ValueError, match="same shape"):
         precision_recall_f1(torch.zeros(2, 3, dtype=torch.bool), torch.zeros(2, 2))
     with pytest.raises(ValueError, match="matrix"):
-        predicted_labels(torch.zeros(3))
+        label_decisions(torch.zeros(3))
     with pytest.raises(ValueError, match="top_k"):
-        predicted_labels(torch.zeros(2, 2), top_k=0)
+        label_decisions(torch.zeros(2, 2), top_k=0)

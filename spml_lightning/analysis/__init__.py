@@ -7,7 +7,7 @@
 * ``loss_curves`` -- any loss's gradient w.r.t. an unknown logit (autograd);
 * ``plots`` -- matplotlib figures of them;
 * ``sweep`` -- a metric over one hyper-parameter, from runs' logs;
-* ``report`` -- ``python -m spml_lightning.report``: all of it as files.
+* ``report`` -- ``spml report``: all of it as files.
 
 Example::
 

@@ -1,6 +1,6 @@
 """Look inside a trained model: from a checkpoint to the GR Loss paper's diagnostics.
 
-What ``notebooks/inspect_checkpoint.ipynb`` and ``python -m spml_lightning.report``
+What ``notebooks/inspect_checkpoint.ipynb`` and ``spml report``
 call; usable without either::
 
     from spml_lightning.analysis import analyze, load_run
@@ -45,9 +45,8 @@ from spml_lightning.analysis.run import LoadedRun
 from spml_lightning.data.base import SPMLDataModule
 from spml_lightning.inference import evaluation_transform, score_dataset, with_transform
 from spml_lightning.losses.functional import bayes_pseudo_label
-from spml_lightning.metrics import average_precision_per_class
+from spml_lightning.metrics import average_precision_per_class, operating_point_metrics
 from spml_lightning.module import SPMLModule
-from spml_lightning.precision_recall import operating_point_metrics
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -235,7 +234,7 @@ class CheckpointAnalysis:
         schedule: where the loss schedule stood (``epoch N of T``).
         operating_points: OP, OR, OF1, CP, CR, CF1 (x 100) on the evaluated split
             at 0.5 and for the top 3 (``top3/OF1``, ...), the values ``spml test``
-            logs as ``test/OF1``, ... (``spml_lightning.precision_recall``).
+            logs as ``test/OF1``, ... (``spml_lightning.metrics``).
         observed_by: how the training set's observed labels were made: the
             datamodule's ``observe`` strategy, or ``given`` (they came with the data).
     """

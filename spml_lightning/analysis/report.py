@@ -1,7 +1,7 @@
 r"""Write a checkpoint's diagnostics as PNGs and a markdown summary.
 
-    python -m spml_lightning.report --config configs/demo.yaml --ckpt_path best
-    python -m spml_lightning.report --config configs/voc.yaml --ckpt_path runs/voc/.../best.ckpt \
+    spml report --config configs/demo.yaml --ckpt_path best
+    spml report --config configs/voc.yaml --ckpt_path runs/voc/.../best.ckpt \
         --output_dir report/ --data.init_args.root /data/VOC \
         --sweep_root runs/q2_sweep --sweep_parameter q2
 
@@ -29,7 +29,7 @@ from spml_lightning.analysis.analyze import CheckpointAnalysis, analyze
 from spml_lightning.analysis.run import load_run
 from spml_lightning.analysis.sweep import SweepPoint
 from spml_lightning.console import RunProgress, run_command
-from spml_lightning.precision_recall import METRIC_NAMES, TOP_K
+from spml_lightning.metrics import METRIC_NAMES, TOP_K
 
 __all__ = ["command", "default_output_dir", "main", "write_report"]
 
@@ -214,7 +214,7 @@ def _observation_lines(result: CheckpointAnalysis) -> list[str]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m spml_lightning.report",
+        prog="spml report",
         description="Write a checkpoint's per-class table and SPML diagnostics (PNGs + "
         "summary.md). Flags not listed here (--data.init_args.root ...) are spml config overrides.",
         allow_abbrev=False,
@@ -281,12 +281,8 @@ def main(argv: Sequence[str] | None = None, progress: RunProgress | None = None)
 
 
 def command(argv: Sequence[str] | None = None) -> int:
-    """``python -m spml_lightning.report``.
+    """``spml report``: :func:`main` with exit statuses (``spml_lightning.console``).
 
     Returns 0 on success, 1 when the report fails, 2 for bad arguments.
     """
-    return run_command("python -m spml_lightning.report", main, argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(command())
+    return run_command("spml report", main, argv)

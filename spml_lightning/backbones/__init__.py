@@ -42,7 +42,7 @@ from spml_lightning.backbones.features import (
     feature_size,
     pooled_features,
 )
-from spml_lightning.backbones.modules import backbone_config, module_from_config
+from spml_lightning.backbones.modules import backbone_config, backbone_hparam, module_from_config
 from spml_lightning.backbones.simple import SimpleConvNet
 from spml_lightning.backbones.timm_models import TIMM_PREFIXES, timm_backbone, timm_name
 from spml_lightning.backbones.torchvision_models import BACKBONES, torchvision_backbone
@@ -59,6 +59,7 @@ __all__ = [
     "TIMM_PREFIXES",
     "SimpleConvNet",
     "backbone_config",
+    "backbone_hparam",
     "backbone_preprocessing",
     "build_backbone",
     "check_input_size",

@@ -46,7 +46,7 @@ def check_input_size(own: Mapping[str, Any], image_size: int | None, backbone: A
     Args:
         own: the backbone's own preprocessing (``backbone_preprocessing``).
         image_size: the side the images are resized to (None: not known yet).
-        backbone: how the message names the backbone.
+        backbone: the backbone hyper-parameter (a name, a config or a module), for the message.
 
     Raises:
         ValueError: naming the size the backbone takes and the flag that sets it.
@@ -54,10 +54,17 @@ def check_input_size(own: Mapping[str, Any], image_size: int | None, backbone: A
     size = own.get("image_size")
     if own.get("fixed_input_size") and image_size is not None and image_size != size:
         raise ValueError(
-            f"The backbone {backbone} takes {size} x {size} images only (its pretrained_cfg has "
-            f"fixed_input_size), but the images are resized to {image_size}: set the data's "
-            f"image_size to {size} (spml: --data.init_args.image_size {size})."
+            f"The backbone {_backbone_name(backbone)} takes {size} x {size} images only (its "
+            f"pretrained_cfg has fixed_input_size), but the images are resized to {image_size}: "
+            f"set the data's image_size to {size} (spml: --data.init_args.image_size {size})."
         )
+
+
+def _backbone_name(backbone: Any) -> str:
+    """How messages name a backbone hyper-parameter (a name, or a config's class path)."""
+    if isinstance(backbone, Mapping):
+        return str(backbone.get("class_path", backbone))
+    return repr(backbone) if isinstance(backbone, str) else type(backbone).__name__
 
 
 def pooled_features(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
 from collections.abc import Mapping
@@ -91,6 +92,19 @@ def _as_recorded(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _as_recorded(item) for key, item in value.items()}
     return value
+
+
+def backbone_hparam(backbone: Any) -> Any:
+    """How ``SPMLModule`` records its ``backbone``: a module as its :func:`backbone_config`.
+
+    A pickled module would not load with ``weights_only`` (and Lightning warns about
+    it); a config is copied, a name kept as it is.
+    """
+    if isinstance(backbone, nn.Module):
+        return backbone_config(backbone)
+    if isinstance(backbone, Mapping):
+        return copy.deepcopy(dict(backbone))
+    return backbone
 
 
 def backbone_config(module: nn.Module) -> dict[str, Any]:

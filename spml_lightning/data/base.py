@@ -13,7 +13,6 @@ import hashlib
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -25,20 +24,13 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from spml_lightning.data.device_decode import collate_encoded, decode_and_transform, read_encoded
-from spml_lightning.data.io import load_rgb, unreadable_reason
-from spml_lightning.data.observation import (
-    OBSERVE_STRATEGIES,
-    ObjectBoxes,
-    observe_by_boxes,
-    observe_by_frequency,
-)
-from spml_lightning.data.protocol import check_counts, observe_single_positive, split_train_val
+from spml_lightning.data.io import load_rgb, missing_files, unreadable_reasons
+from spml_lightning.data.observation import OBSERVE_STRATEGIES, ObjectBoxes, observed_labels
+from spml_lightning.data.protocol import observe_single_positive, split_train_val
 from spml_lightning.data.sampling import ResumableDataLoader
 from spml_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, reference_transform
 
-# load_rgb and unreadable_reason live in io.py; importing them here keeps the older
-# spml_lightning.data.base.load_rgb path (users' notebooks) working.
-__all__ = ["PhaseData", "SPMLDataModule", "SPMLImageDataset", "load_rgb", "unreadable_reason"]
+__all__ = ["PhaseData", "SPMLDataModule", "SPMLImageDataset"]
 
 Phase = Literal["train", "test"]
 Observe = Literal["uniform", "frequency", "size", "center", "given"]
@@ -311,8 +303,13 @@ class SPMLDataModule(LightningDataModule, ABC):
     #: Whether ``load_boxes`` can give the objects' boxes (``observe`` ``size`` and ``center``).
     has_boxes: ClassVar[bool] = False
 
-    def load_boxes(self, phase: Phase) -> ObjectBoxes:
-        """The annotated objects of an official phase (only data sets with ``has_boxes``)."""
+    def load_boxes(self, phase: Phase, data: PhaseData) -> ObjectBoxes:
+        """The annotated objects of an official phase (only data sets with ``has_boxes``).
+
+        Args:
+            phase: the official phase.
+            data: that phase as ``load_phase`` gave it (its rows are the boxes' rows).
+        """
         raise NotImplementedError(f"{type(self).__name__} has no object boxes.")
 
     def obtain_hint(self) -> str:
@@ -406,48 +403,23 @@ class SPMLDataModule(LightningDataModule, ABC):
         return observe_single_positive(labels, self.observe_seed, self.num_pos, self.num_neg)
 
     def _observed(self, data: PhaseData, phase: Phase) -> tuple[np.ndarray, str]:
-        """A phase's observed labels by the ``observe`` strategy, and what made them.
+        """A phase's observed labels by the ``observe`` strategy (``observation.observed_labels``).
 
         The strategy is the training phase's; the test phase keeps the protocol's.
         """
-        strategy = self.observe if phase == "train" else "uniform"
-        name = type(self).__name__
-        given = data.observed is not None
-        if strategy == "given" and not given:
-            raise ValueError(
-                f"observe='given' but the {phase} phase of {name} comes without observed labels "
-                "(a CSV 'observed' column, formatted_*_labels_obs.npy). Choose another strategy "
-                f"(observe: {', '.join(s for s in OBSERVE_STRATEGIES if s != 'given')})."
-            )
-        if given and strategy in ("uniform", "given"):
-            return np.asarray(data.observed, dtype=np.float64), "given"
-        labels = np.asarray(data.labels)
-        if strategy == "uniform":
-            return self.protocol_observed(labels), strategy
-        if strategy != "frequency" and not self.has_boxes:
-            supported = ["uniform", "frequency"] + (["given"] if given else [])
-            raise ValueError(
-                f"observe={strategy!r} needs the boxes of the annotated objects, which {name} "
-                f"does not have. It supports observe: {', '.join(supported)}."
-            )
-        if given:
-            rank_zero_warn(
-                f"observe={strategy!r}: the observed labels that come with the {phase} phase of "
-                f"{name} are ignored; the {strategy!r} strategy makes them (observe='given' uses "
-                "them)."
-            )
-        check_counts(self.num_pos, self.num_neg)
-        if strategy == "frequency":
-            observed = observe_by_frequency(labels, self.observe_seed, self.num_pos, self.num_neg)
-            return observed, strategy
-        boxes = self.load_boxes(phase)
-        if len(boxes.rows) and (boxes.rows.min() < 0 or boxes.rows.max() >= len(labels)):
-            raise ValueError(f"{name}.load_boxes gave rows outside 0..{len(labels) - 1}.")
-        by: Literal["size", "center"] = "size" if strategy == "size" else "center"
-        observed = observe_by_boxes(
-            labels, boxes, by, self.observe_seed, self.num_pos, self.num_neg
+        return observed_labels(
+            self.observe if phase == "train" else "uniform",
+            phase,
+            data.labels,
+            data.observed,
+            seed=self.observe_seed,
+            num_pos=self.num_pos,
+            num_neg=self.num_neg,
+            has_boxes=self.has_boxes,
+            load_boxes=lambda: self.load_boxes(phase, data),
+            name=type(self).__name__,
+            warn=rank_zero_warn,
         )
-        return observed, strategy
 
     def _usable_rows(self, paths: np.ndarray, phase: Phase) -> np.ndarray:
         """Boolean mask of the rows whose image can be used, checked before any training.
@@ -459,7 +431,7 @@ class SPMLDataModule(LightningDataModule, ABC):
         where = self.describe_phase(phase)
         hint = self.obtain_hint()
         if not self.skip_unreadable:
-            missing = [p for p in paths.tolist() if not os.path.isfile(p)]
+            missing = missing_files(paths.tolist())
             if missing:
                 shown = "\n  ".join(missing[:_SHOWN_PATHS])
                 raise FileNotFoundError(
@@ -468,8 +440,7 @@ class SPMLDataModule(LightningDataModule, ABC):
                     f"{self.skip_hint()}"
                 )
             return np.ones(len(paths), dtype=bool)
-        with ThreadPoolExecutor(max_workers=max(1, min(16, os.cpu_count() or 1))) as pool:
-            reasons = list(pool.map(unreadable_reason, paths.tolist(), chunksize=64))
+        reasons = unreadable_reasons(paths.tolist())
         bad = [i for i, reason in enumerate(reasons) if reason is not None]
         if bad and len(bad) == len(paths):
             raise FileNotFoundError(

@@ -247,7 +247,7 @@ class COCODataModule(OfficialDataModule):
             )
         return PhaseData([str(self.root / n) for n in arrays["names"].tolist()], arrays["labels"])
 
-    def load_boxes(self, phase: Phase) -> ObjectBoxes:
+    def load_boxes(self, phase: Phase, data: PhaseData) -> ObjectBoxes:
         """Every annotation of the split as an object of its image's row (``observe``)."""
         self.check_layout()
         split = _COCO_PHASES[phase]

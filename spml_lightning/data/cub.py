@@ -98,7 +98,7 @@ def read_attribute_names(path: Path) -> list[str]:
 def _read_attribute_table(path: Path) -> np.ndarray:
     """(image id, attribute id, is_present) of every line, as an int64 (L, 3) array."""
     try:
-        # numpy's C reader: about 0.5 s for the 3.7 million lines. Fields beyond the
+        # numpy's C reader: the file has millions of lines. Fields beyond the
         # third (certainty, time, the stray extra field of a few lines) are skipped.
         return np.loadtxt(path, dtype=np.int64, usecols=(0, 1, 2), ndmin=2)
     except ValueError as err:

@@ -7,7 +7,7 @@ files' bytes and decode them in batches on the GPU (nvJPEG, through
 ``torchvision.io.decode_jpeg``), then resize, flip and normalise there.
 
 The result matches the PIL path within resize tolerance (``bench/data_pipeline.py``
-and ``tests/test_performance.py`` measure it): the same bilinear filter with
+and ``tests/data/test_device_decode.py`` measure it): the same bilinear filter with
 PIL's antialiasing, rounded to 8 bits as PIL does; decoders differ by an
 occasional level of rounding. Files that are not JPEGs (PNG, ...) are
 decoded by PIL in the worker and only resized on the device.

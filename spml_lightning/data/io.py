@@ -14,10 +14,22 @@ agrees on, are refused with an explanation.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["DECOMPRESSION_BOMB_ERRORS", "image_size", "load_rgb", "to_rgb", "unreadable_reason"]
+__all__ = [
+    "DECOMPRESSION_BOMB_ERRORS",
+    "image_size",
+    "load_rgb",
+    "missing_files",
+    "to_rgb",
+    "unreadable_reason",
+    "unreadable_reasons",
+]
 
 #: What Pillow raises for an image whose header claims more pixels than
 #: ``Image.MAX_IMAGE_PIXELS`` allows: the error above twice the limit, and the warning
@@ -137,3 +149,14 @@ def unreadable_reason(path: str) -> str | None:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         return f"{type(err).__name__}: {err}"
     return None
+
+
+def missing_files(paths: Sequence[str]) -> list[str]:
+    """The paths that are not files, in order (a quick check: nothing is decoded)."""
+    return [path for path in paths if not os.path.isfile(path)]
+
+
+def unreadable_reasons(paths: Sequence[str]) -> list[str | None]:
+    """:func:`unreadable_reason` of every path, in order, decoded by a pool of threads."""
+    with ThreadPoolExecutor(max_workers=max(1, min(16, os.cpu_count() or 1))) as pool:
+        return list(pool.map(unreadable_reason, list(paths), chunksize=64))

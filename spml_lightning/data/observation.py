@@ -22,10 +22,13 @@ uniformly with ``RandomState(seed)``, row by row, as the protocol draws them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+
+from spml_lightning.data.protocol import check_counts, observe_single_positive
 
 __all__ = [
     "BOX_STRATEGIES",
@@ -33,6 +36,7 @@ __all__ = [
     "ObjectBoxes",
     "observe_by_boxes",
     "observe_by_frequency",
+    "observed_labels",
 ]
 
 #: The values of ``SPMLDataModule(observe=...)``.
@@ -212,3 +216,74 @@ def observe_by_boxes(
         for row in range(labels.shape[0]):
             _negatives(observed, labels, row, rng, num_neg)
     return observed
+
+
+def observed_labels(
+    strategy: str,
+    phase: str,
+    labels: np.ndarray,
+    given: np.ndarray | None,
+    *,
+    seed: int,
+    num_pos: int,
+    num_neg: int,
+    has_boxes: bool,
+    load_boxes: Callable[[], ObjectBoxes],
+    name: str,
+    warn: Callable[[str], None],
+) -> tuple[np.ndarray, str]:
+    """A phase's observed labels by ``strategy``, and what made them (``given`` or the strategy).
+
+    The dispatch over the strategies: ``uniform`` (the protocol's draws) keeps given
+    observed labels, ``given`` needs them, ``frequency`` and the box strategies make
+    their own (given ones are ignored, with a warning).
+
+    Args:
+        strategy: one of :data:`OBSERVE_STRATEGIES`.
+        phase: the official phase, for the messages.
+        labels: the phase's (N, C) full labels.
+        given: the observed labels that came with the data, or None.
+        seed: the observation seed.
+        num_pos: observed positives per image.
+        num_neg: observed negatives per image.
+        has_boxes: whether the data set has object boxes.
+        load_boxes: the phase's boxes (called only by a box strategy).
+        name: the data set, for the messages.
+        warn: how a warning is given (once per run under DDP).
+
+    Raises:
+        ValueError: naming the strategies the data set supports when it cannot serve ``strategy``.
+    """
+    if strategy == "given" and given is None:
+        raise ValueError(
+            f"observe='given' but the {phase} phase of {name} comes without observed labels "
+            "(a CSV 'observed' column, formatted_*_labels_obs.npy). Choose another strategy "
+            f"(observe: {', '.join(s for s in OBSERVE_STRATEGIES if s != 'given')})."
+        )
+    if given is not None and strategy in ("uniform", "given"):
+        return np.asarray(given, dtype=np.float64), "given"
+    labels = np.asarray(labels)
+    if strategy == "uniform":
+        return observe_single_positive(labels, seed, num_pos, num_neg), strategy
+    if strategy not in BOX_STRATEGIES + ("frequency",):
+        raise ValueError(f"observe must be one of {OBSERVE_STRATEGIES}, got {strategy!r}.")
+    if strategy != "frequency" and not has_boxes:
+        supported = ["uniform", "frequency"] + (["given"] if given is not None else [])
+        raise ValueError(
+            f"observe={strategy!r} needs the boxes of the annotated objects, which {name} "
+            f"does not have. It supports observe: {', '.join(supported)}."
+        )
+    if given is not None:
+        warn(
+            f"observe={strategy!r}: the observed labels that come with the {phase} phase of "
+            f"{name} are ignored; the {strategy!r} strategy makes them (observe='given' uses "
+            "them)."
+        )
+    check_counts(num_pos, num_neg)
+    if strategy == "frequency":
+        return observe_by_frequency(labels, seed, num_pos, num_neg), strategy
+    boxes = load_boxes()
+    if len(boxes.rows) and (boxes.rows.min() < 0 or boxes.rows.max() >= len(labels)):
+        raise ValueError(f"{name}.load_boxes gave rows outside 0..{len(labels) - 1}.")
+    by: Literal["size", "center"] = "size" if strategy == "size" else "center"
+    return observe_by_boxes(labels, boxes, by, seed, num_pos, num_neg), strategy

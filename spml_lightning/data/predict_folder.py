@@ -1,14 +1,14 @@
 r"""Unlabelled images to predict on: a folder of images, or a list file of them.
 
     spml predict --config configs/demo.yaml --ckpt_path best \
-        --data spml_lightning.data.ImageFolderDataModule --data.init_args.root photos/
+        --data spml_lightning.data.UnlabelledImageDataModule --data.init_args.root photos/
 
 The datamodule is an ``SPMLDataModule`` whose test phase is the images with
 all-zero labels and which has no training phase, so it plugs into the same
 CLI, loaders and transform as the benchmarks. The model's class names and
 preprocessing (image size, mean, std) are facts of the checkpoint: ``spml
 predict`` sets them from ``--ckpt_path`` (over any value of the config), and
-in Python ``ImageFolderDataModule.from_checkpoint(ckpt_path, root)`` does.
+in Python ``UnlabelledImageDataModule.for_model(model, root)`` does.
 
 An image that cannot be read (corrupt, truncated, over Pillow's
 decompression-bomb limit) stops the prediction with an error naming it, before
@@ -28,7 +28,7 @@ import numpy as np
 
 from spml_lightning.data.base import Phase, PhaseData, SPMLDataModule
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageFolderDataModule", "list_images"]
+__all__ = ["IMAGE_EXTENSIONS", "UnlabelledImageDataModule", "list_images"]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (
     ".jpg",
@@ -86,7 +86,7 @@ def list_images(source: str | Path, recursive: bool = True) -> list[str]:
     )
 
 
-class ImageFolderDataModule(SPMLDataModule):
+class UnlabelledImageDataModule(SPMLDataModule):
     """Unlabelled images for prediction (``spml predict``), from a folder or a list file.
 
     Args:
@@ -120,9 +120,10 @@ class ImageFolderDataModule(SPMLDataModule):
     ) -> None:
         if class_names is None or image_size is None:
             raise ValueError(
-                "ImageFolderDataModule needs the model's class_names and image_size. `spml predict "
-                "--ckpt_path ...` reads them from the checkpoint; in Python use "
-                "ImageFolderDataModule.from_checkpoint(ckpt_path, root)."
+                "UnlabelledImageDataModule needs the model's class_names and image_size. `spml "
+                "predict --ckpt_path ...` reads them from the checkpoint; in Python use "
+                "UnlabelledImageDataModule.for_model(model, root), the model from "
+                "SPMLModule.load_from_checkpoint(ckpt_path)."
             )
         preprocessing = {k: v for k, v in (("mean", mean), ("std", std)) if v is not None}
         super().__init__(
@@ -137,15 +138,17 @@ class ImageFolderDataModule(SPMLDataModule):
         self.recursive = recursive
 
     @classmethod
-    def from_checkpoint(
-        cls, ckpt_path: str | Path, root: str, **kwargs: Any
-    ) -> ImageFolderDataModule:
-        """The datamodule with a checkpoint's class names and preprocessing (``kwargs`` win)."""
-        # Imported here: the data layer does not depend on training/ for anything else.
-        from spml_lightning.training.checkpoint_files import checkpoint_facts
+    def for_model(cls, model: Any, root: str, **kwargs: Any) -> UnlabelledImageDataModule:
+        """The datamodule with a model's class names and preprocessing (``kwargs`` win).
 
-        facts = {k: v for k, v in checkpoint_facts(ckpt_path).items() if v is not None}
-        return cls(root=root, **{**facts, **kwargs})
+        Args:
+            model: an ``SPMLModule`` (e.g. from ``load_from_checkpoint``): its ``class_names``
+                and ``preprocessing`` (``image_size``, ``mean``, ``std``) are used.
+            root: the folder or list file of images.
+            **kwargs: any other argument of the class.
+        """
+        facts = {"class_names": list(model.class_names), **model.preprocessing}
+        return cls(root=root, **{k: v for k, v in facts.items() if v is not None}, **kwargs)
 
     @property
     def class_names(self) -> list[str]:
@@ -160,8 +163,8 @@ class ImageFolderDataModule(SPMLDataModule):
         """The folder's images with all-zero labels, as the test phase (the only one)."""
         if phase != "test":
             raise RuntimeError(
-                "ImageFolderDataModule holds unlabelled images for prediction only (spml predict); "
-                "train, validate and test with a labelled datamodule."
+                "UnlabelledImageDataModule holds unlabelled images for prediction only (spml "
+                "predict); train, validate and test with a labelled datamodule."
             )
         paths: Sequence[str] = list_images(self.root, self.recursive)
         return PhaseData(paths, np.zeros((len(paths), self.num_classes), dtype=np.uint8))

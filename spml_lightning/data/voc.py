@@ -180,9 +180,9 @@ class VOCDataModule(OfficialDataModule):
         paths = [str(images / name) for name in arrays["names"].tolist()]
         return PhaseData(paths, arrays["labels"])
 
-    def load_boxes(self, phase: Phase) -> ObjectBoxes:
+    def load_boxes(self, phase: Phase, data: PhaseData) -> ObjectBoxes:
         """The non-difficult objects of the image set's XMLs (``observe``)."""
-        names = np.asarray([Path(p).name for p in self.load_phase(phase).image_paths])
+        names = np.asarray([Path(p).name for p in data.image_paths])
         sources = [_annotation(self.data_dir, name) for name in names.tolist()]
         missing = [str(path) for path in sources if not path.is_file()]
         if missing:

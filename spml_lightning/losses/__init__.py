@@ -7,13 +7,20 @@ comparison tables use, e.g. Chen et al., IJCAI 2024) to the loss classes;
 :mod:`spml_lightning.losses.functional`.
 
 Layout: ``base.py`` (:class:`SPMLLoss`, :class:`FrameworkLoss`),
-``functional.py`` (the per-entry blocks: L1-L3, k̂, v, ...), ``validation.py``
+``adapter.py`` (a plain module loss with the ``SPMLLoss`` hooks),
+``functional.py`` (the per-entry blocks: L1-L3, k̂, v, ...), ``checks.py``
 (every argument check), ``state.py`` (per-sample state), ``distributed.py``
 (exchanging state updates under DDP), and one file per loss.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+from torch import nn
+
+from spml_lightning.losses.adapter import ModuleLoss
 from spml_lightning.losses.an import AssumeNegativeLoss
 from spml_lightning.losses.an_ls import LabelSmoothedAssumeNegativeLoss
 from spml_lightning.losses.asl import AsymmetricLoss
@@ -81,7 +88,37 @@ def get_loss_class(name: str) -> type[SPMLLoss]:
     )
 
 
+def as_spml_loss(loss: nn.Module | str | Mapping[str, Any] | None) -> SPMLLoss:
+    """The ``SPMLLoss`` a model trains with, from any form a user or a checkpoint gives.
+
+    Args:
+        loss: an ``SPMLLoss`` (itself); a plain ``nn.Module`` (wrapped in a
+            :class:`ModuleLoss`); a registry name (``"AN"``: that loss with its defaults;
+            ``spml_lightning.losses.LOSSES``); a ``{"class_path", "init_args"}`` config
+            (what checkpoints store); None (``GRLoss()``, the reference settings).
+
+    Raises:
+        TypeError: If ``loss`` is none of these.
+    """
+    if loss is None:
+        return GRLoss()
+    if isinstance(loss, str):  # a registry name: `spml fit --model.loss AN`
+        return get_loss_class(loss)()
+    if isinstance(loss, Mapping):  # the loss config stored in a checkpoint
+        return loss_from_config(loss)
+    if isinstance(loss, SPMLLoss):
+        return loss
+    if not isinstance(loss, nn.Module):
+        raise TypeError(
+            f"loss must be an SPML loss module (e.g. spml_lightning.losses.GRLoss) or an "
+            f"nn.Module computing loss(logits, observed), got {type(loss).__name__}."
+        )
+    return ModuleLoss(loss)
+
+
 __all__ = [
+    "ModuleLoss",
+    "as_spml_loss",
     "LOSSES",
     "AssumeNegativeLoss",
     "AsymmetricLoss",

@@ -5,12 +5,12 @@ from __future__ import annotations
 from torch import Tensor
 
 from spml_lightning.losses.base import FrameworkLoss
+from spml_lightning.losses.checks import fraction
 from spml_lightning.losses.functional import (
     neg_log_one_minus_sigmoid,
     neg_log_sigmoid,
     pseudo_label_loss,
 )
-from spml_lightning.losses.validation import fraction
 
 __all__ = ["LabelSmoothedAssumeNegativeLoss"]
 

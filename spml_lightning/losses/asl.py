@@ -5,13 +5,13 @@ from __future__ import annotations
 from torch import Tensor
 
 from spml_lightning.losses.base import FrameworkLoss
-from spml_lightning.losses.functional import focal_negative_loss, focal_positive_loss
-from spml_lightning.losses.validation import (
+from spml_lightning.losses.checks import (
     Reduction,
     check_reduction,
     fraction,
     non_negative_float,
 )
+from spml_lightning.losses.functional import focal_negative_loss, focal_positive_loss
 
 __all__ = ["AsymmetricLoss"]
 

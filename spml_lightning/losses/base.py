@@ -22,8 +22,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from spml_lightning.losses.checks import Reduction, validate_inputs
 from spml_lightning.losses.functional import neg_log_sigmoid
-from spml_lightning.losses.validation import Reduction, validate_inputs
 
 __all__ = ["FrameworkLoss", "SPMLLoss", "autocast_disabled", "loss_from_config"]
 
@@ -87,11 +87,12 @@ class SPMLLoss(nn.Module, abc.ABC):
         """The arguments this loss was constructed with (defaults filled in)."""
         return dict(self.__dict__.get("_init_args", {}))
 
-    def config(self) -> dict[str, Any]:
+    def config(self) -> dict[str, Any] | None:
         """``{"class_path", "init_args"}`` that rebuilds this loss (see :func:`loss_from_config`).
 
         Checkpoints store this, so that a model trained with any loss loads
-        back with the same loss without the config file.
+        back with the same loss without the config file. None for a loss that
+        cannot be rebuilt so (a wrapped plain module, ``losses.adapter``).
         """
         cls = type(self)
         return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": self.init_args}
@@ -179,7 +180,7 @@ class SPMLLoss(nn.Module, abc.ABC):
             the original ``logits``.
 
         Raises:
-            ValueError: See :func:`~spml_lightning.losses.validation.validate_inputs`.
+            ValueError: See :func:`~spml_lightning.losses.checks.validate_inputs`.
         """
         validate_inputs(logits, observed)
         return logits.float(), observed.float()

@@ -6,12 +6,12 @@ import torch
 from torch import Tensor
 
 from spml_lightning.losses.base import FrameworkLoss
+from spml_lightning.losses.checks import positive_float
 from spml_lightning.losses.functional import (
     neg_log_one_minus_sigmoid,
     neg_log_sigmoid,
     pseudo_label_loss,
 )
-from spml_lightning.losses.validation import positive_float
 
 __all__ = ["EntropyMaximizationLoss"]
 

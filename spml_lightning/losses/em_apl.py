@@ -7,6 +7,12 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from spml_lightning.losses.checks import (
+    check_index_range,
+    fraction,
+    positive_float,
+    whole_number,
+)
 from spml_lightning.losses.distributed import all_gather_rows, first_occurrences
 from spml_lightning.losses.em import EntropyMaximizationLoss
 from spml_lightning.losses.functional import (
@@ -15,12 +21,6 @@ from spml_lightning.losses.functional import (
     pseudo_label_loss,
 )
 from spml_lightning.losses.state import PerSampleStateLoss, StateKind
-from spml_lightning.losses.validation import (
-    check_index_range,
-    fraction,
-    positive_float,
-    whole_number,
-)
 
 __all__ = ["AsymmetricPseudoLabelLoss", "UNASSIGNED"]
 

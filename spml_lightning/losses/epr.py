@@ -6,8 +6,8 @@ import torch
 from torch import Tensor
 
 from spml_lightning.losses.base import FrameworkLoss
+from spml_lightning.losses.checks import positive_float
 from spml_lightning.losses.functional import expected_positive_regularizer
-from spml_lightning.losses.validation import positive_float
 
 __all__ = ["ExpectedPositiveRegularizationLoss"]
 

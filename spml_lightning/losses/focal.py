@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from spml_lightning.losses.asl import AsymmetricLoss
-from spml_lightning.losses.validation import Reduction, non_negative_float
+from spml_lightning.losses.checks import Reduction, non_negative_float
 
 __all__ = ["FocalLoss"]
 

@@ -26,7 +26,7 @@ probability clip), Hill's negative loss and EPR's regulariser.
 :class:`~spml_lightning.losses.base.FrameworkLoss` assembles them into a loss.
 
 The blocks check their number arguments (with
-:mod:`~spml_lightning.losses.validation`) only when they are Python numbers:
+:mod:`~spml_lightning.losses.checks`) only when they are Python numbers:
 reading a tensor's value would synchronise the device at every step.
 """
 
@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from spml_lightning.losses.validation import fraction, non_negative_float, positive_float
+from spml_lightning.losses.checks import fraction, non_negative_float, positive_float
 
 
 def neg_log_sigmoid(z: Tensor) -> Tensor:

@@ -10,6 +10,13 @@ import torch.distributed as dist
 from torch import Tensor
 
 from spml_lightning.losses.base import FrameworkLoss
+from spml_lightning.losses.checks import (
+    fraction,
+    non_negative_float,
+    one_of,
+    positive_float,
+    whole_number,
+)
 from spml_lightning.losses.functional import (
     bayes_pseudo_label,
     gaussian_weight,
@@ -18,14 +25,7 @@ from spml_lightning.losses.functional import (
     pseudo_label_loss,
     sigmoid_pseudo_label,
 )
-from spml_lightning.losses.validation import (
-    fraction,
-    non_negative_float,
-    one_of,
-    positive_float,
-    whole_number,
-)
-from spml_lightning.schedule import (
+from spml_lightning.losses.gr_schedule import (
     GRParameters,
     check_schedule_mode,
     gr_parameters,
@@ -66,7 +66,7 @@ class GRLoss(FrameworkLoss):
 
     **Schedule.** ``(w, b)`` ramp from ``(w0, b0)`` to ``(wT, bT)`` and ``(μ, σ)``
     from ``(μ0, σ0)`` to ``(μT, σT)`` over training; :meth:`set_epoch` sets them
-    (see :func:`spml_lightning.schedule.gr_parameters`). Before the first call the
+    (see :func:`spml_lightning.losses.gr_schedule.gr_parameters`). Before the first call the
     start values are in force. They are a pure function of the epoch, so they are
     plain attributes (:attr:`current`), not part of the ``state_dict``.
 

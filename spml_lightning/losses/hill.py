@@ -5,8 +5,8 @@ from __future__ import annotations
 from torch import Tensor
 
 from spml_lightning.losses.base import FrameworkLoss
+from spml_lightning.losses.checks import Reduction, check_reduction, non_negative_float
 from spml_lightning.losses.functional import focal_positive_loss, hill_negative_loss
-from spml_lightning.losses.validation import Reduction, check_reduction, non_negative_float
 
 __all__ = ["HillLoss"]
 

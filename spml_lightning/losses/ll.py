@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from spml_lightning.losses.base import FrameworkLoss
+from spml_lightning.losses.checks import fraction
 from spml_lightning.losses.distributed import all_gather_rows
 from spml_lightning.losses.functional import (
     neg_log_one_minus_sigmoid,
@@ -17,7 +18,6 @@ from spml_lightning.losses.functional import (
     pseudo_label_loss,
 )
 from spml_lightning.losses.state import PerSampleStateLoss, StateKind
-from spml_lightning.losses.validation import fraction
 
 __all__ = [
     "LargeLossModificationLoss",

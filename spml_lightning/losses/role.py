@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from spml_lightning.losses.base import autocast_disabled
+from spml_lightning.losses.checks import positive_float, whole_number
 from spml_lightning.losses.functional import (
     expected_positive_regularizer,
     neg_log_one_minus_sigmoid,
@@ -16,7 +17,6 @@ from spml_lightning.losses.functional import (
     pseudo_label_loss,
 )
 from spml_lightning.losses.state import PerSampleStateLoss, StateKind
-from spml_lightning.losses.validation import positive_float, whole_number
 
 __all__ = ["OnlineLabelEstimationLoss"]
 

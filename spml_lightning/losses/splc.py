@@ -6,17 +6,17 @@ import torch
 from torch import Tensor
 
 from spml_lightning.losses.base import FrameworkLoss
-from spml_lightning.losses.functional import (
-    focal_negative_loss,
-    focal_positive_loss,
-    pseudo_label_loss,
-)
-from spml_lightning.losses.validation import (
+from spml_lightning.losses.checks import (
     Reduction,
     check_reduction,
     fraction,
     non_negative_float,
     whole_number,
+)
+from spml_lightning.losses.functional import (
+    focal_negative_loss,
+    focal_positive_loss,
+    pseudo_label_loss,
 )
 
 __all__ = ["SelfPacedLossCorrectionLoss"]

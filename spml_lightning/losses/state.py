@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from spml_lightning.losses.base import SPMLLoss
-from spml_lightning.losses.validation import (
+from spml_lightning.losses.checks import (
     check_index_range,
     check_observed_matrix,
     check_sample_index,

@@ -1,9 +1,13 @@
-"""What a training run needs around the model: checkpoints, callbacks, the NaN guard.
+"""The parts SPMLModule calls, and what a training run needs around the model.
 
+* ``optimizer`` -- Adam over named parameter groups at batch-scaled rates (``lr_scaling``);
+* ``evaluation`` -- a split's rows collected, gathered across ranks, de-duplicated, its metrics;
+* ``loss_schedule`` -- the loss's epoch schedule, stored in checkpoints;
+* ``epoch_loss`` -- the epoch's mean training loss, summed on the device;
 * ``atomic_io`` -- checkpoint files written to a temporary file and renamed into place;
 * ``resumable_checkpoint`` -- ``last.ckpt`` every epoch (and every n steps), top-k kept on resume;
 * ``checkpoint_files`` -- ``best``/``last`` of a run, checking and reading a checkpoint file;
-* ``compatibility`` -- whether a checkpoint fits the run that loads it;
+* ``compatibility`` -- whether a checkpoint fits the run that loads it; removed options;
 * ``callbacks`` -- the reference's stopping rule, one checkpoint for every DDP rank;
 * ``prediction_writer`` -- what ``spml predict`` writes;
 * ``trainer`` -- ``SPMLTrainer``: Lightning's Trainer plus ``suggest`` (``spml suggest``);

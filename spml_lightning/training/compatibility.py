@@ -17,24 +17,41 @@ run's (docs/guides/resume.md):
 * :data:`NO_EFFECT` -- the initial weights: a resumed run's weights are the checkpoint's.
 * everything else (``lr``, ``lr_mult``, ``linear_init``, ``schedule_epochs``,
   preprocessing and speed settings) is applied from the first resumed step.
+
+Checkpoints of earlier versions may name options that were removed since
+(:data:`REMOVED_OPTIONS`, :data:`REMOVED_LR_SCALING`): they load, test, predict
+and resume, with the option's nearest current setting and a warning.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import copy
+from collections.abc import Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from spml_lightning.backbones.modules import same_class
+
 __all__ = [
     "NO_EFFECT",
     "REFUSED",
+    "REMOVED_LR_SCALING",
+    "REMOVED_OPTIONS",
+    "RENAMED_DATAMODULES",
     "ResumePlan",
+    "check_checkpoint_fits",
     "check_class_names",
     "check_preprocessing",
     "class_names_difference",
+    "recorded_backbone",
     "resume_plan",
+    "replaced_hparams",
+    "take_data_facts",
+    "upgraded_checkpoint",
+    "upgraded_hparams",
+    "upgraded_lr_scaling",
 ]
 
 #: Hyper-parameters a resumed fit must keep: they define what the checkpoint's state means.
@@ -42,6 +59,63 @@ REFUSED: tuple[str, ...] = ("backbone", "num_classes", "class_names", "loss")
 
 #: Hyper-parameters that do nothing on a resumed fit.
 NO_EFFECT: tuple[str, ...] = ("weights",)
+
+#: Options of earlier versions that were removed, with the value that did nothing; a checkpoint
+#: naming one loads without it (Lightning passes a model only its current arguments).
+#: Why each went: docs/results/performance.md.
+REMOVED_OPTIONS: dict[str, Any] = {"lr_warmup_epochs": 0.0}
+
+#: ``lr_scaling`` rules that were removed -> the rule that replaces them (same page).
+REMOVED_LR_SCALING: dict[str, str] = {"sqrt_betas": "sqrt"}
+
+
+#: Datamodules that were renamed: former class name -> current one. Lightning stores a
+#: datamodule's state under its class name, so a checkpoint's is found under the former.
+RENAMED_DATAMODULES: dict[str, str] = {
+    "FolderDataModule": "CSVDataModule",
+    "ImageFolderDataModule": "UnlabelledImageDataModule",
+}
+
+
+def upgraded_checkpoint(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's hyper-parameters, its datamodule state also filed under renamed names.
+
+    Changes ``checkpoint`` in place (before Lightning restores the datamodule from it).
+    """
+    for old, new in RENAMED_DATAMODULES.items():
+        if old in checkpoint and new not in checkpoint:
+            checkpoint[new] = checkpoint[old]
+    return checkpoint.get("hyper_parameters", {})
+
+
+def upgraded_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint's hyper-parameters as today's ``SPMLModule`` takes them.
+
+    Removed options are dropped, removed ``lr_scaling`` rules replaced (with a warning).
+    """
+    upgraded = {key: value for key, value in hparams.items() if key not in REMOVED_OPTIONS}
+    if "lr_scaling" in upgraded:
+        upgraded["lr_scaling"] = upgraded_lr_scaling(upgraded["lr_scaling"])
+    return upgraded
+
+
+def replaced_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """The hyper-parameters :func:`upgraded_hparams` changes (not those it drops), new values."""
+    upgraded = upgraded_hparams(hparams)
+    return {key: value for key, value in upgraded.items() if hparams[key] != value}
+
+
+def upgraded_lr_scaling(rule: str) -> str:
+    """``rule``, or the rule that replaced it if it was removed (with a warning saying so)."""
+    if rule not in REMOVED_LR_SCALING:
+        return rule
+    replacement = REMOVED_LR_SCALING[rule]
+    rank_zero_warn(
+        f"lr_scaling {rule!r} was removed (it did not pay in its experiment: "
+        f"docs/results/performance.md); using {replacement!r}, the same learning rates with "
+        f"Adam's default betas. Set model.lr_scaling {replacement} to silence this."
+    )
+    return replacement
 
 
 def class_names_difference(checkpoint: Sequence[str], data: Sequence[str]) -> str | None:
@@ -140,11 +214,14 @@ class ResumePlan:
         applied: ``{name: (checkpoint's value, new value)}`` of the changes the resumed run applies.
         no_effect: the same for changes that do nothing (see :data:`NO_EFFECT`).
         refused: one description per change a resume cannot make (see :data:`REFUSED`).
+        removed: ``{name: checkpoint's value}`` of options since removed that the checkpoint
+            set to something else than their do-nothing value (see :data:`REMOVED_OPTIONS`).
     """
 
     applied: dict[str, tuple[Any, Any]]
     no_effect: dict[str, tuple[Any, Any]]
     refused: list[str]
+    removed: dict[str, Any] = field(default_factory=dict)
 
     def enforce(self, source: str) -> None:
         """Refuse the resume if anything is refused; else say what changes and what does nothing.
@@ -162,6 +239,11 @@ class ResumePlan:
                 "weights, optimizer state and loss state belong to its network, classes and loss. "
                 "Resume with the checkpoint's settings, or train with the new ones in a new run "
                 "(without --ckpt_path)."
+            )
+        for name, old in self.removed.items():
+            rank_zero_warn(
+                f"{source} was trained with {name}={old!r}, an option since removed "
+                "(docs/results/performance.md): the resumed fit trains without it."
             )
         for name, (old, new) in self.no_effect.items():
             rank_zero_warn(
@@ -211,6 +293,11 @@ def resume_plan(checkpoint: Mapping[str, Any], new: Mapping[str, Any]) -> Resume
         new: the resumed model's hyper-parameters.
     """
     plan = ResumePlan(applied={}, no_effect={}, refused=[])
+    plan.removed = {
+        name: checkpoint[name]
+        for name, unset in REMOVED_OPTIONS.items()
+        if name in checkpoint and name not in new and checkpoint[name] != unset
+    }
     for name in sorted(set(checkpoint) & set(new)):
         old_value, new_value = _comparable(checkpoint[name]), _comparable(new[name])
         if name.startswith("_") or old_value == new_value:
@@ -229,3 +316,85 @@ def resume_plan(checkpoint: Mapping[str, Any], new: Mapping[str, Any]) -> Resume
         else:
             plan.applied[name] = (old_value, new_value)
     return plan
+
+
+def check_checkpoint_fits(
+    checkpoint: Mapping[str, Any],
+    model: MutableMapping[str, Any],
+    preprocessing: Mapping[str, Any],
+    fitting: bool,
+    source: str,
+) -> None:
+    """Refuse a checkpoint that does not fit the run restoring it; note what a resumed fit changes.
+
+    Outside fit only the classes and the preprocessing matter: a model without class
+    names takes the checkpoint's. A resumed fit may change the optimizer and schedule
+    settings, not the network, its classes or the loss (:func:`resume_plan`).
+
+    Args:
+        checkpoint: the checkpoint's ``hyper_parameters``.
+        model: the hyper-parameters of the model the trainer restores it into (changed in place).
+        preprocessing: the datamodule's ``preprocessing`` (empty: none known).
+        fitting: whether the trainer resumes a fit (else test, validate or predict).
+        source: the checkpoint, as the messages name it.
+
+    Raises:
+        ValueError: naming what does not fit and what to do instead.
+    """
+    if fitting:
+        resume_plan(checkpoint, model).enforce(source)
+        return
+    if model.get("class_names") is None:  # no names from the data: the checkpoint's hold
+        model["class_names"] = checkpoint.get("class_names")
+    check_class_names(checkpoint.get("class_names"), model["class_names"], source)
+    check_preprocessing(checkpoint, preprocessing, source)
+
+
+def take_data_facts(model: MutableMapping[str, Any], datamodule: Any) -> None:
+    """Record a datamodule's classes and preprocessing in a model's hyper-parameters.
+
+    They travel with the checkpoint, so that the model predicts on raw images
+    without its datamodule. Values the model has already (given, or from its
+    checkpoint) are kept; class names must then be the datamodule's.
+
+    Args:
+        model: the model's hyper-parameters (changed in place).
+        datamodule: any datamodule; its ``num_classes``, ``class_names`` and
+            ``preprocessing`` are read when it has them.
+
+    Raises:
+        ValueError: If the number or the names of the classes differ.
+    """
+    num_classes = getattr(datamodule, "num_classes", None)
+    if num_classes is not None and num_classes != model["num_classes"]:
+        raise ValueError(
+            f"The datamodule has {num_classes} classes but the model was built for "
+            f"{model['num_classes']}; pass --model.num_classes {num_classes} "
+            "(the spml CLI links it automatically)."
+        )
+    if hasattr(datamodule, "class_names"):
+        if model.get("class_names") is None:
+            model["class_names"] = list(datamodule.class_names)
+        else:  # e.g. a loaded model given another data set
+            check_class_names(model["class_names"], datamodule.class_names, "hparams.class_names")
+    for key, value in getattr(datamodule, "preprocessing", {}).items():
+        if model.get(key) is None:
+            model[key] = value
+
+
+def recorded_backbone(checkpoint: Mapping[str, Any], current: Any) -> Any:
+    """The backbone hyper-parameter a model restored from ``checkpoint`` keeps.
+
+    A config recorded from the command line is exact; a module rebuilt from it and
+    recorded again from its attributes may be less so: the checkpoint's config
+    stays when both name the same class, else ``current``.
+
+    Args:
+        checkpoint: the checkpoint's ``hyper_parameters``.
+        current: the model's ``backbone`` hyper-parameter.
+    """
+    stored = checkpoint.get("backbone")
+    if isinstance(stored, Mapping) and isinstance(current, Mapping):
+        if same_class(stored.get("class_path"), current.get("class_path")):
+            return copy.deepcopy(dict(stored))
+    return current

@@ -4,7 +4,7 @@ r"""Per-image label probabilities and predicted labels, written to CSV or JSON.
 in ``spml predict`` only::
 
     spml predict --config configs/demo.yaml --ckpt_path best \
-        --data spml_lightning.data.ImageFolderDataModule --data.init_args.root photos/ \
+        --data spml_lightning.data.UnlabelledImageDataModule --data.init_args.root photos/ \
         --prediction.output_path photos.csv --prediction.top_k 3
 
 CSV: one row per image -- ``image``, ``labels`` (the predicted labels,

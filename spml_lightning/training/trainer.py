@@ -20,7 +20,7 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from torch.utils.data import DataLoader
 
 from spml_lightning.console import UsageError
-from spml_lightning.data.predict_folder import ImageFolderDataModule
+from spml_lightning.data.predict_folder import UnlabelledImageDataModule
 from spml_lightning.inference import evaluation_transform, with_transform
 from spml_lightning.training.checkpoint_files import checkpoint_facts, checkpoint_training_rows
 from spml_lightning.training.prediction_writer import PredictionWriter
@@ -66,7 +66,7 @@ class SPMLTrainer(Trainer):
                 "no --ckpt_path: the suggestions are a trained model's; pass --ckpt_path best (the "
                 "newest run's best checkpoint), last, or a checkpoint file."
             )
-        if isinstance(datamodule, ImageFolderDataModule):
+        if isinstance(datamodule, UnlabelledImageDataModule):
             raise UsageError(
                 f"{type(datamodule).__name__} has no training set, and the suggestions are the "
                 "unobserved labels of training images: pass the datamodule the model was trained "

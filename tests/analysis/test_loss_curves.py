@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from spml_lightning import loss_curves
+from spml_lightning.analysis import loss_curves
 from spml_lightning.analysis.loss_curves import (
     default_losses,
     probability_grid,

@@ -1,4 +1,4 @@
-"""python -m spml_lightning.report on a checkpoint of a tiny demo run."""
+"""spml report on a checkpoint of a tiny demo run."""
 
 import csv
 import json
@@ -120,3 +120,14 @@ def test_report_shows_the_observation_strategy_and_observed_positives(tiny_run, 
         f"| **total** | {sum(int(r['positives']) for r in per_class.values())} | {images} | |"
         in (markdown)
     )
+
+
+def test_spml_report_is_a_subcommand(tiny_run, tmp_path, capsys):
+    from spml_lightning.cli import main as spml
+
+    out = tmp_path / "report"
+    args = [*tiny_run["args"], "--ckpt_path", str(tiny_run["best"]), "--no_progress"]
+    assert spml(["report", *args, "--output_dir", str(out)]) == 0
+    assert (out / "summary.md").exists() and (out / "summary.json").exists()
+    assert spml(["report", *args, "--bogus"]) == 2
+    assert "spml report" in capsys.readouterr().err

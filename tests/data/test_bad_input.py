@@ -8,8 +8,8 @@ import pytest
 
 from spml_lightning.data import (
     COCODataModule,
+    CSVDataModule,
     CUBDataModule,
-    FolderDataModule,
     NUSWIDEDataModule,
     VOCDataModule,
 )
@@ -22,7 +22,7 @@ MODULES = {
     "coco": (COCODataModule, {}),
     "cub": (CUBDataModule, {}),
     "nuswide": (NUSWIDEDataModule, {}),
-    "folder": (FolderDataModule, {"class_names": "classes.txt"}),
+    "folder": (CSVDataModule, {"class_names": "classes.txt"}),
 }
 #: What the error for a missing root must tell (the layout, and how to obtain it).
 MISSING_ROOT = {
@@ -137,3 +137,17 @@ def test_skip_unreadable_with_nothing_readable_is_an_error(tmp_path):
         image.write_bytes(b"not an image")
     with pytest.raises(FileNotFoundError, match=r"None of the 12 images of the train phase"):
         make("folder", root, skip_unreadable=True).setup("fit")
+
+
+def test_the_file_scan_names_missing_and_unreadable_files(tmp_path):
+    from PIL import Image
+
+    from spml_lightning.data.io import missing_files, unreadable_reasons
+
+    good, broken, gone = tmp_path / "good.png", tmp_path / "broken.png", tmp_path / "gone.png"
+    Image.new("RGB", (4, 4)).save(good)
+    broken.write_bytes(b"not an image")
+    paths = [str(good), str(broken), str(gone)]
+    assert missing_files(paths) == [str(gone)]
+    reasons = unreadable_reasons(paths)
+    assert reasons[0] is None and reasons[1] and reasons[2] == "missing"

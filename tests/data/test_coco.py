@@ -90,7 +90,7 @@ def test_full_size_json_parses_fast(tmp_path):
     import sys
     import time
 
-    sys.path.insert(0, str(FIXTURES.parents[1] / "bench"))
+    sys.path.insert(0, str(FIXTURES.parents[1] / "bench" / "experiments"))
     from data_parsing import write_synthetic_coco
 
     path = write_synthetic_coco(tmp_path / "instances_train2014.json", 82_783, 604_907)

@@ -7,7 +7,7 @@ import pytest
 
 from spml_lightning import SPMLModule
 from spml_lightning.cli import run_cli
-from spml_lightning.data import FolderDataModule
+from spml_lightning.data import CSVDataModule
 
 from community_reference import copy_fixture
 from conftest import REPO_ROOT
@@ -37,7 +37,7 @@ def config_args(name: str, root, tmp_path) -> list[str]:
     # Your own data: any benchmark config with the data section swapped.
     data = tmp_path / "folder.yaml"
     data.write_text(
-        "data:\n  class_path: spml_lightning.data.FolderDataModule\n"
+        "data:\n  class_path: spml_lightning.data.CSVDataModule\n"
         f"  init_args:\n    root: {root}\n    class_names: classes.txt\n"
     )
     return ["--config", str(REPO_ROOT / "configs" / "voc.yaml"), "--config", str(data)]
@@ -114,7 +114,7 @@ def test_test_validate_predict_refuse_the_classes_in_another_order_or_other_clas
 
     # In Python: a loaded model given a datamodule with the classes in another order.
     model = SPMLModule.load_from_checkpoint(best, map_location="cpu")
-    data = FolderDataModule(
+    data = CSVDataModule(
         root=str(root), class_names=CLASSES[::-1], image_size=32, batch_size=4, num_workers=0
     )
     trainer = make_trainer(tmp_path)

@@ -9,8 +9,8 @@ import torch
 from spml_lightning import SPMLModule
 from spml_lightning.data import (
     COCODataModule,
+    CSVDataModule,
     CUBDataModule,
-    FolderDataModule,
     NUSWIDEDataModule,
     VOCDataModule,
 )
@@ -34,7 +34,7 @@ def make(cls, fixture: str, **kwargs):
 # (row 4 of 10, a train row); VOC and COCO keep only images with a positive.
 COUNTS = [
     (NUSWIDEDataModule, "nuswide", {"train": 2, "val": 0, "test": 2}),
-    (FolderDataModule, "folder", {"train": 0, "val": 1, "test": 1}),
+    (CSVDataModule, "folder", {"train": 0, "val": 1, "test": 1}),
     (CUBDataModule, "cub", {"train": 1, "val": 0, "test": 0}),
     (VOCDataModule, "voc", {"train": 0, "val": 0, "test": 0}),
     (COCODataModule, "coco", {"train": 0, "val": 0, "test": 0}),
@@ -66,8 +66,8 @@ def test_the_counts_are_logged_when_there_are_any(info_lines):
 
 
 def test_exclude_drops_them_from_val_and_test_only():
-    kept, excluded = make(FolderDataModule, "folder"), make(FolderDataModule, "folder")
-    default = make(FolderDataModule, "folder", eval_label_less="keep")
+    kept, excluded = make(CSVDataModule, "folder"), make(CSVDataModule, "folder")
+    default = make(CSVDataModule, "folder", eval_label_less="keep")
     excluded.eval_label_less = "exclude"
     for data in (kept, excluded, default):
         data.setup()
@@ -95,15 +95,15 @@ def test_exclude_drops_them_from_val_and_test_only():
 
 
 def test_the_option_is_no_reason_to_refuse_a_resumed_fit():
-    kept = make(FolderDataModule, "folder")
-    excluded = make(FolderDataModule, "folder", eval_label_less="exclude")
+    kept = make(CSVDataModule, "folder")
+    excluded = make(CSVDataModule, "folder", eval_label_less="exclude")
     for data in (kept, excluded):
         data.setup("fit")
     assert len(kept.val_dataset) != len(excluded.val_dataset)
     assert excluded.state_dict() == kept.state_dict()
     excluded.trainer = SimpleNamespace(state=SimpleNamespace(fn="fit"))
     excluded.load_state_dict(kept.state_dict())  # no refusal
-    other = make(FolderDataModule, "folder", split_seed=7)
+    other = make(CSVDataModule, "folder", split_seed=7)
     other.setup("fit")
     with pytest.raises(ValueError, match="other data"):
         excluded.load_state_dict(other.state_dict())
@@ -117,7 +117,7 @@ def test_a_bad_value_is_explained():
 def test_excluding_every_test_image_is_refused_but_predict_goes_on(tmp_path):
     root = copy_fixture("folder", tmp_path)
     (root / "test.csv").write_text("image,labels\nimages/test_00.png,\nimages/test_03.png,\n")
-    data = FolderDataModule(root=str(root), image_size=32, num_workers=0, eval_label_less="exclude")
+    data = CSVDataModule(root=str(root), image_size=32, num_workers=0, eval_label_less="exclude")
     with pytest.raises(ValueError, match="leaves no test image to evaluate: none of the 2 test"):
         data.setup("test")
     data.setup("predict")

@@ -12,8 +12,8 @@ import pytest
 
 from spml_lightning.data import (
     COCODataModule,
+    CSVDataModule,
     CUBDataModule,
-    FolderDataModule,
     NUSWIDEDataModule,
     VOCDataModule,
 )
@@ -272,20 +272,20 @@ def test_data_sets_without_boxes_name_the_strategies_they_support():
 
 
 def test_given_uses_the_data_s_observed_labels_and_refuses_data_without():
-    folder = FolderDataModule(
+    folder = CSVDataModule(
         root=str(FIXTURES / "folder"), class_names="classes.txt", num_workers=0, observe="given"
     )
     given = observed_classes(folder)
     assert folder.observed_by == "given"
     assert given == observed_classes(
-        FolderDataModule(root=str(FIXTURES / "folder"), class_names="classes.txt", num_workers=0)
+        CSVDataModule(root=str(FIXTURES / "folder"), class_names="classes.txt", num_workers=0)
     )  # uniform uses the given labels too (the protocol's rule)
     with pytest.raises(ValueError, match="observe='given' but the train phase of VOCDataModule"):
         voc(FIXTURES / "voc", cache=False, observe="given").setup("fit")
 
 
 def test_a_strategy_replaces_given_observed_labels_with_a_warning():
-    data = FolderDataModule(
+    data = CSVDataModule(
         root=str(FIXTURES / "folder"), class_names="classes.txt", num_workers=0,
         observe="frequency", num_pos=-1,
     )  # fmt: skip
@@ -300,7 +300,7 @@ def test_a_strategy_replaces_given_observed_labels_with_a_warning():
 # -- the CSV boxes column ---------------------------------------------------------------------
 
 
-def box_csv(tmp_path, rows: list[tuple[str, str]]) -> FolderDataModule:
+def box_csv(tmp_path, rows: list[tuple[str, str]]) -> CSVDataModule:
     """A folder data set of 40 x 20 PNGs with the given (labels, boxes) cells."""
     from PIL import Image
 
@@ -310,7 +310,7 @@ def box_csv(tmp_path, rows: list[tuple[str, str]]) -> FolderDataModule:
         Image.new("RGB", (40, 20)).save(tmp_path / "images" / f"{i}.png")
         lines.append(f'images/{i}.png,{labels},"{cell}"')
     (tmp_path / "train.csv").write_text("\n".join(lines) + "\n")
-    return FolderDataModule(
+    return CSVDataModule(
         root=str(tmp_path), test_csv=None, class_names=["cat", "dog", "tv"], num_workers=0,
         val_fraction=0.25,
     )  # fmt: skip
@@ -355,8 +355,52 @@ def test_csv_boxes_errors_name_the_line(tmp_path, rows, message):
 
 
 def test_csv_without_boxes_column_says_how_to_add_one():
-    data = FolderDataModule(
+    data = CSVDataModule(
         root=str(FIXTURES / "folder"), class_names="classes.txt", num_workers=0, observe="center"
     )
     with pytest.raises(ValueError, match="has no 'boxes' column: add one .* or given"):
         data.setup("fit")
+
+
+def test_a_csv_is_parsed_once_and_summarised_once_when_boxes_choose_the_positive(
+    tmp_path, monkeypatch, info_lines
+):
+    from spml_lightning.data import csv_datamodule
+
+    data = box_csv(tmp_path, ROWS)
+    data.observe = "size"
+    parsed = []
+    read = csv_datamodule.read_csv_rows
+    monkeypatch.setattr(
+        csv_datamodule, "read_csv_rows", lambda path: parsed.append(path) or read(path)
+    )
+    data.setup("fit")
+    assert parsed == [tmp_path / "train.csv"]  # class names, labels and boxes from one parse
+    summaries = [line for line in info_lines if line.startswith(f"CSVDataModule: {tmp_path}")]
+    assert len(summaries) == 1, summaries
+
+
+def test_the_dispatch_over_strategies_keeps_given_labels_and_names_what_a_set_supports():
+    from spml_lightning.data.observation import observed_labels
+
+    labels = np.array([[1, 1, 0], [0, 1, 1], [1, 0, 0]], dtype=np.uint8)
+    given = np.eye(3)
+    warned = []
+
+    def run(strategy, given_labels, has_boxes=False):
+        def no_boxes():
+            raise AssertionError("only a box strategy reads the boxes")
+
+        return observed_labels(
+            strategy, "train", labels, given_labels, seed=0, num_pos=1, num_neg=0,
+            has_boxes=has_boxes, load_boxes=no_boxes, name="Mine", warn=warned.append,
+        )  # fmt: skip
+
+    observed, by = run("uniform", given)
+    assert by == "given" and (observed == given).all()
+    observed, by = run("frequency", given)
+    assert by == "frequency" and observed.sum() == 3 and warned  # given ones ignored, said so
+    with pytest.raises(ValueError, match="comes without observed labels"):
+        run("given", None)
+    with pytest.raises(ValueError, match="Mine does not have. It supports observe: uniform, freq"):
+        run("size", None)

@@ -116,13 +116,13 @@ def test_result_tables_are_generated_from_bench_results(site):
     assert re.search(r"full &gt; GR &gt; AN on \d+ of \d+ seeds", demo)
     # The backbones table, as bench/backbones.py wrote it.
     rows = (REPO_ROOT / "bench" / "results" / "cpu_backbones.md").read_text().splitlines()[2:]
-    backbones = site.page("guides/backbones/")
+    backbones = site.page("results/backbones/")
     for row in rows:
         assert f"<code>{row.split('`')[1]}</code>" in backbones, row
     assert "8&lt;" not in backbones and "--8<--" not in backbones
     # The text outputs of the benchmarks, included as they are.
     first_line = (REPO_ROOT / "bench" / "results" / "cpu_loader_memory.txt").open().readline()
-    assert first_line.split()[0] in site.page("guides/performance/")
+    assert first_line.split()[0] in site.page("results/performance/")
 
 
 def test_notebooks_are_rendered_with_outputs_and_feed_the_guides(site):

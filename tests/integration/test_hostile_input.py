@@ -3,7 +3,7 @@
 "Clear" means: our exception type with a message naming the problem (and the
 file), raised from our code or the argument parser -- never a bare traceback
 from deep inside torch. Label CSVs with unknown class names and duplicated
-image rows are in the same kind of table in tests/data/test_folder.py.
+image rows are in the same kind of table in tests/data/test_csv_datamodule.py.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import torch
 from PIL import Image
 
 from spml_lightning.cli import run_cli
-from spml_lightning.data.base import SPMLImageDataset, unreadable_reason
-from spml_lightning.data.io import load_rgb
+from spml_lightning.data.base import SPMLImageDataset
+from spml_lightning.data.io import load_rgb, unreadable_reason
 from spml_lightning.data.transforms import reference_transform
 
 from image_files import decompression_bomb, noise, write_png_rgb48

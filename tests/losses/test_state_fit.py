@@ -7,7 +7,7 @@ import torch
 from lightning.pytorch import Callback
 
 from spml_lightning import SPMLModule
-from spml_lightning.data.base import load_rgb
+from spml_lightning.data.io import load_rgb
 from spml_lightning.data.transforms import reference_transform
 from spml_lightning.losses import (
     AsymmetricPseudoLabelLoss,

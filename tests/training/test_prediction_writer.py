@@ -11,13 +11,13 @@ import torch
 
 from spml_lightning import SPMLModule
 from spml_lightning.cli import main, run_cli
-from spml_lightning.data import ImageFolderDataModule
+from spml_lightning.data import UnlabelledImageDataModule
 from spml_lightning.inference import predicted_labels
 from spml_lightning.training import PredictionWriter
 
 from conftest import REPO_ROOT
 
-IMAGES_CLASS = "spml_lightning.data.ImageFolderDataModule"
+IMAGES_CLASS = "spml_lightning.data.UnlabelledImageDataModule"
 
 
 @pytest.fixture
@@ -164,7 +164,8 @@ def test_writer_rejects_bad_settings():
 
 
 def test_image_folder_datamodule(tiny_run, photos, tmp_path):
-    data = ImageFolderDataModule.from_checkpoint(tiny_run["best"], str(photos), recursive=False)
+    model = SPMLModule.load_from_checkpoint(tiny_run["best"], map_location="cpu")
+    data = UnlabelledImageDataModule.for_model(model, str(photos), recursive=False)
     assert (
         data.class_names
         == SPMLModule.load_from_checkpoint(tiny_run["best"], map_location="cpu").class_names
@@ -177,12 +178,12 @@ def test_image_folder_datamodule(tiny_run, photos, tmp_path):
     with pytest.raises(RuntimeError, match="prediction only"):
         data.setup("fit")
     with pytest.raises(ValueError, match="class_names"):
-        ImageFolderDataModule(root=str(photos))
+        UnlabelledImageDataModule(root=str(photos))
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ValueError, match="No image"):
-        ImageFolderDataModule.from_checkpoint(tiny_run["best"], str(empty)).setup("predict")
+        UnlabelledImageDataModule.for_model(model, str(empty)).setup("predict")
     listing = tmp_path / "bad.txt"
     listing.write_text("photos/img0.png\nphotos/missing.png\n")
     with pytest.raises(FileNotFoundError, match="missing.png"):
-        ImageFolderDataModule.from_checkpoint(tiny_run["best"], str(listing)).setup("predict")
+        UnlabelledImageDataModule.for_model(model, str(listing)).setup("predict")

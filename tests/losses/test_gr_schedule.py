@@ -1,4 +1,4 @@
-"""Tests of spml_lightning.schedule, pinned to hand-computed values.
+"""Tests of spml_lightning.losses.gr_schedule, pinned to hand-computed values.
 
 The reference ramp is the published GR code's (github.com/yan4xi1/GRLoss), with e the
 1-based epoch, T the epochs and n the head-only epochs: w, b move by max(e - n - 1, 0) / (T - n)
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from spml_lightning.schedule import (
+from spml_lightning.losses.gr_schedule import (
     GRParameters,
     gr_parameters,
     linear_ramp_fraction,

@@ -12,7 +12,7 @@ Two kinds of checks:
   per-sample state.
 
 The checks of the GR schedule's arguments (epochs, the β/α end points, the
-ramp mode) are in :mod:`spml_lightning.schedule`: the losses import the schedule,
+ramp mode) are in :mod:`spml_lightning.losses.gr_schedule`: the losses import the schedule,
 so the schedule cannot import from here.
 """
 

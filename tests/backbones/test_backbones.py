@@ -205,11 +205,11 @@ def test_timm_preprocessing_comes_from_its_pretrained_cfg():
 
 def test_fixed_input_size_is_checked():
     own = {"image_size": 160, "fixed_input_size": True}
-    check_input_size(own, 160, "'timm/test_vit'")
-    check_input_size(own, None, "'timm/test_vit'")  # not known yet
-    check_input_size({"image_size": 160}, 64, "'timm/test_convnext'")  # any size
+    check_input_size(own, 160, "timm/test_vit")
+    check_input_size(own, None, "timm/test_vit")  # not known yet
+    check_input_size({"image_size": 160}, 64, "timm/test_convnext")  # any size
     with pytest.raises(ValueError, match="takes 160 x 160 images only.*image_size 160"):
-        check_input_size(own, 64, "'timm/test_vit'")
+        check_input_size(own, 64, "timm/test_vit")
 
 
 # -- any nn.Module -------------------------------------------------------------------------------

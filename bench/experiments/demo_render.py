@@ -4,7 +4,7 @@
 is typical, 5 ms the ceiling. CPU time of this process, not wall time, so that other
 jobs on a shared machine count less.
 
-    python bench/demo_render.py [--images 200]
+    python bench/experiments/demo_render.py [--images 200]
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: harness
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout
 from harness import cpu_name, print_check, print_load  # noqa: E402
 
 

@@ -498,7 +498,7 @@ def test_spml_predict_and_the_report_work_with_every_kind(kind, tmp_path, tiny_d
         "predict",
         *args,
         "--ckpt_path", str(best),
-        "--data", "spml_lightning.data.ImageFolderDataModule",
+        "--data", "spml_lightning.data.UnlabelledImageDataModule",
         "--data.init_args.root", str(images[0].parent),
         "--prediction.output_path", str(out),
     ]  # fmt: skip

@@ -1,4 +1,4 @@
-"""A user's own multi-label data: an image folder plus CSV files.
+"""Reading a user's multi-label CSV files: the format, the parsing and its checks.
 
 Each CSV has a header and one row per image::
 
@@ -30,7 +30,7 @@ spaces or commas (a cell holding commas must be quoted, as CSV writers do)::
 CSV and class-name files are UTF-8 (with or without a byte-order mark), or
 UTF-16/UTF-32 with a byte-order mark (Excel's "Unicode Text"); anything else is
 an error naming the file. Because a wrong label set trains without complaint
-(to a poor mAP), ``FolderDataModule`` checks what it reads:
+(to a poor mAP), ``CSVDataModule`` (``csv_datamodule.py``) checks what it reads:
 
 * ``setup`` logs, for each CSV, its number of images and the positives per
   class (and observed positives per class, if given), before any training;
@@ -55,19 +55,26 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
-from spml_lightning.data.base import Phase, PhaseData, SPMLDataModule
-from spml_lightning.data.io import image_size
-from spml_lightning.data.observation import ObjectBoxes
-
-__all__ = ["OTHER_SEPARATORS", "FolderDataModule", "read_box_column", "read_label_csv"]
+__all__ = [
+    "BOX_FORMAT",
+    "CSV_HELP",
+    "OTHER_SEPARATORS",
+    "closest",
+    "read_box_column",
+    "read_csv_rows",
+    "read_label_csv",
+    "read_text",
+    "resolve",
+    "separator_hint",
+    "tokens",
+]
 
 _REQUIRED_COLUMNS = ("image", "labels")
 
 
-_CSV_HELP = (
-    "FolderDataModule needs an image root and CSV files with the header "
+CSV_HELP = (
+    "CSVDataModule needs an image root and CSV files with the header "
     "'image,labels[,observed]', optionally a 'boxes' column too (see the docs, "
     "docs/guides/your-own-data.md)."
 )
@@ -85,15 +92,12 @@ _BYTE_ORDER_MARKS: tuple[tuple[bytes, str], ...] = (
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
 
-#: How many doubtful class names a warning shows.
-_SHOWN_NAMES = 5
-
 _SAVE_AS_UTF8 = (
     "Save it as UTF-8 (in Excel: 'CSV UTF-8'); UTF-16 with a byte-order mark is read too."
 )
 
 
-def _read_text(path: Path) -> str:
+def read_text(path: Path) -> str:
     """The text of a CSV or class-name file: UTF-8, or UTF-16/32 starting with a byte-order mark.
 
     Raises:
@@ -120,10 +124,11 @@ def _read_text(path: Path) -> str:
     return text
 
 
-def _read_rows(path: Path) -> list[dict[str, str]]:
+def read_csv_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a label CSV as ``{column: cell}`` (cells stripped), its header checked."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist. {_CSV_HELP}")
-    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+        raise FileNotFoundError(f"{path} does not exist. {CSV_HELP}")
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
     columns = [c.strip() for c in reader.fieldnames or []]
     if any(c not in columns for c in _REQUIRED_COLUMNS):
         raise ValueError(
@@ -143,23 +148,24 @@ def _read_rows(path: Path) -> list[dict[str, str]]:
     return rows
 
 
-def _tokens(cell: str, separator: str) -> list[str]:
+def tokens(cell: str, separator: str) -> list[str]:
+    """The labels of a cell, stripped, empty ones dropped."""
     return [t.strip() for t in cell.split(separator) if t.strip()]
 
 
-def _resolve(root: Path, path: str) -> Path:
+def resolve(root: Path, path: str) -> Path:
     """``path`` (``~`` expanded) if absolute, else relative to ``root``."""
     path = Path(path).expanduser()
     return path if path.is_absolute() else root / path
 
 
-def _closest(name: str, others: Sequence[str]) -> str:
+def closest(name: str, others: Sequence[str]) -> str:
     """`` (did you mean 'x'?)`` for the most similar of ``others``, or ``""`` if none is similar."""
     match = difflib.get_close_matches(name, [o for o in others if o != name], n=1)
     return f" (did you mean {match[0]!r}?)" if match else ""
 
 
-def _separator_hint(label: str, separator: str) -> str:
+def separator_hint(label: str, separator: str) -> str:
     """How to fix a label that holds one of ``OTHER_SEPARATORS``, or ``""`` if it holds none.
 
     Args:
@@ -195,16 +201,16 @@ def _column(
             raise ValueError(
                 f"{where}: label {token!r} is not a column index in "
                 f"0..{len(class_names) - 1}. "
-                f"{_separator_hint(token, separator)}".rstrip()
+                f"{separator_hint(token, separator)}".rstrip()
             )
         return int(token)
     if token in column_of:
         return column_of[token]
     raise ValueError(
         f"{where}: unknown class {token!r}"
-        f"{_closest(token, class_names)}; the classes are "
+        f"{closest(token, class_names)}; the classes are "
         f"{list(class_names)[:10]}{' ...' if len(class_names) > 10 else ''}. "
-        f"{_separator_hint(token, separator)}".rstrip()
+        f"{separator_hint(token, separator)}".rstrip()
     )
 
 
@@ -214,6 +220,7 @@ def read_label_csv(
     separator: str,
     label_format: Literal["names", "indices"],
     root: Path | None = None,
+    rows: list[dict[str, str]] | None = None,
 ) -> tuple[list[str], np.ndarray, np.ndarray | None]:
     """Read a label CSV (see the module doc) against known class names.
 
@@ -225,6 +232,7 @@ def read_label_csv(
         root: what relative image paths are relative to; two rows whose paths
             lead to the same file (after ``os.path.normpath``) are duplicates.
             Default: the paths as written, normalised.
+        rows: the file's rows if already read (:func:`read_csv_rows`), not to parse it again.
 
     Returns:
         Image paths as written, (N, C) uint8 labels, and the (N, C) observed
@@ -234,7 +242,7 @@ def read_label_csv(
         ValueError: naming the file and line, for an empty image cell, an image
             listed twice, or a label that is not one of ``class_names``.
     """
-    rows = _read_rows(path)
+    rows = read_csv_rows(path) if rows is None else rows
     column_of = {name: i for i, name in enumerate(class_names)}
     has_observed = bool(rows) and "observed" in rows[0]
     labels = np.zeros((len(rows), len(class_names)), dtype=np.uint8)
@@ -247,7 +255,7 @@ def read_label_csv(
         if not image:
             raise ValueError(f"{path}, line {line}: empty 'image' cell.")
         key = os.path.normpath(
-            _resolve(root, image) if root is not None else os.path.expanduser(image)
+            resolve(root, image) if root is not None else os.path.expanduser(image)
         )
         if key in seen:
             first_line, first = seen[key]
@@ -262,7 +270,7 @@ def read_label_csv(
             [(observed, row["observed"])] if has_observed else []
         )
         for matrix, cell in targets:
-            for token in _tokens(cell, separator):
+            for token in tokens(cell, separator):
                 where = f"{path}, line {line}"
                 matrix[
                     i, _column(token, class_names, column_of, separator, label_format, where)
@@ -270,7 +278,7 @@ def read_label_csv(
     return images, labels, observed
 
 
-_BOX_FORMAT = (
+BOX_FORMAT = (
     "write '<label>:<x> <y> <w> <h>' (pixels, x and y the top-left corner), boxes separated by "
     "label_separator"
 )
@@ -282,6 +290,7 @@ def read_box_column(
     separator: str,
     label_format: Literal["names", "indices"],
     labels: np.ndarray,
+    rows: list[dict[str, str]] | None = None,
 ) -> dict[str, np.ndarray] | None:
     """The ``boxes`` column of a label CSV (module doc), or None if it has none.
 
@@ -291,6 +300,7 @@ def read_box_column(
         separator: what separates the boxes within a cell.
         label_format: ``names`` or ``indices``, as in ``labels``.
         labels: the CSV's (N, C) labels, from ``read_label_csv``.
+        rows: the file's rows if already read (:func:`read_csv_rows`), not to parse it again.
 
     Returns:
         ``{"rows", "columns": int64 (K,), "boxes": float64 (K, 4) x, y, w, h}``.
@@ -299,18 +309,18 @@ def read_box_column(
         ValueError: naming the file and line, for a malformed box, a box of a
             class the row does not label, or a labelled row without a box.
     """
-    rows = _read_rows(path)
+    rows = read_csv_rows(path) if rows is None else rows
     if not rows or "boxes" not in rows[0]:
         return None
     column_of = {name: i for i, name in enumerate(class_names)}
     found_rows, columns, boxes = [], [], []
     for i, row in enumerate(rows):
         where = f"{path}, line {i + 2}"
-        entries = _tokens(row["boxes"], separator)
+        entries = tokens(row["boxes"], separator)
         if labels[i].any() and not entries:
             raise ValueError(
                 f"{where}: labels {row['labels']!r} but an empty 'boxes' cell; observe='size' "
-                f"and 'center' need the box of at least one of them: {_BOX_FORMAT}."
+                f"and 'center' need the box of at least one of them: {BOX_FORMAT}."
             )
         for entry in entries:
             token, _, numbers = entry.rpartition(":")
@@ -326,7 +336,7 @@ def read_box_column(
             ):
                 raise ValueError(
                     f"{where}: box {entry!r} is not '<label>:<x> <y> <w> <h>' with a positive "
-                    f"width and height; {_BOX_FORMAT}."
+                    f"width and height; {BOX_FORMAT}."
                 )
             column = _column(token.strip(), class_names, column_of, separator, label_format, where)
             if not labels[i, column]:
@@ -342,209 +352,3 @@ def read_box_column(
         "columns": np.asarray(columns, dtype=np.int64),
         "boxes": np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
     }
-
-
-class FolderDataModule(SPMLDataModule):
-    """Your own images and multi-label CSV files.
-
-    Args:
-        root: image root; relative ``image`` paths (and CSV paths) are resolved against it.
-        train_csv: CSV of the training images (split into train/val by the protocol);
-            its optional ``boxes`` column serves ``observe: size | center``.
-        test_csv: CSV of the test images (full labels); None if there is no test set.
-        class_names: the label columns in order: a list, or a text file with one
-            name per line. Default: every name used in the CSVs, sorted (for
-            ``label_format: indices``: ``class_0`` ... up to the largest index).
-        label_format: ``names`` or ``indices`` (0-based column numbers).
-        label_separator: what separates the labels within a cell (not ``,``,
-            which separates the columns).
-        **kwargs (Any): see ``SPMLDataModule``.
-
-    ``setup`` logs the images and positives per class of each CSV it reads,
-    and refuses a training CSV without any positive label; see the module doc
-    for the other checks.
-    """
-
-    has_boxes = True
-
-    def __init__(
-        self,
-        root: str,
-        train_csv: str = "train.csv",
-        test_csv: str | None = "test.csv",
-        class_names: list[str] | str | None = None,
-        label_format: Literal["names", "indices"] = "names",
-        label_separator: str = ";",
-        **kwargs,
-    ) -> None:
-        super().__init__(root=root, **kwargs)
-        if label_format not in ("names", "indices"):
-            raise ValueError(f"label_format must be 'names' or 'indices', got {label_format!r}.")
-        if not label_separator or label_separator == ",":
-            raise ValueError("label_separator must be a non-empty string other than ','.")
-        self.train_csv = self._resolve(train_csv)
-        self.test_csv = self._resolve(test_csv) if test_csv else None
-        self.label_format = label_format
-        self.label_separator = label_separator
-        self._names_arg = class_names
-        self._class_names: list[str] | None = None
-
-    def _resolve(self, path: str) -> Path:
-        return _resolve(self.root, path)
-
-    def _csv_files(self) -> list[Path]:
-        return [self.train_csv] + ([self.test_csv] if self.test_csv else [])
-
-    @property
-    def class_names(self) -> list[str]:
-        """The given names (a list or file), else those used in the CSVs; found on first use."""
-        if self._class_names is None:
-            self._class_names = self._find_class_names()
-        return self._class_names
-
-    def _check_root(self) -> None:
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"The image root {self.root} does not exist. {_CSV_HELP}")
-
-    def _find_class_names(self) -> list[str]:
-        self._check_root()
-        if isinstance(self._names_arg, str):
-            names_file = self._resolve(self._names_arg)
-            if not names_file.is_file():
-                raise FileNotFoundError(f"class_names file {names_file} does not exist.")
-            names = [line.strip() for line in _read_text(names_file).splitlines() if line.strip()]
-        elif self._names_arg is not None:
-            names = [str(n) for n in self._names_arg]
-        else:
-            used = self._label_uses()
-            if self.label_format == "names":
-                names = sorted(used)
-                self._warn_doubtful_names(used)
-            else:
-                bad = sorted(t for t in used if not t.isdigit())
-                if bad:
-                    raise ValueError(
-                        f"label_format='indices' but the CSVs use labels {bad[:5]} "
-                        f"({self._where(used[bad[0]])}). "
-                        f"{_separator_hint(bad[0], self.label_separator)}".rstrip()
-                    )
-                names = [f"class_{i}" for i in range(max((int(t) for t in used), default=-1) + 1)]
-        if not names:
-            raise ValueError(f"No classes: {self._csv_files()} name none and class_names is empty.")
-        if len(set(names)) != len(names):
-            raise ValueError("class_names contains a name twice.")
-        return names
-
-    def _label_uses(self) -> dict[str, list[tuple[Path, int]]]:
-        """Every label of the CSVs (labels and observed columns), with the (CSV, line) using it."""
-        uses: dict[str, list[tuple[Path, int]]] = {}
-        for path in self._csv_files():
-            for line, row in enumerate(_read_rows(path), start=2):  # the header is line 1
-                cells = (row.get(key, "") for key in ("labels", "observed"))
-                for token in sorted(
-                    {t for cell in cells for t in _tokens(cell, self.label_separator)}
-                ):
-                    uses.setdefault(token, []).append((path, line))
-        return uses
-
-    @staticmethod
-    def _where(rows: list[tuple[Path, int]]) -> str:
-        (path, line), more = rows[0], len(rows) - 1
-        return f"{path}, line {line}" + (f", and {more} more rows" if more else "")
-
-    def _warn_doubtful_names(self, uses: dict[str, list[tuple[Path, int]]]) -> None:
-        """Warn about class names read from the CSVs that are probably not classes.
-
-        Nothing else catches them: without ``class_names`` every label is a
-        class. A name holding another common separator is probably several
-        labels; a name that only one image uses is probably a typo.
-        """
-        joined = {
-            name: hint
-            for name in sorted(uses)
-            if (hint := _separator_hint(name, self.label_separator))
-        }
-        if joined:
-            examples = list(joined.items())[:_SHOWN_NAMES]
-            shown = "\n  ".join(f"{self._where(uses[name])}: {hint}" for name, hint in examples)
-            rank_zero_warn(
-                f"FolderDataModule: {len(joined)} of the {len(uses)} class names in the CSVs hold "
-                f"a label separator other than label_separator={self.label_separator!r}, e.g.:"
-                f"\n  {shown}"
-            )
-        once = [name for name in sorted(uses) if len(uses[name]) == 1 and name not in joined]
-        if once:
-            # A typo is most likely one of a class that other images use. Only the names shown
-            # are matched: difflib over every pair of a large vocabulary is slow.
-            common = [name for name in uses if len(uses[name]) > 1 and name not in joined]
-            shown = "\n  ".join(
-                f"{self._where(uses[name])}: {name!r}{_closest(name, common)}"
-                for name in once[:_SHOWN_NAMES]
-            )
-            rank_zero_warn(
-                f"FolderDataModule: {len(once)} of the {len(uses)} class names in the CSVs are "
-                f"used by a single image, typos?\n  {shown}\nFix them, or pass class_names (a "
-                "list, or a file with one name per line) so that any other name is an error."
-            )
-
-    def obtain_hint(self) -> str:
-        """Where the CSVs' relative image paths start."""
-        return f"the image paths of the CSV files are relative to {self.root}"
-
-    def load_phase(self, phase: Phase) -> PhaseData:
-        """The images, labels and any observed labels of the phase's CSV file."""
-        self._check_root()
-        path = self.train_csv if phase == "train" else self.test_csv
-        if path is None:
-            raise ValueError("FolderDataModule has no test_csv: there is no test set to set up.")
-        images, labels, observed = read_label_csv(
-            path, self.class_names, self.label_separator, self.label_format, root=self.root
-        )
-        if phase == "train" and not labels.any():
-            raise ValueError(
-                f"{path}: none of its {len(images)} rows has a label (every 'labels' cell is "
-                "empty), so there is nothing to learn. Write each image's labels in its 'labels' "
-                f"cell, separated by {self.label_separator!r}."
-            )
-        self._report(path, labels, observed)
-        return PhaseData([str(self._resolve(image)) for image in images], labels, observed)
-
-    def _report(self, path: Path, labels: np.ndarray, observed: np.ndarray | None) -> None:
-        """Log what a CSV holds: a label set that is not what was meant shows before training."""
-
-        def per_class(matrix: np.ndarray) -> dict[str, int]:
-            return dict(zip(self.class_names, (int(n) for n in matrix.sum(0)), strict=True))
-
-        unlabelled = int((labels.sum(1) == 0).sum())
-        rank_zero_info(
-            f"FolderDataModule: {path}: {len(labels)} images"
-            + (f" ({unlabelled} without a label)" if unlabelled else "")
-            + f", {len(self.class_names)} classes; positives per class {per_class(labels)}"
-            + (
-                f"; observed positives per class {per_class(observed == 1)}"
-                if observed is not None
-                else ""
-            )
-        )
-
-    def load_boxes(self, phase: Phase) -> ObjectBoxes:
-        """The phase CSV's ``boxes`` column; image sizes (``center``) from the image headers."""
-        data = self.load_phase(phase)
-        path = self.train_csv if phase == "train" else self.test_csv
-        assert path is not None  # load_phase refused a missing test CSV
-        found = read_box_column(
-            path, self.class_names, self.label_separator, self.label_format, data.labels
-        )
-        if found is None:
-            raise ValueError(
-                f"observe={self.observe!r} chooses the observed positive by the objects' boxes, "
-                f"but {path} has no 'boxes' column: add one ({_BOX_FORMAT}; see "
-                "docs/guides/your-own-data.md), or choose observe: uniform or frequency"
-                + (" or given." if data.observed is not None else ".")
-            )
-        sizes = None
-        if self.observe == "center":  # only center normalises by the image size
-            sizes = np.ones((len(data.image_paths), 2))
-            for row in np.unique(found["rows"]).tolist():
-                sizes[row] = image_size(data.image_paths[row])
-        return ObjectBoxes.from_boxes(found["rows"], found["columns"], found["boxes"], sizes)

@@ -1,4 +1,4 @@
-"""FolderDataModule: a user's own images and CSV files."""
+"""CSVDataModule: a user's own images and CSV files."""
 
 import csv
 import re
@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from spml_lightning.data import FolderDataModule
+from spml_lightning.data import CSVDataModule
 
 from community_reference import FIXTURES, assert_protocol, copy_fixture
 
@@ -25,8 +25,8 @@ def read_csv(path):
     return [r["image"] for r in rows], labels, observed
 
 
-def make(root=ROOT, **kwargs) -> FolderDataModule:
-    return FolderDataModule(root=str(root), image_size=32, batch_size=4, num_workers=0, **kwargs)
+def make(root=ROOT, **kwargs) -> CSVDataModule:
+    return CSVDataModule(root=str(root), image_size=32, batch_size=4, num_workers=0, **kwargs)
 
 
 def test_given_observed_labels_and_generated_single_positives():
@@ -109,15 +109,15 @@ def test_setup_reports_the_classes_and_their_counts(info_lines):
         return {name: int(n) for name, n in zip(CLASSES, matrix.sum(0), strict=True)}
 
     assert info_lines == [
-        f"FolderDataModule: {ROOT / 'train.csv'}: {len(train_files)} images "
+        f"CSVDataModule: {ROOT / 'train.csv'}: {len(train_files)} images "
         f"(1 without a label), 4 classes; positives per class {counts(train_labels)}; "
         f"observed positives per class {counts(train_observed)}",
         # The split's count (base.py): train_03, the CSV's image without a label, is a val row.
-        "FolderDataModule: 0 of 10 train and 1 of 2 val images have no positive label; training "
+        "CSVDataModule: 0 of 10 train and 1 of 2 val images have no positive label; training "
         "keeps them (no observed positive); val evaluation keeps them (eval_label_less=keep).",
-        f"FolderDataModule: {ROOT / 'test.csv'}: {len(test_files)} images "
+        f"CSVDataModule: {ROOT / 'test.csv'}: {len(test_files)} images "
         f"(1 without a label), 4 classes; positives per class {counts(test_labels)}",
-        "FolderDataModule: 1 of 6 test images have no positive label; test evaluation keeps them "
+        "CSVDataModule: 1 of 6 test images have no positive label; test evaluation keeps them "
         "(eval_label_less=keep).",
     ]
 
@@ -142,7 +142,7 @@ def test_doubtful_class_names_are_flagged(tmp_path):
     joined, once = (str(w.message) for w in record)
     where = f"{root / 'train.csv'}, line"
     assert joined == (
-        "FolderDataModule: 2 of the 6 class names in the CSVs hold a label separator other than "
+        "CSVDataModule: 2 of the 6 class names in the CSVs hold a label separator other than "
         "label_separator=';', e.g.:\n"
         f"  {where} 6: 'cat|tv' looks like labels separated by '|': pass label_separator='|' "
         "if your CSVs separate labels with it (now ';'), or write 'cat;tv'.\n"
@@ -150,7 +150,7 @@ def test_doubtful_class_names_are_flagged(tmp_path):
         "columns and cannot separate labels: write 'dog;tv'."
     )
     assert once.startswith(
-        "FolderDataModule: 1 of the 6 class names in the CSVs are used by a single image, typos?\n"
+        "CSVDataModule: 1 of the 6 class names in the CSVs are used by a single image, typos?\n"
         f"  {where} 3: 'dgo' (did you mean 'dog'?)\nFix them, or pass class_names"
     )
 
@@ -177,3 +177,35 @@ def test_csv_encodings(tmp_path):
     (root / "train.csv").write_bytes(text.encode("utf-16-le"))  # no byte-order mark
     with pytest.raises(ValueError, match=rf"{path} holds NUL characters: probably UTF-16 without"):
         make(root, class_names=CLASSES).load_phase("train")
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [("FolderDataModule", "CSVDataModule"), ("ImageFolderDataModule", "UnlabelledImageDataModule")],
+)
+def test_former_names_build_the_renamed_class_and_say_so(old, new, tmp_path):
+    import spml_lightning.data as data
+
+    kwargs = (
+        {"root": str(ROOT), "num_workers": 0}
+        if old == "FolderDataModule"
+        else {"root": str(tmp_path), "class_names": ["a"], "image_size": 32}
+    )
+    with pytest.warns(FutureWarning, match=f"{old} was renamed {new}: write class_path"):
+        module = getattr(data, old)(**kwargs)
+    assert isinstance(module, getattr(data, new))
+
+
+def test_a_config_naming_the_former_class_path_still_runs(tmp_path):
+    from spml_lightning.cli import run_cli
+
+    with pytest.warns(FutureWarning, match="FolderDataModule was renamed CSVDataModule"):
+        cli = run_cli(
+            [
+                "--data", "spml_lightning.data.FolderDataModule",
+                "--data.init_args.root", str(ROOT), "--data.init_args.num_workers", "0",
+                "--model.backbone", "resnet18", "--model.weights", "none",
+            ],
+            run=False,
+        )  # fmt: skip
+    assert isinstance(cli.datamodule, CSVDataModule)

@@ -1,7 +1,7 @@
 """`spml suggest`: the training images' unknown labels ranked by a trained model, in a CSV.
 
 On the demo (full labels known: precision@N is printed), on a user's CSV data
-(FolderDataModule: printed when its labels hold more than the observed
+(CSVDataModule: printed when its labels hold more than the observed
 positives), with bad options (exit 2, one line), and across DDP ranks.
 """
 
@@ -211,7 +211,7 @@ def test_suggest_on_a_folder_of_csv_data(tmp_path, info_lines):
     shutil.copytree(REPO_ROOT / "tests" / "data" / "folder", root)
     config = tmp_path / "folder.yaml"
     config.write_text(
-        "data:\n  class_path: spml_lightning.data.FolderDataModule\n"
+        "data:\n  class_path: spml_lightning.data.CSVDataModule\n"
         f"  init_args:\n    root: {root}\n    class_names: classes.txt\n"
     )
     args = ["--config", str(config), *FOLDER_TINY, "--trainer.default_root_dir", str(tmp_path)]

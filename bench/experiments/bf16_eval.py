@@ -8,7 +8,7 @@ resolution; the script prints the mAP and the share of tied scores per class.
 Training-side effects of bf16 are for ``bench/profile_accuracy.py --profiles
 bf16 bf16_head`` (on a GPU or a CPU with native bf16).
 
-    python bench/bf16_eval.py --ckpt_path runs/demo/lightning_logs/version_0/checkpoints/last.ckpt
+    python bench/experiments/bf16_eval.py --ckpt_path runs/demo/.../checkpoints/last.ckpt
         [--config configs/demo.yaml] [spml flags, e.g. --data.init_args.root data/demo]
 """
 
@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: harness
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout
 from harness import cpu_name, print_load, print_ratio  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def tied_share(scores: torch.Tensor) -> float:

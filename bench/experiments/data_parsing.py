@@ -1,6 +1,6 @@
 """How long the raw-format readers take on files of the real size.
 
-    python bench/data_parsing.py [--images 82783 --annotations 604907]
+    python bench/experiments/data_parsing.py [--images 82783 --annotations 604907]
 
 Writes a synthetic ``instances_train2014.json`` of COCO train2014's size (ids,
 categories, polygons, boxes shaped like the real file) and a synthetic CUB
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from spml_lightning.data.coco import COCO_CLASSES, COCODataModule, read_coco_instances  # noqa: E402
 from spml_lightning.data.cub import CUB_ATTRIBUTES, read_cub  # noqa: E402
