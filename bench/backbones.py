@@ -1,6 +1,6 @@
 """Backbones tried on the demo: feature size, parameters, one demo epoch's fit time, test mAP.
 
-Each backbone trains ``configs/demo.yaml`` (GR Loss, 64 px, batch 32, from scratch:
+Each backbone trains ``configs/demo_resnet.yaml`` (GR Loss, 64 px, batch 32, from scratch:
 ``--model.weights none``, nothing is downloaded) for ``--epochs`` epochs, then its
 last weights are tested. The three kinds of backbone (docs/guides/backbones.md) are
 given exactly as a user gives them on the command line: a torchvision name, a
@@ -54,7 +54,7 @@ def fit_one(backbone: str, epochs: int, work: Path) -> dict[str, object]:
     from spml_lightning.cli import run_cli
 
     args = [
-        "--config", str(REPO / "configs" / "demo.yaml"),
+        "--config", str(REPO / "configs" / "demo_resnet.yaml"),
         *backbone_flags(backbone),
         "--model.weights", "none",
         "--trainer.max_epochs", str(epochs),
@@ -84,7 +84,7 @@ def prepare_demo_data() -> None:
 
     from spml_lightning import DemoDataModule
 
-    init_args = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())["data"]["init_args"]
+    init_args = yaml.safe_load((REPO / "configs" / "demo_resnet.yaml").read_text())["data"]["init_args"]
     DemoDataModule(**init_args).prepare_data()
 
 

@@ -6,7 +6,7 @@ difference with the paper profile paired by seed (mean ± std, and its 95 %
 t interval: whether the seeds show a gap, show it under a point, or cannot
 tell, with about how many seeds would), and the wall time; runs are
 interleaved seed by seed so that load from other processes hits every
-profile alike. Profiles (each on ``configs/demo.yaml``):
+profile alike. Profiles (each on ``configs/demo_resnet.yaml``):
 
 - ``paper``: the demo config as it is (fp32, batch 32);
 - ``fast``: + ``configs/fast.yaml`` (bf16-mixed with the head in fp32,
@@ -65,7 +65,7 @@ DEMO_EPOCHS = 12
 #: The fast profile's arguments: configs/fast.yaml stacked on the demo config.
 FAST = ["--config", str(REPO / "configs" / "fast.yaml")]
 BATCH_128 = ["--data.init_args.batch_size", "128"]
-#: The CLI arguments of each profile, on top of configs/demo.yaml.
+#: The CLI arguments of each profile, on top of configs/demo_resnet.yaml.
 PROFILES: dict[str, list[str]] = {
     "paper": [],
     "fast": FAST,
@@ -96,7 +96,7 @@ def train_and_test(
     """Fit one profile on the demo, test its best checkpoint; test mAP and seconds."""
     from spml_lightning.cli import run_cli
 
-    args = ["--config", str(REPO / "configs" / "demo.yaml")]
+    args = ["--config", str(REPO / "configs" / "demo_resnet.yaml")]
     if loss != "GR":
         args += loss_arguments(loss, epochs)
     args += [

@@ -9,7 +9,7 @@ Training-side effects of bf16 are for ``bench/profile_accuracy.py --profiles
 bf16 bf16_head`` (on a GPU or a CPU with native bf16).
 
     python bench/experiments/bf16_eval.py --ckpt_path runs/demo/.../checkpoints/last.ckpt
-        [--config configs/demo.yaml] [spml flags, e.g. --data.init_args.root data/demo]
+        [--config configs/demo_resnet.yaml] [spml flags, e.g. --data.init_args.root data/demo_resnet]
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def main_bench(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--ckpt_path", required=True)
-    parser.add_argument("--config", default=str(REPO / "configs" / "demo.yaml"))
+    parser.add_argument("--config", default=str(REPO / "configs" / "demo_resnet.yaml"))
     args, spml_flags = parser.parse_known_args(argv)
 
     from spml_lightning import SPMLModule
