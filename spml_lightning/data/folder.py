@@ -542,9 +542,14 @@ class FolderDataModule(SPMLDataModule):
                 "docs/guides/your-own-data.md), or choose observe: uniform or frequency"
                 + (" or given." if data.observed is not None else ".")
             )
-        sizes = None
-        if self.observe == "center":  # only center normalises by the image size
-            sizes = np.ones((len(data.image_paths), 2))
-            for row in np.unique(found["rows"]).tolist():
-                sizes[row] = image_size(data.image_paths[row])
-        return ObjectBoxes.from_boxes(found["rows"], found["columns"], found["boxes"], sizes)
+        # center normalises by the image sizes, and every box is checked against them.
+        sizes = np.ones((len(data.image_paths), 2))
+        for row in np.unique(found["rows"]).tolist():
+            sizes[row] = image_size(data.image_paths[row])
+        rows, columns = found["rows"], found["columns"]
+
+        def describe(k: int) -> str:
+            image = data.image_paths[rows[k]]
+            return f"{path}, line {rows[k] + 2} ({image}), {self.class_names[columns[k]]!r}"
+
+        return ObjectBoxes.from_boxes(rows, columns, found["boxes"], sizes, describe)
