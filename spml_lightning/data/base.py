@@ -32,7 +32,12 @@ from spml_lightning.data.observation import (
     observe_by_boxes,
     observe_by_frequency,
 )
-from spml_lightning.data.protocol import check_counts, observe_single_positive, split_train_val
+from spml_lightning.data.protocol import (
+    check_counts,
+    check_seed,
+    observe_single_positive,
+    split_train_val,
+)
 from spml_lightning.data.sampling import ResumableDataLoader
 from spml_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, reference_transform
 
@@ -255,6 +260,9 @@ class SPMLDataModule(LightningDataModule, ABC):
                 f"val_fraction must be strictly between 0 and 1, got {val_fraction} "
                 "(model selection needs a validation set)."
             )
+        check_seed("split_seed", split_seed)
+        check_seed("observe_seed", observe_seed)
+        check_counts(num_pos, num_neg)
         if observe not in OBSERVE_STRATEGIES:
             raise ValueError(
                 f"observe must be one of {', '.join(OBSERVE_STRATEGIES)}; got {observe!r}."

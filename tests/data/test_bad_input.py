@@ -137,3 +137,26 @@ def test_skip_unreadable_with_nothing_readable_is_an_error(tmp_path):
         image.write_bytes(b"not an image")
     with pytest.raises(FileNotFoundError, match=r"None of the 12 images of the train phase"):
         make("folder", root, skip_unreadable=True).setup("fit")
+
+
+@pytest.mark.parametrize("option", ["split_seed", "observe_seed"])
+@pytest.mark.parametrize("value", [-1, 99999999999, 2**32, 1.5, True])
+def test_a_seed_numpy_cannot_take_is_refused_at_construction_naming_the_option(
+    option, value, tmp_path
+):
+    with pytest.raises(ValueError, match=rf"{option} must be an integer from 0 to 2\*\*32 - 1"):
+        make("folder", tmp_path, **{option: value})
+    make("folder", tmp_path, **{option: 2**32 - 1})  # the largest seed numpy takes
+
+
+@pytest.mark.parametrize(
+    ("counts", "message"),
+    [
+        ({"num_pos": 0}, "0 observes no positive"),
+        ({"num_pos": -2}, "num_pos must be a non-negative integer or -1"),
+        ({"num_neg": -5}, "num_neg must be a non-negative integer or -1"),
+    ],
+)
+def test_observation_counts_are_checked_at_construction(counts, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        make("folder", tmp_path, **counts)
