@@ -104,6 +104,23 @@ class PauseAtStep(Callback):
             time.sleep(600)
 
 
+class FailAtStep(Callback):
+    """Raise ``RuntimeError`` at the end of global step ``step``: a crash, in the same process.
+
+    Args:
+        step: global step (optimizer steps done) to fail at.
+    """
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx
+    ) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError(f"FailAtStep: crashed at step {self.step}")
+
+
 class ScriptedMetric(Callback):
     """Log ``name`` = ``values[epoch]`` at every validation, so a test decides which epoch is best.
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 #: ``weights`` values meaning "the weights the backbone comes with".
@@ -172,10 +171,6 @@ def read_weights(path: Path) -> WeightsFile:
             for k, v in state.items()
             if k.startswith(SPML_BACKBONE_PREFIX)
         }
-        rank_zero_info(
-            f"Weights file {path} is an spml checkpoint (backbone {architecture}): its "
-            "backbone's weights are loaded, its head and loss state are not."
-        )
     return WeightsFile(state, architecture)
 
 
