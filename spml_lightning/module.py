@@ -37,7 +37,9 @@ from spml_lightning.losses.distributed import first_occurrences as _first_occurr
 from spml_lightning.metrics import average_precision_per_class
 from spml_lightning.precision_recall import operating_point_metrics
 from spml_lightning.training.compatibility import (
+    check_backbone,
     check_class_names,
+    check_given_backbone,
     check_preprocessing,
     resume_plan,
 )
@@ -395,6 +397,8 @@ class SPMLModule(LightningModule):
         not all recorded is passed again: ``load_from_checkpoint(path,
         backbone=MyNet(...))`` (docs/guides/backbones.md).
         """
+        if "backbone" in kwargs:  # Lightning overwrites the recorded one with it
+            check_given_backbone(checkpoint_path, kwargs["backbone"])
         with initial_weights_skipped():
             return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
@@ -431,6 +435,7 @@ class SPMLModule(LightningModule):
         if self.trainer.state.fn != TrainerFn.FITTING:
             if self.hparams.class_names is None:  # no names from the data: the checkpoint's hold
                 self.hparams.class_names = hparams.get("class_names")
+            check_backbone(hparams.get("backbone"), self.hparams.get("backbone"), source)
             check_class_names(hparams.get("class_names"), self.hparams.class_names, source)
             datamodule = getattr(self.trainer, "datamodule", None)
             check_preprocessing(hparams, getattr(datamodule, "preprocessing", {}), source)

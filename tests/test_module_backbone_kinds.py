@@ -516,3 +516,26 @@ def test_spml_predict_and_the_report_work_with_every_kind(kind, tmp_path, tiny_d
     report_dir = report([*args, "--ckpt_path", str(best), "--output_dir", str(tmp_path / "r")])
     with (report_dir / "per_class.csv").open(newline="") as handle:
         assert len(list(csv.DictReader(handle))) == 14
+
+
+def test_a_checkpoint_given_another_backbone_names_both(tmp_path, tiny_demo_root, capsys):
+    args = [*demo_args(tmp_path, tiny_demo_root), "--model.weights", "none"]
+    fit = run_cli(["fit", *args, *KIND_FLAGS["module"]])
+    best = fit.trainer.checkpoint_callback.best_model_path
+    # The backbone config forgotten: demo.yaml's resnet18 against the checkpoint's SimpleConvNet.
+    # (An explicit path would give the model the checkpoint's arguments: LightningCLI's way.)
+    capsys.readouterr()
+    assert main(["test", *args, "--ckpt_path", "best"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert (
+        "was trained with another backbone than this run builds: "
+        "spml_lightning.backbones.SimpleConvNet in the checkpoint, 'resnet18' now" in err
+    )
+    # Other arguments of the same class are another network too; so in the Python API.
+    with pytest.raises(ValueError, match=r"widths \[8, 16\] -> \[8, 32\] \(checkpoint -> now\)"):
+        run_cli(["validate", *args, *KIND_FLAGS["module"][:3], "[8, 32]", "--ckpt_path", "last"])
+    with pytest.raises(ValueError, match="'resnet18' now"):
+        SPMLModule.load_from_checkpoint(best, backbone="resnet18")
+    # The checkpoint's backbone, given as a module (recorded from its attributes), loads.
+    assert SPMLModule.load_from_checkpoint(best, backbone=SimpleConvNet([8, 16])) is not None
