@@ -120,3 +120,14 @@ def test_report_shows_the_observation_strategy_and_observed_positives(tiny_run, 
         f"| **total** | {sum(int(r['positives']) for r in per_class.values())} | {images} | |"
         in (markdown)
     )
+
+
+def test_report_refuses_data_with_other_training_rows(tiny_run, tmp_path, capsys):
+    from spml_lightning.analysis.report import command
+
+    out = tmp_path / "report"
+    args = [*tiny_run["args"], "--ckpt_path", str(tiny_run["best"]), "--output_dir", str(out)]
+    assert command([*args, "--data.init_args.observe_seed", "7"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "The train and val rows of DemoDataModule differ from those the checkpoint" in err
+    assert "observe_seed" in err and not out.exists()
