@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -157,8 +158,10 @@ class SPMLModule(LightningModule):
             raise ValueError(
                 f"class_names has {len(class_names)} names but num_classes is {num_classes}."
             )
-        if lr <= 0 or lr_mult <= 0:
-            raise ValueError(f"lr and lr_mult must be positive, got lr={lr}, lr_mult={lr_mult}.")
+        if not (0 < lr < math.inf and 0 < lr_mult < math.inf):  # nan fails too
+            raise ValueError(
+                f"lr and lr_mult must be finite positive numbers, got lr={lr}, lr_mult={lr_mult}."
+            )
         check_lr_scaling(lr_scaling, lr_batch_size)
         check_lr_warmup(lr_warmup_epochs)
         if linear_init < 0:

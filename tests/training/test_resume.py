@@ -452,7 +452,7 @@ def test_resume_refuses_other_training_rows_but_not_a_moved_data_root(tmp_path, 
         ["--data.init_args.observe", "frequency"],
         ["--data.init_args.split_seed", "7"],
     ):
-        with pytest.raises(ValueError, match="train and val rows of DemoDataModule differ from those"):
+        with pytest.raises(ValueError, match="train and val rows of DemoDataModule differ"):
             run_cli(["fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last", *change])
     assert last.read_bytes() == saved
     # The same data set copied elsewhere is the same training set.
