@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from spml_lightning.data.device_decode import collate_encoded, decode_and_transform, read_encoded
 from spml_lightning.data.io import load_rgb, unreadable_reason
 from spml_lightning.data.observation import (
+    BOX_STRATEGIES,
     OBSERVE_STRATEGIES,
     ObjectBoxes,
     observe_by_boxes,
@@ -422,10 +423,12 @@ class SPMLDataModule(LightningDataModule, ABC):
         name = type(self).__name__
         given = data.observed is not None
         if strategy == "given" and not given:
+            # Only the strategies this data supports: the box ones need boxes.
+            others = ["uniform", "frequency"] + (list(BOX_STRATEGIES) if self.has_boxes else [])
             raise ValueError(
                 f"observe='given' but the {phase} phase of {name} comes without observed labels "
                 "(a CSV 'observed' column, formatted_*_labels_obs.npy). Choose another strategy "
-                f"(observe: {', '.join(s for s in OBSERVE_STRATEGIES if s != 'given')})."
+                f"(observe: {', '.join(others)})."
             )
         if given and strategy in ("uniform", "given"):
             return np.asarray(data.observed, dtype=np.float64), "given"

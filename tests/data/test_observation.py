@@ -432,3 +432,11 @@ def test_coco_box_outside_its_image_names_the_annotation(tmp_path):
         coco(root, observe="size", cache=False).setup("fit")
     assert f"{path}, an annotation of image id 800 (" in str(error.value)
     assert "box x -40 y 11 w 16 h 3 in an image of 24 x 24 px" in str(error.value)
+
+
+def test_given_without_observed_labels_suggests_only_the_strategies_the_data_supports():
+    cub = CUBDataModule(root=str(FIXTURES / "cub"), num_workers=0, observe="given", cache=False)
+    with pytest.raises(ValueError, match=r"another strategy \(observe: uniform, frequency\)\."):
+        cub.setup("fit")
+    with pytest.raises(ValueError, match=r"\(observe: uniform, frequency, size, center\)\."):
+        voc(FIXTURES / "voc", cache=False, observe="given").setup("fit")
