@@ -507,7 +507,27 @@ class FolderDataModule(SPMLDataModule):
                 f"cell, separated by {self.label_separator!r}."
             )
         self._report(path, labels, observed)
+        if phase == "train" and observed is not None and self.observe in ("uniform", "given"):
+            self._warn_unobserved(path, labels, observed)
         return PhaseData([str(self._resolve(image)) for image in images], labels, observed)
+
+    @staticmethod
+    def _warn_unobserved(path: Path, labels: np.ndarray, observed: np.ndarray) -> None:
+        """Warn about labelled rows whose ``observed`` cell names no positive.
+
+        They train with no observed positive -- every label of theirs is
+        "unknown" -- which an empty cell more often means by mistake than by design.
+        """
+        rows = np.flatnonzero(labels.any(axis=1) & ~(observed == 1).any(axis=1))
+        if len(rows):
+            lines = ", ".join(str(row + 2) for row in rows[:_SHOWN_NAMES])  # line 1: the header
+            rank_zero_warn(
+                f"FolderDataModule: {len(rows)} of the {int(labels.any(axis=1).sum())} labelled "
+                f"rows of {path} observe no positive (an empty 'observed' cell; lines {lines}"
+                f"{', ...' if len(rows) > _SHOWN_NAMES else ''}): they train with every label "
+                "unknown. Name each image's observed positive in its 'observed' cell, or drop the "
+                "column to let the protocol draw one from 'labels'."
+            )
 
     def _report(self, path: Path, labels: np.ndarray, observed: np.ndarray | None) -> None:
         """Log what a CSV holds: a label set that is not what was meant shows before training."""
