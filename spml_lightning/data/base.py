@@ -528,6 +528,8 @@ class SPMLDataModule(LightningDataModule, ABC):
             "train_rows": len(self.train_dataset),
             "train_fingerprint": self._fingerprint(self.train_dataset),
             "val_fingerprint": self._fingerprint(val),
+            # Not a row setting: recorded so that a resumed fit can say it changed.
+            "eval_label_less": self.eval_label_less,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -553,6 +555,12 @@ class SPMLDataModule(LightningDataModule, ABC):
                 "within the epoch and the best val mAP so far refer to the checkpoint's rows.",
                 " -- or start a new run without --ckpt_path",
             )
+            before = state_dict.get("eval_label_less")
+            if before is not None and before != self.eval_label_less:
+                rank_zero_info(
+                    f"Resumed with eval_label_less {self.eval_label_less!r} (the checkpoint "
+                    f"evaluated with {before!r}): the best val mAP so far was measured the old way."
+                )
         elif trainer.state.fn == "validate":
             self.check_same_rows(
                 state_dict,

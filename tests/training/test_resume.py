@@ -625,3 +625,15 @@ def test_a_larger_batch_size_mid_epoch_is_refused_a_smaller_one_sees_every_image
     assert [len(r["index"]) for r in before + after] == [8, 8] + [4] * 12
     seen = sorted(i for r in before + after for i in r["index"])
     assert seen == list(range(64))  # every training image of the epoch exactly once
+
+
+def test_a_resume_that_changes_eval_label_less_says_so(tmp_path, tiny_demo_root, lightning_log):
+    args, _ = one_epoch_run(tmp_path, tiny_demo_root)
+    run_cli([
+        "fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last",
+        "--data.init_args.eval_label_less", "exclude",
+    ])  # fmt: skip
+    assert (
+        "Resumed with eval_label_less 'exclude' (the checkpoint evaluated with 'keep')"
+        in lightning_log.text
+    )
