@@ -20,6 +20,7 @@ from spml_lightning.backbones import (
     backbone_config,
     backbone_preprocessing,
     build_backbone,
+    check_backbone_output,
     check_input_size,
     initial_weights_skipped,
     pooled_features,
@@ -267,6 +268,13 @@ class SPMLModule(LightningModule):
             preprocessing.get("image_size"),
             _backbone_name(self.hparams.backbone),
         )
+        if not isinstance(self.hparams.backbone, str) and preprocessing.get("image_size"):
+            check_backbone_output(  # a module of the user's: its output is checked once here
+                self.backbone,
+                preprocessing["image_size"],
+                self.head.in_features,
+                f"the backbone {_backbone_name(self.hparams.backbone)}",
+            )
         train_dataset = getattr(datamodule, "train_dataset", None)
         if stage == "fit" and isinstance(self.loss, SPMLLoss) and train_dataset is not None:
             # Before the optimizer is built and a checkpoint restored: per-sample

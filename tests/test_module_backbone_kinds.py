@@ -539,3 +539,29 @@ def test_a_checkpoint_given_another_backbone_names_both(tmp_path, tiny_demo_root
         SPMLModule.load_from_checkpoint(best, backbone="resnet18")
     # The checkpoint's backbone, given as a module (recorded from its attributes), loads.
     assert SPMLModule.load_from_checkpoint(best, backbone=SimpleConvNet([8, 16])) is not None
+
+
+def test_a_module_that_takes_no_images_is_refused_before_the_first_step(tmp_path, tiny_demo_root):
+    # torch.nn.Linear has out_features, so it builds; the data's images are checked at setup.
+    args = [
+        *demo_args(tmp_path, tiny_demo_root), "--model.backbone", "torch.nn.Linear",
+        "--model.backbone.init_args.in_features", "10", "--model.backbone.init_args.out_features",
+        "8", "--model.weights", "none",
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match=r"The backbone torch.nn.Linear cannot take the data's "
+                       r"images: a forward pass of a \(2, 3, 32, 32\) batch failed"):  # fmt: skip
+        run_cli(["fit", *args])
+    # A module whose size attribute says otherwise than what it returns is named by the same check.
+    from spml_lightning.backbones import check_backbone_output
+
+    model = SPMLModule(num_classes=3, backbone=Mislabelled(), weights="none")
+    with pytest.raises(ValueError, match="returned 16 features per image, but its feature size"):
+        check_backbone_output(model.backbone, 32, model.head.in_features, "the backbone")
+
+
+class Mislabelled(SimpleConvNet):
+    """Returns 16 features but says 4."""
+
+    def __init__(self) -> None:
+        super().__init__([8, 16])
+        self.num_features = 4

@@ -38,6 +38,7 @@ from torch import nn
 from spml_lightning.backbones.features import (
     PROBE_SIZE,
     backbone_preprocessing,
+    check_backbone_output,
     check_input_size,
     feature_size,
     pooled_features,
@@ -61,6 +62,7 @@ __all__ = [
     "backbone_config",
     "backbone_preprocessing",
     "build_backbone",
+    "check_backbone_output",
     "check_input_size",
     "initial_weights_skipped",
     "pooled_features",
