@@ -565,3 +565,13 @@ class Mislabelled(SimpleConvNet):
     def __init__(self) -> None:
         super().__init__([8, 16])
         self.num_features = 4
+
+
+def test_a_misspelt_backbone_init_arg_flag_is_named(tmp_path, tiny_demo_root, capsys):
+    args = [
+        *demo_args(tmp_path, tiny_demo_root), "--model.backbone",
+        "spml_lightning.backbones.SimpleConvNet", "--model.backbone.init_args.widht", "[8]",
+    ]  # fmt: skip
+    assert main(["fit", *args]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "one of ['widht'] is not an argument of that class: check the spelling" in line, line
