@@ -637,3 +637,19 @@ def test_a_resume_that_changes_eval_label_less_says_so(tmp_path, tiny_demo_root,
         "Resumed with eval_label_less 'exclude' (the checkpoint evaluated with 'keep')"
         in lightning_log.text
     )
+
+
+def test_refused_commands_leave_no_version_folder(tmp_path, tiny_demo_root, capsys):
+    args, last = one_epoch_run(tmp_path, tiny_demo_root)
+    versions = last.parents[2]
+    assert sorted(p.name for p in versions.iterdir()) == ["version_0"]
+    refused = [
+        ["fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last",
+         "--data.init_args.split_seed", "7"],  # other training rows
+        ["test", *args, "--ckpt_path", "best", "--data.init_args.image_size", "48"],
+        ["validate", *args, "--ckpt_path", "best", "--data.init_args.split_seed", "5"],
+    ]  # fmt: skip
+    for command in refused:
+        assert main(command) == 1, capsys.readouterr().err
+    # LightningCLI had saved config.yaml (and TensorBoard an empty event file) in each.
+    assert sorted(p.name for p in versions.iterdir()) == ["version_0"]
