@@ -136,7 +136,10 @@ class ObjectBoxes:
         sizes = np.asarray(self.image_sizes, dtype=np.float64)[rows]
         low, high = xywh[:, :2], xywh[:, :2] + xywh[:, 2:]
         slack = np.maximum(BORDER_TOLERANCE * sizes, 1.0)
-        outside = np.flatnonzero(((low < -slack) | (high > sizes + slack)).any(axis=1))
+        # A negative width or height is no box (COCO's JSON is read as it is written).
+        outside = np.flatnonzero(
+            ((low < -slack) | (high > sizes + slack) | (xywh[:, 2:] < 0)).any(axis=1)
+        )
         # An image whose boxes all lie within [0, 1] although it is larger: YOLO-style
         # coordinates, which inside the image's top-left pixel would choose at random.
         unit = ((low >= 0) & (high <= 1)).all(axis=1)
@@ -160,7 +163,8 @@ class ObjectBoxes:
             shown = "\n  ".join(self.where(k) for k in outside[:_SHOWN_BOXES])
             raise ValueError(
                 f"observe={strategy!r}: {len(outside)} of {len(rows)} boxes reach outside their "
-                f"image (by more than {BORDER_TOLERANCE:.0%} of its side), e.g.:\n  {shown}\n"
+                f"image (by more than {BORDER_TOLERANCE:.0%} of its side) or have a negative "
+                f"width or height, e.g.:\n  {shown}\n"
                 f"{help_text}. Fix or remove these boxes; the largest or most central object "
                 "cannot be chosen from them."
             )

@@ -432,6 +432,10 @@ def test_coco_box_outside_its_image_names_the_annotation(tmp_path):
         coco(root, observe="size", cache=False).setup("fit")
     assert f"{path}, an annotation of image id 800 (" in str(error.value)
     assert "box x -40 y 11 w 16 h 3 in an image of 24 x 24 px" in str(error.value)
+    document["annotations"][0]["bbox"] = [10, 11, -6, 3]  # no box at all
+    path.write_text(json.dumps(document))
+    with pytest.raises(ValueError, match="or have a negative width or height, e.g.:\n.* w -6 h 3"):
+        coco(root, observe="center", cache=False).setup("fit")
 
 
 def test_given_without_observed_labels_suggests_only_the_strategies_the_data_supports():
