@@ -121,6 +121,22 @@ class FailAtStep(Callback):
             raise RuntimeError(f"FailAtStep: crashed at step {self.step}")
 
 
+class WriteFileOnPredictStart(Callback):
+    """Write ``text`` to ``path`` when prediction starts: another process's output, meanwhile.
+
+    Args:
+        path: the file.
+        text: its content.
+    """
+
+    def __init__(self, path: str, text: str) -> None:
+        self.path = path
+        self.text = text
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        Path(self.path).write_text(self.text)
+
+
 class ScriptedMetric(Callback):
     """Log ``name`` = ``values[epoch]`` at every validation, so a test decides which epoch is best.
 
