@@ -653,3 +653,15 @@ def test_refused_commands_leave_no_version_folder(tmp_path, tiny_demo_root, caps
         assert main(command) == 1, capsys.readouterr().err
     # LightningCLI had saved config.yaml (and TensorBoard an empty event file) in each.
     assert sorted(p.name for p in versions.iterdir()) == ["version_0"]
+
+
+def test_best_of_a_root_whose_run_resumed_another_root_s_checkpoint(tmp_path, tiny_demo_root):
+    args, last = one_epoch_run(tmp_path / "first", tiny_demo_root)
+    second = tmp_path / "second"
+    resumed = [*args, "--trainer.default_root_dir", str(second), "--trainer.max_epochs", "2"]
+    run_cli(["fit", *resumed, "--ckpt_path", str(last)])
+    assert not list(second.rglob("*.ckpt"))  # it kept writing into the first root's folder
+    test = run_cli(["test", *resumed, "--ckpt_path", "best"])
+    assert Path(test.trainer.ckpt_path).parent == last.parent
+    # A fit there still starts its own run rather than continue another root's.
+    assert resolve_checkpoint("last", Trainer(default_root_dir=second), missing_ok=True) is None
