@@ -205,11 +205,20 @@ class ResumableDataLoader(DataLoader):
         kwargs.setdefault("generator", torch.Generator())
         super().__init__(SeededDataset(dataset), batch_size=batch_size, sampler=sampler, **kwargs)
         self._state: dict[str, int] = {}
+        self._resumed_from: dict[str, int] | None = None  # a state to continue, not yet checked
 
     def __iter__(self) -> Iterator[Any]:
         return self._iterate()
 
     def _iterate(self) -> Iterator[Any]:
+        resumed, self._resumed_from = self._resumed_from, None
+        sampler = self.sampler
+        if (
+            resumed is not None
+            and isinstance(sampler, ResumableShuffleSampler)
+            and int(resumed["epoch"]) == sampler.epoch
+        ):
+            self._check_resumable_step(resumed)
         handed_out = 0
         for batch in super().__iter__():
             handed_out += 1
@@ -240,7 +249,8 @@ class ResumableDataLoader(DataLoader):
         processes) those batches end before the epoch's images do, and the
         rest of the epoch would never be trained on. A smaller step is safe (the
         loader runs out first, having handed out every image once), and so is
-        any change at an epoch boundary.
+        any change at an epoch boundary (the resumed run starts the next epoch,
+        and this is not called).
         """
         sampler = self.sampler
         assert isinstance(sampler, ResumableShuffleSampler)
@@ -281,7 +291,9 @@ class ResumableDataLoader(DataLoader):
                 "so the run will not match an uninterrupted one exactly.",
                 stacklevel=2,
             )
-        self._check_resumable_step(state_dict)
+        # Checked when the epoch starts: only then is it known whether the resumed run
+        # continues the recorded epoch (a checkpoint saved at an epoch's end resumes the next).
+        self._resumed_from = dict(state_dict)
         sampler.seed = int(state_dict["seed"])
         sampler.resume(state_dict["epoch"], state_dict["position"])
         self._state = dict(state_dict)

@@ -5,8 +5,8 @@ started twice in one root, or while the run it resumes still trains -- would
 overwrite each other's ``last.ckpt`` and top-k without a word. The folder is
 locked with ``flock`` on the folder itself (no file is added to it): the
 operating system releases the lock when the process ends, however it ends, so
-a killed run never leaves a stale lock behind. Without ``fcntl`` (Windows)
-nothing is locked.
+a killed run never leaves a stale lock behind. Without ``fcntl`` (Windows), or
+on a file system that cannot lock a folder, nothing is locked.
 """
 
 from __future__ import annotations
@@ -48,6 +48,9 @@ class FolderLock:
         except BlockingIOError:
             os.close(fd)
             return False
+        except OSError:  # a file system that cannot lock a folder (some network ones)
+            os.close(fd)
+            return True  # nothing locked: no worse than without the lock
         self._fd = fd
         return True
 

@@ -665,3 +665,15 @@ def test_best_of_a_root_whose_run_resumed_another_root_s_checkpoint(tmp_path, ti
     assert Path(test.trainer.ckpt_path).parent == last.parent
     # A fit there still starts its own run rather than continue another root's.
     assert resolve_checkpoint("last", Trainer(default_root_dir=second), missing_ok=True) is None
+
+
+def test_a_larger_batch_size_at_an_epoch_end_is_applied(tmp_path, tiny_demo_root):
+    # 2 batches of 8 per epoch (limit_train_batches): the epoch ends with its loader at 16 of 64
+    # images, which is no mid-epoch position -- the resumed run starts the next epoch.
+    args = [*demo_args(tmp_path, tiny_demo_root), *SMALL, "--data.init_args.batch_size", "8"]
+    run_cli(["fit", *args, "--trainer.max_epochs", "1"])
+    resumed = run_cli([
+        "fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last",
+        "--data.init_args.batch_size", "16",
+    ])  # fmt: skip
+    assert resumed.trainer.current_epoch == 2
