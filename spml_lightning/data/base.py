@@ -545,7 +545,8 @@ class SPMLDataModule(LightningDataModule, ABC):
         trainer = self.trainer
         if trainer is None or not state_dict or self.train_dataset is None:
             return
-        source = f"checkpoint {trainer.ckpt_path}" if trainer.ckpt_path else "checkpoint"
+        path = getattr(trainer, "ckpt_path", None)
+        source = f"checkpoint {path}" if path else "checkpoint"
         if trainer.state.fn == "fit":
             self.check_same_rows(
                 state_dict,
