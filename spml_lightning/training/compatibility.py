@@ -301,6 +301,10 @@ def resume_plan(checkpoint: Mapping[str, Any], new: Mapping[str, Any]) -> Resume
                 old_value is not None and new_value is not None
             ):  # None: not recorded, nothing to compare
                 plan.refused.append(f"class_names: {class_names_difference(old_value, new_value)}")
+        elif name == "backbone":  # one class under two import paths is no change
+            difference = backbone_difference(old_value, new_value)
+            if difference is not None:
+                plan.refused.append(f"backbone: {difference}")
         elif name in REFUSED:
             plan.refused.append(f"{name}: {old_value!r} in the checkpoint, {new_value!r} now")
         elif name in NO_EFFECT:

@@ -4,7 +4,8 @@ The one check is ``SPMLDataModule.check_same_rows``; a resumed fit
 (tests/training/test_resume.py), ``spml suggest`` (test_suggest.py), ``load_run``,
 ``analyze`` (tests/analysis/test_analyze.py) and the report (test_report.py) have
 their tests beside theirs. Here: ``spml validate``, and ``spml test``, whose
-output the training rows do not change.
+output the training rows do not change. Also: a resume compares the recorded
+backbone as a class (training/compatibility.py).
 """
 
 from __future__ import annotations
@@ -30,3 +31,16 @@ def test_test_accepts_another_split_its_test_set_is_the_same(tiny_run, tmp_path)
         "--ckpt_path", str(tiny_run["best"]), "--data.init_args.split_seed", "7",
     ]  # fmt: skip
     assert main(args) == 0
+
+
+def test_a_resume_compares_backbones_as_classes_not_as_strings():
+    from spml_lightning.training.compatibility import resume_plan
+
+    path = "spml_lightning.backbones.SimpleConvNet"
+    recorded = {"class_path": path, "init_args": {"widths": [8]}}
+    same = {**recorded, "class_path": "spml_lightning.backbones.simple.SimpleConvNet"}
+    assert resume_plan({"backbone": recorded}, {"backbone": same}).refused == []
+    wider = {**recorded, "init_args": {"widths": [16]}}
+    assert resume_plan({"backbone": recorded}, {"backbone": wider}).refused == [
+        "backbone: spml_lightning.backbones.SimpleConvNet: widths [8] -> [16] (checkpoint -> now)"
+    ]
