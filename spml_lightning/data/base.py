@@ -641,6 +641,14 @@ class SPMLDataModule(LightningDataModule, ABC):
             # so that every remaining row keeps the community's split and labels.
             usable = self._usable_rows(paths, "train")
             train_idx, val_idx = train_idx[usable[train_idx]], val_idx[usable[val_idx]]
+            if not len(val_idx) or not len(train_idx):
+                # An empty set: nothing to select the model on, or nothing to train on.
+                raise ValueError(
+                    f"val_fraction={self.val_fraction} of the {len(labels)} training-phase images "
+                    f"of {self.describe_phase('train')} leaves {len(train_idx)} to train on and "
+                    f"{len(val_idx)} to validate on (after unusable images are dropped); both "
+                    "need at least one. Choose another val_fraction, or add images."
+                )
             self.train_dataset = self._dataset(
                 train_idx, paths, labels, observed, self._train_transform()
             )

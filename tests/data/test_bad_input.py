@@ -160,3 +160,16 @@ def test_a_seed_numpy_cannot_take_is_refused_at_construction_naming_the_option(
 def test_observation_counts_are_checked_at_construction(counts, message, tmp_path):
     with pytest.raises(ValueError, match=message):
         make("folder", tmp_path, **counts)
+
+
+def test_a_split_without_a_validation_image_is_refused(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    for i in range(4):
+        Image.new("RGB", (8, 8)).save(tmp_path / "images" / f"{i}.png")
+    rows = "".join(f"images/{i}.png,cat;dog\n" for i in range(4))
+    (tmp_path / "train.csv").write_text("image,labels\n" + rows)
+    data = FolderDataModule(root=str(tmp_path), test_csv=None, num_workers=0, val_fraction=0.1)
+    with pytest.raises(ValueError, match="leaves 4 to train on and 0 to validate on"):
+        data.setup("fit")
