@@ -104,6 +104,39 @@ class PauseAtStep(Callback):
             time.sleep(600)
 
 
+class FailAtStep(Callback):
+    """Raise ``RuntimeError`` at the end of global step ``step``: a crash, in the same process.
+
+    Args:
+        step: global step (optimizer steps done) to fail at.
+    """
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx
+    ) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError(f"FailAtStep: crashed at step {self.step}")
+
+
+class WriteFileOnPredictStart(Callback):
+    """Write ``text`` to ``path`` when prediction starts: another process's output, meanwhile.
+
+    Args:
+        path: the file.
+        text: its content.
+    """
+
+    def __init__(self, path: str, text: str) -> None:
+        self.path = path
+        self.text = text
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        Path(self.path).write_text(self.text)
+
+
 class ScriptedMetric(Callback):
     """Log ``name`` = ``values[epoch]`` at every validation, so a test decides which epoch is best.
 
