@@ -100,7 +100,8 @@ def test_docstrings_render_without_sphinx_markup(site):
 def test_result_tables_are_generated_from_bench_results(site):
     for page, results in [
         ("results/demo/", "cpu_demo_table.jsonl"),
-        ("guides/losses/", "cpu_compare_losses_6epochs.jsonl"),
+        ("results/demo/", "cpu_compare_losses_6epochs.jsonl"),
+        ("results/demo/", "cpu_demo_observe_frequency.jsonl"),
     ]:
         html = site.page(page)
         assert "results-table:" not in html, page  # every marker was replaced
