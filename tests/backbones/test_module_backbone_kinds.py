@@ -522,10 +522,10 @@ def test_a_checkpoint_given_another_backbone_names_both(tmp_path, tiny_demo_root
     args = [*demo_args(tmp_path, tiny_demo_root), "--model.weights", "none"]
     fit = run_cli(["fit", *args, *KIND_FLAGS["module"]])
     best = fit.trainer.checkpoint_callback.best_model_path
-    # The backbone config forgotten: demo.yaml's resnet18 against the checkpoint's SimpleConvNet.
+    # The backbone config forgotten: a config's resnet18 against the checkpoint's SimpleConvNet.
     # (An explicit path would give the model the checkpoint's arguments: LightningCLI's way.)
     capsys.readouterr()
-    assert main(["test", *args, "--ckpt_path", "best"]) == 1
+    assert main(["test", *args, "--model.backbone", "resnet18", "--ckpt_path", "best"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert (

@@ -106,7 +106,7 @@ def test_the_option_is_no_reason_to_refuse_a_resumed_fit():
     excluded.load_state_dict(kept.state_dict())  # no refusal
     other = make(CSVDataModule, "folder", split_seed=7)
     other.setup("fit")
-    with pytest.raises(ValueError, match="train and val rows of FolderDataModule differ"):
+    with pytest.raises(ValueError, match="train and val rows of CSVDataModule differ"):
         excluded.load_state_dict(other.state_dict())
 
 

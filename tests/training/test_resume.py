@@ -400,7 +400,7 @@ def test_resume_with_a_new_learning_rate_trains_with_it(
     # Logged in the resumed epoch.
     assert resumed.trainer.callback_metrics["lr/backbone"].item() == 0.5
     assert (
-        "Resumed with lr 0.5 (the checkpoint trained with 0.001), "
+        "Resumed with lr 0.5 (the checkpoint trained with 0.003), "
         "lr_mult 2.0 (the checkpoint trained with 1.0)." in lightning_log.text
     )
     assert (
