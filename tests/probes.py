@@ -7,10 +7,15 @@ metric whose values a test chooses), none changes what is trained.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import subprocess
+import sys
+import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -53,6 +58,27 @@ def subprocess_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), str(TESTS_DIR), env.get("PYTHONPATH", "")])
     return env
+
+
+@contextlib.contextmanager
+def folder_locked_elsewhere(folder: Path) -> Iterator[None]:
+    """Another process holds ``folder``'s ``FolderLock`` while the block runs."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import time
+            from spml_lightning.training.folder_lock import FolderLock
+            assert FolderLock({str(folder)!r}).acquire()
+            print("locked", flush=True)
+            time.sleep(600)
+        """)],
+        cwd=REPO_ROOT, env=subprocess_env(), stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def write_callbacks_config(path: Path, callbacks: list[tuple[str, dict]]) -> Path:

@@ -122,13 +122,32 @@ def check_backbone_output(
     """
     if not image_size or isinstance(backbone, str):
         return
-    what = f"the backbone {_backbone_name(backbone)}"
+    what = f"The backbone {_backbone_name(backbone)}"
+    try:
+        output = _blank_forward(module.forward, module, image_size)  # eager, not a compiled call
+    except Exception as err:
+        raise ValueError(
+            f"{what} cannot take the data's images: a forward pass of a "
+            f"(2, 3, {image_size}, {image_size}) batch failed ({type(err).__name__}: {err}). A "
+            "backbone maps images (B, 3, H, W) to (B, D) features or a (B, D, H', W') map; "
+            "check the module (e.g. torch.nn.Linear takes vectors, not images) and the data's "
+            "image_size."
+        ) from err
+    pooled_features(output, expected, what)
+
+
+def _blank_forward(forward: Any, module: nn.Module, size: int) -> Any:
+    """``forward`` of two blank ``size`` x ``size`` images, in eval mode, without gradients.
+
+    On the module's device and in its floating dtype; its training mode is restored
+    after, so nothing of the module changes.
+    """
     parameter = next(module.parameters(), None)
     images = torch.zeros(
         2,
         3,
-        image_size,
-        image_size,
+        size,
+        size,
         device=parameter.device if parameter is not None else "cpu",
         dtype=parameter.dtype if parameter is not None and parameter.is_floating_point() else None,
     )
@@ -136,18 +155,9 @@ def check_backbone_output(
     module.eval()
     try:
         with torch.no_grad():
-            output = module.forward(images)
-    except Exception as err:
-        raise ValueError(
-            f"{what[:1].upper()}{what[1:]} cannot take the data's images: a forward pass of a "
-            f"(2, 3, {image_size}, {image_size}) batch failed ({type(err).__name__}: {err}). A "
-            "backbone maps images (B, 3, H, W) to (B, D) features or a (B, D, H', W') map; "
-            "check the module (e.g. torch.nn.Linear takes vectors, not images) and the data's "
-            "image_size."
-        ) from err
+            return forward(images)
     finally:
         module.train(training)
-    pooled_features(output, expected, f"{what[:1].upper()}{what[1:]}")
 
 
 def feature_size(module: nn.Module, probe_size: int, what: str) -> int:
@@ -156,20 +166,8 @@ def feature_size(module: nn.Module, probe_size: int, what: str) -> int:
         value = getattr(module, attribute, None)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
-    parameter = next(module.parameters(), None)
-    images = torch.zeros(
-        2,
-        3,
-        probe_size,
-        probe_size,
-        device=parameter.device if parameter is not None else "cpu",
-        dtype=parameter.dtype if parameter is not None and parameter.is_floating_point() else None,
-    )
-    training = module.training
-    module.eval()
     try:
-        with torch.no_grad():
-            output = module(images)
+        output = _blank_forward(module, module, probe_size)
     except Exception as err:
         raise ValueError(
             f"Could not measure the feature size of {what}: a forward pass of a (2, 3, "
@@ -177,8 +175,6 @@ def feature_size(module: nn.Module, probe_size: int, what: str) -> int:
             "module a `num_features` attribute (its feature size), or pass SPMLModule the "
             "image_size it takes."
         ) from err
-    finally:
-        module.train(training)
     features = pooled_features(output, backbone=what)
     if features.shape[0] != 2:
         raise ValueError(

@@ -145,29 +145,11 @@ def test_report_refuses_data_with_other_training_rows(tiny_run, tmp_path, capsys
 
 
 def test_a_report_folder_another_report_is_writing_is_refused(tiny_run, tmp_path):
-    import subprocess
-    import sys
-    import textwrap
-
-    from probes import REPO_ROOT, subprocess_env
+    from probes import folder_locked_elsewhere
 
     out = tmp_path / "report"
     args = [*tiny_run["args"], "--ckpt_path", str(tiny_run["best"]), "--output_dir", str(out)]
-    holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
-            import time
-            from spml_lightning.training.folder_lock import FolderLock
-            assert FolderLock({str(out)!r}).acquire()
-            print("locked", flush=True)
-            time.sleep(600)
-        """)],
-        cwd=REPO_ROOT, env=subprocess_env(), stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with folder_locked_elsewhere(out):
         with pytest.raises(FileExistsError, match="Another report is being written into"):
             main(args)
-    finally:
-        holder.kill()
-        holder.wait()
     assert not any(out.iterdir())

@@ -35,7 +35,14 @@ from spml_lightning.training import (
 )
 
 from conftest import REPO_ROOT
-from probes import demo_args, final_weights, read_records, subprocess_env, write_callbacks_config
+from probes import (
+    demo_args,
+    final_weights,
+    folder_locked_elsewhere,
+    read_records,
+    subprocess_env,
+    write_callbacks_config,
+)
 
 
 def resume_args(
@@ -557,27 +564,13 @@ def test_a_second_fit_writing_into_a_locked_checkpoint_folder_is_refused(
     args, last = one_epoch_run(tmp_path, tiny_demo_root)
     saved = last.read_bytes()
     # Another process holds the folder, as a fit resumed from it (or still training in it) does.
-    holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
-            import sys, time
-            from spml_lightning.training.folder_lock import FolderLock
-            assert FolderLock({str(last.parent)!r}).acquire()
-            print("locked", flush=True)
-            time.sleep(600)
-        """)],
-        cwd=REPO_ROOT, env=subprocess_env(), stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with folder_locked_elsewhere(last.parent):
         resume = ["fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last"]
         assert main(resume) == 1
         err = capsys.readouterr().err
         assert f"Another process is writing checkpoints into {last.parent}" in err
         assert "Traceback" not in err
         assert last.read_bytes() == saved
-    finally:
-        holder.kill()
-        holder.wait()
     # The holder gone, the same command resumes (the refused fit let nothing stay locked).
     assert run_cli(resume).trainer.current_epoch == 2
 
