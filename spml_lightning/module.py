@@ -49,6 +49,7 @@ from spml_lightning.training.optimizer import (
     apply_group_rates,
     parameter_groups,
 )
+from spml_lightning.training.train_mode import FixedFeatures, TrainMode
 
 
 class SPMLModule(LightningModule):
@@ -97,6 +98,11 @@ class SPMLModule(LightningModule):
         mean: per-channel normalisation mean; a datamodule without its own normalises
             with it (when None: with the backbone's own, else ImageNet's).
         std: per-channel normalisation standard deviation (as ``mean``).
+        train_mode: ``end_to_end`` (the whole network trains; the default) or
+            ``linear_fixed_features`` (Cole et al.'s linear protocol: the head, and the loss's
+            per-sample parameters, train on the frozen backbone's features, extracted once
+            into a cache and reused; ``spml_lightning.training.train_mode``). Test,
+            predict and the analysis run on images in either mode.
     """
 
     def __init__(
@@ -118,6 +124,7 @@ class SPMLModule(LightningModule):
         image_size: int | None = None,
         mean: list[float] | None = None,
         std: list[float] | None = None,
+        train_mode: TrainMode = "end_to_end",
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -130,6 +137,7 @@ class SPMLModule(LightningModule):
         OptimizerSettings(lr, lr_mult, lr_scaling, lr_batch_size)  # refuses bad values now
         if linear_init < 0:
             raise ValueError(f"linear_init must be 0 or more epochs, got {linear_init}.")
+        self._fixed_features = FixedFeatures(train_mode)  # refuses an unknown mode now
         spml_loss = as_spml_loss(loss)  # a checkpoint's config, a registry name, a module
         backbone_module, feature_dim = build_backbone(backbone, weights, image_size)
         self._backbone_preprocessing = backbone_preprocessing(backbone_module)
@@ -189,6 +197,7 @@ class SPMLModule(LightningModule):
         check_input_size(self._backbone_preprocessing, image_size, self.hparams.backbone)
         train_dataset = getattr(datamodule, "train_dataset", None)
         if stage == "fit" and train_dataset is not None:
+            self._fixed_features.setup_fit(self, self.trainer)
             # Before the optimizer and a restore: per-sample state (ROLE, LL-Cp, APL) is sized.
             self.loss.bind_train_set(torch.tensor(train_dataset.observed, device=self.device))
             # The loss keeps its buffers equal on all ranks (gathered updates): DDP leaves them.
@@ -209,7 +218,8 @@ class SPMLModule(LightningModule):
         return adam_optimizer(self.backbone, self.head, self.loss, *self._optimizer_settings())
 
     def on_train_start(self) -> None:
-        """Train at this fit's rates: a resumed fit's restored Adam carries the checkpoint's."""
+        """Check a cached-features backbone; train at this fit's rates (not a restored Adam's)."""
+        self._fixed_features.check_backbone(self)  # after a restore: the cache's weights?
         settings = self._optimizer_settings()
         if self.trainer.optimizers:
             groups = parameter_groups(self.backbone, self.head, self.loss, *settings)
@@ -237,6 +247,8 @@ class SPMLModule(LightningModule):
 
     def _apply_schedule(self, rescore: bool) -> None:
         def score() -> tuple[Tensor, Tensor]:
+            if (cached := self._fixed_features.score_train_set(self.head)) is not None:
+                return cached
             reader = type(self.loss).__name__
             return score_train_set(self, self.trainer, self.inference_transform(), reader)
 
@@ -307,11 +319,15 @@ class SPMLModule(LightningModule):
     # -- steps ------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         """The batch's loss on its observed labels (targets, for a loss that trains on them)."""
-        logits = self(batch["image"]).float()
+        logits = self._fixed_features.logits(self, batch).float()
         labels = batch["target"] if self.loss.trains_on_targets else batch["observed"]
         loss = self.loss(logits, labels, batch.get("index"))
         self._finite_loss.observe(
-            loss, logits, batch.get("image"), self.global_step, self.current_epoch
+            loss,
+            logits,
+            batch.get("image", batch.get("features")),
+            self.global_step,
+            self.current_epoch,
         )
         self._log_train_loss(loss.detach(), len(logits))
         return loss
@@ -337,7 +353,7 @@ class SPMLModule(LightningModule):
 
     # -- evaluation ---------------------------------------------------------------
     def _eval_step(self, batch: dict, split: str) -> None:
-        probs = torch.sigmoid(self(batch["image"]).float())
+        probs = torch.sigmoid(self._fixed_features.logits(self, batch).float())
         index = torch.as_tensor(batch["index"], device=probs.device)
         self._evaluators[split].add(index, probs, batch["target"])
 

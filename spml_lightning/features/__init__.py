@@ -9,6 +9,7 @@ runs it for a config's datamodule and backbone (``SPMLTrainer.features``).
 This package knows nothing of losses.
 """
 
+from spml_lightning.features.datasets import CachedFeatureDataset
 from spml_lightning.features.extraction import (
     CACHE_FOLDER,
     FEATURE_DTYPES,
@@ -30,6 +31,7 @@ __all__ = [
     "FEATURE_DTYPES",
     "FINGERPRINT_PARTS",
     "MANIFEST",
+    "CachedFeatureDataset",
     "CachedFeatures",
     "FeatureOptions",
     "build_or_reuse",

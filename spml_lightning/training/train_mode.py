@@ -1,0 +1,137 @@
+"""What a fit trains on: images end to end, or cached features of the frozen backbone.
+
+``end_to_end`` (the default) changes nothing: the training and validation
+batches are images through the backbone and the head. ``linear_fixed_features``
+is Cole et al.'s linear protocol (CVPR 2021): the backbone's features of every
+training and validation image are extracted once (``spml_lightning.features``: the
+cache is reused when nothing that determines it changed) and the fit trains the
+head -- and the loss's own per-sample parameters -- on them. The backbone stays
+in the model and in its checkpoints, so ``spml test``, ``predict`` and the
+analysis run on images as before.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor, nn
+
+from spml_lightning.features import (
+    CachedFeatureDataset,
+    FeatureOptions,
+    datamodule_features,
+    weights_digest,
+)
+
+__all__ = ["TRAIN_MODES", "FixedFeatures", "TrainMode"]
+
+TrainMode = Literal["end_to_end", "linear_fixed_features"]
+
+#: The values of ``SPMLModule(train_mode=...)``.
+TRAIN_MODES: tuple[str, ...] = ("end_to_end", "linear_fixed_features")
+
+
+class FixedFeatures:
+    """The ``linear_fixed_features`` mode's work; nothing at all in ``end_to_end``.
+
+    Args:
+        mode: ``end_to_end`` or ``linear_fixed_features``.
+
+    Raises:
+        ValueError: For another mode, naming the two.
+    """
+
+    def __init__(self, mode: str) -> None:
+        if mode not in TRAIN_MODES:
+            raise ValueError(f"train_mode must be one of {', '.join(TRAIN_MODES)}; got {mode!r}.")
+        self.active = mode == "linear_fixed_features"
+        self._train_features: Any = None
+        self._weights: str | None = None  # the digest of the backbone the cache was made with
+
+    def setup_fit(self, model: Any, trainer: Any) -> None:
+        """Serve the fit's training and validation rows from the feature cache.
+
+        Extracts the cache (or reuses it) with the backbone as it is now, then
+        replaces the datamodule's ``train_dataset`` and ``val_dataset`` with
+        ``CachedFeatureDataset`` views of the same rows.
+
+        Args:
+            model: the SPMLModule (``backbone``, ``head``).
+            trainer: the fitting trainer (its ``datamodule``, set up for ``fit``).
+
+        Raises:
+            NotImplementedError: Under several processes (not supported yet).
+        """
+        if not self.active:
+            return
+        if trainer.world_size > 1:
+            raise NotImplementedError(
+                "train_mode=linear_fixed_features runs in one process for now: pass "
+                "--trainer.devices 1 (the features of each image are computed once anyway)."
+            )
+        datamodule = trainer.datamodule
+        for split in ("train", "val"):
+            if getattr(datamodule, f"{split}_dataset", None) is None:
+                raise RuntimeError(
+                    f"train_mode=linear_fixed_features needs the datamodule's {split}_dataset "
+                    "after setup('fit'): fit with an SPMLDataModule."
+                )
+        cache = datamodule_features(
+            model,
+            datamodule,
+            FeatureOptions(),
+            device=trainer.strategy.root_device,
+            progress=trainer.progress_bar_callback is not None,
+        )
+        for split in ("train", "val"):
+            dataset = getattr(datamodule, f"{split}_dataset")
+            if isinstance(dataset, CachedFeatureDataset):  # a second fit on this datamodule
+                dataset = dataset.dataset
+            served = CachedFeatureDataset(dataset, cache.features(split))
+            setattr(datamodule, f"{split}_dataset", served)
+        self._train_features = datamodule.train_dataset.features
+        self._weights = cache.manifest["fingerprint"]["weights"]
+        rank_zero_info(
+            "train_mode=linear_fixed_features: training the head on the cached features of "
+            f"{cache.path}."
+        )
+
+    def check_backbone(self, model: Any) -> None:
+        """Refuse to train on features of other weights than the backbone's (after a restore).
+
+        The cache is made in ``setup``, before a resumed fit restores its checkpoint: a
+        checkpoint whose backbone differs (trained end to end, say) has other features.
+
+        Raises:
+            RuntimeError: If the backbone's weights are not those the cache was made with.
+        """
+        if self._weights is not None and weights_digest(model.backbone) != self._weights:
+            raise RuntimeError(
+                "train_mode=linear_fixed_features: the backbone's weights differ from those the "
+                "cached features were extracted with (a resumed checkpoint whose backbone was "
+                "trained end to end?). Resume with the train_mode the checkpoint was trained "
+                "with, or start a new linear run from its weights (model.weights <file>)."
+            )
+
+    @staticmethod
+    def logits(model: Any, batch: dict) -> Tensor:
+        """The batch's logits: the head on its ``features``, else the model on its ``image``."""
+        if "features" in batch:
+            head: nn.Module = model.head
+            return head(batch["features"].float())
+        return model(batch["image"])
+
+    @torch.no_grad()
+    def score_train_set(self, head: nn.Module) -> tuple[Tensor, Tensor] | None:
+        """``(index, logits)`` of every training row from its cached features; None end to end.
+
+        What a loss that rescores the training set between epochs (EM+APL) is given.
+        """
+        if not self.active or self._train_features is None:
+            return None
+        device = head.weight.device
+        features = torch.from_numpy(self._train_features[:].astype("float32")).to(device)
+        logits = head(features).float()
+        return torch.arange(len(features), device=device), logits
