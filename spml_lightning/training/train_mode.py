@@ -53,7 +53,7 @@ class FixedFeatures:
     def setup_fit(self, model: Any, trainer: Any) -> None:
         """Serve the fit's training and validation rows from the feature cache.
 
-        Extracts the cache (or reuses it) with the backbone as it is now, then
+        Extracts the cache of every split (or reuses it) with the backbone as it is now, then
         replaces the datamodule's ``train_dataset`` and ``val_dataset`` with
         ``CachedFeatureDataset`` views of the same rows.
 
@@ -78,6 +78,8 @@ class FixedFeatures:
                     f"train_mode=linear_fixed_features needs the datamodule's {split}_dataset "
                     "after setup('fit'): fit with an SPMLDataModule."
                 )
+        # The test split too: one cache for every split, the one `spml features` makes.
+        datamodule.setup("test")
         cache = datamodule_features(
             model,
             datamodule,

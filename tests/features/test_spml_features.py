@@ -15,6 +15,7 @@ import torch
 from spml_lightning.cli import main, run_cli
 from spml_lightning.features import MANIFEST, default_cache_dir, read_cache
 
+from integration.helpers import describe, installed_spml, run
 from probes import demo_args, subprocess_env
 
 
@@ -114,3 +115,21 @@ def test_two_concurrent_extractions_leave_one_valid_cache(tiny_demo_root, tmp_pa
     manifest = json.loads((cache_dir / MANIFEST).read_text())
     cached = read_cache(cache_dir, manifest["fingerprint"])[0]
     assert cached is not None and cached.features("train").shape == (64, 128)
+
+
+def test_installed_spml_fits_on_cached_features_then_tests_on_images(tiny_demo_root, tmp_path):
+    root = tmp_path / "demo"
+    shutil.copytree(tiny_demo_root, root)
+    flags = " ".join([*demo_args(tmp_path, root), "--model.train_mode", "linear_fixed_features"])
+    spml = installed_spml()
+    fit = f"{spml} fit {flags}"
+    # spml features extracts what the fit then reuses; a second fit reuses it too
+    commands = [f"{spml} features {flags}", fit, fit, f"{spml} test {flags} --ckpt_path best"]
+    result = run(" && ".join(commands), cwd=tmp_path)
+    assert result.returncode == 0, describe(result)
+    output = result.stdout + result.stderr
+    said = [part.split("\n")[0] for part in output.split("Feature cache ")[1:]]
+    assert len(said) == 3, said
+    assert said[0].endswith("extracting the features: there is no cache yet.")
+    assert all("same fingerprint, reusing the cached features" in line for line in said[1:]), said
+    assert "test/mAP" in output

@@ -10,7 +10,7 @@ import torch
 from spml_lightning import SPMLModule
 from spml_lightning.cli import run_cli
 
-from probes import demo_args
+from probes import REPO_ROOT, demo_args
 
 
 def test_end_to_end_is_the_default_and_other_modes_are_refused():
@@ -78,3 +78,36 @@ def test_features_of_other_weights_than_a_restored_backbone_are_refused(tiny_run
     resume = ["--model.train_mode", "linear_fixed_features", "--trainer.max_epochs", "3"]
     with pytest.raises(RuntimeError, match="weights differ from those the cached features"):
         run_cli(["fit", *args, *resume, "--ckpt_path", str(older)])
+
+
+def _features_fit(tiny_demo_root, tmp_path, *loss_flags):
+    root = tmp_path / "demo"
+    shutil.copytree(tiny_demo_root, root)
+    args = [*demo_args(tmp_path, root), "--model.train_mode", "linear_fixed_features"]
+    initial = run_cli([*args, *loss_flags], run=False).model.state_dict()
+    fit = run_cli(["fit", *args, *loss_flags])
+    backbone = [name for name in initial if name.startswith("backbone.")]
+    assert all(torch.equal(initial[name], fit.model.state_dict()[name]) for name in backbone)
+    return fit
+
+
+def test_role_trains_its_label_estimates_on_the_cached_features(tiny_demo_root, tmp_path):
+    fit = _features_fit(tiny_demo_root, tmp_path, "--model.loss", "ROLE")
+    estimates = fit.model.loss.label_estimates.detach()
+    observed = torch.as_tensor(fit.datamodule.train_dataset.observed) == 1
+    # initialised at logit(0.995) on the observed positives, moved by their Adam
+    initial = torch.logit(torch.tensor(0.995))
+    assert not torch.allclose(estimates[observed], initial.expand(int(observed.sum())))
+
+
+def test_em_apl_pseudo_labels_from_the_cached_features(tiny_demo_root, tmp_path):
+    fit = _features_fit(
+        tiny_demo_root,
+        tmp_path,
+        "--config",
+        str(REPO_ROOT / "configs" / "losses" / "em_apl.yaml"),
+        "--model.loss.init_args.warmup_epochs",
+        "1",
+    )
+    pseudo = fit.model.loss.pseudo_labels
+    assert int((pseudo >= 0).sum()) > 0  # the rescoring between epochs ran on cached rows
