@@ -58,12 +58,14 @@ class FeatureOptions:
         dir: the cache folder; default ``<data root>/.spml_cache/features/<backbone>``.
         dtype: ``float16`` (half the disk and memory; the default) or ``float32``
             (the backbone's outputs exactly).
-        flip: also store the features of each image flipped horizontally.
+        flip: also store the features of each image flipped horizontally; default (None):
+            when the datamodule augments its training images (``train_augment``), as a
+            cached-features fit then serves either copy at random.
     """
 
     dir: str | None = None
     dtype: Literal["float16", "float32"] = "float16"
-    flip: bool = False
+    flip: bool | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in FEATURE_DTYPES:
@@ -250,6 +252,11 @@ def datamodule_features(
             "pass one (spml: --cache.dir)."
         )
     preprocessing = datamodule.preprocessing
+    flip = (
+        options.flip
+        if options.flip is not None
+        else bool(getattr(datamodule, "train_augment", False))
+    )
     return cached_features(
         model.backbone,
         model.head.in_features,
@@ -260,7 +267,7 @@ def datamodule_features(
         std=preprocessing["std"],
         cache_dir=cache_dir,
         dtype=options.dtype,
-        flip=options.flip,
+        flip=flip,
         root=root,
         batch_size=datamodule.batch_size,
         num_workers=datamodule.num_workers,

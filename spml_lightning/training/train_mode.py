@@ -91,7 +91,10 @@ class FixedFeatures:
             dataset = getattr(datamodule, f"{split}_dataset")
             if isinstance(dataset, CachedFeatureDataset):  # a second fit on this datamodule
                 dataset = dataset.dataset
-            served = CachedFeatureDataset(dataset, cache.features(split))
+            # Training flips as the datamodule augments images; evaluation never does.
+            flip = split == "train" and bool(getattr(datamodule, "train_augment", False))
+            flipped = cache.features(split, flipped=True) if flip else None
+            served = CachedFeatureDataset(dataset, cache.features(split), flipped)
             setattr(datamodule, f"{split}_dataset", served)
         self._train_features = datamodule.train_dataset.features
         self._weights = cache.manifest["fingerprint"]["weights"]

@@ -18,7 +18,7 @@ from spml_lightning.backbones import SimpleConvNet
 from spml_lightning.data import DemoDataModule
 from spml_lightning.data.io import load_rgb
 from spml_lightning.data.transforms import reference_transform
-from spml_lightning.features import MANIFEST, cached_features, read_cache
+from spml_lightning.features import MANIFEST, CachedFeatureDataset, cached_features, read_cache
 
 from probes import TINY_DEMO
 
@@ -217,3 +217,31 @@ def test_an_interrupted_extraction_leaves_no_cache(tiny_demo_root, tmp_path):
     (tmp_path / "cache.tmp-1-dead" / MANIFEST).write_text("{}")
     assert not extract(datamodule, new_backbone(), tmp_path / "cache").reused
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "cache.lock"]
+
+
+def test_a_flipped_copy_is_served_at_random_as_the_image_flip_draws(tiny_demo_root, tmp_path):
+    datamodule = demo_data(tiny_demo_root)
+    cache = extract(datamodule, new_backbone(), tmp_path / "cache", dtype="float32", flip=True)
+    plain, flipped = cache.features("train"), cache.features("train", flipped=True)
+    served = CachedFeatureDataset(datamodule.train_dataset, plain, flipped)
+
+    def draw(seed: int) -> list[bool]:
+        chosen = []
+        for index in range(len(served)):
+            torch.manual_seed(seed * 1000 + index)  # as SeededDataset loads each item
+            item = served[index]
+            torch.manual_seed(seed * 1000 + index)
+            expected_flip = bool(torch.rand(1) < 0.5)  # RandomHorizontalFlip's draw
+            row = flipped[index] if expected_flip else plain[index]
+            np.testing.assert_array_equal(item["features"].numpy(), row)
+            chosen.append(expected_flip)
+        return chosen
+
+    chosen = draw(0)
+    assert 0 < sum(chosen) < len(chosen)  # both copies are served
+    assert draw(0) == chosen and draw(1) != chosen  # a function of the seed
+    unflipped = CachedFeatureDataset(datamodule.train_dataset, plain)
+    np.testing.assert_array_equal(unflipped[5]["features"].numpy(), plain[5])
+    item = served[5]
+    assert item["index"] == 5
+    np.testing.assert_array_equal(item["observed"].numpy(), datamodule.train_dataset.observed[5])

@@ -33,7 +33,10 @@ def test_linear_fixed_features_trains_the_head_on_the_cache(tiny_demo_root, tmp_
         same = torch.equal(value, trained[name])
         # the backbone is frozen (its batch-norm statistics too); the head trains
         assert same == (not name.startswith("head.")), name
+    # training serves a flipped copy at random (the demo augments), evaluation never does
     assert type(fit.datamodule.train_dataset).__name__ == "CachedFeatureDataset"
+    assert fit.datamodule.train_dataset.flipped is not None
+    assert fit.datamodule.val_dataset.flipped is None
     # a second fit reuses the cache
     info_lines.clear()
     run_cli(["fit", *args])
