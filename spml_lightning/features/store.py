@@ -105,6 +105,8 @@ def _problem(path: Path, manifest: Mapping[str, Any], fingerprint: Mapping[str, 
     differing = differing_parts(manifest.get("fingerprint", {}), fingerprint)
     if differing:
         return f"the {', '.join(differing)} differ from the cached features'"
+    if not manifest.get("files"):
+        return "its manifest lists no array"
     for record in manifest.get("files", {}).values():
         file = path / record["file"]
         if not file.is_file():
@@ -132,9 +134,11 @@ def read_cache(path: Path, fingerprint: Mapping[str, Any]) -> tuple[CachedFeatur
         return None, "there is no cache yet"
     try:
         manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+        problem = _problem(path, manifest, fingerprint)
     except (OSError, ValueError) as error:
         return None, f"its manifest cannot be read ({error})"
-    problem = _problem(path, manifest, fingerprint)
+    except (KeyError, TypeError, AttributeError) as error:  # valid JSON, not a manifest
+        return None, f"its manifest is not one this version wrote ({error!r})"
     if problem is not None:
         return None, problem
     return CachedFeatures(path, manifest, reused=True), ""
@@ -149,7 +153,14 @@ def _exclusive(path: Path) -> Iterator[None]:
         yield
         return
     lock_file = path.with_name(path.name + ".lock")
-    with open(lock_file, "a+b") as handle:
+    try:
+        handle = open(lock_file, "a+b")
+    except OSError as error:
+        raise OSError(
+            f"Cannot write into the feature cache's folder {path.parent} ({error}): pass a "
+            "writable folder (spml: --cache.dir)."
+        ) from error
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

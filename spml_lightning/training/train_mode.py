@@ -29,6 +29,9 @@ __all__ = ["TRAIN_MODES", "FixedFeatures", "TrainMode"]
 
 TrainMode = Literal["end_to_end", "linear_fixed_features"]
 
+#: Cached rows per forward pass of the head when the training set is rescored.
+_CHUNK = 8192
+
 #: The values of ``SPMLModule(train_mode=...)``.
 TRAIN_MODES: tuple[str, ...] = ("end_to_end", "linear_fixed_features")
 
@@ -137,6 +140,13 @@ class FixedFeatures:
         if not self.active or self._train_features is None:
             return None
         device = head.weight.device
-        features = torch.from_numpy(self._train_features[:].astype("float32")).to(device)
-        logits = head(features).float()
-        return torch.arange(len(features), device=device), logits
+        rows = len(self._train_features)
+        logits = [  # in chunks: the whole cache in float32 may not fit in memory
+            head(
+                torch.from_numpy(self._train_features[start : start + _CHUNK].astype("float32")).to(
+                    device
+                )
+            ).float()
+            for start in range(0, rows, _CHUNK)
+        ]
+        return torch.arange(rows, device=device), torch.cat(logits)

@@ -6,6 +6,7 @@ A SimpleConvNet backbone, extracted with ``cached_features`` into a cache folder
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -245,3 +246,21 @@ def test_a_flipped_copy_is_served_at_random_as_the_image_flip_draws(tiny_demo_ro
     item = served[5]
     assert item["index"] == 5
     np.testing.assert_array_equal(item["observed"].numpy(), datamodule.train_dataset.observed[5])
+
+
+def test_a_manifest_of_another_shape_is_rebuilt(tiny_demo_root, tmp_path, info_lines):
+    datamodule, backbone = demo_data(tiny_demo_root), new_backbone()
+    cache_dir = tmp_path / "cache"
+    extract(datamodule, backbone, cache_dir)
+    manifest = json.loads((cache_dir / MANIFEST).read_text())
+    manifest["files"]["train"] = {"file": "train.npy"}  # valid JSON, no size or checksum
+    (cache_dir / MANIFEST).write_text(json.dumps(manifest))
+    info_lines.clear()
+    assert not extract(datamodule, backbone, cache_dir).reused
+    assert any("its manifest is not one this version wrote" in line for line in info_lines)
+
+
+def test_a_cache_folder_that_cannot_be_made_names_the_option(tiny_demo_root, tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(OSError, match="Cannot create the feature cache folder .* --cache.dir"):
+        extract(demo_data(tiny_demo_root), new_backbone(), tmp_path / "a-file" / "sub" / "cache")
