@@ -40,11 +40,11 @@ __all__ = [
     "default_cache_dir",
 ]
 
-#: The dtypes a cache stores its features in.
 FEATURE_DTYPES: tuple[str, ...] = ("float16", "float32")
+"""The dtypes a cache stores its features in."""
 
-#: Where, inside a data set's root, the feature caches live by default (one folder per backbone).
 CACHE_FOLDER = Path(".spml_cache") / "features"
+"""Where, inside a data set's root, the feature caches live by default (one folder per backbone)."""
 
 #: The splits of a datamodule that are cached, in order.
 _SPLITS: tuple[str, ...] = ("train", "val", "test")

@@ -25,7 +25,6 @@ from spml_lightning.data.transforms import RESIZE_RULE
 
 __all__ = ["FINGERPRINT_PARTS", "differing_parts", "feature_fingerprint", "weights_digest"]
 
-#: The parts of a fingerprint, in the order a message about them names them.
 FINGERPRINT_PARTS: tuple[str, ...] = (
     "backbone",
     "weights",
@@ -37,6 +36,7 @@ FINGERPRINT_PARTS: tuple[str, ...] = (
     "flip",
     "images",
 )
+"""The parts of a fingerprint, in the order a message about them names them."""
 
 
 def weights_digest(module: nn.Module) -> str:

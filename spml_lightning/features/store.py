@@ -34,8 +34,8 @@ from spml_lightning.features.fingerprint import differing_parts
 
 __all__ = ["MANIFEST", "CachedFeatures", "build_or_reuse", "file_record", "read_cache"]
 
-#: The manifest's file name inside a cache folder.
 MANIFEST = "manifest.json"
+"""The manifest's file name inside a cache folder."""
 
 #: The manifest's format; a cache of another format is rebuilt.
 _FORMAT = 1
