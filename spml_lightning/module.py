@@ -49,7 +49,7 @@ from spml_lightning.training.optimizer import (
     apply_group_rates,
     parameter_groups,
 )
-from spml_lightning.training.train_mode import FixedFeatures, TrainMode
+from spml_lightning.training.train_mode import FeatureDtype, FixedFeatures, TrainMode
 
 
 class SPMLModule(LightningModule):
@@ -103,6 +103,8 @@ class SPMLModule(LightningModule):
             per-sample parameters, train on the frozen backbone's features, extracted once
             into a cache and reused; ``spml_lightning.training.train_mode``). Test,
             predict and the analysis run on images in either mode.
+        feature_dtype: how ``linear_fixed_features`` caches the features: ``float16``
+            (half the disk and memory) or ``float32`` (the backbone's outputs exactly).
     """
 
     def __init__(
@@ -125,6 +127,7 @@ class SPMLModule(LightningModule):
         mean: list[float] | None = None,
         std: list[float] | None = None,
         train_mode: TrainMode = "end_to_end",
+        feature_dtype: FeatureDtype = "float16",
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -137,7 +140,7 @@ class SPMLModule(LightningModule):
         OptimizerSettings(lr, lr_mult, lr_scaling, lr_batch_size)  # refuses bad values now
         if linear_init < 0:
             raise ValueError(f"linear_init must be 0 or more epochs, got {linear_init}.")
-        self._fixed_features = FixedFeatures(train_mode)  # refuses an unknown mode now
+        self._fixed_features = FixedFeatures(train_mode, feature_dtype)  # refuses bad values now
         spml_loss = as_spml_loss(loss)  # a checkpoint's config, a registry name, a module
         backbone_module, feature_dim = build_backbone(backbone, weights, image_size)
         self._backbone_preprocessing = backbone_preprocessing(backbone_module)

@@ -19,15 +19,17 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from spml_lightning.features import (
+    FEATURE_DTYPES,
     CachedFeatureDataset,
     FeatureOptions,
     datamodule_features,
     weights_digest,
 )
 
-__all__ = ["TRAIN_MODES", "FixedFeatures", "TrainMode"]
+__all__ = ["TRAIN_MODES", "FeatureDtype", "FixedFeatures", "TrainMode"]
 
 TrainMode = Literal["end_to_end", "linear_fixed_features"]
+FeatureDtype = Literal["float16", "float32"]
 
 #: Cached rows per forward pass of the head when the training set is rescored.
 _CHUNK = 8192
@@ -41,15 +43,21 @@ class FixedFeatures:
 
     Args:
         mode: ``end_to_end`` or ``linear_fixed_features``.
+        dtype: how the features are cached, ``float16`` or ``float32``.
 
     Raises:
-        ValueError: For another mode, naming the two.
+        ValueError: For another mode or dtype, naming the valid ones.
     """
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, dtype: str = "float16") -> None:
         if mode not in TRAIN_MODES:
             raise ValueError(f"train_mode must be one of {', '.join(TRAIN_MODES)}; got {mode!r}.")
+        if dtype not in FEATURE_DTYPES:
+            raise ValueError(
+                f"feature_dtype must be one of {', '.join(FEATURE_DTYPES)}; got {dtype!r}."
+            )
         self.active = mode == "linear_fixed_features"
+        self._options = FeatureOptions(dtype=dtype)  # type: ignore[arg-type]
         self._train_features: Any = None
         self._weights: str | None = None  # the digest of the backbone the cache was made with
 
@@ -86,7 +94,7 @@ class FixedFeatures:
         cache = datamodule_features(
             model,
             datamodule,
-            FeatureOptions(),
+            self._options,
             device=trainer.strategy.root_device,
             progress=trainer.progress_bar_callback is not None,
         )

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import shutil
 
 import pytest
 import torch
+from lightning.pytorch import Callback
 
 from spml_lightning import SPMLModule
 from spml_lightning.cli import run_cli
+from spml_lightning.training.optimizer import OptimizerSettings, adam_optimizer
 
 from probes import REPO_ROOT, demo_args
 
@@ -19,6 +22,8 @@ def test_end_to_end_is_the_default_and_other_modes_are_refused():
     )
     with pytest.raises(ValueError, match="end_to_end, linear_fixed_features"):
         SPMLModule(num_classes=3, backbone="resnet18", weights="none", train_mode="linear")
+    with pytest.raises(ValueError, match="feature_dtype must be one of float16, float32"):
+        SPMLModule(num_classes=3, backbone="resnet18", weights="none", feature_dtype="float64")
 
 
 def test_linear_fixed_features_trains_the_head_on_the_cache(tiny_demo_root, tmp_path, info_lines):
@@ -114,3 +119,69 @@ def test_em_apl_pseudo_labels_from_the_cached_features(tiny_demo_root, tmp_path)
     )
     pseudo = fit.model.loss.pseudo_labels
     assert int((pseudo >= 0).sum()) > 0  # the rescoring between epochs ran on cached rows
+
+
+class _FirstSteps(Callback):
+    """Keep the model's state when training starts and each step's batch indices."""
+
+    def __init__(self) -> None:
+        self.initial: dict[str, torch.Tensor] = {}
+        self.steps: list[list[int]] = []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.initial = copy.deepcopy(pl_module.state_dict())
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.steps.append([int(i) for i in batch["index"]])
+
+
+@pytest.mark.parametrize("loss", ["GR", "ROLE"])
+def test_the_head_trained_on_cached_features_is_the_head_trained_on_images(
+    loss, tiny_demo_root, tmp_path
+):
+    """With a float32 cache and no flip, N steps on the cache train the head (and ROLE's
+    estimates) as N steps on the images through the same frozen backbone in eval mode do."""
+    root = tmp_path / "demo"
+    shutil.copytree(tiny_demo_root, root)
+    args = [
+        *demo_args(tmp_path, root),
+        *("--model.loss", loss, "--model.train_mode", "linear_fixed_features"),
+        *("--model.feature_dtype", "float32", "--data.init_args.train_augment", "false"),
+        *("--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3"),
+        *("--data.init_args.batch_size", "16"),
+    ]
+    cli = run_cli(args, run=False)
+    recorder = _FirstSteps()
+    cli.trainer.callbacks.append(recorder)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert len(recorder.steps) == 3
+    # The same N steps by hand, on images through the frozen backbone in eval mode.
+    reference = run_cli(args, run=False).model
+    images = cli.datamodule.train_dataset.dataset  # the image dataset the cache was made from
+    reference.loss.bind_train_set(torch.as_tensor(images.observed))
+    reference.load_state_dict(recorder.initial)
+    hparams = reference.hparams
+    settings = OptimizerSettings(
+        hparams.lr, hparams.lr_mult, hparams.lr_scaling, hparams.lr_batch_size
+    )
+    optimizer = adam_optimizer(reference.backbone, reference.head, reference.loss, settings)
+    reference.loss.set_epoch(0, 1, 0)
+    reference.backbone.eval()
+    for rows in recorder.steps:
+        items = [images[i] for i in rows]
+        with torch.no_grad():
+            maps = reference.backbone(torch.stack([item["image"] for item in items]))
+        logits = reference.head(maps.mean(dim=(2, 3))).float()
+        observed = torch.stack([item["observed"] for item in items])
+        value = reference.loss(logits, observed, torch.tensor(rows))
+        optimizer.zero_grad()
+        value.backward()
+        optimizer.step()
+    trained = cli.model.state_dict()
+    assert not torch.equal(trained["head.weight"], recorder.initial["head.weight"])
+    if loss == "ROLE":  # its estimates trained too
+        name = "loss.label_estimates"
+        assert not torch.equal(trained[name], recorder.initial[name])
+    for name, expected in reference.state_dict().items():
+        if name.startswith(("head.", "loss.")):
+            torch.testing.assert_close(trained[name], expected, rtol=0, atol=1e-5, msg=name)
