@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import copy
+import csv
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch import Callback
 
 from spml_lightning import SPMLModule
 from spml_lightning.cli import run_cli
+from spml_lightning.features import FeatureOptions, datamodule_features
 from spml_lightning.training.optimizer import OptimizerSettings, adam_optimizer
 
 from probes import REPO_ROOT, demo_args
@@ -185,3 +188,38 @@ def test_the_head_trained_on_cached_features_is_the_head_trained_on_images(
     for name, expected in reference.state_dict().items():
         if name.startswith(("head.", "loss.")):
             torch.testing.assert_close(trained[name], expected, rtol=0, atol=1e-5, msg=name)
+
+
+def test_spml_predict_scores_images_as_the_cached_path_does(tiny_demo_root, tmp_path):
+    root = tmp_path / "demo"
+    shutil.copytree(tiny_demo_root, root)
+    args = [
+        *demo_args(tmp_path, root),
+        *("--model.train_mode", "linear_fixed_features", "--model.feature_dtype", "float32"),
+    ]
+    fit = run_cli(["fit", *args])
+    output = tmp_path / "predictions.csv"
+    predict = ["--ckpt_path", "best", "--prediction.output_path", str(output)]
+    run_cli(["predict", *args, *predict])
+    with output.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    model = SPMLModule.load_from_checkpoint(fit.trainer.checkpoint_callback.best_model_path)
+    cache = datamodule_features(model, fit.datamodule, FeatureOptions(dtype="float32"))
+    assert cache.reused  # the fit's cache, test split included
+    test = fit.datamodule.test_dataset
+    assert [row["image"] for row in rows] == test.image_paths
+    with torch.no_grad():
+        cached = torch.sigmoid(model.head(torch.from_numpy(np.array(cache.features("test")))))
+    predicted = torch.tensor([[float(row[name]) for name in model.class_names] for row in rows])
+    torch.testing.assert_close(predicted, cached, rtol=0, atol=1e-5)
+
+
+def test_a_linear_fixed_features_fit_resumes_on_its_cache(tiny_demo_root, tmp_path, info_lines):
+    root = tmp_path / "demo"
+    shutil.copytree(tiny_demo_root, root)
+    args = [*demo_args(tmp_path, root), "--model.train_mode", "linear_fixed_features"]
+    run_cli(["fit", *args])
+    info_lines.clear()
+    resumed = run_cli(["fit", *args, "--ckpt_path", "last", "--trainer.max_epochs", "3"])
+    assert resumed.trainer.current_epoch == 3  # one more epoch, on the same cache
+    assert any("same fingerprint, reusing the cached features" in line for line in info_lines)
