@@ -172,7 +172,10 @@ class SPMLModule(LightningModule):
         """Images (B, 3, H, W) -> logits (B, C)."""
         if self.hparams.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        features = pooled_features(self.backbone(images), self.head.in_features)
+        return self.head_logits(pooled_features(self.backbone(images), self.head.in_features))
+
+    def head_logits(self, features: Tensor) -> Tensor:
+        """Pooled features (B, D) -> logits (B, C): the head, in fp32 if ``fp32_head``."""
         if self.hparams.get("fp32_head", True) and torch.is_autocast_enabled(features.device.type):
             with torch.autocast(features.device.type, enabled=False):
                 return self.head(features.float())

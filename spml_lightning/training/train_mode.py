@@ -84,11 +84,14 @@ class FixedFeatures:
             )
         datamodule = trainer.datamodule
         for split in ("train", "val"):
-            if getattr(datamodule, f"{split}_dataset", None) is None:
+            dataset = getattr(datamodule, f"{split}_dataset", None)
+            if dataset is None:
                 raise RuntimeError(
                     f"train_mode=linear_fixed_features needs the datamodule's {split}_dataset "
                     "after setup('fit'): fit with an SPMLDataModule."
                 )
+            if isinstance(dataset, CachedFeatureDataset):  # a second fit on this datamodule
+                setattr(datamodule, f"{split}_dataset", dataset.dataset)  # extract from images
         # The test split too: one cache for every split, the one `spml features` makes.
         datamodule.setup("test")
         cache = datamodule_features(
@@ -100,8 +103,6 @@ class FixedFeatures:
         )
         for split in ("train", "val"):
             dataset = getattr(datamodule, f"{split}_dataset")
-            if isinstance(dataset, CachedFeatureDataset):  # a second fit on this datamodule
-                dataset = dataset.dataset
             # Training flips as the datamodule augments images; evaluation never does.
             flip = split == "train" and bool(getattr(datamodule, "train_augment", False))
             flipped = cache.features(split, flipped=True) if flip else None
@@ -135,8 +136,7 @@ class FixedFeatures:
     def logits(model: Any, batch: dict) -> Tensor:
         """The batch's logits: the head on its ``features``, else the model on its ``image``."""
         if "features" in batch:
-            head: nn.Module = model.head
-            return head(batch["features"].float())
+            return model.head_logits(batch["features"])
         return model(batch["image"])
 
     @torch.no_grad()

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from lightning.pytorch import Callback
+from lightning.pytorch import Callback, Trainer
 
 from spml_lightning import SPMLModule
 from spml_lightning.cli import run_cli
@@ -223,3 +223,25 @@ def test_a_linear_fixed_features_fit_resumes_on_its_cache(tiny_demo_root, tmp_pa
     resumed = run_cli(["fit", *args, "--ckpt_path", "last", "--trainer.max_epochs", "3"])
     assert resumed.trainer.current_epoch == 3  # one more epoch, on the same cache
     assert any("same fingerprint, reusing the cached features" in line for line in info_lines)
+
+
+def test_a_second_fit_on_the_same_datamodule_extracts_from_its_images(
+    tiny_demo_root, tmp_path, info_lines
+):
+    root = tmp_path / "demo"
+    shutil.copytree(tiny_demo_root, root)
+    args = [*demo_args(tmp_path, root), "--model.train_mode", "linear_fixed_features"]
+    fit = run_cli(["fit", *args])
+    with torch.no_grad():  # other weights: the cache is stale, the images are read again
+        fit.model.backbone.features[0].weight.mul_(2)
+    info_lines.clear()
+    trainer = Trainer(
+        max_epochs=1,
+        limit_train_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path / "again",
+    )
+    trainer.fit(fit.model, datamodule=fit.datamodule)
+    assert any("extracting the features: the weights differ" in line for line in info_lines)
