@@ -206,10 +206,11 @@ class SPMLModule(LightningModule):
             self._fixed_features.setup_fit(self, self.trainer)
             # Before the optimizer and a restore: per-sample state (ROLE, LL-Cp, APL) is sized.
             self.loss.bind_train_set(torch.tensor(train_dataset.observed, device=self.device))
-            # The loss keeps its buffers equal on all ranks (gathered updates): DDP leaves them.
+            # The loss keeps its buffers equal on all ranks (gathered updates), and a frozen
+            # backbone (linear_fixed_features) gets no gradient: DDP leaves them.
             self._ddp_params_and_buffers_to_ignore = [
                 f"loss.{n}" for n, _ in self.loss.named_buffers()
-            ]
+            ] + self._fixed_features.ddp_ignored(self)
 
     # -- optimizer and schedule ---------------------------------------------------
     def _optimizer_settings(self) -> tuple[OptimizerSettings, int | None]:

@@ -72,16 +72,11 @@ class FixedFeatures:
             model: the SPMLModule (``backbone``, ``head``).
             trainer: the fitting trainer (its ``datamodule``, set up for ``fit``).
 
-        Raises:
-            NotImplementedError: Under several processes (not supported yet).
+        Under several processes, rank 0 extracts while the others wait, then they read
+        its cache (a cache folder all ranks see, as the data set's root is).
         """
         if not self.active:
             return
-        if trainer.world_size > 1:
-            raise NotImplementedError(
-                "train_mode=linear_fixed_features runs in one process for now: pass "
-                "--trainer.devices 1 (the features of each image are computed once anyway)."
-            )
         datamodule = trainer.datamodule
         for split in ("train", "val"):
             dataset = getattr(datamodule, f"{split}_dataset", None)
@@ -94,13 +89,22 @@ class FixedFeatures:
                 setattr(datamodule, f"{split}_dataset", dataset.dataset)  # extract from images
         # The test split too: one cache for every split, the one `spml features` makes.
         datamodule.setup("test")
-        cache = datamodule_features(
-            model,
-            datamodule,
-            self._options,
-            device=trainer.strategy.root_device,
-            progress=trainer.progress_bar_callback is not None,
-        )
+
+        def cached() -> Any:
+            return datamodule_features(
+                model,
+                datamodule,
+                self._options,
+                device=trainer.strategy.root_device,
+                progress=trainer.progress_bar_callback is not None,
+            )
+
+        if trainer.world_size > 1:  # one rank extracts, the others reuse
+            cache = cached() if trainer.global_rank == 0 else None
+            trainer.strategy.barrier("linear_fixed_features extraction")
+            cache = cache or cached()
+        else:
+            cache = cached()
         for split in ("train", "val"):
             dataset = getattr(datamodule, f"{split}_dataset")
             # Training flips as the datamodule augments images; evaluation never does.
@@ -114,6 +118,17 @@ class FixedFeatures:
             "train_mode=linear_fixed_features: training the head on the cached features of "
             f"{cache.path}."
         )
+
+    def ddp_ignored(self, model: Any) -> list[str]:
+        """The backbone's parameters and buffers, which DDP leaves alone when frozen.
+
+        They get no gradient in this mode: DDP would wait for them at every step.
+        """
+        if not self.active:
+            return []
+        names = [name for name, _ in model.backbone.named_parameters()]
+        names += [name for name, _ in model.backbone.named_buffers()]
+        return [f"backbone.{name}" for name in names]
 
     def check_backbone(self, model: Any) -> None:
         """Refuse to train on features of other weights than the backbone's (after a restore).

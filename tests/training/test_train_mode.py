@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import csv
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -16,7 +18,7 @@ from spml_lightning.cli import run_cli
 from spml_lightning.features import FeatureOptions, datamodule_features
 from spml_lightning.training.optimizer import OptimizerSettings, adam_optimizer
 
-from probes import REPO_ROOT, demo_args
+from probes import REPO_ROOT, TESTS_DIR, demo_args, subprocess_env
 
 
 def test_end_to_end_is_the_default_and_other_modes_are_refused():
@@ -245,3 +247,40 @@ def test_a_second_fit_on_the_same_datamodule_extracts_from_its_images(
     )
     trainer.fit(fit.model, datamodule=fit.datamodule)
     assert any("extracting the features: the weights differ" in line for line in info_lines)
+
+
+def test_two_process_ddp_extracts_once_and_trains_the_head_of_one_process(tiny_demo_root, tmp_path):
+    root = tmp_path / "demo"
+    shutil.copytree(tiny_demo_root, root)
+    args = [
+        *demo_args(tmp_path, root),
+        *("--model.train_mode", "linear_fixed_features", "--model.feature_dtype", "float32"),
+        *("--data.init_args.train_augment", "false", "--trainer.num_sanity_val_steps", "0"),
+        *("--trainer.max_epochs", "1", "--trainer.accelerator", "cpu"),
+    ]
+    ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "2"]
+    result = subprocess.run(
+        [sys.executable, str(TESTS_DIR / "ddp_driver.py"), *args, *ddp]
+        + ["--data.init_args.batch_size", "8"],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    said = [
+        line for line in (result.stdout + result.stderr).splitlines() if "Feature cache" in line
+    ]
+    assert len(said) == 1 and "extracting the features" in said[0], said  # rank 0, once
+    (last,) = (tmp_path / "runs").rglob("last.ckpt")
+    ddp_head = torch.load(last, map_location="cpu", weights_only=False)["state_dict"]
+    # one process, twice the batch: the same steps on the same images
+    single = run_cli(
+        ["fit", *args, "--data.init_args.batch_size", "16", "--trainer.devices", "1"]
+        + ["--trainer.default_root_dir", str(tmp_path / "single")]
+    )
+    for name in ("head.weight", "head.bias"):
+        torch.testing.assert_close(
+            single.model.state_dict()[name], ddp_head[name], rtol=0, atol=1e-5
+        )
