@@ -84,7 +84,9 @@ def prepare_demo_data() -> None:
 
     from spml_lightning import DemoDataModule
 
-    init_args = yaml.safe_load((REPO / "configs" / "demo_resnet.yaml").read_text())["data"]["init_args"]
+    init_args = yaml.safe_load((REPO / "configs" / "demo_resnet.yaml").read_text())["data"][
+        "init_args"
+    ]
     DemoDataModule(**init_args).prepare_data()
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -325,7 +326,10 @@ def main_bench() -> None:
     if args.order:
         print(order_by_seed(records, args.order))
     for first, second in args.gap:
-        print(describe_gap(first, second, paired_gap(records, first, second)))
+        try:
+            print(describe_gap(first, second, paired_gap(records, first, second)))
+        except ValueError as err:  # too few paired seeds: say so, without a traceback
+            sys.exit(f"compare_losses.py --gap: {err}")
 
 
 if __name__ == "__main__":

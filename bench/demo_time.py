@@ -82,7 +82,7 @@ def main_bench(argv: list[str] | None = None) -> None:
             fit, _ = timed([str(SPML), "fit", *common])
             test, output = timed([str(SPML), "test", *common, "--ckpt_path", "best"])
             found = _TEST_MAP.search(output)
-            shown = found.group(1) if found else "not found in the output"
+            shown = f"{float(found.group(1)):.2f}" if found else "not found in the output"
             totals.append(fit + test)
             print(
                 f"#   run {repeat + 1}/{args.repeats}: fit {fit:.1f} s, test {test:.1f} s, "

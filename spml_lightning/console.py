@@ -199,7 +199,16 @@ def _parser_message(text: str) -> str:
     given = re.search(r"Given value: (.*)", text)
     if "Got value" not in expected[0] and given:
         expected[0] += f". Got value: {given.group(1).strip()}"
+    # jsonargparse refuses nan and inf as a float, saying a float was expected.
+    non_finite = _NON_FINITE.search(expected[0])
+    if non_finite:
+        expected[0] = f"expected a finite number, got {non_finite.group(1)}"
     return f"--{joiner.join(keys)}: {expected[0]}"
+
+
+_NON_FINITE = re.compile(
+    r"Expected a <class 'float'>\. Got value: ([+-]?(?:nan|inf(?:inity)?))$", re.IGNORECASE
+)
 
 
 def error_message(error: BaseException) -> str:

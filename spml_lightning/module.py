@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,6 +16,7 @@ from spml_lightning.backbones import (
     backbone_hparam,
     backbone_preprocessing,
     build_backbone,
+    check_backbone_output,
     check_input_size,
     initial_weights_skipped,
     pooled_features,
@@ -29,11 +28,10 @@ from spml_lightning.inference import (
     score_train_set,
 )
 from spml_lightning.losses import SPMLLoss, as_spml_loss
-from spml_lightning.training.checkpoint_files import read_checkpoint
 from spml_lightning.training.compatibility import (
     check_checkpoint_fits,
+    load_arguments,
     recorded_backbone,
-    replaced_hparams,
     take_data_facts,
     upgraded_checkpoint,
     upgraded_lr_scaling,
@@ -201,6 +199,9 @@ class SPMLModule(LightningModule):
         take_data_facts(self.hparams, datamodule)
         image_size = getattr(datamodule, "preprocessing", {}).get("image_size")
         check_input_size(self._backbone_preprocessing, image_size, self.hparams.backbone)
+        check_backbone_output(
+            self.backbone, image_size, self.head.in_features, self.hparams.backbone
+        )
         train_dataset = getattr(datamodule, "train_dataset", None)
         if stage == "fit" and train_dataset is not None:
             self._fixed_features.setup_fit(self, self.trainer)
@@ -292,10 +293,7 @@ class SPMLModule(LightningModule):
         Nothing is downloaded or read for them: the checkpoint's replace them. A backbone
         module whose arguments were not all recorded is given again: ``backbone=MyNet(...)``.
         """
-        if isinstance(checkpoint_path, str | os.PathLike) and Path(checkpoint_path).is_file():
-            # Options since removed: their replacements (training.compatibility), unless given.
-            recorded = read_checkpoint(checkpoint_path, weights_only=True)
-            kwargs = {**replaced_hparams(recorded.get("hyper_parameters", {})), **kwargs}
+        kwargs = load_arguments(checkpoint_path, kwargs)  # removed options; a backbone given
         with initial_weights_skipped():
             return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 

@@ -7,10 +7,15 @@ metric whose values a test chooses), none changes what is trained.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import subprocess
+import sys
+import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -53,6 +58,27 @@ def subprocess_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), str(TESTS_DIR), env.get("PYTHONPATH", "")])
     return env
+
+
+@contextlib.contextmanager
+def folder_locked_elsewhere(folder: Path) -> Iterator[None]:
+    """Another process holds ``folder``'s ``FolderLock`` while the block runs."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import time
+            from spml_lightning.training.folder_lock import FolderLock
+            assert FolderLock({str(folder)!r}).acquire()
+            print("locked", flush=True)
+            time.sleep(600)
+        """)],
+        cwd=REPO_ROOT, env=subprocess_env(), stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def write_callbacks_config(path: Path, callbacks: list[tuple[str, dict]]) -> Path:
@@ -102,6 +128,39 @@ class PauseAtStep(Callback):
         if trainer.global_step == self.step:
             Path(self.marker).write_text(f"{os.getpid()} {trainer.current_epoch} {batch_idx}\n")
             time.sleep(600)
+
+
+class FailAtStep(Callback):
+    """Raise ``RuntimeError`` at the end of global step ``step``: a crash, in the same process.
+
+    Args:
+        step: global step (optimizer steps done) to fail at.
+    """
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx
+    ) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError(f"FailAtStep: crashed at step {self.step}")
+
+
+class WriteFileOnPredictStart(Callback):
+    """Write ``text`` to ``path`` when prediction starts: another process's output, meanwhile.
+
+    Args:
+        path: the file.
+        text: its content.
+    """
+
+    def __init__(self, path: str, text: str) -> None:
+        self.path = path
+        self.text = text
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        Path(self.path).write_text(self.text)
 
 
 class ScriptedMetric(Callback):

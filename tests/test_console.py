@@ -29,3 +29,22 @@ def test_several_or_no_own_errors_leave_the_report_whole():
         "  - batch_size must be at least 1, got 0.\n", "  - Expected a <class 'str'>\n"
     )
     assert _parser_message(only_types) == only_types
+
+
+def test_nan_and_inf_flags_are_named_not_a_finite_number(tmp_path, capsys):
+    import pytest
+
+    from spml_lightning import SPMLModule
+    from spml_lightning.cli import main
+
+    from probes import REPO_ROOT
+
+    for flag, value in (("--model.lr", "nan"), ("--data.init_args.val_fraction", "inf")):
+        config = ["--config", str(REPO_ROOT / "configs" / "demo.yaml")]
+        assert main(["fit", *config, flag, value]) == 2
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        assert line == f"spml fit: error: {flag}: expected a finite number, got {value}", line
+    # The Python API takes them as floats: the model refuses them itself.
+    for lr, lr_mult in ((float("nan"), 1.0), (1e-3, float("inf"))):
+        with pytest.raises(ValueError, match="lr and lr_mult must be finite positive numbers"):
+            SPMLModule(num_classes=2, backbone="resnet18", weights="none", lr=lr, lr_mult=lr_mult)

@@ -8,8 +8,8 @@ resolution; the script prints the mAP and the share of tied scores per class.
 Training-side effects of bf16 are for ``bench/profile_accuracy.py --profiles
 bf16 bf16_head`` (on a GPU or a CPU with native bf16).
 
-    python bench/experiments/bf16_eval.py --ckpt_path runs/demo/.../checkpoints/last.ckpt
-        [--config configs/demo_resnet.yaml] [spml flags, e.g. --data.init_args.root data/demo_resnet]
+    python bench/experiments/bf16_eval.py --ckpt_path runs/demo_resnet/.../checkpoints/last.ckpt
+        [--config configs/demo_resnet.yaml] [spml flags, e.g. --data.init_args.root DIR]
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ from spml_lightning.analysis.loss_curves import (
     unknown_logit_gradient,
     unknown_logit_gradients,
 )
-from spml_lightning.analysis.run import LoadedRun
+from spml_lightning.analysis.run import LoadedRun, check_same_rows
 from spml_lightning.data.base import SPMLDataModule
 from spml_lightning.inference import evaluation_transform, score_dataset, with_transform
 from spml_lightning.losses.functional import bayes_pseudo_label
@@ -285,6 +285,7 @@ def analyze(
         grid_points: points of the gradient curves over (0, 1).
         progress: show progress bars while predicting.
     """
+    check_same_rows(run)  # a LoadedRun built by hand too
     model, datamodule = run.model, run.datamodule
     evaluated = predict_split(model, datamodule, split, progress=progress)
     train = (

@@ -30,6 +30,7 @@ from spml_lightning.analysis.run import load_run
 from spml_lightning.analysis.sweep import SweepPoint
 from spml_lightning.console import RunProgress, run_command
 from spml_lightning.metrics import METRIC_NAMES, TOP_K
+from spml_lightning.training.folder_lock import FolderLock
 
 __all__ = ["command", "default_output_dir", "main", "write_report"]
 
@@ -44,13 +45,25 @@ def default_output_dir(ckpt_path: Path) -> Path:
     return folder / f"report_{ckpt_path.stem}"
 
 
-def _prepare(output_dir: Path, overwrite: bool) -> None:
+def _prepare(output_dir: Path, overwrite: bool) -> FolderLock:
+    """Make the output folder, locked for this report: two reports never mix their files."""
+    _check_empty(output_dir, overwrite)
+    lock = FolderLock(str(output_dir))  # creates the folder
+    if not lock.acquire():
+        raise FileExistsError(
+            f"Another report is being written into {output_dir}; pass another --output_dir, or "
+            "wait for it to end."
+        )
+    _check_empty(output_dir, overwrite)  # a report that ended between the check and the lock
+    return lock
+
+
+def _check_empty(output_dir: Path, overwrite: bool) -> None:
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
         raise FileExistsError(
             f"{output_dir} exists and is not empty; pass another --output_dir, or --overwrite to "
             "replace the report files in it."
         )
-    output_dir.mkdir(parents=True, exist_ok=True)
 
 
 def _number(value: float) -> str:
@@ -264,19 +277,22 @@ def main(argv: Sequence[str] | None = None, progress: RunProgress | None = None)
         progress.started = True
     run = load_run(args.config, args.ckpt_path, overrides)
     output_dir = args.output_dir or default_output_dir(run.ckpt_path)
-    _prepare(output_dir, args.overwrite)
-    sweep = None
-    if args.sweep_root is not None:
-        from spml_lightning.analysis.sweep import collect_sweep
+    lock = _prepare(output_dir, args.overwrite)
+    try:
+        sweep = None
+        if args.sweep_root is not None:
+            from spml_lightning.analysis.sweep import collect_sweep
 
-        sweep = (
-            args.sweep_parameter,
-            args.sweep_metric,
-            collect_sweep(args.sweep_root, args.sweep_parameter, args.sweep_metric),
-        )
-    result = analyze(run, split=args.split, bins=args.bins, progress=not args.no_progress)
-    write_report(result, run.ckpt_path, output_dir, sweep)
-    print(f"Report written to {output_dir / 'summary.md'}")
+            sweep = (
+                args.sweep_parameter,
+                args.sweep_metric,
+                collect_sweep(args.sweep_root, args.sweep_parameter, args.sweep_metric),
+            )
+        result = analyze(run, split=args.split, bins=args.bins, progress=not args.no_progress)
+        write_report(result, run.ckpt_path, output_dir, sweep)
+        print(f"Report written to {output_dir / 'summary.md'}")
+    finally:
+        lock.release()
     return output_dir
 
 

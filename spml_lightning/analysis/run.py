@@ -22,11 +22,15 @@ from lightning.pytorch.cli import LightningArgumentParser
 
 from spml_lightning.data.base import SPMLDataModule
 from spml_lightning.module import SPMLModule
-from spml_lightning.training.checkpoint_files import check_checkpoint_file, find_checkpoint
+from spml_lightning.training.checkpoint_files import (
+    check_checkpoint_file,
+    checkpoint_training_rows,
+    find_checkpoint,
+)
 from spml_lightning.training.compatibility import check_class_names
 from spml_lightning.training.config_sections import add_callback_sections
 
-__all__ = ["LoadedRun", "load_checkpoint", "load_run"]
+__all__ = ["LoadedRun", "check_same_rows", "load_checkpoint", "load_run"]
 
 
 def load_checkpoint(ckpt_path: str | Path, map_location: str | torch.device = "cpu") -> SPMLModule:
@@ -91,4 +95,22 @@ def load_run(
     model = load_checkpoint(path, map_location)
     # Every statistic below compares the model's output columns with the data's label columns.
     check_class_names(model.hparams.class_names, datamodule.class_names, str(path))
-    return LoadedRun(model, datamodule, Path(path))
+    run = LoadedRun(model, datamodule, Path(path))
+    check_same_rows(run)
+    return run
+
+
+def check_same_rows(run: LoadedRun) -> None:
+    """Refuse a run whose datamodule gives other train or val rows than its checkpoint's.
+
+    The analysis reads the training set (its observed labels, what is "unknown")
+    and the val set: on other rows its tables would describe labels the model
+    never saw (and miss those it did), without any error.
+    """
+    run.datamodule.check_same_rows(
+        checkpoint_training_rows(run.ckpt_path),
+        f"checkpoint {run.ckpt_path}",
+        ("train", "val"),
+        "The analysis of its training set would describe other observed and unknown labels "
+        "than the model's.",
+    )

@@ -18,9 +18,9 @@ weights the backbone comes with: torchvision's ``IMAGENET1K_V1`` (the legacy
 pretrained tag from the Hugging Face hub, a module's own as given; ``none`` --
 random initialisation (a module: as given; spml never re-initialises one); a
 torchvision weights-enum name (``IMAGENET1K_V2``, ``DEFAULT``); or a local
-state-dict file (``.pth``/``.pt``/``.bin``/``.ckpt``, or ``.safetensors``), with or
-without the classifier, which must hold every parameter and buffer of the
-backbone.
+state-dict file (``.pth``/``.pt``/``.bin``/``.ckpt``, or ``.safetensors``; an spml
+checkpoint's backbone too), which must hold every parameter and buffer of the
+backbone and nothing else but the classifier the backbone removed (``weights.py``).
 
 The feature size D is the module's ``head_hidden_size`` (timm), ``num_features``
 or ``out_features`` attribute, the first that is an int; otherwise one forward
@@ -38,6 +38,7 @@ from torch import nn
 from spml_lightning.backbones.features import (
     PROBE_SIZE,
     backbone_preprocessing,
+    check_backbone_output,
     check_input_size,
     feature_size,
     pooled_features,
@@ -62,6 +63,7 @@ __all__ = [
     "backbone_hparam",
     "backbone_preprocessing",
     "build_backbone",
+    "check_backbone_output",
     "check_input_size",
     "initial_weights_skipped",
     "pooled_features",

@@ -99,18 +99,55 @@ def pooled_features(
     )
 
 
-def feature_size(module: nn.Module, probe_size: int, what: str) -> int:
-    """The feature size D of a backbone: its size attribute, else one forward pass measures it."""
-    for attribute in ("head_hidden_size", "num_features", "out_features"):
-        value = getattr(module, attribute, None)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
+def check_backbone_output(
+    module: nn.Module, image_size: int | None, expected: int, backbone: Any
+) -> None:
+    """Run a module's backbone once on two blank images of the data's size, before training.
+
+    A size attribute (``num_features``, ``out_features``) gives the feature size
+    without a forward pass, so a module that does not map images to features --
+    ``torch.nn.Linear`` given as a backbone -- would otherwise fail inside torch at
+    the first training step. Eager (``forward``, not a compiled call), in eval
+    mode and without gradients: nothing of the module changes. A backbone given by
+    name (torchvision, timm) takes images by construction and is not run.
+
+    Args:
+        module: the backbone.
+        image_size: the side of the data's images (None: not known yet, nothing checked).
+        expected: the feature size the head was built for.
+        backbone: the backbone hyper-parameter (a name, a config or a module).
+
+    Raises:
+        ValueError: when the pass fails or gives other than (B, ``expected``) features.
+    """
+    if not image_size or isinstance(backbone, str):
+        return
+    what = f"The backbone {_backbone_name(backbone)}"
+    try:
+        output = _blank_forward(module.forward, module, image_size)  # eager, not a compiled call
+    except Exception as err:
+        raise ValueError(
+            f"{what} cannot take the data's images: a forward pass of a "
+            f"(2, 3, {image_size}, {image_size}) batch failed ({type(err).__name__}: {err}). A "
+            "backbone maps images (B, 3, H, W) to (B, D) features or a (B, D, H', W') map; "
+            "check the module (e.g. torch.nn.Linear takes vectors, not images) and the data's "
+            "image_size."
+        ) from err
+    pooled_features(output, expected, what)
+
+
+def _blank_forward(forward: Any, module: nn.Module, size: int) -> Any:
+    """``forward`` of two blank ``size`` x ``size`` images, in eval mode, without gradients.
+
+    On the module's device and in its floating dtype; its training mode is restored
+    after, so nothing of the module changes.
+    """
     parameter = next(module.parameters(), None)
     images = torch.zeros(
         2,
         3,
-        probe_size,
-        probe_size,
+        size,
+        size,
         device=parameter.device if parameter is not None else "cpu",
         dtype=parameter.dtype if parameter is not None and parameter.is_floating_point() else None,
     )
@@ -118,7 +155,19 @@ def feature_size(module: nn.Module, probe_size: int, what: str) -> int:
     module.eval()
     try:
         with torch.no_grad():
-            output = module(images)
+            return forward(images)
+    finally:
+        module.train(training)
+
+
+def feature_size(module: nn.Module, probe_size: int, what: str) -> int:
+    """The feature size D of a backbone: its size attribute, else one forward pass measures it."""
+    for attribute in ("head_hidden_size", "num_features", "out_features"):
+        value = getattr(module, attribute, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    try:
+        output = _blank_forward(module, module, probe_size)
     except Exception as err:
         raise ValueError(
             f"Could not measure the feature size of {what}: a forward pass of a (2, 3, "
@@ -126,8 +175,6 @@ def feature_size(module: nn.Module, probe_size: int, what: str) -> int:
             "module a `num_features` attribute (its feature size), or pass SPMLModule the "
             "image_size it takes."
         ) from err
-    finally:
-        module.train(training)
     features = pooled_features(output, backbone=what)
     if features.shape[0] != 2:
         raise ValueError(

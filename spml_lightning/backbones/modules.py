@@ -42,9 +42,18 @@ def module_from_config(config: Mapping[str, Any], weights_hint: str) -> nn.Modul
     """Instantiate ``{"class_path", "init_args"}`` (a config's, or a checkpoint's record)."""
     class_path = config.get("class_path")
     if not isinstance(class_path, str) or not class_path:
+        # The command line's parser drops the class_path of a module whose init_args do not
+        # fit its class, and passes on the bare arguments: a misspelt argument looks so.
+        hint = (
+            f" If a class_path was given (--model.backbone <class> with "
+            f"--model.backbone.init_args.* flags), one of {sorted(config)} is not an argument "
+            "of that class: check the spelling against its __init__."
+            if config and "init_args" not in config
+            else ""
+        )
         raise ValueError(
             f"A backbone given as a mapping needs a 'class_path' (and optional 'init_args'); got "
-            f"{dict(config)!r}."
+            f"{dict(config)!r}.{hint}"
         )
     unrecorded = list(config.get("unrecorded") or [])
     if unrecorded:

@@ -45,6 +45,13 @@ def timm_hub_id(timm: Any, model_name: str) -> str:
     return hub_id or f"timm/{model_name}"
 
 
+def timm_head_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """Key prefixes of the classifier that ``num_classes=0`` removed (``pretrained_cfg``)."""
+    classifier = (getattr(model, "pretrained_cfg", None) or {}).get("classifier") or ()
+    names = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+    return tuple(f"{name}." for name in names)
+
+
 def timm_backbone(spec: str, model_name: str, weights: str | os.PathLike | None) -> nn.Module:
     """The timm model ``model_name`` (asked for as ``spec``), headless, with its ``weights``."""
     timm = import_timm(spec)
@@ -67,7 +74,7 @@ def timm_backbone(spec: str, model_name: str, weights: str | os.PathLike | None)
     if kind != "pretrained":
         model = timm.create_model(model_name, pretrained=False, num_classes=0)
         if path is not None:
-            load_local_weights(model, path, repr(spec))
+            load_local_weights(model, path, repr(spec), timm_head_prefixes(model))
         return model
     try:
         return timm.create_model(model_name, pretrained=True, num_classes=0)

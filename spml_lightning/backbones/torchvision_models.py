@@ -93,7 +93,10 @@ def torchvision_backbone(name: str, weights: str | os.PathLike | None) -> tuple[
                 "--model.weights none (random initialisation) or --model.weights "
                 "/path/to/weights.pth (a local state-dict file)."
             ) from err
+    full = set(model.state_dict())
     model, dim = strip_classifier(model)
     if path is not None:
-        load_local_weights(model, path, repr(name))
+        # A file of the full classifier may bring the removed layer's keys, and only those.
+        head = sorted({key.rpartition(".")[0] + "." for key in full - set(model.state_dict())})
+        load_local_weights(model, path, repr(name), tuple(head))
     return model, dim

@@ -26,7 +26,12 @@ from torch.utils.data import DataLoader, Dataset
 from spml_lightning.data.device_decode import collate_encoded, decode_and_transform, read_encoded
 from spml_lightning.data.io import load_rgb, missing_files, unreadable_reasons
 from spml_lightning.data.observation import OBSERVE_STRATEGIES, ObjectBoxes, observed_labels
-from spml_lightning.data.protocol import observe_single_positive, split_train_val
+from spml_lightning.data.protocol import (
+    check_counts,
+    check_seed,
+    observe_single_positive,
+    split_train_val,
+)
 from spml_lightning.data.sampling import ResumableDataLoader
 from spml_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, reference_transform
 
@@ -247,6 +252,9 @@ class SPMLDataModule(LightningDataModule, ABC):
                 f"val_fraction must be strictly between 0 and 1, got {val_fraction} "
                 "(model selection needs a validation set)."
             )
+        check_seed("split_seed", split_seed)
+        check_seed("observe_seed", observe_seed)
+        check_counts(num_pos, num_neg)
         if observe not in OBSERVE_STRATEGIES:
             raise ValueError(
                 f"observe must be one of {', '.join(OBSERVE_STRATEGIES)}; got {observe!r}."
@@ -488,31 +496,102 @@ class SPMLDataModule(LightningDataModule, ABC):
             "train_rows": len(self.train_dataset),
             "train_fingerprint": self._fingerprint(self.train_dataset),
             "val_fingerprint": self._fingerprint(val),
+            # Not a row setting: recorded so that a resumed fit can say it changed.
+            "eval_label_less": self.eval_label_less,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Refuse to resume a fit on other training or validation rows than the checkpoint's.
+        """Refuse a checkpoint trained on other rows than this data gives (:meth:`check_same_rows`).
 
         A resumed fit continues where the run stopped: the per-sample loss state
         (ROLE, LL-Cp, EM+APL), the position within the epoch and the best val mAP
-        so far all refer to rows by their index. Other rows -- another
-        ``split_seed``, ``observe_seed``, ``observe``, ``val_fraction``, ``num_pos``, other
-        files under the root -- would silently mix two experiments.
+        so far all refer to rows by their index, so the train and val rows must be
+        the checkpoint's. ``validate`` measures the val mAP: on other val rows it
+        could include images the model was trained on. ``test`` and ``predict``
+        read the test phase, which the training rows do not change.
         """
         trainer = self.trainer
-        fitting = trainer is not None and trainer.state.fn == "fit"
-        if not fitting or not state_dict or self.train_dataset is None:
+        if trainer is None or not state_dict or self.train_dataset is None:
             return
-        if state_dict == self.state_dict():
+        path = getattr(trainer, "ckpt_path", None)
+        source = f"checkpoint {path}" if path else "checkpoint"
+        if trainer.state.fn == "fit":
+            self.check_same_rows(
+                state_dict,
+                source,
+                ("train", "val"),
+                "A resumed fit continues its training: the per-sample loss state, the position "
+                "within the epoch and the best val mAP so far refer to the checkpoint's rows.",
+                " -- or start a new run without --ckpt_path",
+            )
+            before = state_dict.get("eval_label_less")
+            if before is not None and before != self.eval_label_less:
+                rank_zero_info(
+                    f"Resumed with eval_label_less {self.eval_label_less!r} (the checkpoint "
+                    f"evaluated with {before!r}): the best val mAP so far was measured the old way."
+                )
+        elif trainer.state.fn == "validate":
+            self.check_same_rows(
+                state_dict,
+                source,
+                ("val",),
+                "The val mAP would be measured on other images (some the model trained on) or "
+                "other labels.",
+            )
+
+    def check_same_rows(
+        self,
+        recorded: Mapping[str, Any] | None,
+        source: str,
+        sets: Sequence[str],
+        why: str,
+        alternative: str = "",
+    ) -> None:
+        """Refuse train or val rows other than those a checkpoint was trained on.
+
+        The one check wherever a checkpoint meets this data and the result depends
+        on its training rows (a resumed fit, ``validate``, ``spml suggest``,
+        ``load_run``/``analyze``). The checkpoint records fingerprints of its rows
+        (:meth:`state_dict`): image paths relative to the root, and observed
+        labels -- so another ``split_seed``, ``observe_seed``, ``observe``,
+        ``val_fraction``, ``num_pos``, ``num_neg``, ``skip_unreadable`` or other
+        files are refused, and a data set moved to another root is not.
+
+        Args:
+            recorded: the checkpoint's record (``checkpoint_training_rows``); None or empty for
+                checkpoints without one (nothing to check).
+            source: the checkpoint, as the message names it.
+            sets: which rows must be the checkpoint's: ``train`` and/or ``val``.
+            why: what would be wrong otherwise, for the message.
+            alternative: appended to the fix in the message.
+
+        Raises:
+            ValueError: naming the sets that differ, the row counts, and the settings to pass.
+        """
+        if not recorded:
             return
+        if self.train_dataset is None or self.val_dataset is None:
+            self.setup("fit")
+        current = self.state_dict()
+        differ = [
+            name
+            for name in sets
+            if recorded.get(f"{name}_fingerprint") is not None
+            and recorded.get(f"{name}_fingerprint") != current.get(f"{name}_fingerprint")
+        ]
+        if not differ:
+            return
+        then, now = recorded.get("train_rows"), current.get("train_rows")
+        detail = (
+            f"{then} training rows then, {now} now"
+            if "train" in differ and then != now
+            else "the same number of rows, with other images, observed labels or train/val split"
+        )
         raise ValueError(
-            f"This fit resumes a checkpoint trained on other data: {state_dict['train_rows']} "
-            f"training rows then, {len(self.train_dataset)} now, or the same number with other "
-            "images, observed labels or train/val split. The per-sample loss state, the position "
-            "within the epoch and the best val mAP so far refer to the checkpoint's rows. Resume "
-            "with the data settings the run started with (its config.yaml: root, val_fraction, "
-            "split_seed, observe, observe_seed, num_pos, num_neg, skip_unreadable), or start a "
-            "new run without --ckpt_path."
+            f"The {' and '.join(differ)} rows of {type(self).__name__} differ from those the "
+            f"{source} was trained on ({detail}). {why} Pass the data settings of its fit (its "
+            "config.yaml: root, val_fraction, split_seed, observe, observe_seed, num_pos, "
+            f"num_neg, skip_unreadable){alternative}."
         )
 
     def setup(self, stage: str | None = None) -> None:
@@ -530,6 +609,14 @@ class SPMLDataModule(LightningDataModule, ABC):
             # so that every remaining row keeps the community's split and labels.
             usable = self._usable_rows(paths, "train")
             train_idx, val_idx = train_idx[usable[train_idx]], val_idx[usable[val_idx]]
+            if not len(val_idx) or not len(train_idx):
+                # An empty set: nothing to select the model on, or nothing to train on.
+                raise ValueError(
+                    f"val_fraction={self.val_fraction} of the {len(labels)} training-phase images "
+                    f"of {self.describe_phase('train')} leaves {len(train_idx)} to train on and "
+                    f"{len(val_idx)} to validate on (after unusable images are dropped); both "
+                    "need at least one. Choose another val_fraction, or add images."
+                )
             self.train_dataset = self._dataset(
                 train_idx, paths, labels, observed, self._train_transform()
             )

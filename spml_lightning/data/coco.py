@@ -257,12 +257,23 @@ class COCODataModule(OfficialDataModule):
         sized = _positions(
             found["size_image_ids"], arrays["image_ids"], path, "an annotated image is not listed"
         )
+        rows = _positions(arrays["image_ids"], found["image_ids"], path, "unknown image")
+        columns = _positions(
+            arrays["category_ids"], found["category_ids"], path, "unknown category"
+        )
+        names = arrays["category_names"]
+
+        def describe(k: int) -> str:
+            return (
+                f"{path}, an annotation of image id {found['image_ids'][k]} "
+                f"({arrays['names'][rows[k]]}), {str(names[columns[k]])!r}"
+            )
+
         return ObjectBoxes(
-            rows=_positions(arrays["image_ids"], found["image_ids"], path, "unknown image"),
-            columns=_positions(
-                arrays["category_ids"], found["category_ids"], path, "unknown category"
-            ),
+            rows=rows,
+            columns=columns,
             boxes=found["bbox"],
             areas=found["area"],
             image_sizes=found["sizes"][sized],
+            describe=describe,
         )

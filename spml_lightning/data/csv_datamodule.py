@@ -210,7 +210,26 @@ class CSVDataModule(SPMLDataModule):
                 f"cell, separated by {self.label_separator!r}."
             )
         self._report(path, labels, observed)
+        if phase == "train" and observed is not None and self.observe in ("uniform", "given"):
+            self._warn_unobserved(path, labels, observed)
         return PhaseData([str(self._resolve(image)) for image in images], labels, observed)
+
+    def _warn_unobserved(self, path: Path, labels: np.ndarray, observed: np.ndarray) -> None:
+        """Warn about labelled rows whose ``observed`` cell names no positive.
+
+        They train with no observed positive -- every label of theirs is
+        "unknown" -- which an empty cell more often means by mistake than by design.
+        """
+        rows = np.flatnonzero(labels.any(axis=1) & ~(observed == 1).any(axis=1))
+        if len(rows):
+            lines = ", ".join(str(row + 2) for row in rows[:_SHOWN_NAMES])  # line 1: the header
+            rank_zero_warn(
+                f"{type(self).__name__}: {len(rows)} of the {int(labels.any(axis=1).sum())} "
+                f"labelled rows of {path} observe no positive (an empty 'observed' cell; lines "
+                f"{lines}{', ...' if len(rows) > _SHOWN_NAMES else ''}): they train with every "
+                "label unknown. Name each image's observed positive in its 'observed' cell, or "
+                "drop the column to let the protocol draw one from 'labels'."
+            )
 
     def _report(self, path: Path, labels: np.ndarray, observed: np.ndarray | None) -> None:
         """Log what a CSV holds: a label set that is not what was meant shows before training."""
@@ -249,9 +268,14 @@ class CSVDataModule(SPMLDataModule):
                 "docs/guides/your-own-data.md), or choose observe: uniform or frequency"
                 + (" or given." if data.observed is not None else ".")
             )
-        sizes = None
-        if self.observe == "center":  # only center normalises by the image size
-            sizes = np.ones((len(data.image_paths), 2))
-            for row in np.unique(found["rows"]).tolist():
-                sizes[row] = image_size(data.image_paths[row])
-        return ObjectBoxes.from_boxes(found["rows"], found["columns"], found["boxes"], sizes)
+        # center normalises by the image sizes, and every box is checked against them.
+        sizes = np.ones((len(data.image_paths), 2))
+        for row in np.unique(found["rows"]).tolist():
+            sizes[row] = image_size(data.image_paths[row])
+        rows, columns = found["rows"], found["columns"]
+
+        def describe(k: int) -> str:
+            image = data.image_paths[rows[k]]
+            return f"{path}, line {rows[k] + 2} ({image}), {self.class_names[columns[k]]!r}"
+
+        return ObjectBoxes.from_boxes(rows, columns, found["boxes"], sizes, describe)

@@ -14,6 +14,11 @@ one is deterministic (numpy only, no global random state):
 * ``center``: the class of the object whose box centre is nearest the image
   centre, in coordinates normalised by the image's width and height.
 
+Boxes are pixels of their image: one that reaches outside it (beyond
+``BORDER_TOLERANCE``), or an image whose boxes all lie within [0, 1] (normalised
+coordinates), is refused, naming where the box was read -- a "central" or
+"largest" object chosen from such boxes would be a wrong label without a word.
+
 Ties (equal areas or distances) go to the lower class index. With ``num_pos``
 > 1 the ``num_pos`` best classes are observed (largest, most central, or drawn
 one after another without replacement); ``num_neg`` negatives are drawn
@@ -31,6 +36,7 @@ import numpy as np
 from spml_lightning.data.protocol import check_counts, observe_single_positive
 
 __all__ = [
+    "BORDER_TOLERANCE",
     "BOX_STRATEGIES",
     "OBSERVE_STRATEGIES",
     "ObjectBoxes",
@@ -43,6 +49,11 @@ __all__ = [
 OBSERVE_STRATEGIES: tuple[str, ...] = ("uniform", "frequency", "size", "center", "given")
 #: The strategies that need the objects' boxes.
 BOX_STRATEGIES: tuple[str, ...] = ("size", "center")
+#: How far a box may reach past its image's border, as a fraction of the image's side (at
+#: least one pixel): annotation tools round, and COCO's boxes overshoot by fractions of a pixel.
+BORDER_TOLERANCE = 0.02
+#: How many faulty boxes an error shows.
+_SHOWN_BOXES = 3
 
 
 @dataclass(frozen=True)
@@ -57,7 +68,10 @@ class ObjectBoxes:
         areas: (K,) the objects' areas (COCO: the annotation's ``area``, the segmentation's;
             elsewhere width x height of the box).
         image_sizes: (N, 2) ``width, height`` of every row's image, which ``center``
-            normalises by; None where only ``size`` is needed.
+            normalises by and every box is checked against; None: unknown (``size``
+            then ranks the boxes unchecked).
+        describe: where object ``k`` was read, with its class (``"train.csv, line 4,
+            'dog'"``), for the messages of refused boxes; None: its row and column.
     """
 
     rows: np.ndarray
@@ -65,6 +79,7 @@ class ObjectBoxes:
     boxes: np.ndarray
     areas: np.ndarray
     image_sizes: np.ndarray | None = None
+    describe: Callable[[int], str] | None = None
 
     @classmethod
     def from_boxes(
@@ -73,10 +88,11 @@ class ObjectBoxes:
         columns: np.ndarray,
         boxes: np.ndarray,
         image_sizes: np.ndarray | None = None,
+        describe: Callable[[int], str] | None = None,
     ) -> ObjectBoxes:
         """Objects whose area is their box's, width x height (VOC's, a CSV's ``boxes``)."""
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-        return cls(rows, columns, boxes, boxes[:, 2] * boxes[:, 3], image_sizes)
+        return cls(rows, columns, boxes, boxes[:, 2] * boxes[:, 3], image_sizes, describe)
 
     def __post_init__(self) -> None:
         count = len(self.rows)
@@ -88,6 +104,72 @@ class ObjectBoxes:
                 f"ObjectBoxes: rows ({count}), columns ({len(self.columns)}), boxes "
                 f"{np.shape(self.boxes)} and areas ({len(self.areas)}) must describe the same "
                 "objects."
+            )
+
+    def where(self, k: int) -> str:
+        """Where object ``k`` was read and its box, for a message."""
+        place = (
+            self.describe(k)
+            if self.describe is not None
+            else f"row {int(self.rows[k])}, class column {int(self.columns[k])}"
+        )
+        x, y, w, h = (f"{v:g}" for v in np.asarray(self.boxes[k], dtype=np.float64))
+        line = f"{place}: box x {x} y {y} w {w} h {h}"
+        if self.image_sizes is not None:
+            width, height = np.asarray(self.image_sizes, dtype=np.float64)[int(self.rows[k])]
+            line += f" in an image of {width:g} x {height:g} px"
+        return line
+
+    def check_inside_images(self, strategy: str) -> None:
+        """Refuse boxes outside their image, and images whose boxes all look normalised.
+
+        Nothing to check without ``image_sizes``.
+
+        Args:
+            strategy: the ``observe`` strategy, for the messages.
+
+        Raises:
+            ValueError: naming the count, the first few boxes with where they were read, and
+                the fix.
+        """
+        if self.image_sizes is None or not len(self.rows):
+            return
+        rows = np.asarray(self.rows, dtype=np.int64)
+        xywh = np.asarray(self.boxes, dtype=np.float64)
+        sizes = np.asarray(self.image_sizes, dtype=np.float64)[rows]
+        low, high = xywh[:, :2], xywh[:, :2] + xywh[:, 2:]
+        slack = np.maximum(BORDER_TOLERANCE * sizes, 1.0)
+        # A negative width or height is no box (COCO's JSON is read as it is written).
+        outside = np.flatnonzero(
+            ((low < -slack) | (high > sizes + slack) | (xywh[:, 2:] < 0)).any(axis=1)
+        )
+        # An image whose boxes all lie within [0, 1] although it is larger: YOLO-style
+        # coordinates, which inside the image's top-left pixel would choose at random.
+        unit = ((low >= 0) & (high <= 1)).all(axis=1)
+        per_image = np.ones(int(rows.max()) + 1, dtype=bool)
+        np.logical_and.at(per_image, rows, unit)
+        large = (sizes > 2).any(axis=1)
+        normalised = np.flatnonzero(per_image[rows] & large)
+        help_text = (
+            "Boxes are pixels of their image: '<x> <y> <w> <h>', x and y the top-left corner "
+            "(COCO's bbox)"
+        )
+        if len(normalised):
+            images = len(np.unique(rows[normalised]))
+            shown = "\n  ".join(self.where(k) for k in normalised[:_SHOWN_BOXES])
+            raise ValueError(
+                f"observe={strategy!r}: every box of {images} images lies within [0, 1] -- "
+                f"normalised coordinates? e.g.:\n  {shown}\n{help_text}; multiply normalised "
+                "coordinates by the image's width and height."
+            )
+        if len(outside):
+            shown = "\n  ".join(self.where(k) for k in outside[:_SHOWN_BOXES])
+            raise ValueError(
+                f"observe={strategy!r}: {len(outside)} of {len(rows)} boxes reach outside their "
+                f"image (by more than {BORDER_TOLERANCE:.0%} of its side) or have a negative "
+                f"width or height, e.g.:\n  {shown}\n"
+                f"{help_text}. Fix or remove these boxes; the largest or most central object "
+                "cannot be chosen from them."
             )
 
 
@@ -191,10 +273,12 @@ def observe_by_boxes(
         (N, C) float64: 1 observed positive, -1 observed negative, 0 unknown.
 
     Raises:
-        ValueError: when a row has positives but none of them has a box.
+        ValueError: when a row has positives but none of them has a box, or a box does not
+            fit its image (``ObjectBoxes.check_inside_images``).
     """
     if strategy not in BOX_STRATEGIES:
         raise ValueError(f"strategy must be one of {BOX_STRATEGIES}, got {strategy!r}.")
+    boxes.check_inside_images(strategy)
     scores = _scores(labels, boxes, strategy)
     boxed = np.isfinite(scores)
     unboxed = np.flatnonzero(labels.any(axis=1) & ~boxed.any(axis=1))
@@ -255,10 +339,12 @@ def observed_labels(
         ValueError: naming the strategies the data set supports when it cannot serve ``strategy``.
     """
     if strategy == "given" and given is None:
+        # Only the strategies this data supports: the box ones need boxes.
+        others = ["uniform", "frequency"] + (list(BOX_STRATEGIES) if has_boxes else [])
         raise ValueError(
             f"observe='given' but the {phase} phase of {name} comes without observed labels "
             "(a CSV 'observed' column, formatted_*_labels_obs.npy). Choose another strategy "
-            f"(observe: {', '.join(s for s in OBSERVE_STRATEGIES if s != 'given')})."
+            f"(observe: {', '.join(others)})."
         )
     if given is not None and strategy in ("uniform", "given"):
         return np.asarray(given, dtype=np.float64), "given"

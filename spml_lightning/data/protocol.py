@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["check_counts", "observe_single_positive", "split_train_val"]
+__all__ = ["SEED_RANGE", "check_counts", "check_seed", "observe_single_positive", "split_train_val"]
+
+#: The seeds numpy's ``RandomState`` takes: 0 to 2**32 - 1.
+SEED_RANGE: tuple[int, int] = (0, 2**32 - 1)
 
 
 def _as_binary_matrix(labels: np.ndarray) -> np.ndarray:
@@ -38,9 +41,37 @@ def _check_count(name: str, value: int) -> None:
 
 
 def check_counts(num_pos: int, num_neg: int) -> None:
-    """Refuse observation counts other than a non-negative integer or -1 (all)."""
+    """Refuse observation counts other than a non-negative integer or -1 (all).
+
+    ``num_pos`` 0 is refused too: no image would have an observed positive, so
+    there would be nothing to learn.
+    """
     _check_count("num_pos", num_pos)
     _check_count("num_neg", num_neg)
+    if num_pos == 0:
+        raise ValueError(
+            "num_pos must be 1 or more positives observed per image, or -1 (all); 0 observes no "
+            "positive at all, so there would be nothing to learn."
+        )
+
+
+def check_seed(name: str, value: int) -> None:
+    """Refuse a seed numpy's generator does not take, naming the option.
+
+    Args:
+        name: the option, as the message names it (``observe_seed``).
+        value: its value.
+
+    Raises:
+        ValueError: for anything but an integer from 0 to 2**32 - 1.
+    """
+    low, high = SEED_RANGE
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or not (low <= value <= high)
+    ):
+        raise ValueError(f"{name} must be an integer from {low} to 2**32 - 1, got {value!r}.")
 
 
 def observe_single_positive(
@@ -68,6 +99,7 @@ def observe_single_positive(
     """
     labels = _as_binary_matrix(labels)
     check_counts(num_pos, num_neg)
+    check_seed("seed", seed)
     signed = np.where(labels == 1, 1.0, -1.0)
     observed = np.zeros(labels.shape, dtype=np.float64)
     rng = np.random.RandomState(seed)
@@ -96,6 +128,7 @@ def split_train_val(
         raise ValueError(f"n must be a positive number of rows, got {n!r}.")
     if not 0.0 <= float(val_fraction) < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}.")
+    check_seed("seed", seed)
     n_val = int(np.round(val_fraction * n))
     perm = np.random.RandomState(seed).permutation(n)
     train_idx = np.sort(perm[: n - n_val])

@@ -205,11 +205,20 @@ class ResumableDataLoader(DataLoader):
         kwargs.setdefault("generator", torch.Generator())
         super().__init__(SeededDataset(dataset), batch_size=batch_size, sampler=sampler, **kwargs)
         self._state: dict[str, int] = {}
+        self._resumed_from: dict[str, int] | None = None  # a state to continue, not yet checked
 
     def __iter__(self) -> Iterator[Any]:
         return self._iterate()
 
     def _iterate(self) -> Iterator[Any]:
+        resumed, self._resumed_from = self._resumed_from, None
+        sampler = self.sampler
+        if (
+            resumed is not None
+            and isinstance(sampler, ResumableShuffleSampler)
+            and int(resumed["epoch"]) == sampler.epoch
+        ):
+            self._check_resumable_step(resumed)
         handed_out = 0
         for batch in super().__iter__():
             handed_out += 1
@@ -228,10 +237,46 @@ class ResumableDataLoader(DataLoader):
             "position": min(sampler.pass_start + batches * step, sampler.total_size),
             "seed": sampler.seed,
             "num_replicas": sampler.num_replicas,
+            "batch_size": int(self.batch_size or 1),
         }
 
+    def _check_resumable_step(self, state_dict: dict[str, int]) -> None:
+        """Refuse to finish an interrupted epoch in larger steps than it was started in.
+
+        Lightning counts the rest of a resumed epoch in batches: it runs the
+        epoch's number of batches *at the new size* less the batches the
+        checkpoint had done. With more images per step (a larger batch, more
+        processes) those batches end before the epoch's images do, and the
+        rest of the epoch would never be trained on. A smaller step is safe (the
+        loader runs out first, having handed out every image once), and so is
+        any change at an epoch boundary (the resumed run starts the next epoch,
+        and this is not called).
+        """
+        sampler = self.sampler
+        assert isinstance(sampler, ResumableShuffleSampler)
+        old_batch = state_dict.get("batch_size")  # not recorded by older checkpoints
+        position, total = int(state_dict["position"]), sampler.total_size
+        if old_batch is None or not 0 < position < total:
+            return
+        old_replicas = int(state_dict["num_replicas"])
+        new_batch = int(self.batch_size or 1)
+        if new_batch * sampler.num_replicas <= int(old_batch) * old_replicas:
+            return
+        epoch = int(state_dict["epoch"])
+        raise ValueError(
+            f"This fit resumes a checkpoint saved in the middle of epoch {epoch} (after {position} "
+            f"of its {total} images) with batch_size {old_batch} on {old_replicas} process(es); "
+            f"now batch_size {new_batch} on {sampler.num_replicas}. Lightning counts the rest of "
+            "the epoch in the checkpoint's batches, so with larger batches it would end early "
+            "and part of the epoch would never be trained on. Finish the epoch with the "
+            f"checkpoint's batch size (--data.init_args.batch_size {old_batch}; adding "
+            f"--trainer.max_epochs {epoch + 1} stops right after it), then resume with the new "
+            "one: a checkpoint saved at the end of an epoch resumes with any batch size, and a "
+            "smaller batch size is fine mid-epoch too."
+        )
+
     def state_dict(self) -> dict[str, int]:
-        """Epoch, shuffling seed, ranks and the global position the batches handed out reach."""
+        """Epoch, shuffling seed, ranks, batch size and the global position the batches reach."""
         return dict(self._state)
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
@@ -246,6 +291,9 @@ class ResumableDataLoader(DataLoader):
                 "so the run will not match an uninterrupted one exactly.",
                 stacklevel=2,
             )
+        # Checked when the epoch starts: only then is it known whether the resumed run
+        # continues the recorded epoch (a checkpoint saved at an epoch's end resumes the next).
+        self._resumed_from = dict(state_dict)
         sampler.seed = int(state_dict["seed"])
         sampler.resume(state_dict["epoch"], state_dict["position"])
         self._state = dict(state_dict)

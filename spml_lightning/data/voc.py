@@ -22,6 +22,7 @@ import numpy as np
 
 from spml_lightning.data.base import Phase, PhaseData
 from spml_lightning.data.download import Archive
+from spml_lightning.data.io import image_size
 from spml_lightning.data.observation import ObjectBoxes
 from spml_lightning.data.official import OfficialDataModule
 
@@ -92,6 +93,8 @@ def read_voc_boxes(data_dir: Path, names: np.ndarray) -> dict[str, np.ndarray]:
             size = root.find("size")
             if size is not None:
                 sizes[row] = [float(size.findtext(k, "")) for k in ("width", "height")]
+            else:  # every box is checked against its image: read the size from the JPEG
+                sizes[row] = image_size(str(data_dir / "JPEGImages" / file_name))
             for item in root.iter("object"):
                 if item.findtext("difficult", "0").strip() == "1":
                     continue
@@ -138,6 +141,8 @@ class VOCDataModule(OfficialDataModule):
         ),
     )
     has_boxes = True
+    #: 2: an XML without <size> gives the JPEG's size (1 x 1 before), boxes are checked by it.
+    parser_version = "2"
     title = "PASCAL VOC 2012 (trainval)"
     homepage = "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/"
     layout = """\
@@ -195,6 +200,9 @@ class VOCDataModule(OfficialDataModule):
         found = self.parsed(
             f"voc2012_{image_set}_boxes", sources, lambda: read_voc_boxes(self.data_dir, names)
         )
-        return ObjectBoxes.from_boxes(
-            found["rows"], found["columns"], found["boxes"], found["sizes"]
-        )
+        rows, columns = found["rows"], found["columns"]
+
+        def describe(k: int) -> str:
+            return f"{sources[rows[k]]}, {VOC_CLASSES[columns[k]]!r}"
+
+        return ObjectBoxes.from_boxes(rows, columns, found["boxes"], found["sizes"], describe)

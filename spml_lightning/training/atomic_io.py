@@ -97,7 +97,9 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+def atomic_write(
+    path: str | os.PathLike, write: Callable[[BinaryIO], None], replace: bool = True
+) -> None:
     """Write a file with ``write(file)`` so that ``path`` is never left partially written.
 
     Writes ``.<name>.tmp-<host>-<pid>-<token>`` next to ``path``, fsyncs it,
@@ -110,6 +112,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     Args:
         path: the destination file (its folder is created if missing).
         write: writes the content to the binary file it is given.
+        replace: replace an existing ``path``. False: the file is linked into place,
+            which fails on one that exists -- also one another process wrote since
+            the caller checked -- so that nothing is replaced unasked.
+
+    Raises:
+        FileExistsError: ``path`` exists and ``replace`` is False.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -122,7 +130,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
             write(file)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temporary, path)
+        if replace:
+            os.replace(temporary, path)
+        else:
+            os.link(temporary, path)  # atomic, and refuses an existing path
+            temporary.unlink()
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 __all__ = [
     "CHECKPOINT_FACTS",
@@ -122,7 +123,9 @@ def find_checkpoint(
     run root) -- the end-of-epoch and mid-epoch saves of ``ResumableCheckpoint``
     are the same file, so this is the latest state of the newest run; ``best``
     is the best model recorded by the ModelCheckpoint state stored in that
-    newest ``last.ckpt``. Any file is checked to be a readable checkpoint.
+    newest ``last.ckpt``. Any file is checked to be a readable checkpoint. When the
+    root holds no checkpoint but its runs resumed one of another root (their
+    ``config.yaml``), that checkpoint's folder is searched (not for ``missing_ok``).
 
     Args:
         ckpt_path: ``best``, ``last``, a path, or None.
@@ -138,13 +141,21 @@ def find_checkpoint(
             check_checkpoint_file(ckpt_path)
         return ckpt_path
     roots = [Path(root_dir)] if checkpoint_dir is None else [Path(checkpoint_dir), Path(root_dir)]
-    for root in roots:
+    # Not for `fit --ckpt_path last` (missing_ok): a config.yaml may be a test's, whose
+    # checkpoint belongs to another run that this root's fit must not continue.
+    elsewhere = [] if missing_ok else _folders_resumed_from(Path(root_dir))
+    for root in [*roots, *elsewhere]:
         last = (
             _newest([p for p in root.rglob("last*.ckpt") if p.is_file()]) if root.is_dir() else None
         )
         if last is None:
             continue
         check_checkpoint_file(last)
+        if root not in roots:
+            rank_zero_info(
+                f"--ckpt_path {ckpt_path}: the newest run under {root_dir} resumed a checkpoint "
+                f"of {root} and kept writing its checkpoints there."
+            )
         if ckpt_path == "last":
             return str(last)
         for state in checkpoint_callback_states(last):
@@ -165,6 +176,30 @@ def find_checkpoint(
         f"--ckpt_path {ckpt_path}: no checkpoint found under {where}. Run `spml fit` with the "
         "same config first, or pass --ckpt_path /path/to/file.ckpt."
     )
+
+
+def _folders_resumed_from(root: Path) -> list[Path]:
+    """Checkpoint folders outside ``root`` that the runs logged under it resumed from, newest first.
+
+    A fit resumed from a checkpoint of another root keeps writing checkpoints into
+    that checkpoint's folder (``continue_in_checkpoint_folder``), so its own root
+    holds only logs; the ``config.yaml`` it saved records the checkpoint it
+    resumed (``ckpt_path``), which leads there.
+    """
+    if not root.is_dir():
+        return []
+    configs = sorted(root.rglob("config.yaml"), key=lambda p: p.stat().st_mtime, reverse=True)
+    folders: list[Path] = []
+    for config in configs:
+        try:
+            recorded = yaml.safe_load(config.read_text()).get("ckpt_path")
+        except (OSError, yaml.YAMLError, AttributeError):
+            continue  # not a run's config
+        if isinstance(recorded, str) and Path(recorded).is_file():
+            folder = Path(recorded).parent
+            if folder not in folders and not folder.resolve().is_relative_to(root.resolve()):
+                folders.append(folder)
+    return folders
 
 
 def resolve_checkpoint(

@@ -26,13 +26,16 @@ and resume, with the option's nearest current setting and a warning.
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch import nn
 
-from spml_lightning.backbones.modules import same_class
+from spml_lightning.backbones.modules import backbone_config, same_class
+from spml_lightning.training.checkpoint_files import read_checkpoint
 
 __all__ = [
     "NO_EFFECT",
@@ -41,8 +44,12 @@ __all__ = [
     "REMOVED_OPTIONS",
     "RENAMED_DATAMODULES",
     "ResumePlan",
+    "load_arguments",
+    "backbone_difference",
+    "check_backbone",
     "check_checkpoint_fits",
     "check_class_names",
+    "check_given_backbone",
     "check_preprocessing",
     "class_names_difference",
     "recorded_backbone",
@@ -103,6 +110,22 @@ def replaced_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
     """The hyper-parameters :func:`upgraded_hparams` changes (not those it drops), new values."""
     upgraded = upgraded_hparams(hparams)
     return {key: value for key, value in upgraded.items() if hparams[key] != value}
+
+
+def load_arguments(checkpoint_path: Any, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments ``SPMLModule.load_from_checkpoint`` builds the model with.
+
+    Options since removed get their replacements (:func:`replaced_hparams`), unless
+    given; a backbone given is checked against the checkpoint's, which Lightning
+    would otherwise replace unchecked. Only a local file is read here (a stream or a
+    remote file is Lightning's to read).
+    """
+    if not isinstance(checkpoint_path, (str, os.PathLike)) or not os.path.isfile(checkpoint_path):
+        return dict(given)
+    if "backbone" in given:
+        check_given_backbone(checkpoint_path, given["backbone"])
+    recorded = read_checkpoint(checkpoint_path, weights_only=True)
+    return {**replaced_hparams(recorded.get("hyper_parameters", {})), **given}
 
 
 def upgraded_lr_scaling(rule: str) -> str:
@@ -169,6 +192,77 @@ def check_class_names(
         f'order (e.g. --data.init_args.class_names "{list(checkpoint)}"), or use a model trained '
         "on these classes."
     )
+
+
+def backbone_difference(checkpoint: Any, current: Any) -> str | None:
+    """How a run's backbone differs from the one a checkpoint records, or None if it is that one.
+
+    A name compares as a name; a module config (``class_path``, ``init_args``)
+    by its class (one class re-exported under two paths is one class) and its
+    recorded arguments (``unrecorded`` ones cannot be compared).
+    """
+    if checkpoint is None or current is None:
+        return None  # not recorded: nothing to compare
+    if isinstance(checkpoint, Mapping) and isinstance(current, Mapping):
+        if not same_class(checkpoint.get("class_path"), current.get("class_path")):
+            return (
+                f"{checkpoint.get('class_path')} in the checkpoint, {current.get('class_path')} now"
+            )
+        old_args = _comparable(checkpoint.get("init_args") or {})
+        new_args = _comparable(current.get("init_args") or {})
+        changed = [
+            f"{key} {old_args.get(key)!r} -> {new_args.get(key)!r}"
+            for key in sorted(set(old_args) & set(new_args))
+            if old_args[key] != new_args[key]
+        ]
+        if changed:
+            return f"{checkpoint.get('class_path')}: {', '.join(changed)} (checkpoint -> now)"
+        return None
+    if _comparable(checkpoint) == _comparable(current):
+        return None
+    return f"{_describe(checkpoint)} in the checkpoint, {_describe(current)} now"
+
+
+def _describe(backbone: Any) -> str:
+    if isinstance(backbone, Mapping):
+        return str(backbone.get("class_path", dict(backbone)))
+    return repr(backbone)
+
+
+def check_backbone(checkpoint: Any, current: Any, source: str) -> None:
+    """Refuse to load a checkpoint's weights into another network than the one it records.
+
+    Args:
+        checkpoint: the checkpoint's ``backbone`` hyper-parameter (a name or a module config).
+        current: the backbone the run builds (the same forms).
+        source: what the checkpoint is, for the message.
+
+    Raises:
+        ValueError: naming both backbones and the fix.
+    """
+    difference = backbone_difference(checkpoint, current)
+    if difference is None:
+        return
+    raise ValueError(
+        f"The model ({source}) was trained with another backbone than this run builds: "
+        f"{difference}. Its weights belong to its own network. Give the run the checkpoint's "
+        "backbone (its run's config.yaml has the model section; e.g. --model.backbone "
+        f"{_describe(checkpoint)}), or use a checkpoint of this backbone."
+    )
+
+
+def check_given_backbone(checkpoint_path: Any, backbone: Any) -> None:
+    """:func:`check_backbone` for ``SPMLModule.load_from_checkpoint(path, backbone=...)``.
+
+    Args:
+        checkpoint_path: the checkpoint (a local path; anything else is not read here).
+        backbone: the backbone given: a name, a module config or an ``nn.Module``.
+    """
+    if not isinstance(checkpoint_path, (str, os.PathLike)) or not os.path.isfile(checkpoint_path):
+        return  # a stream or a remote file: Lightning reads it, torch compares the keys
+    stored = read_checkpoint(checkpoint_path, weights_only=True).get("hyper_parameters", {})
+    given = backbone_config(backbone) if isinstance(backbone, nn.Module) else backbone
+    check_backbone(stored.get("backbone"), given, f"checkpoint {os.fspath(checkpoint_path)}")
 
 
 def check_preprocessing(
@@ -309,6 +403,10 @@ def resume_plan(checkpoint: Mapping[str, Any], new: Mapping[str, Any]) -> Resume
                 old_value is not None and new_value is not None
             ):  # None: not recorded, nothing to compare
                 plan.refused.append(f"class_names: {class_names_difference(old_value, new_value)}")
+        elif name == "backbone":  # one class under two import paths is no change
+            difference = backbone_difference(old_value, new_value)
+            if difference is not None:
+                plan.refused.append(f"backbone: {difference}")
         elif name in REFUSED:
             plan.refused.append(f"{name}: {old_value!r} in the checkpoint, {new_value!r} now")
         elif name in NO_EFFECT:
@@ -327,8 +425,8 @@ def check_checkpoint_fits(
 ) -> None:
     """Refuse a checkpoint that does not fit the run restoring it; note what a resumed fit changes.
 
-    Outside fit only the classes and the preprocessing matter: a model without class
-    names takes the checkpoint's. A resumed fit may change the optimizer and schedule
+    Outside fit only the backbone, the classes and the preprocessing matter: a model
+    without class names takes the checkpoint's. A resumed fit may change the optimizer and schedule
     settings, not the network, its classes or the loss (:func:`resume_plan`).
 
     Args:
@@ -346,6 +444,7 @@ def check_checkpoint_fits(
         return
     if model.get("class_names") is None:  # no names from the data: the checkpoint's hold
         model["class_names"] = checkpoint.get("class_names")
+    check_backbone(checkpoint.get("backbone"), model.get("backbone"), source)
     check_class_names(checkpoint.get("class_names"), model["class_names"], source)
     check_preprocessing(checkpoint, preprocessing, source)
 

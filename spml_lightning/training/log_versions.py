@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import struct
 
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch import Trainer
@@ -50,14 +52,41 @@ def reserve_log_version(trainer: Trainer) -> list[str]:
 
 
 def release_empty_log_versions(folders: list[str]) -> None:
-    """Remove those of ``folders`` that are still empty (a run refused before it logged).
+    """Remove those of ``folders`` in which nothing was logged (a run refused before it logged).
 
-    Only empty folders go (``os.rmdir`` refuses any other), so nothing a run
-    wrote is lost; without this every refused ``spml test``/``suggest`` left a
-    ``version_N`` with nothing in it, and the next run's number skipped it.
+    A folder goes when it is empty, or holds nothing but the ``config.yaml`` the
+    CLI saved and TensorBoard event files without an event (LightningCLI writes
+    both as the run sets up, before the checks that may refuse it). Anything
+    else -- a checkpoint folder, ``hparams.yaml`` (written when training starts),
+    metrics, a logged event -- keeps the folder, so nothing a run logged is lost;
+    without this every refused ``spml test``/``suggest``/resume left a
+    ``version_N`` behind, and the next run's number skipped it.
     """
     for folder in folders:
         try:
-            os.rmdir(folder)
-        except OSError:  # not empty (or already gone): keep what is there
+            if _nothing_logged(folder):
+                shutil.rmtree(folder)
+        except OSError:  # gone already, or unreadable: keep what is there
             pass
+
+
+def _nothing_logged(folder: str) -> bool:
+    for entry in os.scandir(folder):
+        if entry.name == "config.yaml" and entry.is_file():
+            continue
+        if entry.name.startswith("events.out.tfevents.") and entry.is_file():
+            if _event_records(entry.path) <= 1:  # the file-version record only
+                continue
+        return False
+    return True
+
+
+def _event_records(path: str) -> int:
+    """How many records a TensorBoard event file holds (TFRecord: length, crc, data, crc)."""
+    count = 0
+    with open(path, "rb") as file:
+        while len(header := file.read(12)) == 12:
+            (length,) = struct.unpack("<Q", header[:8])
+            file.seek(length + 4, os.SEEK_CUR)
+            count += 1
+    return count

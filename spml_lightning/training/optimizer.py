@@ -16,6 +16,7 @@ Every rate is first scaled to the batch of a step by ``lr_scaling``
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,9 +57,10 @@ class OptimizerSettings:
     lr_batch_size: int | None = None
 
     def __post_init__(self) -> None:
-        if self.lr <= 0 or self.lr_mult <= 0:
+        if not (0 < self.lr < math.inf and 0 < self.lr_mult < math.inf):  # nan fails too
             raise ValueError(
-                f"lr and lr_mult must be positive, got lr={self.lr}, lr_mult={self.lr_mult}."
+                f"lr and lr_mult must be finite positive numbers, got lr={self.lr}, "
+                f"lr_mult={self.lr_mult}."
             )
         check_lr_scaling(self.lr_scaling, self.lr_batch_size)
 

@@ -15,6 +15,7 @@ JSON: a list of ``{"image", "labels", "probabilities": {class: p}}``.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
 
 from spml_lightning.inference import predicted_labels
+from spml_lightning.training.atomic_io import atomic_write
 
 __all__ = ["PredictionWriter"]
 
@@ -151,13 +153,12 @@ class PredictionWriter(BasePredictionWriter):
 
     def _write(self, records: list[dict[str, Any]]) -> None:
         assert self.path is not None, "setup('predict') sets the output path"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.suffix.lower() == ".json":
-            self.path.write_text(json.dumps(records, indent=1))
-            return
-        class_names = list(records[0]["probabilities"]) if records else []
-        with self.path.open("w", newline="") as handle:
-            writer = csv.writer(handle)
+            text = json.dumps(records, indent=1)
+        else:
+            class_names = list(records[0]["probabilities"]) if records else []
+            buffer = io.StringIO(newline="")
+            writer = csv.writer(buffer)
             writer.writerow(["image", "labels", *class_names])
             for record in records:
                 writer.writerow(
@@ -167,3 +168,14 @@ class PredictionWriter(BasePredictionWriter):
                         *(f"{record['probabilities'][c]:.6g}" for c in class_names),
                     ]
                 )
+            text = buffer.getvalue()
+        # Atomic (a kill leaves no half-written file), and without overwrite it never replaces
+        # a file that another process wrote while this one predicted.
+        try:
+            atomic_write(self.path, lambda file: file.write(text.encode("utf-8")), self.overwrite)
+        except FileExistsError:
+            raise FileExistsError(
+                f"{self.path} was written by another process while this one predicted; it is "
+                "kept. Pass --prediction.output_path with a new file, or --prediction.overwrite "
+                "true to replace it."
+            ) from None

@@ -9,6 +9,8 @@ touching the top-k (the monitored metric is stale mid-epoch); it stores its
 folder as an absolute path and restores the top-k of a checkpoint written in
 the same folder, whatever path led there. ``spml fit --ckpt_path last`` then
 resumes from the newest of the end-of-epoch and mid-epoch saves (they are one file).
+A fit locks its checkpoint folder (``folder_lock.py``): a second fit writing into
+the same folder is refused before it writes anything.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.types import STEP_OUTPUT
+
+from spml_lightning.training.folder_lock import FolderLock
 
 __all__ = ["ResumableCheckpoint"]
 
@@ -86,6 +90,7 @@ class ResumableCheckpoint(ModelCheckpoint):
                 "(--checkpoint.save_last true)."
             )
         self.last_every_n_train_steps = last_every_n_train_steps
+        self._folder_lock: FolderLock | None = None
 
     @property
     def state_key(self) -> str:
@@ -100,6 +105,35 @@ class ResumableCheckpoint(ModelCheckpoint):
         # directory finds the same folder and files (see load_state_dict).
         if self.dirpath and _is_local_file_protocol(self.dirpath):
             self.dirpath = os.path.realpath(self.dirpath)
+            if stage == "fit" and trainer.is_global_zero:
+                self._lock_folder(self.dirpath)
+
+    def _lock_folder(self, folder: str) -> None:
+        """Be the only fit writing into ``folder``, or refuse before anything is written."""
+        if self._folder_lock is None or self._folder_lock.folder != folder:
+            self._folder_lock = FolderLock(folder)
+        if not self._folder_lock.acquire():
+            raise RuntimeError(
+                f"Another process is writing checkpoints into {folder} (an spml fit of the same "
+                "run: started with --ckpt_path last while it still trains, or twice at once). "
+                "Two fits writing one folder would overwrite each other's last.ckpt and best "
+                "checkpoints. Wait for it to end and resume then, or train a separate run (without "
+                "--ckpt_path, or with another --trainer.default_root_dir)."
+            )
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Let the checkpoint folder go at the end of a fit."""
+        super().teardown(trainer, pl_module, stage)
+        if self._folder_lock is not None:
+            self._folder_lock.release()
+
+    def on_exception(
+        self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
+    ) -> None:
+        """Let the checkpoint folder go when a fit fails (a process may run another)."""
+        super().on_exception(trainer, pl_module, exception)
+        if self._folder_lock is not None:
+            self._folder_lock.release()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the top-k, best and last paths when the recorded folder is this one.

@@ -101,9 +101,17 @@ class SuggestionWriter(Callback):
             probabilities, observed, options.limit, options.threshold
         )
         check_output(self.path, options.overwrite)  # a file that appeared while scoring
-        write_suggestions_csv(
-            self.path, self.suggestions, [paths[i] for i in index], pl_module.class_names
-        )
+        try:
+            write_suggestions_csv(
+                self.path,
+                self.suggestions,
+                [paths[i] for i in index],
+                pl_module.class_names,
+                replace=options.overwrite,
+            )
+        except FileExistsError:  # written by another process since the check above
+            check_output(self.path, options.overwrite)
+            raise
         chosen = (
             f"the {len(self.suggestions)} most probable"
             if options.threshold is None

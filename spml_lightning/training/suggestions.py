@@ -212,11 +212,14 @@ def write_suggestions_csv(
     suggestions: Suggestions,
     image_paths: Sequence[str],
     class_names: Sequence[str],
+    replace: bool = True,
 ) -> None:
     """Write ``image,class,probability,rank`` rows, rank 1 first, atomically.
 
     Args:
-        path: the CSV file (replaced if it exists; its folder is created).
+        path: the CSV file (its folder is created).
+        replace: replace an existing file; False: ``FileExistsError`` instead (see
+            ``atomic_write``), also for one written since the caller checked.
         suggestions: the ranked labels.
         image_paths: the image of each row index of ``suggestions.images``.
         class_names: the name of each class index of ``suggestions.classes``.
@@ -227,4 +230,4 @@ def write_suggestions_csv(
     ranked = zip(suggestions.images, suggestions.classes, suggestions.probabilities, strict=True)
     for rank, (image, cls, probability) in enumerate(ranked, start=1):
         writer.writerow([image_paths[image], class_names[cls], f"{probability:.6g}", rank])
-    atomic_write(path, lambda file: file.write(text.getvalue().encode("utf-8")))
+    atomic_write(path, lambda file: file.write(text.getvalue().encode("utf-8")), replace)

@@ -149,16 +149,15 @@ def _check_same_training_rows(datamodule: Any, ckpt_path: str) -> None:
     positives, so the suggestions would include labels the model was trained on
     and precision@N would be measured against another set of unknowns.
     """
-    recorded = checkpoint_training_rows(ckpt_path)
-    if recorded is None or not hasattr(datamodule, "state_dict"):
-        return  # a checkpoint without the record (older, or another datamodule): nothing to check
-    if recorded.get("train_fingerprint") != datamodule.state_dict().get("train_fingerprint"):
-        raise ValueError(
-            f"The training rows of {type(datamodule).__name__} differ from those the checkpoint "
-            f"{ckpt_path} was trained on (other images, observed labels or train/val split), so "
-            "its unknown labels are not the model's. Pass the data settings of its fit (its "
-            "config.yaml: root, val_fraction, split_seed, observe, observe_seed, num_pos, num_neg)."
-        )
+    if not hasattr(datamodule, "check_same_rows"):
+        return  # another datamodule: nothing recorded to compare with
+    datamodule.check_same_rows(
+        checkpoint_training_rows(ckpt_path),
+        f"checkpoint {ckpt_path}",
+        ("train",),
+        "Its unknown labels are not the model's: the suggestions would include labels it was "
+        "trained on.",
+    )
 
 
 def _training_images(datamodule: Any, facts: dict[str, Any]) -> DataLoader:

@@ -169,3 +169,25 @@ def test_the_analysis_reads_images_with_the_checkpoint_s_preprocessing(tmp_path,
     predictions = predict_split(loaded.model, loaded.datamodule, "test", progress=False)
     expected = loaded.model.predict_images(predictions.image_paths[:4]).numpy()
     np.testing.assert_allclose(predictions.probabilities[:4], expected, atol=1e-5)
+
+
+def test_load_run_refuses_data_with_other_training_rows(tiny_run):
+    # Another split: other val rows, and training images the model never saw as "train".
+    overrides = [*tiny_run["args"][2:], "--data.init_args.split_seed", "7"]
+    with pytest.raises(ValueError, match="train and val rows of DemoDataModule differ from those"):
+        load_run(REPO_ROOT / "configs" / "demo.yaml", "best", overrides)
+
+
+def test_analyze_refuses_a_run_built_by_hand_with_other_training_rows(run):
+    from dataclasses import replace
+
+    from spml_lightning.data import DemoDataModule
+
+    data = run.datamodule
+    other = DemoDataModule(
+        root=str(data.root), image_size=data.image_size, batch_size=data.batch_size,
+        num_workers=0, num_train=data.num_train, num_test=data.num_test,
+        render_size=data.render_size, observe_seed=7,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="val rows of DemoDataModule differ .* same number"):
+        analyze(replace(run, datamodule=other), progress=False)

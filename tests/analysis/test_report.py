@@ -131,3 +131,25 @@ def test_spml_report_is_a_subcommand(tiny_run, tmp_path, capsys):
     assert (out / "summary.md").exists() and (out / "summary.json").exists()
     assert spml(["report", *args, "--bogus"]) == 2
     assert "spml report" in capsys.readouterr().err
+
+
+def test_report_refuses_data_with_other_training_rows(tiny_run, tmp_path, capsys):
+    from spml_lightning.analysis.report import command
+
+    out = tmp_path / "report"
+    args = [*tiny_run["args"], "--ckpt_path", str(tiny_run["best"]), "--output_dir", str(out)]
+    assert command([*args, "--data.init_args.observe_seed", "7"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "The train and val rows of DemoDataModule differ from those the checkpoint" in err
+    assert "observe_seed" in err and not out.exists()
+
+
+def test_a_report_folder_another_report_is_writing_is_refused(tiny_run, tmp_path):
+    from probes import folder_locked_elsewhere
+
+    out = tmp_path / "report"
+    args = [*tiny_run["args"], "--ckpt_path", str(tiny_run["best"]), "--output_dir", str(out)]
+    with folder_locked_elsewhere(out):
+        with pytest.raises(FileExistsError, match="Another report is being written into"):
+            main(args)
+    assert not any(out.iterdir())

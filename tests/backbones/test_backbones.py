@@ -374,3 +374,103 @@ def test_same_class_sees_through_re_exports():
     assert same_class(public, f"{defining}.SimpleConvNet")
     assert not same_class(public, "torch.nn.Identity")
     assert not same_class("no_such_package.Net", "no_such_package.Net2")
+
+
+# -- weights files: only a removed classifier may be dropped; files that are no state dict ------
+
+
+def test_local_weights_with_keys_the_backbone_lacks_are_refused(tmp_path):
+    # A file of a deeper SimpleConvNet: every key of the backbone fits, but 3 layers are extra.
+    path = tmp_path / "deeper.pt"
+    torch.save(SimpleConvNet([4, 8, 16]).state_dict(), path)
+    with pytest.raises(ValueError, match="does not fit this backbone") as error:
+        build_backbone(SimpleConvNet([4, 8]), str(path))
+    message = str(error.value)
+    assert "keys of the file that are not the backbone's: 6 (first: features.6.weight" in message
+    assert str(path) in message
+
+
+def test_torchvision_weights_may_bring_only_the_removed_classifier(tmp_path):
+    state = models.resnet18(weights=None, num_classes=7).state_dict()  # another head: dropped
+    path = tmp_path / "resnet18_7.pth"
+    torch.save(state, path)
+    build_backbone("resnet18", str(path))
+    state["extra.weight"] = torch.zeros(3)  # not the classifier: refused
+    torch.save(state, path)
+    with pytest.raises(ValueError, match=r"only the removed classifier's, fc\., may be\): 1 "):
+        build_backbone("resnet18", str(path))
+
+
+def test_local_weights_of_another_architecture_name_counts_and_shapes(tmp_path):
+    path = tmp_path / "resnet34.pth"
+    torch.save(models.resnet34(weights=None).state_dict(), path)
+    with pytest.raises(ValueError, match="does not fit this backbone \\('resnet18'") as error:
+        build_backbone("resnet18", str(path))
+    # resnet34 holds every tensor of resnet18, and 2 + 5 + 4 more blocks.
+    assert "keys of the file that are not the backbone's (only the removed classifier's" in str(
+        error.value
+    )
+    wide = tmp_path / "wide.pt"
+    torch.save(SimpleConvNet([4, 9]).state_dict(), wide)
+    with pytest.raises(ValueError, match=r"another shape: 5 \(first: features.3.weight \(9, 4"):
+        build_backbone(SimpleConvNet([4, 8]), str(wide))
+
+
+def test_timm_weights_may_bring_only_the_removed_classifier(tmp_path):
+    import timm
+
+    state = timm.create_model("test_convnext", num_classes=10).state_dict()
+    state["head.extra"] = torch.zeros(1)
+    path = tmp_path / "convnext.pth"
+    torch.save(state, path)
+    with pytest.raises(ValueError, match=r"head\.fc\., may be\): 1 \(first: head.extra\)"):
+        build_backbone("timm/test_convnext", str(path))
+
+
+def spml_checkpoint(path, backbone) -> "torch.nn.Module":
+    """An spml checkpoint as Lightning writes one: hyper-parameters and a prefixed state dict."""
+    from spml_lightning.module import SPMLModule
+
+    model = SPMLModule(num_classes=3, backbone=backbone, weights="none")
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
+    return model
+
+
+def test_an_spml_checkpoint_gives_its_backbone_weights(tmp_path):
+    path = tmp_path / "run.ckpt"
+    trained = spml_checkpoint(path, {"class_path": "spml_lightning.backbones.SimpleConvNet",
+                                     "init_args": {"widths": [4, 8]}})  # fmt: skip
+    module, _ = build_backbone(SimpleConvNet([4, 8]), str(path))
+    torch.testing.assert_close(module.state_dict(), trained.backbone.state_dict())
+    resnet = tmp_path / "resnet.ckpt"
+    spml_checkpoint(resnet, "resnet18")
+    with pytest.raises(ValueError, match=r"\(saved from resnet18\) does not fit this backbone"):
+        build_backbone(SimpleConvNet([4, 8]), str(resnet))
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("random.pth", b"\x80\x02garbage" + bytes(range(200)), "not a file torch.save wrote"),
+        ("empty.pt", b"", "not a file torch.save wrote"),
+        ("broken.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{not json", "safetensors"),
+    ],
+)
+def test_a_corrupt_weights_file_is_named(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message) as error:
+        build_backbone(SimpleConvNet([4, 8]), str(path))
+    assert f"Weights file {path} is not a state dict" in str(error.value)
+    assert "weights_only=False" not in str(error.value)
+
+
+def test_a_pickled_model_or_a_dict_of_other_things_is_no_state_dict(tmp_path):
+    whole = tmp_path / "whole.pt"
+    torch.save(SimpleConvNet([4, 8]), whole)
+    with pytest.raises(ValueError, match="pickled Python objects .* save model.state_dict"):
+        build_backbone(SimpleConvNet([4, 8]), str(whole))
+    other = tmp_path / "other.pt"
+    torch.save({"epoch": 3, "features.0.weight": torch.zeros(1)}, other)
+    with pytest.raises(ValueError, match=r"1 of its 2 entries are not tensors by name \(first: "):
+        build_backbone(SimpleConvNet([4, 8]), str(other))

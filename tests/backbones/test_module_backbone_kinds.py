@@ -516,3 +516,62 @@ def test_spml_predict_and_the_report_work_with_every_kind(kind, tmp_path, tiny_d
     report_dir = report([*args, "--ckpt_path", str(best), "--output_dir", str(tmp_path / "r")])
     with (report_dir / "per_class.csv").open(newline="") as handle:
         assert len(list(csv.DictReader(handle))) == 14
+
+
+def test_a_checkpoint_given_another_backbone_names_both(tmp_path, tiny_demo_root, capsys):
+    args = [*demo_args(tmp_path, tiny_demo_root), "--model.weights", "none"]
+    fit = run_cli(["fit", *args, *KIND_FLAGS["module"]])
+    best = fit.trainer.checkpoint_callback.best_model_path
+    # The backbone config forgotten: a config's resnet18 against the checkpoint's SimpleConvNet.
+    # (An explicit path would give the model the checkpoint's arguments: LightningCLI's way.)
+    capsys.readouterr()
+    assert main(["test", *args, "--model.backbone", "resnet18", "--ckpt_path", "best"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert (
+        "was trained with another backbone than this run builds: "
+        "spml_lightning.backbones.SimpleConvNet in the checkpoint, 'resnet18' now" in err
+    )
+    # Other arguments of the same class are another network too; so in the Python API.
+    with pytest.raises(ValueError, match=r"widths \[8, 16\] -> \[8, 32\] \(checkpoint -> now\)"):
+        run_cli(["validate", *args, *KIND_FLAGS["module"][:3], "[8, 32]", "--ckpt_path", "last"])
+    with pytest.raises(ValueError, match="'resnet18' now"):
+        SPMLModule.load_from_checkpoint(best, backbone="resnet18")
+    # The checkpoint's backbone, given as a module (recorded from its attributes), loads.
+    assert SPMLModule.load_from_checkpoint(best, backbone=SimpleConvNet([8, 16])) is not None
+
+
+def test_a_module_that_takes_no_images_is_refused_before_the_first_step(tmp_path, tiny_demo_root):
+    # torch.nn.Linear has out_features, so it builds; the data's images are checked at setup.
+    args = [
+        *demo_args(tmp_path, tiny_demo_root), "--model.backbone", "torch.nn.Linear",
+        "--model.backbone.init_args.in_features", "10", "--model.backbone.init_args.out_features",
+        "8", "--model.weights", "none",
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match=r"The backbone torch.nn.Linear cannot take the data's "
+                       r"images: a forward pass of a \(2, 3, 32, 32\) batch failed"):  # fmt: skip
+        run_cli(["fit", *args])
+    # A module whose size attribute says otherwise than what it returns is named by the same check.
+    from spml_lightning.backbones import check_backbone_output
+
+    model = SPMLModule(num_classes=3, backbone=Mislabelled(), weights="none")
+    with pytest.raises(ValueError, match="returned 16 features per image, but its feature size"):
+        check_backbone_output(model.backbone, 32, model.head.in_features, model.backbone)
+
+
+class Mislabelled(SimpleConvNet):
+    """Returns 16 features but says 4."""
+
+    def __init__(self) -> None:
+        super().__init__([8, 16])
+        self.num_features = 4
+
+
+def test_a_misspelt_backbone_init_arg_flag_is_named(tmp_path, tiny_demo_root, capsys):
+    args = [
+        *demo_args(tmp_path, tiny_demo_root), "--model.backbone",
+        "spml_lightning.backbones.SimpleConvNet", "--model.backbone.init_args.widht", "[8]",
+    ]  # fmt: skip
+    assert main(["fit", *args]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "one of ['widht'] is not an argument of that class: check the spelling" in line, line

@@ -1,4 +1,4 @@
-"""The paired summaries of bench/compare_losses.py and the docs' results pages (bench/harness.py)."""
+"""The paired summaries of compare_losses.py and the docs' results pages (bench/harness.py)."""
 
 from __future__ import annotations
 

@@ -151,3 +151,39 @@ def test_the_file_scan_names_missing_and_unreadable_files(tmp_path):
     assert missing_files(paths) == [str(gone)]
     reasons = unreadable_reasons(paths)
     assert reasons[0] is None and reasons[1] and reasons[2] == "missing"
+
+
+@pytest.mark.parametrize("option", ["split_seed", "observe_seed"])
+@pytest.mark.parametrize("value", [-1, 99999999999, 2**32, 1.5, True])
+def test_a_seed_numpy_cannot_take_is_refused_at_construction_naming_the_option(
+    option, value, tmp_path
+):
+    with pytest.raises(ValueError, match=rf"{option} must be an integer from 0 to 2\*\*32 - 1"):
+        make("folder", tmp_path, **{option: value})
+    make("folder", tmp_path, **{option: 2**32 - 1})  # the largest seed numpy takes
+
+
+@pytest.mark.parametrize(
+    ("counts", "message"),
+    [
+        ({"num_pos": 0}, "0 observes no positive"),
+        ({"num_pos": -2}, "num_pos must be a non-negative integer or -1"),
+        ({"num_neg": -5}, "num_neg must be a non-negative integer or -1"),
+    ],
+)
+def test_observation_counts_are_checked_at_construction(counts, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        make("folder", tmp_path, **counts)
+
+
+def test_a_split_without_a_validation_image_is_refused(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    for i in range(4):
+        Image.new("RGB", (8, 8)).save(tmp_path / "images" / f"{i}.png")
+    rows = "".join(f"images/{i}.png,cat;dog\n" for i in range(4))
+    (tmp_path / "train.csv").write_text("image,labels\n" + rows)
+    data = CSVDataModule(root=str(tmp_path), test_csv=None, num_workers=0, val_fraction=0.1)
+    with pytest.raises(ValueError, match="leaves 4 to train on and 0 to validate on"):
+        data.setup("fit")

@@ -209,3 +209,19 @@ def test_a_config_naming_the_former_class_path_still_runs(tmp_path):
             run=False,
         )  # fmt: skip
     assert isinstance(cli.datamodule, CSVDataModule)
+
+
+def test_a_labelled_row_with_an_empty_observed_cell_is_warned_about(tmp_path):
+    root = copy_fixture("folder", tmp_path)
+    lines = (root / "train.csv").read_text().splitlines()
+    lines[1] = 'images/train_00.png,"dog;tv",'  # labelled, nothing observed
+    (root / "train.csv").write_text("\n".join(lines) + "\n")
+    data = make(root, test_csv=None, class_names=CLASSES)
+    with pytest.warns(UserWarning, match=r"1 of the \d+ labelled rows of .*train.csv observe no "
+                      r"positive \(an empty 'observed' cell; lines 2\)"):  # fmt: skip
+        data.setup("fit")
+    # Under a strategy that makes the observed labels itself, the column is not used.
+    other = make(root, test_csv=None, class_names=CLASSES, observe="frequency")
+    with pytest.warns(UserWarning) as record:
+        other.setup("fit")
+    assert not any("observe no positive" in str(w.message) for w in record)

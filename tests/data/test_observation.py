@@ -5,6 +5,7 @@ the boxes make_fixtures.py writes (coco_box, voc_box); the comments show the
 sums for the rows where the strategies disagree.
 """
 
+import json
 import shutil
 
 import numpy as np
@@ -404,3 +405,86 @@ def test_the_dispatch_over_strategies_keeps_given_labels_and_names_what_a_set_su
         run("given", None)
     with pytest.raises(ValueError, match="Mine does not have. It supports observe: uniform, freq"):
         run("size", None)
+
+
+# -- boxes the image cannot hold ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", ["size", "center"])
+def test_csv_boxes_in_normalised_coordinates_are_refused(tmp_path, strategy):
+    # YOLO-style boxes: inside the image's top-left pixel they would pick a class at random.
+    data = box_csv(tmp_path, [("dog;tv", "dog:0.7 0.7 0.2 0.2;tv:0.3 0.3 0.2 0.2")] * 4)
+    data.observe = strategy
+    with pytest.raises(ValueError, match="normalised coordinates") as error:
+        data.setup("fit")
+    message = str(error.value)
+    assert "every box of 4 images lies within [0, 1]" in message
+    assert "train.csv, line 2 (" in message and "'dog': box x 0.7 y 0.7 w 0.2 h 0.2" in message
+    assert "in an image of 40 x 20 px" in message
+
+
+@pytest.mark.parametrize("strategy", ["size", "center"])
+def test_csv_boxes_outside_the_image_are_refused(tmp_path, strategy):
+    rows = [("cat", "cat:1 1 2 2"), ("dog;tv", "dog:1000 1000 4 4;tv:-50 -50 20 6")] * 2
+    data = box_csv(tmp_path, rows)
+    data.observe = strategy
+    with pytest.raises(ValueError, match="4 of 6 boxes reach outside their image") as error:
+        data.setup("fit")
+    assert "train.csv, line 3 (" in str(error.value)
+    assert "'dog': box x 1000 y 1000 w 4 h 4 in an image of 40 x 20 px" in str(error.value)
+
+
+def test_a_box_overshooting_by_the_tolerance_is_accepted(tmp_path):
+    # One pixel past the 40 x 20 image's border: annotation tools round.
+    data = box_csv(tmp_path, [("cat;dog", "cat:-1 0 41 21;dog:10 5 4 4")] * 4)
+    data.observe = "size"
+    assert set(map(tuple, observed_classes(data).values())) == {("cat",)}
+
+
+def test_voc_box_outside_its_image_names_the_xml(tmp_path):
+    root = copy_fixture("voc", tmp_path)
+    xml = root / "VOCdevkit" / "VOC2012" / "Annotations" / "2008_000008.xml"
+    text = xml.read_text()
+    start = text.index("<xmax>") + len("<xmax>")
+    xml.write_text(text[:start] + "5000" + text[text.index("</xmax>") :])
+    with pytest.raises(ValueError, match="1 of .* boxes reach outside their image") as error:
+        voc(root, observe="center", cache=False).setup("fit")
+    assert f"{xml}, 'aeroplane': box x" in str(error.value)
+    assert "in an image of 500 x 375 px" in str(error.value)
+
+
+def test_voc_xml_without_size_is_checked_against_the_jpeg(tmp_path):
+    from spml_lightning.data.io import image_size
+
+    root = copy_fixture("voc", tmp_path)
+    devkit = root / "VOCdevkit" / "VOC2012"
+    xml = devkit / "Annotations" / "2008_000008.xml"
+    text = xml.read_text()
+    xml.write_text(text[: text.index("<size>")] + text[text.index("</size>") + len("</size>") :])
+    width, height = image_size(str(devkit / "JPEGImages" / "2008_000008.jpg"))
+    with pytest.raises(ValueError, match=f"in an image of {width} x {height} px"):
+        voc(root, observe="size", cache=False).setup("fit")
+
+
+def test_coco_box_outside_its_image_names_the_annotation(tmp_path):
+    root = copy_fixture("coco", tmp_path)
+    path = root / "annotations" / "instances_train2014.json"
+    document = json.loads(path.read_text())
+    document["annotations"][0]["bbox"] = [-40, 11, 16, 3]
+    path.write_text(json.dumps(document))
+    with pytest.raises(ValueError, match="1 of .* boxes reach outside their image") as error:
+        coco(root, observe="size", cache=False).setup("fit")
+    assert f"{path}, an annotation of image id 800 (" in str(error.value)
+    assert "box x -40 y 11 w 16 h 3 in an image of 24 x 24 px" in str(error.value)
+    document["annotations"][0]["bbox"] = [10, 11, -6, 3]  # no box at all
+    path.write_text(json.dumps(document))
+    with pytest.raises(ValueError, match="or have a negative width or height, e.g.:\n.* w -6 h 3"):
+        coco(root, observe="center", cache=False).setup("fit")
+
+
+def test_given_without_observed_labels_suggests_only_the_strategies_the_data_supports():
+    cub = CUBDataModule(root=str(FIXTURES / "cub"), num_workers=0, observe="given", cache=False)
+    with pytest.raises(ValueError, match=r"another strategy \(observe: uniform, frequency\)\."):
+        cub.setup("fit")
+    with pytest.raises(ValueError, match=r"\(observe: uniform, frequency, size, center\)\."):
+        voc(FIXTURES / "voc", cache=False, observe="given").setup("fit")

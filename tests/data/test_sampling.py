@@ -101,6 +101,7 @@ def test_resume_continues_with_the_next_batch(replicas):
         "position": 2 * 3 * replicas,
         "seed": 9,
         "num_replicas": replicas,
+        "batch_size": 3,
     }
 
     for rank, loader in enumerate(loaders()):

@@ -101,7 +101,8 @@ def test_docstrings_render_without_sphinx_markup(site):
 def test_result_tables_are_generated_from_bench_results(site):
     for page, results in [
         ("results/demo/", "cpu_demo_table.jsonl"),
-        ("guides/losses/", "cpu_compare_losses_6epochs.jsonl"),
+        ("results/demo/", "cpu_compare_losses_6epochs.jsonl"),
+        ("results/demo/", "cpu_demo_observe_frequency.jsonl"),
     ]:
         html = site.page(page)
         assert "results-table:" not in html, page  # every marker was replaced
@@ -113,7 +114,8 @@ def test_result_tables_are_generated_from_bench_results(site):
     # The demo page's paired summaries, computed from the same file at build time.
     demo = site.page("results/demo/")
     assert "results-gap:" not in demo and "results-order:" not in demo
-    assert re.search(r"GR - AN, paired over \d+ seeds: [+-][0-9.]+ ± [0-9.]+ \(standard error", demo)
+    gap = r"GR - AN, paired over \d+ seeds: [+-][0-9.]+ ± [0-9.]+ \(standard error"
+    assert re.search(gap, demo)
     assert re.search(r"full &gt; GR &gt; AN on \d+ of \d+ seeds", demo)
     # The backbones table, as bench/backbones.py wrote it.
     rows = (REPO_ROOT / "bench" / "results" / "cpu_backbones.md").read_text().splitlines()[2:]

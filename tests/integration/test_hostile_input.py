@@ -237,7 +237,7 @@ CONFIG_CASES = [
     ("val fraction 1", lambda t, r: ["--data.init_args.val_fraction", "1.0"],
      None, ValueError, "val_fraction"),
     ("negative lr", lambda t, r: ["--model.lr", "-0.1"],
-     None, ValueError, "lr and lr_mult must be positive"),
+     None, ValueError, "lr and lr_mult must be finite positive numbers"),
     ("unknown backbone", lambda t, r: ["--model.backbone", "resnet19"],
      None, ValueError, "resnet19"),
     ("empty class list", lambda t, r: formatted_config(t, r, class_names="[]"),

@@ -58,7 +58,7 @@ def _fit_batch_16_for_4(tmp_path, tiny_demo_root, rule: str):
     return run_cli([
         "fit", *demo_args(tmp_path, tiny_demo_root), "--trainer.max_epochs", "1",
         "--data.init_args.batch_size", "16", "--model.lr_batch_size", "4",
-        "--model.lr_scaling", rule,
+        "--model.lr_scaling", rule, "--model.lr", "1e-3",
     ])  # fmt: skip
 
 
@@ -89,7 +89,7 @@ def test_a_loss_s_per_sample_parameters_are_scaled_too(tmp_path, tiny_demo_root)
         "fit", *demo_args(tmp_path, tiny_demo_root), "--trainer.max_epochs", "1",
         "--config", str(REPO_ROOT / "configs" / "losses" / "role.yaml"),
         "--data.init_args.batch_size", "16", "--model.lr_batch_size", "4",
-        "--model.lr_scaling", "sqrt",
+        "--model.lr_scaling", "sqrt", "--model.lr", "1e-3",
     ])  # fmt: skip
     assert _rates(cli) == pytest.approx(
         {"backbone": 2e-3, "head": 2e-3, "label_estimates": 2e-3 * 10.0}
@@ -123,7 +123,7 @@ def test_sqrt_keeps_the_epoch_movement_of_a_row_seen_once_per_epoch(steps_per_ep
 def test_a_resumed_fit_with_another_batch_trains_at_its_rate(tmp_path, tiny_demo_root):
     args = [
         *demo_args(tmp_path, tiny_demo_root), "--model.lr_batch_size", "4",
-        "--model.lr_scaling", "sqrt",
+        "--model.lr_scaling", "sqrt", "--model.lr", "1e-3",
     ]  # fmt: skip
     run_cli(["fit", *args, "--trainer.max_epochs", "1", "--data.init_args.batch_size", "16"])
     resumed = run_cli([

@@ -48,8 +48,8 @@ def test_adam_has_torch_s_settings_and_says_the_scaled_rates(info_lines):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"lr": 0.0}, "lr and lr_mult must be positive"),
-        ({"lr": 1e-3, "lr_mult": -1.0}, "lr and lr_mult must be positive"),
+        ({"lr": 0.0}, "lr and lr_mult must be finite positive numbers"),
+        ({"lr": 1e-3, "lr_mult": -1.0}, "lr and lr_mult must be finite positive numbers"),
         ({"lr": 1e-3, "lr_scaling": "sqrt"}, "give model.lr_batch_size"),
         ({"lr": 1e-3, "lr_scaling": "sqrt_betas", "lr_batch_size": 8}, "one of none, sqrt, linear"),
     ],

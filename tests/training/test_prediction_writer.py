@@ -187,3 +187,21 @@ def test_image_folder_datamodule(tiny_run, photos, tmp_path):
     listing.write_text("photos/img0.png\nphotos/missing.png\n")
     with pytest.raises(FileNotFoundError, match="missing.png"):
         UnlabelledImageDataModule.for_model(model, str(listing)).setup("predict")
+
+
+def test_an_output_another_process_wrote_meanwhile_is_kept(tiny_run, photos, tmp_path, capsys):
+    from probes import write_callbacks_config
+
+    out = tmp_path / "labels.csv"
+    meanwhile = write_callbacks_config(tmp_path / "meanwhile.yaml", [
+        ("probes.WriteFileOnPredictStart", {"path": str(out), "text": "theirs"}),
+    ])  # fmt: skip
+    args = predict_args(tiny_run, tmp_path, photos, "--prediction.output_path", str(out))
+    assert main([*args, "--config", str(meanwhile)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "was written by another process while this one predicted; it is kept" in err, err
+    assert out.read_text() == "theirs"
+    assert sorted(p.name for p in out.parent.glob(".labels.csv.tmp-*")) == []
+    # With overwrite, replaced -- atomically.
+    assert main([*args, "--config", str(meanwhile), "--prediction.overwrite", "true"]) == 0
+    assert out.read_text().startswith("image,labels,")

@@ -35,7 +35,14 @@ from spml_lightning.training import (
 )
 
 from conftest import REPO_ROOT
-from probes import demo_args, final_weights, read_records, subprocess_env, write_callbacks_config
+from probes import (
+    demo_args,
+    final_weights,
+    folder_locked_elsewhere,
+    read_records,
+    subprocess_env,
+    write_callbacks_config,
+)
 
 
 def resume_args(
@@ -400,7 +407,7 @@ def test_resume_with_a_new_learning_rate_trains_with_it(
     # Logged in the resumed epoch.
     assert resumed.trainer.callback_metrics["lr/backbone"].item() == 0.5
     assert (
-        "Resumed with lr 0.5 (the checkpoint trained with 0.001), "
+        "Resumed with lr 0.5 (the checkpoint trained with 0.003), "
         "lr_mult 2.0 (the checkpoint trained with 1.0)." in lightning_log.text
     )
     assert (
@@ -452,7 +459,7 @@ def test_resume_refuses_other_training_rows_but_not_a_moved_data_root(tmp_path, 
         ["--data.init_args.observe", "frequency"],
         ["--data.init_args.split_seed", "7"],
     ):
-        with pytest.raises(ValueError, match="resumes a checkpoint trained on other data"):
+        with pytest.raises(ValueError, match="train and val rows of DemoDataModule differ"):
             run_cli(["fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last", *change])
     assert last.read_bytes() == saved
     # The same data set copied elsewhere is the same training set.
@@ -549,3 +556,117 @@ def test_a_version_folder_taken_after_the_listing_is_skipped(tmp_path, monkeypat
     assert trainer.logger.version == 1 and (tmp_path / "lightning_logs" / "version_1").is_dir()
     reserve_log_version(trainer)  # a logger that has its version keeps it
     assert trainer.logger.version == 1 and not (tmp_path / "lightning_logs" / "version_2").exists()
+
+
+def test_a_second_fit_writing_into_a_locked_checkpoint_folder_is_refused(
+    tmp_path, tiny_demo_root, capsys
+):
+    args, last = one_epoch_run(tmp_path, tiny_demo_root)
+    saved = last.read_bytes()
+    # Another process holds the folder, as a fit resumed from it (or still training in it) does.
+    with folder_locked_elsewhere(last.parent):
+        resume = ["fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last"]
+        assert main(resume) == 1
+        err = capsys.readouterr().err
+        assert f"Another process is writing checkpoints into {last.parent}" in err
+        assert "Traceback" not in err
+        assert last.read_bytes() == saved
+    # The holder gone, the same command resumes (the refused fit let nothing stay locked).
+    assert run_cli(resume).trainer.current_epoch == 2
+
+
+# -- a resumed epoch with another batch size -----------------------------------------------------
+
+
+def crashed_mid_epoch(tmp_path: Path, tiny_demo_root: Path) -> tuple[list[str], Path, int]:
+    """A 1-epoch run at batch 8 (8 batches) that crashed after step 3, last.ckpt at step 2.
+
+    Returns its arguments (without the batch size), the records' prefix and the
+    checkpoint's step.
+    """
+    prefix = tmp_path / "record"
+    args = [
+        *demo_args(tmp_path, tiny_demo_root), *SMALL, "--trainer.max_epochs", "1",
+        "--trainer.limit_train_batches", "1.0", "--checkpoint.last_every_n_train_steps", "2",
+        "--config", str(write_callbacks_config(tmp_path / "crash.yaml", [
+            ("probes.RunRecorder", {"prefix": str(prefix)}),
+            ("probes.FailAtStep", {"step": 3}),
+        ])),
+    ]  # fmt: skip
+    with pytest.raises(RuntimeError, match="FailAtStep"):
+        run_cli(["fit", *args, "--data.init_args.batch_size", "8"])
+    (last,) = (tmp_path / "runs").rglob("last.ckpt")
+    step = torch.load(last, weights_only=False)["global_step"]
+    assert step == 2
+    resume = [a if a != str(tmp_path / "crash.yaml") else str(write_callbacks_config(
+        tmp_path / "resume.yaml", [("probes.RunRecorder", {"prefix": str(prefix)})]
+    )) for a in args]  # fmt: skip
+    return [*resume, "--ckpt_path", "last"], prefix, step
+
+
+def test_a_larger_batch_size_mid_epoch_is_refused_a_smaller_one_sees_every_image_once(
+    tmp_path, tiny_demo_root
+):
+    args, prefix, step = crashed_mid_epoch(tmp_path, tiny_demo_root)
+    with pytest.raises(ValueError, match="saved in the middle of epoch 0 .after 16 of its 64") as e:
+        run_cli(["fit", *args, "--data.init_args.batch_size", "16"])
+    assert "--data.init_args.batch_size 8; adding --trainer.max_epochs 1 stops" in str(e.value)
+    run_cli(["fit", *args, "--data.init_args.batch_size", "4"])
+    records = [r for r in read_records(prefix) if r["kind"] == "train"]
+    before = [r for r in records[:step]]  # the crashed run's steps up to its checkpoint
+    after = records[step + 1 :]  # after the crashed step 3, the resumed run's
+    assert [len(r["index"]) for r in before + after] == [8, 8] + [4] * 12
+    seen = sorted(i for r in before + after for i in r["index"])
+    assert seen == list(range(64))  # every training image of the epoch exactly once
+
+
+def test_a_resume_that_changes_eval_label_less_says_so(tmp_path, tiny_demo_root, lightning_log):
+    args, _ = one_epoch_run(tmp_path, tiny_demo_root)
+    run_cli([
+        "fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last",
+        "--data.init_args.eval_label_less", "exclude",
+    ])  # fmt: skip
+    assert (
+        "Resumed with eval_label_less 'exclude' (the checkpoint evaluated with 'keep')"
+        in lightning_log.text
+    )
+
+
+def test_refused_commands_leave_no_version_folder(tmp_path, tiny_demo_root, capsys):
+    args, last = one_epoch_run(tmp_path, tiny_demo_root)
+    versions = last.parents[2]
+    assert sorted(p.name for p in versions.iterdir()) == ["version_0"]
+    refused = [
+        ["fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last",
+         "--data.init_args.split_seed", "7"],  # other training rows
+        ["test", *args, "--ckpt_path", "best", "--data.init_args.image_size", "48"],
+        ["validate", *args, "--ckpt_path", "best", "--data.init_args.split_seed", "5"],
+    ]  # fmt: skip
+    for command in refused:
+        assert main(command) == 1, capsys.readouterr().err
+    # LightningCLI had saved config.yaml (and TensorBoard an empty event file) in each.
+    assert sorted(p.name for p in versions.iterdir()) == ["version_0"]
+
+
+def test_best_of_a_root_whose_run_resumed_another_root_s_checkpoint(tmp_path, tiny_demo_root):
+    args, last = one_epoch_run(tmp_path / "first", tiny_demo_root)
+    second = tmp_path / "second"
+    resumed = [*args, "--trainer.default_root_dir", str(second), "--trainer.max_epochs", "2"]
+    run_cli(["fit", *resumed, "--ckpt_path", str(last)])
+    assert not list(second.rglob("*.ckpt"))  # it kept writing into the first root's folder
+    test = run_cli(["test", *resumed, "--ckpt_path", "best"])
+    assert Path(test.trainer.ckpt_path).parent == last.parent
+    # A fit there still starts its own run rather than continue another root's.
+    assert resolve_checkpoint("last", Trainer(default_root_dir=second), missing_ok=True) is None
+
+
+def test_a_larger_batch_size_at_an_epoch_end_is_applied(tmp_path, tiny_demo_root):
+    # 2 batches of 8 per epoch (limit_train_batches): the epoch ends with its loader at 16 of 64
+    # images, which is no mid-epoch position -- the resumed run starts the next epoch.
+    args = [*demo_args(tmp_path, tiny_demo_root), *SMALL, "--data.init_args.batch_size", "8"]
+    run_cli(["fit", *args, "--trainer.max_epochs", "1"])
+    resumed = run_cli([
+        "fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last",
+        "--data.init_args.batch_size", "16",
+    ])  # fmt: skip
+    assert resumed.trainer.current_epoch == 2
