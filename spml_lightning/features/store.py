@@ -11,7 +11,10 @@ Writing is atomic: a new cache is written into a temporary folder beside the
 cache and renamed into place once complete, so a killed extraction leaves only
 a temporary folder that no run trusts (the next writer removes it). Writers
 take an exclusive lock on ``<cache>.lock`` first: of two extractions into the
-same cache, the second waits for the first and then reuses its cache.
+same cache, the second waits for the first and then reuses its cache. Where
+nothing can be locked (no ``fcntl``, a file system without ``flock``), the
+renames alone keep one whole cache: whichever complete folder is renamed into
+place last is the cache.
 """
 
 from __future__ import annotations
@@ -145,12 +148,17 @@ def read_cache(path: Path, fingerprint: Mapping[str, Any]) -> tuple[CachedFeatur
 
 
 @contextlib.contextmanager
-def _exclusive(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``<path>.lock``, saying so when another process holds it."""
+def _exclusive(path: Path) -> Iterator[bool]:
+    """Hold an exclusive lock on ``<path>.lock``, saying so when another process holds it.
+
+    Yields whether the lock is held: without ``fcntl`` (Windows), or on a file system
+    that cannot lock, nothing is locked and the rename into place alone keeps one
+    whole cache.
+    """
     try:
         import fcntl
-    except ImportError:  # no flock (Windows): the rename into place still keeps one whole cache
-        yield
+    except ImportError:
+        yield False
         return
     lock_file = path.with_name(path.name + ".lock")
     try:
@@ -169,8 +177,11 @@ def _exclusive(path: Path) -> Iterator[None]:
                 f"(lock {lock_file})."
             )
             fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError:  # a file system that cannot lock (some network ones), as FolderLock
+            yield False
+            return
         try:
-            yield
+            yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
@@ -217,7 +228,7 @@ def build_or_reuse(
             f"Cannot create the feature cache folder {path.parent} ({error}): pass a writable "
             "folder (spml: --cache.dir)."
         ) from error
-    with _exclusive(path):
+    with _exclusive(path) as locked:
         cached, problem = read_cache(path, fingerprint)
         if cached is not None:
             counts = ", ".join(f"{s} {len(cached.features(s))}" for s in cached.splits)
@@ -226,7 +237,8 @@ def build_or_reuse(
             )
             return cached
         rank_zero_info(f"Feature cache {path}: extracting the features: {problem}.")
-        _remove_leftovers(path)
+        if locked:  # unlocked, another writer's folder may be in progress
+            _remove_leftovers(path)
         building = path.with_name(f"{path.name}{_TEMPORARY}{os.getpid()}-{uuid.uuid4().hex}")
         building.mkdir()
         try:
@@ -237,6 +249,13 @@ def build_or_reuse(
                 with open(file, "rb") as handle:
                     os.fsync(handle.fileno())
             _move_into_place(building, path)
+        except OSError:
+            shutil.rmtree(building, ignore_errors=True)
+            # Unlocked, another writer may have renamed its cache into place first: it wins.
+            cached, _ = read_cache(path, fingerprint)
+            if locked or cached is None:
+                raise
+            return cached
         except BaseException:
             shutil.rmtree(building, ignore_errors=True)
             raise
