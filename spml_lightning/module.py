@@ -103,6 +103,8 @@ class SPMLModule(LightningModule):
             predict and the analysis run on images in either mode.
         feature_dtype: how ``linear_fixed_features`` caches the features: ``float16``
             (half the disk and memory) or ``float32`` (the backbone's outputs exactly).
+        feature_dir: the folder of that cache; default
+            ``<data root>/.spml_cache/features/<backbone>`` (``spml features``' default too).
     """
 
     def __init__(
@@ -126,6 +128,7 @@ class SPMLModule(LightningModule):
         std: list[float] | None = None,
         train_mode: TrainMode = "end_to_end",
         feature_dtype: FeatureDtype = "float16",
+        feature_dir: str | None = None,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -138,7 +141,9 @@ class SPMLModule(LightningModule):
         OptimizerSettings(lr, lr_mult, lr_scaling, lr_batch_size)  # refuses bad values now
         if linear_init < 0:
             raise ValueError(f"linear_init must be 0 or more epochs, got {linear_init}.")
-        self._fixed_features = FixedFeatures(train_mode, feature_dtype)  # refuses bad values now
+        self._fixed_features = FixedFeatures(
+            train_mode, feature_dtype, feature_dir
+        )  # refuses bad values now
         spml_loss = as_spml_loss(loss)  # a checkpoint's config, a registry name, a module
         backbone_module, feature_dim = build_backbone(backbone, weights, image_size)
         self._backbone_preprocessing = backbone_preprocessing(backbone_module)

@@ -249,7 +249,7 @@ def datamodule_features(
     else:
         raise ValueError(
             f"{type(datamodule).__name__} has no root folder to keep the feature cache in: "
-            "pass one (spml: --cache.dir)."
+            "pass one (spml features: --cache.dir; a fit: --model.feature_dir)."
         )
     preprocessing = datamodule.preprocessing
     flip = (

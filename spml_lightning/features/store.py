@@ -166,7 +166,7 @@ def _exclusive(path: Path) -> Iterator[bool]:
     except OSError as error:
         raise OSError(
             f"Cannot write into the feature cache's folder {path.parent} ({error}): pass a "
-            "writable folder (spml: --cache.dir)."
+            "writable folder (spml features: --cache.dir; a fit: --model.feature_dir)."
         ) from error
     with handle:
         try:
@@ -226,7 +226,7 @@ def build_or_reuse(
     except OSError as error:
         raise OSError(
             f"Cannot create the feature cache folder {path.parent} ({error}): pass a writable "
-            "folder (spml: --cache.dir)."
+            "folder (spml features: --cache.dir; a fit: --model.feature_dir)."
         ) from error
     with _exclusive(path) as locked:
         cached, problem = read_cache(path, fingerprint)

@@ -44,12 +44,13 @@ class FixedFeatures:
     Args:
         mode: ``end_to_end`` or ``linear_fixed_features``.
         dtype: how the features are cached, ``float16`` or ``float32``.
+        folder: the cache folder; None: the default (``default_cache_dir``).
 
     Raises:
         ValueError: For another mode or dtype, naming the valid ones.
     """
 
-    def __init__(self, mode: str, dtype: str = "float16") -> None:
+    def __init__(self, mode: str, dtype: str = "float16", folder: str | None = None) -> None:
         if mode not in TRAIN_MODES:
             raise ValueError(f"train_mode must be one of {', '.join(TRAIN_MODES)}; got {mode!r}.")
         if dtype not in FEATURE_DTYPES:
@@ -57,7 +58,7 @@ class FixedFeatures:
                 f"feature_dtype must be one of {', '.join(FEATURE_DTYPES)}; got {dtype!r}."
             )
         self.active = mode == "linear_fixed_features"
-        self._options = FeatureOptions(dtype=dtype)  # type: ignore[arg-type]
+        self._options = FeatureOptions(dir=folder, dtype=dtype)  # type: ignore[arg-type]
         self._train_features: Any = None
         self._weights: str | None = None  # the digest of the backbone the cache was made with
 

@@ -198,15 +198,18 @@ def test_spml_predict_scores_images_as_the_cached_path_does(tiny_demo_root, tmp_
     args = [
         *demo_args(tmp_path, root),
         *("--model.train_mode", "linear_fixed_features", "--model.feature_dtype", "float32"),
+        *("--model.feature_dir", str(tmp_path / "features")),
     ]
     fit = run_cli(["fit", *args])
+    assert (tmp_path / "features" / "manifest.json").is_file()  # model.feature_dir
     output = tmp_path / "predictions.csv"
     predict = ["--ckpt_path", "best", "--prediction.output_path", str(output)]
     run_cli(["predict", *args, *predict])
     with output.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     model = SPMLModule.load_from_checkpoint(fit.trainer.checkpoint_callback.best_model_path)
-    cache = datamodule_features(model, fit.datamodule, FeatureOptions(dtype="float32"))
+    options = FeatureOptions(dir=str(tmp_path / "features"), dtype="float32")
+    cache = datamodule_features(model, fit.datamodule, options)
     assert cache.reused  # the fit's cache, test split included
     test = fit.datamodule.test_dataset
     assert [row["image"] for row in rows] == test.image_paths
