@@ -16,7 +16,9 @@ folder, or starts one when there is nothing to resume yet; ``spml predict``
 writes its predictions (``--prediction.*``), on an ``UnlabelledImageDataModule``
 with the classes and preprocessing of the checkpoint; and ``spml suggest``
 ranks the unobserved labels of the training images (``--suggestions.*``, a method
-of ``SPMLTrainer``). ``spml report`` writes a checkpoint's diagnostics
+of ``SPMLTrainer``); ``spml features`` extracts the backbone's features of the
+datamodule's images into the feature cache (``--cache.*``,
+``spml_lightning.features``). ``spml report`` writes a checkpoint's diagnostics
 (``spml_lightning.analysis.report``; ``spml report --help``).
 """
 
@@ -64,8 +66,8 @@ from spml_lightning.training.trainer import SPMLTrainer
 __all__ = ["SPMLCLI", "SUBCOMMANDS", "main", "run_cli"]
 
 
-#: The subcommands of ``spml``: LightningCLI's, and ``suggest`` (``SPMLTrainer.suggest``).
-SUBCOMMANDS: tuple[str, ...] = ("fit", "validate", "test", "predict", "suggest")
+#: The subcommands of ``spml``: LightningCLI's, ``suggest`` and ``features`` (``SPMLTrainer``'s).
+SUBCOMMANDS: tuple[str, ...] = ("fit", "validate", "test", "predict", "suggest", "features")
 
 
 def _reads_checkpoint_facts(data_config) -> bool:
@@ -120,8 +122,12 @@ class SPMLCLI(LightningCLI):
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
-        """LightningCLI's subcommands and ``suggest``, each with the arguments it does not take."""
-        return {**LightningCLI.subcommands(), "suggest": {"model", "datamodule"}}
+        """LightningCLI's, ``suggest`` and ``features``: each with the arguments it skips."""
+        return {
+            **LightningCLI.subcommands(),
+            "suggest": {"model", "datamodule"},
+            "features": {"model", "datamodule"},
+        }
 
     def _run_subcommand(self, subcommand: str) -> None:
         self._progress.started = True

@@ -47,6 +47,7 @@ from spml_lightning.training.optimizer import (
     apply_group_rates,
     parameter_groups,
 )
+from spml_lightning.training.train_mode import FeatureDtype, FixedFeatures, TrainMode
 
 
 class SPMLModule(LightningModule):
@@ -95,6 +96,15 @@ class SPMLModule(LightningModule):
         mean: per-channel normalisation mean; a datamodule without its own normalises
             with it (when None: with the backbone's own, else ImageNet's).
         std: per-channel normalisation standard deviation (as ``mean``).
+        train_mode: ``end_to_end`` (the whole network trains; the default) or
+            ``linear_fixed_features`` (Cole et al.'s linear protocol: the head, and the loss's
+            per-sample parameters, train on the frozen backbone's features, extracted once
+            into a cache and reused; ``spml_lightning.training.train_mode``). Test,
+            predict and the analysis run on images in either mode.
+        feature_dtype: how ``linear_fixed_features`` caches the features: ``float16``
+            (half the disk and memory) or ``float32`` (the backbone's outputs exactly).
+        feature_dir: the folder of that cache; default
+            ``<data root>/.spml_cache/features/<backbone>`` (``spml features``' default too).
     """
 
     def __init__(
@@ -116,6 +126,9 @@ class SPMLModule(LightningModule):
         image_size: int | None = None,
         mean: list[float] | None = None,
         std: list[float] | None = None,
+        train_mode: TrainMode = "end_to_end",
+        feature_dtype: FeatureDtype = "float16",
+        feature_dir: str | None = None,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -128,6 +141,9 @@ class SPMLModule(LightningModule):
         OptimizerSettings(lr, lr_mult, lr_scaling, lr_batch_size)  # refuses bad values now
         if linear_init < 0:
             raise ValueError(f"linear_init must be 0 or more epochs, got {linear_init}.")
+        self._fixed_features = FixedFeatures(
+            train_mode, feature_dtype, feature_dir
+        )  # refuses bad values now
         spml_loss = as_spml_loss(loss)  # a checkpoint's config, a registry name, a module
         backbone_module, feature_dim = build_backbone(backbone, weights, image_size)
         self._backbone_preprocessing = backbone_preprocessing(backbone_module)
@@ -159,7 +175,10 @@ class SPMLModule(LightningModule):
         """Images (B, 3, H, W) -> logits (B, C)."""
         if self.hparams.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        features = pooled_features(self.backbone(images), self.head.in_features)
+        return self.head_logits(pooled_features(self.backbone(images), self.head.in_features))
+
+    def head_logits(self, features: Tensor) -> Tensor:
+        """Pooled features (B, D) -> logits (B, C): the head, in fp32 if ``fp32_head``."""
         if self.hparams.get("fp32_head", True) and torch.is_autocast_enabled(features.device.type):
             with torch.autocast(features.device.type, enabled=False):
                 return self.head(features.float())
@@ -190,12 +209,14 @@ class SPMLModule(LightningModule):
         )
         train_dataset = getattr(datamodule, "train_dataset", None)
         if stage == "fit" and train_dataset is not None:
+            self._fixed_features.setup_fit(self, self.trainer)
             # Before the optimizer and a restore: per-sample state (ROLE, LL-Cp, APL) is sized.
             self.loss.bind_train_set(torch.tensor(train_dataset.observed, device=self.device))
-            # The loss keeps its buffers equal on all ranks (gathered updates): DDP leaves them.
+            # The loss keeps its buffers equal on all ranks (gathered updates), and a frozen
+            # backbone (linear_fixed_features) gets no gradient: DDP leaves them.
             self._ddp_params_and_buffers_to_ignore = [
                 f"loss.{n}" for n, _ in self.loss.named_buffers()
-            ]
+            ] + self._fixed_features.ddp_ignored(self)
 
     # -- optimizer and schedule ---------------------------------------------------
     def _optimizer_settings(self) -> tuple[OptimizerSettings, int | None]:
@@ -210,7 +231,8 @@ class SPMLModule(LightningModule):
         return adam_optimizer(self.backbone, self.head, self.loss, *self._optimizer_settings())
 
     def on_train_start(self) -> None:
-        """Train at this fit's rates: a resumed fit's restored Adam carries the checkpoint's."""
+        """Check a cached-features backbone; train at this fit's rates (not a restored Adam's)."""
+        self._fixed_features.check_backbone(self)  # after a restore: the cache's weights?
         settings = self._optimizer_settings()
         if self.trainer.optimizers:
             groups = parameter_groups(self.backbone, self.head, self.loss, *settings)
@@ -238,6 +260,8 @@ class SPMLModule(LightningModule):
 
     def _apply_schedule(self, rescore: bool) -> None:
         def score() -> tuple[Tensor, Tensor]:
+            if (cached := self._fixed_features.score_train_set(self.head)) is not None:
+                return cached
             reader = type(self.loss).__name__
             return score_train_set(self, self.trainer, self.inference_transform(), reader)
 
@@ -305,11 +329,15 @@ class SPMLModule(LightningModule):
     # -- steps ------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         """The batch's loss on its observed labels (targets, for a loss that trains on them)."""
-        logits = self(batch["image"]).float()
+        logits = self._fixed_features.logits(self, batch).float()
         labels = batch["target"] if self.loss.trains_on_targets else batch["observed"]
         loss = self.loss(logits, labels, batch.get("index"))
         self._finite_loss.observe(
-            loss, logits, batch.get("image"), self.global_step, self.current_epoch
+            loss,
+            logits,
+            batch.get("image", batch.get("features")),
+            self.global_step,
+            self.current_epoch,
         )
         self._log_train_loss(loss.detach(), len(logits))
         return loss
@@ -335,7 +363,7 @@ class SPMLModule(LightningModule):
 
     # -- evaluation ---------------------------------------------------------------
     def _eval_step(self, batch: dict, split: str) -> None:
-        probs = torch.sigmoid(self(batch["image"]).float())
+        probs = torch.sigmoid(self._fixed_features.logits(self, batch).float())
         index = torch.as_tensor(batch["index"], device=probs.device)
         self._evaluators[split].add(index, probs, batch["target"])
 

@@ -92,8 +92,8 @@ def test_io_imports_nothing_from_the_package() -> None:
 
 def test_the_layers_import_one_way() -> None:
     """data and losses below everything, neither importing the other nor training/; losses
-    and backbones without Lightning and beside each other; analysis above the model but beside
-    the CLI, never importing it."""
+    and backbones without Lightning and beside each other; features without losses or the
+    model; analysis above the model but beside the CLI, never importing it."""
 
     def named(prefix: str, forbidden: tuple[str, ...]) -> dict[str, set[str]]:
         return {
@@ -106,6 +106,8 @@ def test_the_layers_import_one_way() -> None:
         **named(f"{PACKAGE}.backbones", (f"{PACKAGE}.data", f"{PACKAGE}.losses", "lightning")),
         **named(f"{PACKAGE}.data.protocol", ("lightning", "torch")),
         **named(f"{PACKAGE}.analysis", (f"{PACKAGE}.cli",)),
+        # cached features serve the linear probe and the priors alike: no loss, no model
+        **named(f"{PACKAGE}.features", (f"{PACKAGE}.losses", f"{PACKAGE}.module")),
     }
     below_data = (f"{PACKAGE}.losses", f"{PACKAGE}.module", f"{PACKAGE}.training")
     for name, path in _modules_under(f"{PACKAGE}.data").items():

@@ -14,10 +14,13 @@ from collections.abc import Sequence
 
 from torchvision import transforms
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "reference_transform"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "RESIZE_RULE", "reference_transform"]
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+#: How ``reference_transform`` resizes: what a cache of its outputs records (change it with it).
+RESIZE_RULE = "square: Resize((S, S)), aspect ratio not kept, bilinear, antialiased"
 
 
 def reference_transform(

@@ -12,8 +12,8 @@ A resumed ``fit`` continues the checkpoint's training, so :func:`resume_plan`
 sorts what differs between the checkpoint's hyper-parameters and the new
 run's (docs/guides/resume.md):
 
-* :data:`REFUSED` -- the network, its classes and the loss: the restored
-  weights, optimizer state and loss state were made with the checkpoint's.
+* :data:`REFUSED` -- the network, its classes, the loss and the train mode: the
+  restored weights, optimizer state and loss state were made with the checkpoint's.
 * :data:`NO_EFFECT` -- the initial weights: a resumed run's weights are the checkpoint's.
 * everything else (``lr``, ``lr_mult``, ``linear_init``, ``schedule_epochs``,
   preprocessing and speed settings) is applied from the first resumed step.
@@ -62,7 +62,7 @@ __all__ = [
 ]
 
 #: Hyper-parameters a resumed fit must keep: they define what the checkpoint's state means.
-REFUSED: tuple[str, ...] = ("backbone", "num_classes", "class_names", "loss")
+REFUSED: tuple[str, ...] = ("backbone", "num_classes", "class_names", "loss", "train_mode")
 
 #: Hyper-parameters that do nothing on a resumed fit.
 NO_EFFECT: tuple[str, ...] = ("weights",)

@@ -1,9 +1,11 @@
-"""``SPMLTrainer``: Lightning's Trainer with one more entry point, ``suggest``.
+"""``SPMLTrainer``: Lightning's Trainer with two more entry points, ``suggest`` and ``features``.
 
 LightningCLI turns the Trainer's methods into subcommands, so this is what
 makes ``spml suggest`` a subcommand like ``spml predict``: same config, same
 ``--ckpt_path best|last``, same devices and strategies (DDP included), plus
-its own ``--suggestions.*`` options (``SuggestOptions``).
+its own ``--suggestions.*`` options (``SuggestOptions``). ``spml features``
+extracts the config's backbone features of every image of its datamodule into
+the feature cache (``spml_lightning.features``; ``--cache.*`` options).
 
 ``suggest`` is Lightning's predict loop over the datamodule's *training* images,
 read without augmentation and with the preprocessing recorded in the
@@ -21,6 +23,7 @@ from torch.utils.data import DataLoader
 
 from spml_lightning.console import UsageError
 from spml_lightning.data.predict_folder import UnlabelledImageDataModule
+from spml_lightning.features import CachedFeatures, FeatureOptions, datamodule_features
 from spml_lightning.inference import evaluation_transform, with_transform
 from spml_lightning.training.checkpoint_files import checkpoint_facts, checkpoint_training_rows
 from spml_lightning.training.prediction_writer import PredictionWriter
@@ -32,9 +35,54 @@ __all__ = ["SPMLTrainer"]
 #: The default of ``--suggestions.*`` (frozen: one instance serves every call).
 _DEFAULT_OPTIONS = SuggestOptions()
 
+#: The default of ``--cache.*``.
+_DEFAULT_FEATURES = FeatureOptions()
+
 
 class SPMLTrainer(Trainer):
-    """Lightning's ``Trainer`` plus :meth:`suggest` (``spml suggest``); otherwise the same."""
+    """Lightning's ``Trainer`` plus :meth:`suggest` and :meth:`features`; otherwise the same."""
+
+    def features(
+        self,
+        model: LightningModule,
+        datamodule: LightningDataModule,
+        cache: FeatureOptions = _DEFAULT_FEATURES,
+    ) -> CachedFeatures:
+        """Extract the backbone's features of every split's images into the cache, or reuse it.
+
+        The model's backbone, with its initial weights (``model.weights``), in eval
+        mode, on the images of the datamodule's train, val and test splits read with
+        the evaluation transform and the preprocessing a fit would use. Runs in
+        this process, on the trainer's first device.
+
+        Args:
+            model: an SPMLModule (its ``backbone``).
+            datamodule: an SPMLDataModule (its splits and preprocessing).
+            cache: where and how to cache (the ``--cache.*`` options).
+
+        Returns:
+            The verified cache (``path``, ``features(split)``).
+        """
+        if isinstance(datamodule, UnlabelledImageDataModule):
+            raise UsageError(
+                f"{type(datamodule).__name__} has no train/val/test splits: features are cached "
+                "for a training datamodule (the --config of a fit)."
+            )
+        # The datamodule normalises as the trainer's model asks (SPMLDataModule.setup), as in fit.
+        self.strategy.connect(model)
+        datamodule.trainer = self
+        try:
+            datamodule.setup("fit")
+            datamodule.setup("test")
+        finally:
+            datamodule.trainer = None
+        return datamodule_features(
+            model,
+            datamodule,
+            cache,
+            device=self.strategy.root_device,
+            progress=self.progress_bar_callback is not None,
+        )
 
     def suggest(
         self,

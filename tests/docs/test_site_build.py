@@ -29,6 +29,7 @@ API_PACKAGES = {
     "spml_lightning.data.demo",
     "spml_lightning.analysis",
     "spml_lightning.training",
+    "spml_lightning.features",
 }
 
 
