@@ -96,15 +96,11 @@ class SPMLModule(LightningModule):
         mean: per-channel normalisation mean; a datamodule without its own normalises
             with it (when None: with the backbone's own, else ImageNet's).
         std: per-channel normalisation standard deviation (as ``mean``).
-        train_mode: ``end_to_end`` (the whole network trains; the default) or
-            ``linear_fixed_features`` (Cole et al.'s linear protocol: the head, and the loss's
-            per-sample parameters, train on the frozen backbone's features, extracted once
-            into a cache and reused; ``spml_lightning.training.train_mode``). Test,
-            predict and the analysis run on images in either mode.
-        feature_dtype: how ``linear_fixed_features`` caches the features: ``float16``
-            (half the disk and memory) or ``float32`` (the backbone's outputs exactly).
-        feature_dir: the folder of that cache; default
-            ``<data root>/.spml_cache/features/<backbone>`` (``spml features``' default too).
+        train_mode: ``end_to_end`` (default) or ``linear_fixed_features``: the head and the
+            loss's own parameters train on the frozen backbone's cached features (Cole et al.'s
+            linear protocol; ``training.train_mode``). Test and predict run on images in both.
+        feature_dtype: the cache's dtype: ``float16`` or ``float32`` (the features exactly).
+        feature_dir: the cache's folder; default ``<data root>/.spml_cache/features/<backbone>``.
     """
 
     def __init__(
@@ -141,9 +137,7 @@ class SPMLModule(LightningModule):
         OptimizerSettings(lr, lr_mult, lr_scaling, lr_batch_size)  # refuses bad values now
         if linear_init < 0:
             raise ValueError(f"linear_init must be 0 or more epochs, got {linear_init}.")
-        self._fixed_features = FixedFeatures(
-            train_mode, feature_dtype, feature_dir
-        )  # refuses bad values now
+        self._fixed_features = FixedFeatures(train_mode, feature_dtype, feature_dir)
         spml_loss = as_spml_loss(loss)  # a checkpoint's config, a registry name, a module
         backbone_module, feature_dim = build_backbone(backbone, weights, image_size)
         self._backbone_preprocessing = backbone_preprocessing(backbone_module)
@@ -306,14 +300,7 @@ class SPMLModule(LightningModule):
         """Refuse a checkpoint that does not fit the run; restore its loss schedule."""
         recorded = upgraded_checkpoint(checkpoint)  # renamed datamodules' states too
         if self._trainer is not None:  # a resumed fit, or test/validate/predict
-            path = self.trainer.ckpt_path
-            check_checkpoint_fits(
-                recorded,
-                self.hparams,
-                getattr(self.trainer.datamodule, "preprocessing", {}),
-                fitting=self.trainer.state.fn == "fit",
-                source=f"checkpoint {path}" if path else "the checkpoint",
-            )
+            check_checkpoint_fits(recorded, self.hparams, self.trainer)
         self.hparams["backbone"] = recorded_backbone(recorded, self.hparams.get("backbone"))
         if (schedule := checkpoint.get("loss_schedule")) is not None:
             self._schedule.restore(self.loss, schedule)
@@ -332,34 +319,15 @@ class SPMLModule(LightningModule):
         logits = self._fixed_features.logits(self, batch).float()
         labels = batch["target"] if self.loss.trains_on_targets else batch["observed"]
         loss = self.loss(logits, labels, batch.get("index"))
-        self._finite_loss.observe(
-            loss,
-            logits,
-            batch.get("image", batch.get("features")),
-            self.global_step,
-            self.current_epoch,
-        )
-        self._log_train_loss(loss.detach(), len(logits))
+        inputs = batch.get("image", batch.get("features"))
+        self._finite_loss.observe(loss, logits, inputs, self.global_step, self.current_epoch)
+        self._train_loss.log_step(self, loss.detach(), len(logits))
         return loss
-
-    def _log_train_loss(self, loss: Tensor, batch_size: int) -> None:
-        """Log ``train/loss_step`` on the trainer's logging steps; sum the epoch mean on the device.
-
-        Never reads the loss back per step (a progress-bar value would sync the device
-        every step), and calls ``self.log`` only when the logger writes the value: each
-        call costs Python time (``bench/step_overhead.py``).
-        """
-        self._train_loss.add(loss, batch_size)
-        every = self.trainer.log_every_n_steps if self._trainer is not None else 0
-        if every and (self.global_step + 1) % every == 0:
-            self.log("train/loss_step", loss, on_step=True, on_epoch=False, batch_size=batch_size)
 
     def on_train_epoch_end(self) -> None:
         """Check the loss is finite and log the epoch's mean training loss."""
         self._finite_loss.check()
-        # Same name and batch-size weighting as Lightning's on_epoch mean.
-        if (mean := self._train_loss.pop()) is not None:
-            self.log("train/loss_epoch", mean, on_step=False, on_epoch=True, prog_bar=True)
+        self._train_loss.log_epoch(self)
 
     # -- evaluation ---------------------------------------------------------------
     def _eval_step(self, batch: dict, split: str) -> None:

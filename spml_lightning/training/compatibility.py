@@ -417,28 +417,27 @@ def resume_plan(checkpoint: Mapping[str, Any], new: Mapping[str, Any]) -> Resume
 
 
 def check_checkpoint_fits(
-    checkpoint: Mapping[str, Any],
-    model: MutableMapping[str, Any],
-    preprocessing: Mapping[str, Any],
-    fitting: bool,
-    source: str,
+    checkpoint: Mapping[str, Any], model: MutableMapping[str, Any], trainer: Any
 ) -> None:
     """Refuse a checkpoint that does not fit the run restoring it; note what a resumed fit changes.
 
     Outside fit only the backbone, the classes and the preprocessing matter: a model
-    without class names takes the checkpoint's. A resumed fit may change the optimizer and schedule
-    settings, not the network, its classes or the loss (:func:`resume_plan`).
+    without class names takes the checkpoint's. A resumed fit may change the optimizer
+    and schedule settings, not the network, its classes or the loss (:func:`resume_plan`).
 
     Args:
         checkpoint: the checkpoint's ``hyper_parameters``.
         model: the hyper-parameters of the model the trainer restores it into (changed in place).
-        preprocessing: the datamodule's ``preprocessing`` (empty: none known).
-        fitting: whether the trainer resumes a fit (else test, validate or predict).
-        source: the checkpoint, as the messages name it.
+        trainer: the trainer restoring it: its ``ckpt_path`` (named in the messages), its
+            datamodule's ``preprocessing``, and whether it fits (else test, validate or predict).
 
     Raises:
         ValueError: naming what does not fit and what to do instead.
     """
+    path = getattr(trainer, "ckpt_path", None)
+    source = f"checkpoint {path}" if path else "the checkpoint"
+    fitting = trainer.state.fn == "fit"
+    preprocessing = getattr(getattr(trainer, "datamodule", None), "preprocessing", {})
     if fitting:
         resume_plan(checkpoint, model).enforce(source)
         return
