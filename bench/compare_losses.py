@@ -323,13 +323,13 @@ def main_bench() -> None:
         if r["loss"] in args.losses and r.get("observe") == args.observe
     ]
     print(f"\n{table(records, args.losses)}")
-    if args.order:
-        print(order_by_seed(records, args.order))
-    for first, second in args.gap:
-        try:
+    try:  # too few paired seeds, or a name that ran no seed: say so, without a traceback
+        if args.order:
+            print(order_by_seed(records, args.order))
+        for first, second in args.gap:
             print(describe_gap(first, second, paired_gap(records, first, second)))
-        except ValueError as err:  # too few paired seeds: say so, without a traceback
-            sys.exit(f"compare_losses.py --gap: {err}")
+    except ValueError as err:
+        sys.exit(f"compare_losses.py: {err}")
 
 
 if __name__ == "__main__":

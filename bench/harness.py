@@ -262,9 +262,18 @@ def describe_gap(first: str, second: str, gap: Mapping[str, float]) -> str:
 
 
 def order_by_seed(runs: Sequence[Mapping], order: Sequence[str]) -> str:
-    """One line: on how many seeds the losses' test mAPs fall in the given order."""
+    """One line: on how many seeds the losses' test mAPs fall in the given order.
+
+    Raises:
+        ValueError: when no seed was run by all of them (a misspelt name, say).
+    """
     by_loss = [_by_seed(runs, loss) for loss in order]
     seeds = sorted(set.intersection(*(set(values) for values in by_loss)))
+    if not seeds:
+        ran = sorted({run["loss"] for run in runs})
+        raise ValueError(
+            f"no seed was run by every one of {', '.join(order)} (losses run: {', '.join(ran)})."
+        )
     held = [
         seed
         for seed in seeds

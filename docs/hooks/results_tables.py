@@ -91,11 +91,11 @@ def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Fil
 
     def paired(match: re.Match) -> str:
         runs, losses = runs_of(match), match["losses"].split()
-        if match["kind"] == "order":
-            return order_by_seed(runs, losses) + "."
-        if len(losses) != 2:
+        if match["kind"] == "gap" and len(losses) != 2:
             raise PluginError(f"{page.file.src_uri}: results-gap takes two losses, got {losses}")
         try:
+            if match["kind"] == "order":
+                return order_by_seed(runs, losses) + "."
             return describe_gap(*losses, paired_gap(runs, *losses)) + "."
         except ValueError as err:
             raise PluginError(f"{page.file.src_uri}: {err}") from err

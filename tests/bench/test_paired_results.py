@@ -46,3 +46,10 @@ def test_order_by_seed_counts_the_seeds_where_the_whole_order_holds(bench_module
     assert order_by_seed(RUNS, ["full", "GR", "AN"]) == "full > GR > AN on 2 of 3 seeds"
     assert order_by_seed(RUNS, ["full", "GR"]) == "full > GR on 3 of 3 seeds"
     assert order_by_seed(RUNS, ["AN", "full"]) == "AN > full on 0 of 3 seeds"
+
+
+def test_order_by_seed_refuses_names_that_ran_no_common_seed(bench_module):
+    with pytest.raises(
+        ValueError, match=r"no seed was run by every one of full, GR, an \(losses run: AN"
+    ):
+        bench_module("harness").order_by_seed(RUNS, ["full", "GR", "an"])
