@@ -67,7 +67,9 @@ def main_bench(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not SPML.is_file():
         sys.exit(f"No installed spml next to {sys.executable}: run `pip install -e .` first.")
-    print(f"# demo_time: {args.config.relative_to(REPO)}; machine: {cpu_name()}")
+    shown = args.config.resolve()
+    shown = shown.relative_to(REPO) if shown.is_relative_to(REPO) else shown
+    print(f"# demo_time: {shown}; machine: {cpu_name()}")
     print_load("start")
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"

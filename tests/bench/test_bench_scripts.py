@@ -264,3 +264,28 @@ def test_profile_accuracy_summary_only_needs_a_results_file(bench_module, tmp_pa
         bench_module("profile_accuracy").main_bench(
             ["--summary_only", "--results", str(tmp_path / "none.jsonl")]
         )
+
+
+def test_demo_time_runs_the_installed_spml_and_reads_its_test_map(bench_module, tmp_path, capsys):
+    # The demo config at tiny sizes (the sizes of tests/probes.py), one repeat.
+    import yaml
+
+    config = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
+    config["trainer"].update(max_epochs=1, limit_train_batches=2, enable_progress_bar=False)
+    config["data"]["init_args"].update(
+        num_train=80, num_test=40, render_size=32, image_size=32, num_workers=0
+    )
+    tiny = tmp_path / "tiny_demo.yaml"
+    tiny.write_text(yaml.safe_dump(config))
+    bench = bench_module("demo_time")
+    if not bench.SPML.is_file():
+        pytest.skip(f"no installed spml next to {sys.executable}")
+    bench.main_bench(["--config", str(tiny), "--repeats", "1"])
+    output = capsys.readouterr().out
+    assert re.search(
+        r"run 1/1: fit [\d.]+ s, test [\d.]+ s, together [\d.]+ s; test mAP \d+\.\d\d", output
+    )
+    assert set(goal_lines(output)) == {
+        "demo data, first generation (s)",
+        "demo fit + test, median of 1 (s)",
+    }
