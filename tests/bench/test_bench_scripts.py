@@ -289,3 +289,24 @@ def test_demo_time_runs_the_installed_spml_and_reads_its_test_map(bench_module, 
         "demo data, first generation (s)",
         "demo fit + test, median of 1 (s)",
     }
+
+
+def test_cached_features_times_both_sides_and_reuses_one_extraction(
+    bench_module, tmp_path, capsys, tiny_demo_root
+):
+    bench = bench_module("cached_features")
+    bench.main_bench([
+        "--epochs", "1", "--", "--data.init_args.root", str(tiny_demo_root),
+        "--data.init_args.num_train", "80", "--data.init_args.num_test", "40",
+        "--data.init_args.render_size", "32", "--data.init_args.image_size", "32",
+        "--data.init_args.num_workers", "0", "--trainer.limit_train_batches", "2",
+    ])  # fmt: skip
+    output = capsys.readouterr().out
+    assert re.search(r"run 1/1 frozen: epochs [\d.]+ s", output)
+    assert re.search(r"run 1/1 cached: epochs [\d.]+ s", output)
+    assert set(goal_lines(output)) == {
+        "extraction of every split, once (s)",
+        "epoch through the frozen backbone, median (s)",
+        "epoch on the cached features, median (s)",
+        "epoch time, frozen backbone / cached features",
+    }
