@@ -60,6 +60,20 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
+def run_ddp_driver(cwd: Path, args: list[str]) -> subprocess.CompletedProcess:
+    """Run tests/ddp_driver.py (fit, validate, test) with spml ``args`` in ``cwd``; must exit 0."""
+    result = subprocess.run(
+        [sys.executable, str(TESTS_DIR / "ddp_driver.py"), *args],
+        cwd=cwd,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
 @contextlib.contextmanager
 def folder_locked_elsewhere(folder: Path) -> Iterator[None]:
     """Another process holds ``folder``'s ``FolderLock`` while the block runs."""

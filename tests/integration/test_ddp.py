@@ -7,9 +7,6 @@ pads each with a repeated image that the metric must count once.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from spml_lightning.cli import run_cli
@@ -17,10 +14,9 @@ from spml_lightning.data.demo import write_demo_dataset
 
 from probes import (
     F1_RECORDED,
-    TESTS_DIR,
     demo_args,
     read_records,
-    subprocess_env,
+    run_ddp_driver,
     write_callbacks_config,
 )
 
@@ -50,15 +46,7 @@ def test_two_process_ddp_matches_one_process(tmp_path):
         tmp_path / "callbacks.yaml", [("probes.RunRecorder", {"prefix": str(prefix)})]
     )
     ddp = ["--trainer.accelerator", "cpu", "--trainer.strategy", "ddp", "--trainer.devices", "2"]
-    result = subprocess.run(
-        [sys.executable, str(TESTS_DIR / "ddp_driver.py"), *args, *ddp, "--config", str(recorder)],
-        cwd=tmp_path,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
+    run_ddp_driver(tmp_path, [*args, *ddp, "--config", str(recorder)])
     ranks = [read_records(prefix, rank) for rank in (0, 1)]
 
     # Every rank trained on its own half of each epoch, under the same schedule,

@@ -5,8 +5,6 @@ from __future__ import annotations
 import copy
 import csv
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -18,7 +16,7 @@ from spml_lightning.cli import run_cli
 from spml_lightning.features import FeatureOptions, datamodule_features
 from spml_lightning.training.optimizer import OptimizerSettings, adam_optimizer
 
-from probes import REPO_ROOT, TESTS_DIR, demo_args, subprocess_env
+from probes import REPO_ROOT, demo_args, run_ddp_driver
 
 
 def test_end_to_end_is_the_default_and_other_modes_are_refused():
@@ -262,16 +260,7 @@ def test_two_process_ddp_extracts_once_and_trains_the_head_of_one_process(tiny_d
         *("--trainer.max_epochs", "1", "--trainer.accelerator", "cpu"),
     ]
     ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "2"]
-    result = subprocess.run(
-        [sys.executable, str(TESTS_DIR / "ddp_driver.py"), *args, *ddp]
-        + ["--data.init_args.batch_size", "8"],
-        cwd=tmp_path,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
+    result = run_ddp_driver(tmp_path, [*args, *ddp, "--data.init_args.batch_size", "8"])
     said = [
         line for line in (result.stdout + result.stderr).splitlines() if "Feature cache" in line
     ]
