@@ -49,7 +49,6 @@ __all__ = [
     "check_backbone",
     "check_checkpoint_fits",
     "check_class_names",
-    "check_given_backbone",
     "check_preprocessing",
     "class_names_difference",
     "recorded_backbone",
@@ -122,10 +121,12 @@ def load_arguments(checkpoint_path: Any, given: Mapping[str, Any]) -> dict[str, 
     """
     if not isinstance(checkpoint_path, (str, os.PathLike)) or not os.path.isfile(checkpoint_path):
         return dict(given)
+    hparams = read_checkpoint(checkpoint_path, weights_only=True).get("hyper_parameters", {})
     if "backbone" in given:
-        check_given_backbone(checkpoint_path, given["backbone"])
-    recorded = read_checkpoint(checkpoint_path, weights_only=True)
-    return {**replaced_hparams(recorded.get("hyper_parameters", {})), **given}
+        backbone = given["backbone"]
+        config = backbone_config(backbone) if isinstance(backbone, nn.Module) else backbone
+        check_backbone(hparams.get("backbone"), config, f"checkpoint {os.fspath(checkpoint_path)}")
+    return {**replaced_hparams(hparams), **given}
 
 
 def upgraded_lr_scaling(rule: str) -> str:
@@ -249,20 +250,6 @@ def check_backbone(checkpoint: Any, current: Any, source: str) -> None:
         "backbone (its run's config.yaml has the model section; e.g. --model.backbone "
         f"{_describe(checkpoint)}), or use a checkpoint of this backbone."
     )
-
-
-def check_given_backbone(checkpoint_path: Any, backbone: Any) -> None:
-    """:func:`check_backbone` for ``SPMLModule.load_from_checkpoint(path, backbone=...)``.
-
-    Args:
-        checkpoint_path: the checkpoint (a local path; anything else is not read here).
-        backbone: the backbone given: a name, a module config or an ``nn.Module``.
-    """
-    if not isinstance(checkpoint_path, (str, os.PathLike)) or not os.path.isfile(checkpoint_path):
-        return  # a stream or a remote file: Lightning reads it, torch compares the keys
-    stored = read_checkpoint(checkpoint_path, weights_only=True).get("hyper_parameters", {})
-    given = backbone_config(backbone) if isinstance(backbone, nn.Module) else backbone
-    check_backbone(stored.get("backbone"), given, f"checkpoint {os.fspath(checkpoint_path)}")
 
 
 def check_preprocessing(
