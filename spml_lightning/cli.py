@@ -67,7 +67,9 @@ __all__ = ["SPMLCLI", "SUBCOMMANDS", "main", "run_cli"]
 
 
 #: The subcommands of ``spml``: LightningCLI's, ``suggest`` and ``features`` (``SPMLTrainer``'s).
-SUBCOMMANDS: tuple[str, ...] = ("fit", "validate", "test", "predict", "suggest", "features")
+SUBCOMMANDS: tuple[str, ...] = (
+    "fit", "validate", "test", "predict", "suggest", "features", "export"
+)  # fmt: skip
 
 
 def _reads_checkpoint_facts(data_config) -> bool:
@@ -127,6 +129,7 @@ class SPMLCLI(LightningCLI):
             **LightningCLI.subcommands(),
             "suggest": {"model", "datamodule"},
             "features": {"model", "datamodule"},
+            "export": {"model", "datamodule"},
         }
 
     def _run_subcommand(self, subcommand: str) -> None:
@@ -269,6 +272,11 @@ class SPMLCLI(LightningCLI):
         config["ckpt_path"] = ckpt_path
 
     before_validate = before_test = before_predict = before_suggest = _resolve_ckpt_path
+
+    def before_export(self) -> None:
+        """Resolve ``--ckpt_path``; an export writes no run folder (no log version is reserved)."""
+        config = self.config_init["export"]
+        config["ckpt_path"] = resolve_checkpoint(config.get("ckpt_path"), self.trainer)
 
 
 def _native_cpu_bf16() -> bool:

@@ -86,8 +86,10 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
 
 
-def test_io_imports_nothing_from_the_package() -> None:
-    assert _import_graph()[f"{PACKAGE}.data.io"] == set()
+def test_io_imports_nothing_from_the_package_but_the_mode_conversion() -> None:
+    graph = _import_graph()
+    assert graph[f"{PACKAGE}.data.io"] == {f"{PACKAGE}.image_modes"}
+    assert graph[f"{PACKAGE}.image_modes"] == set()
 
 
 def test_the_layers_import_one_way() -> None:
