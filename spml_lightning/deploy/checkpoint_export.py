@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from spml_lightning.console import UsageError
+from spml_lightning.data.predict_folder import UnlabelledImageDataModule
 from spml_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from spml_lightning.deploy.metadata import ModelMetadata, Preprocessing
 from spml_lightning.deploy.onnx_export import Exporter, export_onnx
@@ -66,7 +67,8 @@ def model_metadata(model: Any, thresholds: np.ndarray, threshold_rule: str) -> M
 
 def validation_thresholds(model: Any, datamodule: Any, device: torch.device) -> np.ndarray:
     """The F1-maximising threshold per class on the datamodule's validation split."""
-    datamodule.setup("fit")
+    if not isinstance(datamodule, UnlabelledImageDataModule):  # it has no fit phase
+        datamodule.setup("fit")
     dataset = getattr(datamodule, "val_dataset", None)
     if dataset is None or not len(dataset) or not hasattr(dataset, "targets"):
         raise UsageError(
