@@ -19,7 +19,9 @@ ranks the unobserved labels of the training images (``--suggestions.*``, a metho
 of ``SPMLTrainer``); ``spml features`` extracts the backbone's features of the
 datamodule's images into the feature cache (``--cache.*``,
 ``spml_lightning.features``). ``spml report`` writes a checkpoint's diagnostics
-(``spml_lightning.analysis.report``; ``spml report --help``).
+(``spml_lightning.analysis.report``; ``spml report --help``). ``spml export`` writes a
+checkpoint's model as an ONNX file and ``spml serve`` answers HTTP requests with one
+(``spml_lightning.deploy``).
 """
 
 from __future__ import annotations
@@ -360,6 +362,10 @@ def main(args: list[str] | None = None) -> int:
         from spml_lightning.analysis.report import command as report
 
         return report(argv[1:])
+    if argv[:1] == ["serve"]:  # an HTTP server, not a Trainer entry point: its own parser
+        from spml_lightning.deploy.serve_command import command as serve
+
+        return serve(argv[1:])
     return run_command(
         "spml",
         lambda argv, progress: run_cli(argv, progress=progress, exit_on_error=False),
