@@ -10,21 +10,7 @@ import textwrap
 from spml_lightning.cli import main
 
 from conftest import REPO_ROOT
-
-#: A sitecustomize that makes every import of torch, torchvision or Lightning fail.
-BLOCKER = textwrap.dedent(
-    """
-    import sys
-
-    class NoTorch:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("torch", "torchvision", "lightning", "pytorch_lightning"):
-                raise ImportError(f"{name} is not installed here (blocked by the test)")
-            return None
-
-    sys.meta_path.insert(0, NoTorch())
-    """
-)
+from probes import write_torch_blocker
 
 #: Prints the labels of the images, and which blocked modules got imported (none may).
 SCRIPT = textwrap.dedent(
@@ -63,9 +49,8 @@ def test_the_predictor_labels_without_torch_as_spml_predict_does(
     expected = [record["labels"] for record in json.loads(out.read_text())]
     assert any(expected), "no label at all: the comparison would be empty"
 
-    (tmp_path / "blocker").mkdir()
-    (tmp_path / "blocker" / "sitecustomize.py").write_text(BLOCKER)
-    env = {"PYTHONPATH": f"{tmp_path / 'blocker'}:{REPO_ROOT}", "OMP_NUM_THREADS": "1"}
+    blocker = write_torch_blocker(tmp_path / "blocker")
+    env = {"PYTHONPATH": f"{blocker}:{REPO_ROOT}", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(model), *map(str, images)],
         env=env,
