@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 from serving import post, serving, tiny_onnx_model
 
+from spml_lightning import SPMLModule
 from spml_lightning.cli import main
 from spml_lightning.deploy import Predictor
 
@@ -109,3 +110,14 @@ def test_serve_refuses_what_it_cannot_serve(args, message, capsys, tmp_path, mon
     monkeypatch.chdir(tmp_path)
     assert main(["serve", *args]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_serving_a_checkpoint_exports_it_first(tiny_run, tiny_demo_root):
+    image = sorted((tiny_demo_root / "images" / "test").iterdir())[0]
+    with serving([*tiny_run["args"], "--ckpt_path", "best", "--threads", "1"]) as url:
+        status, answer = post(url, image.read_bytes(), "image/png")
+    model = SPMLModule.load_from_checkpoint(tiny_run["best"], map_location="cpu")
+    assert status == 200 and list(answer["scores"]) == model.class_names
+    expected = model.predict_images([str(image)])[0].tolist()
+    assert list(answer["scores"].values()) == pytest.approx(expected, abs=1e-4)
