@@ -365,7 +365,7 @@ def main(args: list[str] | None = None) -> int:
     if argv[:1] == ["serve"]:  # an HTTP server, not a Trainer entry point: its own parser
         from spml_lightning.deploy.serve_command import command as serve
 
-        return serve(argv[1:])
+        return serve(argv[1:], export=lambda args: main(["export", *args]))
     return run_command(
         "spml",
         lambda argv, progress: run_cli(argv, progress=progress, exit_on_error=False),

@@ -118,3 +118,21 @@ def test_the_layers_import_one_way() -> None:
         )
     offending = {name: targets for name, targets in offending.items() if targets}
     assert not offending, offending
+
+
+def test_the_predictor_side_of_deploy_imports_neither_torch_nor_lightning() -> None:
+    """What `from spml_lightning.deploy import Predictor` loads: numpy, Pillow, onnxruntime and
+    these modules (the package's __init__ imports its names lazily)."""
+    torch_free = {
+        f"{PACKAGE}.image_modes",
+        f"{PACKAGE}.deploy",
+        f"{PACKAGE}.deploy.images",
+        f"{PACKAGE}.deploy.metadata",
+        f"{PACKAGE}.deploy.predictor",
+    }
+    modules = _modules_under(PACKAGE)
+    graph = _import_graph()
+    for name in sorted(torch_free):
+        assert graph[name] <= torch_free, (name, graph[name] - torch_free)
+        heavy = {t for t in _imports(modules[name]) if t.split(".")[0] in ("torch", "lightning")}
+        assert not heavy, (name, heavy)

@@ -13,13 +13,17 @@ temporary folder that lives as long as the server. POST an image's bytes to
 from __future__ import annotations
 
 import argparse
+import functools
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from spml_lightning.console import RunProgress, UsageError, run_command
 
 __all__ = ["command", "main"]
+
+#: ``spml export`` with these arguments: its exit status (given by the CLI, which imports this).
+Export = Callable[[list[str]], int]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,8 +50,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, progress: RunProgress | None = None) -> None:
-    """Serve until interrupted (``argv``: the command line without ``spml serve``)."""
+def main(
+    argv: Sequence[str] | None, progress: RunProgress | None = None, *, export: Export
+) -> None:
+    """Serve until interrupted.
+
+    Args:
+        argv: the command line without ``spml serve``.
+        progress: marked started when the server starts.
+        export: runs ``spml export`` (serving a checkpoint).
+    """
     args, export_args = _parser().parse_known_args(argv)
     if args.model is not None and export_args:
         raise UsageError(
@@ -70,10 +82,8 @@ def main(argv: Sequence[str] | None = None, progress: RunProgress | None = None)
     with tempfile.TemporaryDirectory(prefix="spml-serve-") as scratch:
         model = args.model
         if model is None:
-            from spml_lightning.cli import main as spml
-
             model = str(Path(scratch) / "model.onnx")
-            status = spml(["export", *export_args, "--output", model])
+            status = export([*export_args, "--output", model])
             if status != 0:
                 raise SystemExit(status)
         server = label_server(
@@ -91,6 +101,11 @@ def main(argv: Sequence[str] | None = None, progress: RunProgress | None = None)
         server.run(host=args.host, port=args.port, generate_client_file=False)
 
 
-def command(argv: Sequence[str] | None = None) -> int:
-    """``spml serve`` with exit statuses (``spml_lightning.console``): 2 for bad arguments."""
-    return run_command("spml serve", main, argv)
+def command(argv: Sequence[str] | None, export: Export) -> int:
+    """``spml serve`` with exit statuses (``spml_lightning.console``): 2 for bad arguments.
+
+    Args:
+        argv: the command line without ``spml serve``.
+        export: runs ``spml export`` with the given arguments, returning its exit status.
+    """
+    return run_command("spml serve", functools.partial(main, export=export), argv)
