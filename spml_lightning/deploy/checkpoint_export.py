@@ -82,6 +82,7 @@ def validation_thresholds(model: Any, datamodule: Any, device: torch.device) -> 
         with_transform(dataset, model.inference_transform()),
         batch_size=getattr(datamodule, "batch_size", 32),
         num_workers=getattr(datamodule, "num_workers", 0),
+        progress="validation split (thresholds)",
     )
     # What model selection is evaluated on: the full labels, or the observed ones.
     labels = dataset.targets if dataset.evaluate_on == "targets" else dataset.observed > 0
