@@ -1,5 +1,8 @@
 """``spml export``: a checkpoint's model, its classes, preprocessing and thresholds, as one file.
 
+ONNX (``onnx_export``; read by the torch-free predictor and ``spml serve``) or a
+``torch.export`` archive (``pt2_export``).
+
 The classes and the preprocessing are the checkpoint's (what the model was
 trained with). The per-class thresholds are chosen on the validation split of
 the config's datamodule (F1-maximising, ``deploy.thresholds``), scored with
@@ -10,7 +13,7 @@ instead (needed for a datamodule without a validation split).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -21,11 +24,17 @@ from spml_lightning.data.predict_folder import UnlabelledImageDataModule
 from spml_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from spml_lightning.deploy.metadata import ModelMetadata, Preprocessing
 from spml_lightning.deploy.onnx_export import Exporter, export_onnx
+from spml_lightning.deploy.pt2_export import export_pt2
 from spml_lightning.deploy.thresholds import f1_thresholds
 from spml_lightning.inference import score_dataset, with_transform
 from spml_lightning.training.checkpoint_files import CHECKPOINT_FACTS, read_checkpoint
 
-__all__ = ["export_checkpoint", "load_weights", "model_metadata"]
+__all__ = ["EXPORT_FORMATS", "ExportFormat", "export_checkpoint", "load_weights", "model_metadata"]
+
+ExportFormat = Literal["onnx", "pt2"]
+
+#: The formats of ``spml export --format``.
+EXPORT_FORMATS: tuple[str, ...] = ("onnx", "pt2")
 
 
 def load_weights(model: Any, ckpt_path: str | Path) -> None:
@@ -105,17 +114,20 @@ def export_checkpoint(
     threshold: float | None,
     exporter: Exporter,
     device: torch.device,
+    format: ExportFormat = "onnx",
 ) -> Path:
-    """Export a checkpoint's model to ONNX with its metadata (``spml export``).
+    """Export a checkpoint's model with its metadata (``spml export``).
 
     Args:
         model: the SPMLModule built from the checkpoint's hyper-parameters.
         datamodule: the config's datamodule (its validation split picks the thresholds).
         ckpt_path: the checkpoint (resolved from ``best``/``last``).
-        output: the ONNX file; default beside the checkpoint, with its name and ``.onnx``.
+        output: the file; default beside the checkpoint, with its name and the format's suffix.
         threshold: one threshold for every class instead of the validation F1 ones.
-        exporter: ``dynamo`` or ``legacy``.
+        exporter: ``dynamo`` or ``legacy`` (ONNX only).
         device: where the validation images are scored.
+        format: ``onnx`` (the torch-free predictor and ``spml serve`` read it) or ``pt2``
+            (a ``torch.export`` archive, ``deploy.pt2_export``).
 
     Returns:
         The written file.
@@ -125,6 +137,8 @@ def export_checkpoint(
             "no --ckpt_path: export writes a trained model; pass --ckpt_path best (the newest "
             "run's best checkpoint), last, or a checkpoint file."
         )
+    if format not in EXPORT_FORMATS:
+        raise UsageError(f"--format is one of {', '.join(EXPORT_FORMATS)}, got {format!r}.")
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise UsageError(f"--threshold is a probability in [0, 1], got {threshold}.")
     load_weights(model, ckpt_path)
@@ -132,13 +146,15 @@ def export_checkpoint(
         thresholds, rule = validation_thresholds(model, datamodule, device), "f1-on-validation"
     else:
         thresholds, rule = np.full(model.hparams.num_classes, threshold), "global"
-    target = Path(output).expanduser() if output else Path(ckpt_path).with_suffix(".onnx")
+    target = Path(output).expanduser() if output else Path(ckpt_path).with_suffix(f".{format}")
     backbone = model.hparams.backbone
     name = f"backbone {backbone.get('class_path') if isinstance(backbone, dict) else backbone}"
     metadata = model_metadata(model, thresholds, rule)
-    written = export_onnx(model.cpu(), target, metadata, exporter, name)
+    if format == "pt2":
+        written = export_pt2(model.cpu(), target, metadata, name)
+    else:
+        written = export_onnx(model.cpu(), target, metadata, exporter, name)
     rank_zero_info(
-        f"Exported {ckpt_path} to {written} ({len(thresholds)} classes, thresholds: {rule}); "
-        f"check it with spml_lightning.deploy.Predictor('{written}')."
+        f"Exported {ckpt_path} to {written} ({len(thresholds)} classes, thresholds: {rule})."
     )
     return written

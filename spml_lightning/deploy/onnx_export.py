@@ -17,14 +17,24 @@ import re
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from spml_lightning.deploy.metadata import ModelMetadata
 
-__all__ = ["EXPORTERS", "ExportError", "Exporter", "ProbabilityModel", "export_onnx"]
+__all__ = [
+    "EXPORTERS",
+    "ExportError",
+    "Exporter",
+    "ProbabilityModel",
+    "batch_dimension",
+    "example_batch",
+    "export_onnx",
+    "exportable_copy",
+    "failure",
+]
 
 Exporter = Literal["dynamo", "legacy"]
 
@@ -98,8 +108,8 @@ def export_onnx(
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}.")
     size = metadata.preprocessing.image_size
-    wrapped = ProbabilityModel(_cpu_copy(model)).eval()
-    example = torch.zeros(2, 3, size, size)  # batch 2: no size-1 broadcasting baked in
+    wrapped = ProbabilityModel(exportable_copy(model)).eval()
+    example = example_batch(size)
     target = Path(path).expanduser()
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".export-") as scratch:
@@ -107,7 +117,8 @@ def export_onnx(
         try:
             _export(wrapped, example, graph, exporter)
         except Exception as err:  # the exporters raise many types; all mean "cannot export"
-            raise ExportError(_one_line(err, exporter, name)) from err
+            how = f"the {exporter} ONNX exporter"
+            raise ExportError(failure(err, how, name, fallback(exporter), onnx=True)) from err
         proto = onnx.load(str(graph))
         onnx.helper.set_model_props(proto, metadata.to_properties())
         onnx.save(proto, str(graph))
@@ -115,8 +126,19 @@ def export_onnx(
     return target
 
 
-def _cpu_copy(model: nn.Module) -> nn.Module:
+def exportable_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` on the CPU, in fp32, in eval mode (the caller's stays as it is)."""
     return copy.deepcopy(model).float().cpu().eval()
+
+
+def example_batch(image_size: int) -> Tensor:
+    """What the exporters trace: a batch of 2, so that no size-1 broadcasting is baked in."""
+    return torch.zeros(2, 3, image_size, image_size)
+
+
+def batch_dimension() -> dict[str, dict[int, Any]]:
+    """``dynamic_shapes`` of ``torch.export`` for the input: a free batch size."""
+    return {INPUT: {0: torch.export.Dim("batch", min=1)}}
 
 
 def _export(model: nn.Module, example: Tensor, path: Path, exporter: Exporter) -> None:
@@ -126,7 +148,7 @@ def _export(model: nn.Module, example: Tensor, path: Path, exporter: Exporter) -
                 model,
                 (example,),
                 dynamo=True,
-                dynamic_shapes={INPUT: {0: torch.export.Dim("batch", min=1)}},
+                dynamic_shapes=batch_dimension(),
                 verbose=False,
                 input_names=[INPUT],
                 output_names=[OUTPUT],
@@ -151,19 +173,31 @@ def _export(model: nn.Module, example: Tensor, path: Path, exporter: Exporter) -
             )
 
 
-def _one_line(err: BaseException, exporter: Exporter, name: str) -> str:
-    """What stopped the export, named in one line, and the fallback."""
+def fallback(exporter: Exporter) -> str:
+    """What to try when ``exporter`` fails: the other one."""
+    return f"--exporter {'legacy' if exporter == 'dynamo' else 'dynamo'}"
+
+
+def failure(err: BaseException, exporter: str, name: str, fallback: str, onnx: bool) -> str:
+    """What stopped an export, in one line: the operator (or the error), and what to try.
+
+    Args:
+        err: what the exporter raised.
+        exporter: how the message names the exporter.
+        name: how the message names the model's backbone.
+        fallback: what to try instead.
+        onnx: whether an ONNX exporter failed (its messages name the untranslated operator).
+    """
     text = "\n".join(str(e) for e in _chain(err))
-    match = _OPERATOR.search(text)
+    match = _OPERATOR.search(text) if onnx else None
     if match:
         reason = f"no ONNX translation for the operator {next(g for g in match.groups() if g)}"
     else:
         first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
         reason = f"{type(err).__name__}: {first[:300]}"
-    other = "legacy" if exporter == "dynamo" else "dynamo"
     return (
-        f"Cannot export {name} to ONNX with the {exporter} exporter: {reason}. Try "
-        f"--exporter {other}, or replace that operation in the backbone."
+        f"Cannot export {name} with {exporter}: {reason}. Try {fallback}, or replace that "
+        "operation in the backbone."
     )
 
 

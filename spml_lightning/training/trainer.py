@@ -17,14 +17,14 @@ the likeliest missing positives for annotators.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from torch.utils.data import DataLoader
 
 from spml_lightning.console import UsageError
 from spml_lightning.data.predict_folder import UnlabelledImageDataModule
-from spml_lightning.deploy.checkpoint_export import export_checkpoint
+from spml_lightning.deploy.checkpoint_export import ExportFormat, export_checkpoint
 from spml_lightning.deploy.onnx_export import Exporter
 from spml_lightning.features import CachedFeatures, FeatureOptions, datamodule_features
 from spml_lightning.inference import evaluation_transform, with_transform
@@ -149,12 +149,12 @@ class SPMLTrainer(Trainer):
         model: LightningModule,
         datamodule: LightningDataModule,
         ckpt_path: str | None = None,
-        format: Literal["onnx"] = "onnx",
+        format: ExportFormat = "onnx",
         output: str | None = None,
         threshold: float | None = None,
         exporter: Exporter = "dynamo",
     ) -> Path:
-        """Write the checkpoint's model as an ONNX file with its classes, preprocessing, thresholds.
+        """Write the checkpoint's model as one file with its classes, preprocessing, thresholds.
 
         One graph from images to probabilities with a dynamic batch dimension; the
         per-class thresholds maximise F1 on the datamodule's validation split
@@ -164,17 +164,25 @@ class SPMLTrainer(Trainer):
             model: an SPMLModule; its weights are the checkpoint's.
             datamodule: the SPMLDataModule the model was trained with (its validation split).
             ckpt_path: the trained model's checkpoint (required).
-            format: the file format (``onnx``).
-            output: the file to write; default beside the checkpoint, with ``.onnx``.
+            format: ``onnx`` (read by ``spml_lightning.deploy.Predictor`` and ``spml serve``)
+                or ``pt2`` (a ``torch.export`` archive, for deployments that keep torch).
+            output: the file to write; default beside the checkpoint, with ``.onnx``/``.pt2``.
             threshold: one decision threshold for every class, instead of the validation F1 ones.
-            exporter: ``dynamo`` (PyTorch's current exporter) or ``legacy`` (the TorchScript-based
-                one, for a backbone the current one cannot export).
+            exporter: the ONNX exporter: ``dynamo`` (PyTorch's current one) or ``legacy`` (the
+                TorchScript-based one, for a backbone the current one cannot export).
 
         Returns:
             The written file.
         """
         return export_checkpoint(
-            model, datamodule, ckpt_path, output, threshold, exporter, self.strategy.root_device
+            model,
+            datamodule,
+            ckpt_path,
+            output,
+            threshold,
+            exporter,
+            self.strategy.root_device,
+            format,
         )
 
 

@@ -6,10 +6,13 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from spml_lightning import SPMLModule
 from spml_lightning.cli import main, run_cli
-from spml_lightning.deploy import Predictor
+from spml_lightning.deploy import ModelMetadata, Predictor, Preprocessing
+from spml_lightning.deploy.onnx_export import ExportError
+from spml_lightning.deploy.pt2_export import export_pt2, load_pt2
 from spml_lightning.deploy.thresholds import f1_thresholds
 
 
@@ -71,7 +74,7 @@ def test_a_global_threshold_the_legacy_exporter_and_the_default_output(tiny_run,
     [
         ([], "no --ckpt_path: export writes a trained model"),
         (["--ckpt_path", "best", "--threshold", "1.5"], r"--threshold is a probability"),
-        (["--ckpt_path", "best", "--format", "tflite"], "format"),
+        (["--ckpt_path", "best", "--format", "tflite"], "--format"),
     ],
 )
 def test_export_refuses_what_it_cannot_do(tiny_run, tmp_path, capsys, flags, message):
@@ -93,3 +96,41 @@ def test_a_datamodule_without_validation_split_needs_a_threshold(
     args = [*tiny_run["args"][:4], *data, "--ckpt_path", str(tiny_run["best"])]
     assert main(["export", *args, "--output", str(tmp_path / "m.onnx")]) == 2
     assert "--threshold 0.5" in capsys.readouterr().err
+
+
+def test_pt2_format_writes_a_torch_export_archive_with_the_metadata(tiny_run, tmp_path):
+    checkpoint = tmp_path / "best.ckpt"
+    shutil.copy(tiny_run["best"], checkpoint)
+    flags = ["--ckpt_path", str(checkpoint), "--format", "pt2", "--threshold", "0.4"]
+    assert main(["export", *tiny_run["args"], *flags]) == 0
+    module, facts = load_pt2(checkpoint.with_suffix(".pt2"))  # beside the checkpoint
+    model = SPMLModule.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+    assert list(facts.class_names) == model.class_names and facts.thresholds == (0.4,) * 14
+    for batch in (1, 3):
+        images = torch.rand(batch, 3, 32, 32)
+        with torch.no_grad():
+            expected = torch.sigmoid(model(images))
+            torch.testing.assert_close(module(images), expected, atol=1e-5, rtol=0)
+
+
+class DataDependent(torch.nn.Module):
+    """A backbone whose control flow depends on the values: torch.export cannot capture it."""
+
+    out_features = 3
+
+    def forward(self, images):
+        pooled = images.mean(dim=(2, 3))
+        return pooled if pooled.sum() > 0 else -pooled
+
+
+def test_a_backbone_torch_export_cannot_capture_is_refused_in_one_line(tmp_path):
+    model = SPMLModule(num_classes=2, backbone=DataDependent(), weights="none", image_size=8)
+    facts = ModelMetadata(("a", "b"), Preprocessing(8, (0, 0, 0), (1, 1, 1)), (0.5, 0.5), "global")
+    with pytest.raises(ExportError) as caught:
+        export_pt2(model, tmp_path / "model.pt2", facts, "backbone DataDependent")
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(
+        "Cannot export backbone DataDependent with torch.export: "
+    )
+    assert "Try --format onnx --exporter legacy" in message
+    assert not (tmp_path / "model.pt2").exists()
