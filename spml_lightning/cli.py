@@ -69,9 +69,8 @@ __all__ = ["SPMLCLI", "SUBCOMMANDS", "main", "run_cli"]
 
 
 #: The subcommands of ``spml``: LightningCLI's, ``suggest`` and ``features`` (``SPMLTrainer``'s).
-SUBCOMMANDS: tuple[str, ...] = (
-    "fit", "validate", "test", "predict", "suggest", "features", "export"
-)  # fmt: skip
+SUBCOMMANDS: tuple[str, ...] = ("fit", "validate", "test", "predict", "suggest", "features")
+SUBCOMMANDS += ("export",)  # SPMLTrainer.export (spml_lightning.deploy)
 
 
 def _reads_checkpoint_facts(data_config) -> bool:
