@@ -12,6 +12,7 @@ installed, and importing any submodule imports this file first.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and documentation tools
@@ -75,12 +76,19 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """A public name, imported from its module on first use (then cached in the package)."""
+    """A public name or a subpackage, imported on first use (then cached in the package).
+
+    Subpackages too: ``import spml_lightning`` then ``spml_lightning.losses.GRLoss`` worked
+    when this file imported them eagerly, and still does.
+    """
     if name in _PUBLIC:
         value = getattr(importlib.import_module(_PUBLIC[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'spml_lightning' has no attribute {name!r}")
+    elif not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module 'spml_lightning' has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
 def __dir__() -> list[str]:

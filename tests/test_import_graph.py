@@ -9,6 +9,8 @@ be checked not to use them.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import spml_lightning
@@ -136,3 +138,16 @@ def test_the_predictor_side_of_deploy_imports_neither_torch_nor_lightning() -> N
         assert graph[name] <= torch_free, (name, graph[name] - torch_free)
         heavy = {t for t in _imports(modules[name]) if t.split(".")[0] in ("torch", "lightning")}
         assert not heavy, (name, heavy)
+
+
+def test_the_package_imports_its_names_and_subpackages_on_first_use() -> None:
+    code = (
+        "import sys, spml_lightning; "
+        "assert 'torch' not in sys.modules, 'import spml_lightning imported torch'; "
+        "assert spml_lightning.losses.GRLoss is spml_lightning.GRLoss; "
+        "from spml_lightning import SPMLModule, mean_average_precision; "
+        "assert 'SPMLModule' in dir(spml_lightning); "
+        "import pytest; "
+        "pytest.raises(AttributeError, getattr, spml_lightning, 'no_such_name')"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT.parent, timeout=300)
