@@ -27,7 +27,11 @@ from spml_lightning.deploy.onnx_export import Exporter, export_onnx
 from spml_lightning.deploy.pt2_export import export_pt2
 from spml_lightning.deploy.thresholds import f1_thresholds
 from spml_lightning.inference import score_dataset, with_transform
-from spml_lightning.training.checkpoint_files import CHECKPOINT_FACTS, read_checkpoint
+from spml_lightning.training.checkpoint_files import (
+    CHECKPOINT_FACTS,
+    checkpoint_training_rows,
+    read_checkpoint,
+)
 
 __all__ = ["EXPORT_FORMATS", "ExportFormat", "export_checkpoint", "load_weights", "model_metadata"]
 
@@ -74,10 +78,25 @@ def model_metadata(model: Any, thresholds: np.ndarray, threshold_rule: str) -> M
     )
 
 
-def validation_thresholds(model: Any, datamodule: Any, device: torch.device) -> np.ndarray:
-    """The F1-maximising threshold per class on the datamodule's validation split."""
+def validation_thresholds(
+    model: Any, datamodule: Any, device: torch.device, ckpt_path: str | Path
+) -> np.ndarray:
+    """The F1-maximising threshold per class on the datamodule's validation split.
+
+    The split must be the checkpoint's own: with another split (``split_seed``, ...)
+    it could hold images the model was trained on.
+    """
     if not isinstance(datamodule, UnlabelledImageDataModule):  # it has no fit phase
         datamodule.setup("fit")
+    if hasattr(datamodule, "check_same_rows"):
+        datamodule.check_same_rows(
+            checkpoint_training_rows(ckpt_path),
+            f"checkpoint {ckpt_path}",
+            ("train", "val"),
+            "The thresholds would be chosen on other images than the model's validation split, "
+            "possibly on images it was trained on.",
+            " Or give one threshold for every class with --threshold.",
+        )
     dataset = getattr(datamodule, "val_dataset", None)
     if dataset is None or not len(dataset) or not hasattr(dataset, "targets"):
         raise UsageError(
@@ -143,7 +162,8 @@ def export_checkpoint(
         raise UsageError(f"--threshold is a probability in [0, 1], got {threshold}.")
     load_weights(model, ckpt_path)
     if threshold is None:
-        thresholds, rule = validation_thresholds(model, datamodule, device), "f1-on-validation"
+        thresholds = validation_thresholds(model, datamodule, device, ckpt_path)
+        rule = "f1-on-validation"
     else:
         thresholds, rule = np.full(model.hparams.num_classes, threshold), "global"
     target = Path(output).expanduser() if output else Path(ckpt_path).with_suffix(f".{format}")

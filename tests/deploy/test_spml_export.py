@@ -134,3 +134,15 @@ def test_a_backbone_torch_export_cannot_capture_is_refused_in_one_line(tmp_path)
     )
     assert "Try --format onnx --exporter legacy" in message
     assert not (tmp_path / "model.pt2").exists()
+
+
+def test_thresholds_are_chosen_on_the_checkpoints_own_validation_split(tiny_run, tmp_path, capsys):
+    # Another split_seed: the validation images would include some the model was trained on.
+    out = tmp_path / "model.onnx"
+    args = [*tiny_run["args"], "--data.init_args.split_seed", "7", "--ckpt_path", "best"]
+    assert main(["export", *args, "--output", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "differ from those the checkpoint" in err and "split_seed" in err, err
+    assert "--threshold" in err and not out.exists()
+    # One threshold for every class needs no validation split: the same data is fine then.
+    assert main(["export", *args, "--threshold", "0.5", "--output", str(out)]) == 0
