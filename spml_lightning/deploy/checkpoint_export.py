@@ -88,6 +88,13 @@ def validation_thresholds(
     """
     if not isinstance(datamodule, UnlabelledImageDataModule):  # it has no fit phase
         datamodule.setup("fit")
+    dataset = getattr(datamodule, "val_dataset", None)
+    if dataset is None or not len(dataset) or not hasattr(dataset, "targets"):
+        raise UsageError(
+            f"{type(datamodule).__name__} has no validation split to choose the thresholds on: "
+            "pass the config the model was trained with, or one threshold for every class with "
+            "--threshold 0.5."
+        )
     if hasattr(datamodule, "check_same_rows"):
         datamodule.check_same_rows(
             checkpoint_training_rows(ckpt_path),
@@ -96,13 +103,6 @@ def validation_thresholds(
             "The thresholds would be chosen on other images than the model's validation split, "
             "possibly on images it was trained on.",
             " Or give one threshold for every class with --threshold.",
-        )
-    dataset = getattr(datamodule, "val_dataset", None)
-    if dataset is None or not len(dataset) or not hasattr(dataset, "targets"):
-        raise UsageError(
-            f"{type(datamodule).__name__} has no validation split to choose the thresholds on: "
-            "pass the config the model was trained with, or one threshold for every class with "
-            "--threshold 0.5."
         )
     model.to(device)
     index, logits = score_dataset(
