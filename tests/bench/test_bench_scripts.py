@@ -310,3 +310,23 @@ def test_cached_features_times_both_sides_and_reuses_one_extraction(
         "epoch on the cached features, median (s)",
         "epoch time, frozen backbone / cached features",
     }
+
+
+def test_serve_bench_prints_throughput_and_latency_per_concurrency(
+    bench_module, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.syspath_prepend(str(REPO / "tests" / "deploy"))
+    from serving import tiny_onnx_model
+
+    model = tiny_onnx_model(tmp_path / "model.onnx")
+    bench = bench_module("serve")
+    bench.main(
+        ["--model", str(model), "--requests", "3", "--warmup", "1", "--concurrency", "1", "2"]
+    )
+    lines = goal_lines(capsys.readouterr().out)
+    assert set(lines) == {
+        f"{clients} client(s), 3 requests: {name}"
+        for clients in (1, 2)
+        for name in ("requests/s", "p50 ms", "p99 ms")
+    }
+    assert all(float(line.split()[-1]) > 0 for line in lines.values()), lines
