@@ -18,7 +18,7 @@ changing one never recomputes the scores. Kinds (``PseudoLabelPolicy.kind``):
 
 ``temperature`` (T): with a number, every view's scores become ``softmax(scores / T)`` over
 the classes first (CLIP: cosine similarities and T = 0.01, its logit scale of 100); None
-uses the scores as given (a file of probabilities, say). ``vlpl`` and ``aevlp`` need it.
+uses the scores as given (a file of probabilities, say); ``vlpl`` needs a number.
 With the mirror images' scores, each copy is softened alone and the two averaged (the
 papers' code scores whichever copy a training step draws; a cached prior serves both).
 An observed positive is never a pseudo-positive.
@@ -76,9 +76,9 @@ class PseudoLabelPolicy:
                 f"prior_policy.temperature must be > 0 (or null: scores as given), got "
                 f"{self.temperature}."
             )
-        if self.kind in ("vlpl", "aevlp") and self.temperature is None:
+        if self.kind == "vlpl" and self.temperature is None:
             raise ValueError(
-                f"prior_policy.kind={self.kind!r} thresholds softmax(scores / T) over the "
+                "prior_policy.kind='vlpl' thresholds softmax(scores / T) over the "
                 "classes: set prior_policy.temperature (0.01 for CLIP's cosine similarities)."
             )
 
