@@ -24,9 +24,7 @@ def test_threshold_takes_every_class_at_or_above_it_and_never_an_observed_positi
         policy.pseudo_positives(prior, OBSERVED), [[0, 1, 0, 1], [0, 1, 0, 0]]
     )
     # The proposals keep the observed positive the policy also proposes.
-    np.testing.assert_array_equal(
-        policy.proposals(prior, OBSERVED), [[1, 1, 0, 1], [0, 1, 0, 1]]
-    )
+    np.testing.assert_array_equal(policy.proposals(prior, OBSERVED), [[1, 1, 0, 1], [0, 1, 0, 1]])
 
 
 def test_top_k_keeps_the_k_best_above_the_threshold():
