@@ -234,7 +234,8 @@ class SPMLDataModule(LightningDataModule, ABC):
             (``spml_lightning.priors.OpenCLIPPrior``; in a config, its ``class_path`` and
             ``init_args``). Not with ``prior``.
         prior_policy: how the prior's scores become pseudo-positives
-            (``spml_lightning.priors.PseudoLabelPolicy``; default AEVLP's rule on VOC).
+            (``spml_lightning.priors.PseudoLabelPolicy``; default: the 3 best classes of
+            probability >= 0.5; the papers' rules: ``configs/losses/gpr*.yaml``, ``vlpl*.yaml``).
     """
 
     def __init__(

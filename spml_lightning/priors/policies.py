@@ -49,15 +49,18 @@ class PseudoLabelPolicy:
         kind: ``threshold``, ``top_k``, ``vlpl`` or ``aevlp`` (the module docstring).
         threshold: the score a pseudo-positive needs (``vlpl``: must exceed).
         k: at most this many pseudo-positives per image (``top_k``, ``aevlp``).
-        temperature: T of ``softmax(scores / T)`` over the classes; None: scores as given.
-            The default, 0.01, suits CLIP's cosine similarities (its logit scale, 100).
+        temperature: T of ``softmax(scores / T)`` over the classes; None: scores as given
+            (probabilities). CLIP's cosine similarities need one: 0.01, its logit scale of 100.
+
+    The default, ``top_k`` with threshold 0.5 on the scores as given, suits a file of
+    probabilities; the papers' rules are in ``configs/losses/gpr*.yaml`` and ``vlpl*.yaml``.
         eta: ``aevlp``'s cap of the adaptive threshold ``min(s_observed, eta)``.
     """
 
-    kind: PolicyKind = "aevlp"
+    kind: PolicyKind = "top_k"
     threshold: float = 0.5
     k: int = 3
-    temperature: float | None = 0.01
+    temperature: float | None = None
     eta: float = 0.0
 
     def __post_init__(self) -> None:
