@@ -310,3 +310,29 @@ def test_cached_features_times_both_sides_and_reuses_one_extraction(
         "epoch on the cached features, median (s)",
         "epoch time, frozen backbone / cached features",
     }
+
+
+def test_prior_quality_pairs_gr_with_gpr_and_vlpl_on_a_prior_of_chosen_map(
+    bench_module, tmp_path, capsys, tiny_demo_root
+):
+    bench = bench_module("prior_quality")
+    out = tmp_path / "runs.jsonl"
+    argv = [
+        "--maps", "80", "--seeds", "0", "1", "--out", str(out), "--",
+        "--data.init_args.root", str(tiny_demo_root),
+        "--data.init_args.num_train", "80", "--data.init_args.num_test", "40",
+        "--data.init_args.render_size", "32", "--data.init_args.image_size", "32",
+        "--data.init_args.num_workers", "0", "--trainer.max_epochs", "1",
+        "--trainer.limit_train_batches", "1",
+    ]  # fmt: skip
+    records = bench.main_bench(argv)
+    assert sorted((r["loss"], r["seed"]) for r in records) == [
+        ("GPR", 0), ("GPR", 1), ("GR", 0), ("GR", 1), ("VLPL", 0), ("VLPL", 1)
+    ]  # fmt: skip
+    assert all(abs(r["prior_map_reached"] - 80) <= 1 for r in records if r["loss"] != "GR")
+    output = capsys.readouterr().out
+    assert "prior mAP 80: GPR - GR, paired over 2 seeds" in output
+    assert "prior mAP 80: VLPL - GR, paired over 2 seeds" in output
+    # A second call resumes: every run is already in the file, none is trained again.
+    again = bench.main_bench(argv)
+    assert len(again) == 6 and len(out.read_text().splitlines()) == 6
