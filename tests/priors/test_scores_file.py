@@ -121,3 +121,16 @@ def test_a_missing_file_or_another_format_or_two_priors_are_refused(tmp_path, ti
         tiny_demo(tiny_demo_root, prior=str(tmp_path / "s.txt")).setup("fit")
     with pytest.raises(ValueError, match="not both"):
         tiny_demo(tiny_demo_root, prior="a.csv", prior_provider=OpenCLIPPrior(pretrained=None))
+
+
+def test_cached_feature_rows_carry_the_pseudo_positives_too(tmp_path, tiny_demo_root):
+    from spml_lightning.features import CachedFeatureDataset
+
+    path, _ = write_scores_csv(tmp_path / "s.csv", tiny_demo_root)
+    datamodule = tiny_demo(tiny_demo_root, prior=str(path))
+    datamodule.setup("fit")
+    dataset = datamodule.train_dataset
+    served = CachedFeatureDataset(dataset, np.zeros((len(dataset), 4), dtype=np.float16))
+    np.testing.assert_array_equal(
+        served[7]["pseudo_positive"].numpy(), dataset.extras["pseudo_positive"][7]
+    )
