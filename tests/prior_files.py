@@ -14,6 +14,13 @@ from spml_lightning.priors.synthetic import noisy_scores
 
 from probes import TINY_DEMO
 
+#: An open_clip model of a few thousand weights (random): no weights are ever downloaded.
+TINY_CLIP = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
 
 def tiny_demo(root: Path, **kwargs: Any) -> DemoDataModule:
     """The tiny demo set (already written at ``root``) as a datamodule."""

@@ -45,8 +45,9 @@ class OpenCLIPPrior(PriorProvider):
 
     Args:
         model: an open_clip model name (``ViT-B-16``: AEVLP's; ``ViT-L-14-336``: VLPL's).
-        pretrained: an open_clip pretrained tag (``openai``), a local weights file, or None:
-            random weights (tests only: the scores mean nothing).
+        pretrained: an open_clip pretrained tag (``openai``), a local weights file, or None
+            (or ``none``, as ``model.weights``): random weights (tests only: the scores
+            mean nothing).
         model_config: a JSON file describing a model open_clip does not list (its name is
             then the file's stem, and ``model`` must equal it).
         templates: prompt templates, ``{}`` standing for the class name.
@@ -83,7 +84,9 @@ class OpenCLIPPrior(PriorProvider):
                 f"{templates!r}."
             )
         self.model = model
-        self.pretrained = pretrained
+        # "none" as model.weights says it; a command line's null can arrive as "None" too.
+        none = pretrained is None or str(pretrained).lower() in ("none", "null")
+        self.pretrained = None if none else pretrained
         self.model_config = model_config
         self.templates = templates
         self.weights_cache_dir = weights_cache_dir

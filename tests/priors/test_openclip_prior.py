@@ -13,18 +13,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from prior_files import tiny_demo, training_set
+from prior_files import TINY_CLIP, tiny_demo, training_set
 
 from spml_lightning.priors import OpenCLIPPrior, PseudoLabelPolicy
 from spml_lightning.priors.provider import image_views
 
 pytest.importorskip("open_clip")
-
-TINY_CLIP = {
-    "embed_dim": 16,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
 
 
 @pytest.fixture
@@ -122,6 +116,12 @@ def test_the_datamodule_serves_the_providers_pseudo_positives(
     assert pseudo.shape == datamodule.train_dataset.targets.shape
     # Threshold 0 and k = 3: three proposals per image, the observed positive perhaps one.
     assert (pseudo.sum(axis=1) >= 2).all() and (pseudo.sum(axis=1) <= 3).all()
+
+
+def test_none_as_text_means_random_weights_as_for_model_weights():
+    for text in ("none", "None", "null"):
+        assert OpenCLIPPrior(pretrained=text).pretrained is None
+    assert OpenCLIPPrior(pretrained="openai").pretrained == "openai"
 
 
 def test_bad_provider_arguments_are_refused(tiny_clip_config):

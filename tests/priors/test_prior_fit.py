@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from prior_files import write_scores_csv
-from test_openclip_prior import TINY_CLIP
+from prior_files import TINY_CLIP, write_scores_csv
 
 from integration.helpers import describe, installed_spml, run
 from probes import demo_args
