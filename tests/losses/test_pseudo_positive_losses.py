@@ -180,3 +180,18 @@ def test_registry_names_and_config_round_trip():
 def test_gpr_refuses_bad_hyper_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
         GPRLoss(**kwargs)
+
+
+def test_gpr_with_the_learned_k_trains_it_on_the_unknowns_only():
+    z, o, pl = batch(seed=5)
+    loss = GPRLoss(k_form="learned", num_classes=C).train()
+    before = loss.k_bias.clone()
+    loss(z.detach().float(), o, pseudo_positive=pl)
+    assert not torch.equal(loss.k_bias, before)
+    # A class whose every unobserved entry is a pseudo-positive gets no k̂ gradient from the
+    # loss, only weight decay (its bias moves by lr * weight_decay * b exactly).
+    all_pseudo = torch.ones_like(o)
+    again = GPRLoss(k_form="learned", num_classes=C).train()
+    again(z.detach().float(), o, pseudo_positive=all_pseudo)
+    expected = -2.0 - 0.1 * (1e-3 * -2.0)
+    torch.testing.assert_close(again.k_bias, torch.full((C,), expected))
