@@ -39,6 +39,7 @@ from spml_lightning.training.compatibility import (
 from spml_lightning.training.epoch_loss import EpochLossMean
 from spml_lightning.training.evaluation import Evaluator
 from spml_lightning.training.finite_loss import FiniteLossGuard
+from spml_lightning.training.loss_inputs import check_loss_inputs, loss_inputs
 from spml_lightning.training.loss_schedule import LossSchedule, schedule_epochs
 from spml_lightning.training.lr_scaling import LrScaling, effective_batch_size
 from spml_lightning.training.optimizer import (
@@ -204,6 +205,7 @@ class SPMLModule(LightningModule):
         train_dataset = getattr(datamodule, "train_dataset", None)
         if stage == "fit" and train_dataset is not None:
             self._fixed_features.setup_fit(self, self.trainer)
+            check_loss_inputs(self.loss, train_dataset)  # GPR, VLPL: a prior's pseudo-positives
             # Before the optimizer and a restore: per-sample state (ROLE, LL-Cp, APL) is sized.
             self.loss.bind_train_set(torch.tensor(train_dataset.observed, device=self.device))
             # The loss keeps its buffers equal on all ranks (gathered updates), and a frozen
@@ -318,7 +320,7 @@ class SPMLModule(LightningModule):
         """The batch's loss on its observed labels (targets, for a loss that trains on them)."""
         logits = self._fixed_features.logits(self, batch).float()
         labels = batch["target"] if self.loss.trains_on_targets else batch["observed"]
-        loss = self.loss(logits, labels, batch.get("index"))
+        loss = self.loss(logits, labels, batch.get("index"), **loss_inputs(self.loss, batch))
         inputs = batch.get("image", batch.get("features"))
         self._finite_loss.observe(loss, logits, inputs, self.global_step, self.current_epoch)
         self._train_loss.log_step(self, loss.detach(), len(logits))
