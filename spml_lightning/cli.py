@@ -18,7 +18,9 @@ with the classes and preprocessing of the checkpoint; and ``spml suggest``
 ranks the unobserved labels of the training images (``--suggestions.*``, a method
 of ``SPMLTrainer``); ``spml features`` extracts the backbone's features of the
 datamodule's images into the feature cache (``--cache.*``,
-``spml_lightning.features``). ``spml report`` writes a checkpoint's diagnostics
+``spml_lightning.features``). ``spml tune`` searches
+the config's hyper-parameters with Optuna, each trial a ``fit`` (``--tune.*``,
+``spml_lightning.tuning``). ``spml report`` writes a checkpoint's diagnostics
 (``spml_lightning.analysis.report``; ``spml report --help``).
 """
 
@@ -62,12 +64,15 @@ from spml_lightning.training import (
 from spml_lightning.training.compatibility import REMOVED_OPTIONS, upgraded_hparams
 from spml_lightning.training.config_sections import add_callback_sections
 from spml_lightning.training.trainer import SPMLTrainer
+from spml_lightning.tuning.options import TuneOptions
 
 __all__ = ["SPMLCLI", "SUBCOMMANDS", "main", "run_cli"]
 
 
-#: The subcommands of ``spml``: LightningCLI's, ``suggest`` and ``features`` (``SPMLTrainer``'s).
-SUBCOMMANDS: tuple[str, ...] = ("fit", "validate", "test", "predict", "suggest", "features")
+#: The subcommands of ``spml``: LightningCLI's, ``suggest``, ``features`` and ``tune``.
+SUBCOMMANDS: tuple[str, ...] = (
+    "fit", "validate", "test", "predict", "suggest", "features", "tune",
+)  # fmt: skip
 
 
 def _reads_checkpoint_facts(data_config) -> bool:
@@ -127,7 +132,35 @@ class SPMLCLI(LightningCLI):
             **LightningCLI.subcommands(),
             "suggest": {"model", "datamodule"},
             "features": {"model", "datamodule"},
+            "tune": {"model", "datamodule"},
         }
+
+    def _prepare_subcommand_parser(
+        self, klass: type, subcommand: str, **kwargs: Any
+    ) -> LightningArgumentParser:
+        if subcommand != "tune":
+            return super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        # The options' group is named like the subcommand (--tune.*), which jsonargparse's
+        # add_method_arguments refuses (the method's own group is "tune"): add it as a class.
+        parser = self.init_parser(**kwargs)
+        self._add_arguments(parser)
+        parser.add_class_arguments(TuneOptions, "tune")
+        self._subcommand_method_arguments[subcommand] = ["tune"]
+        return parser
+
+    def tune(self, model: SPMLModule, datamodule: SPMLDataModule, tune: TuneOptions) -> None:
+        """``spml tune``: an Optuna study over this config, each trial a ``fit`` (``tuning``)."""
+        try:
+            from spml_lightning.tuning.study import run_study
+        except ImportError as error:  # the `tune` extra is not installed
+            raise UsageError(
+                f'spml tune needs Optuna ({error}): pip install "spml_lightning[tune]".'
+            ) from None
+
+        config = self.config["tune"].clone()
+        for key in ("tune", "config", "__path__"):
+            config.pop(key, None)
+        run_study(config.as_dict(), tune, fit=run_cli)
 
     def _run_subcommand(self, subcommand: str) -> None:
         self._progress.started = True
@@ -299,6 +332,7 @@ def run_cli(
     run: bool = True,
     progress: RunProgress | None = None,
     exit_on_error: bool = True,
+    trainer_defaults: dict[str, Any] | None = None,
 ) -> SPMLCLI:
     """Build the ``spml`` CLI and (with ``run``) run its subcommand; errors propagate.
 
@@ -314,6 +348,8 @@ def run_cli(
         progress: marked started when the subcommand starts to run.
         exit_on_error: argument errors print the usage and exit (argparse's way);
             ``False`` raises them instead.
+        trainer_defaults: LightningCLI's: e.g. ``{"callbacks": [...]}`` adds callback objects
+            (``spml tune``'s pruning callback) to the run's trainer.
     """
     parser_kwargs: dict[str, Any] = {}
     if not exit_on_error:
@@ -337,6 +373,7 @@ def run_cli(
             auto_configure_optimizers=False,
             parser_kwargs=parser_kwargs,
             progress=progress,
+            trainer_defaults=trainer_defaults,
         )
 
 

@@ -84,6 +84,25 @@ class SPMLTrainer(Trainer):
             progress=self.progress_bar_callback is not None,
         )
 
+    def tune(self, model: LightningModule, datamodule: LightningDataModule) -> None:
+        """Search the config's hyper-parameters with Optuna, each trial a ``fit`` (``spml tune``).
+
+        The trials vary the config, which only the command line has: ``spml tune`` runs the
+        study (``SPMLCLI.tune``, ``spml_lightning.tuning``, options ``TuneOptions``); this
+        method names the subcommand.
+
+        Args:
+            model: the config's SPMLModule.
+            datamodule: the config's datamodule.
+
+        Raises:
+            UsageError: Always: run ``spml tune --config ...``.
+        """
+        raise UsageError(
+            "a study varies the config: run it with `spml tune --config ...` (or "
+            "spml_lightning.cli.run_cli(['tune', '--config', ...]))."
+        )
+
     def suggest(
         self,
         model: LightningModule,
