@@ -23,7 +23,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from optuna.trial import FrozenTrial, TrialState
 
 from spml_lightning.tuning.space import Space
-from spml_lightning.tuning.trial import config_with, write_config, write_file
+from spml_lightning.tuning.trial import OWN_VALUES, config_with, write_config, write_file
 
 __all__ = [
     "BASELINE",
@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 #: The user attribute of the trial that runs the config's own values.
-BASELINE = "config_values"
+BASELINE = OWN_VALUES
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:

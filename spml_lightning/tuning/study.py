@@ -167,7 +167,8 @@ def _open_study(plan: StudyPlan, options: TuneOptions) -> optuna.Study:
             study.set_user_attr(SPACE_ATTR, serialized(plan.space))
         return study
     study.set_user_attr(SPACE_ATTR, serialized(plan.space))
-    study.enqueue_trial(config_values(plan.config, plan.space), user_attrs={BASELINE: True})
+    if options.sampler != "grid":  # a grid runs every point, the config's values among them
+        study.enqueue_trial(config_values(plan.config, plan.space), user_attrs={BASELINE: True})
     return study
 
 
@@ -220,7 +221,13 @@ def run_study(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.optimize(
-                TrialRunner(plan.config, plan.space, plan.folder, fit),
+                TrialRunner(
+                    plan.config,
+                    plan.space,
+                    plan.folder,
+                    fit,
+                    config_values(plan.config, plan.space),
+                ),
                 timeout=options.timeout,
                 callbacks=[after_trial],
                 catch=(FloatingPointError,),  # the NaN guard: a failed trial, the study goes on

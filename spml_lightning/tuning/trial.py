@@ -28,10 +28,21 @@ from spml_lightning.tuning.config_paths import set_path
 from spml_lightning.tuning.space import Space
 from spml_lightning.tuning.storage import WORKER, worker_id
 
-__all__ = ["MONITOR", "TrialRunner", "config_with", "trial_folder", "write_config", "write_file"]
+__all__ = [
+    "MONITOR",
+    "OWN_VALUES",
+    "TrialRunner",
+    "config_with",
+    "trial_folder",
+    "write_config",
+    "write_file",
+]
 
 #: What a trial maximises and reports every epoch.
 MONITOR = "val/mAP"
+
+#: The user attribute of the trial that runs the config's own values.
+OWN_VALUES = "config_values"
 
 
 def config_with(config: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
@@ -89,15 +100,23 @@ class TrialRunner:
         study_dir: the study's folder; each trial's runs go to ``trials/<number>/``.
         fit: runs ``spml fit`` in this process and returns the CLI object
             (``spml_lightning.cli.run_cli``: the CLI, which runs the study, passes it).
+        own_values: the config's own value of each key of ``space``: a trial that draws
+            them is marked as the config's (user attribute ``config_values``).
     """
 
     def __init__(
-        self, config: dict[str, Any], space: Space, study_dir: Path, fit: Callable[..., Any]
+        self,
+        config: dict[str, Any],
+        space: Space,
+        study_dir: Path,
+        fit: Callable[..., Any],
+        own_values: dict[str, Any] | None = None,
     ) -> None:
         self.config = config
         self.space = space
         self.study_dir = study_dir
         self.fit = fit
+        self.own_values = own_values
 
     def trial_config(self, params: dict[str, Any], folder: Path) -> dict[str, Any]:
         """The config of a trial: ``params`` set, runs and checkpoints in ``folder``."""
@@ -111,6 +130,8 @@ class TrialRunner:
         """Run the trial; raises ``optuna.TrialPruned`` when the pruner stops it."""
         trial.set_user_attr(WORKER, worker_id())
         params = _draw(trial, self.space)
+        if params == self.own_values:
+            trial.set_user_attr(OWN_VALUES, True)
         folder = trial_folder(self.study_dir, trial.number)
         path = folder / "trial.yaml"
         write_config(self.trial_config(params, folder), path)
