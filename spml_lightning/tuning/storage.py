@@ -93,6 +93,12 @@ def open_storage(url: str, options: TuneOptions) -> optuna.storages.BaseStorage:
                 grace_period=options.grace_period,
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
             )
+    except ImportError as error:
+        raise UsageError(
+            f"cannot open the study storage {display_url(url)}: its database driver is not "
+            f'installed ({error.__cause__ or error}); pip install "spml_lightning[tune]" '
+            "installs PostgreSQL's (psycopg), others come with their database's package."
+        ) from None
     except Exception as error:
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise UsageError(
