@@ -188,3 +188,26 @@ def test_a_pruned_trial_stops_at_once_and_is_marked_pruned(tuned, tmp_path):
     (trial,) = study.trials
     assert trial.state == TrialState.PRUNED
     assert list(trial.intermediate_values) == [0]  # after the first of 2 epochs
+
+
+def test_trials_on_cached_features_extract_once_and_reuse_the_cache(
+    tmp_path, tiny_demo_root, info_lines
+):
+    args = [
+        *tune_args(tmp_path, tiny_demo_root),
+        "--model.train_mode", "linear_fixed_features",
+        "--model.feature_dir", str(tmp_path / "features"),
+        "--tune.n_trials", "2",
+    ]  # fmt: skip
+    assert main(["tune", *args]) == 0
+    assert [t.state for t in load(tmp_path).trials] == [TrialState.COMPLETE] * 2
+    cache_lines = [line for line in info_lines if line.startswith("Feature cache")]
+    assert len(cache_lines) == 2
+    assert "extracting the features" in cache_lines[0]
+    assert "same fingerprint, reusing the cached features" in cache_lines[1]
+
+
+def test_the_timeout_stops_starting_trials(tmp_path, tiny_demo_root):
+    args = [*tune_args(tmp_path, tiny_demo_root), "--tune.n_trials", "5", "--tune.timeout", "0.01"]
+    assert main(["tune", *args]) == 0
+    assert len(load(tmp_path).trials) == 1
