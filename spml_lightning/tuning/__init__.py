@@ -8,6 +8,6 @@ trials.csv, plots, summary). Only ``options`` is imported here: the rest needs
 the ``tune`` extra (``pip install "spml_lightning[tune]"``: Optuna).
 """
 
-from spml_lightning.tuning.options import BUILT_IN_SPACES, TuneOptions
+from spml_lightning.tuning.options import TuneOptions
 
-__all__ = ["BUILT_IN_SPACES", "TuneOptions"]
+__all__ = ["TuneOptions"]

@@ -154,3 +154,20 @@ def test_bad_tune_options_are_refused_with_the_fix():
         TuneOptions(n_trials=0)
     with pytest.raises(ValueError, match="study_name"):
         TuneOptions(study_name="a/b")
+
+
+def test_a_trial_trains_on_one_device_and_is_judged_by_val_map(tmp_path):
+    from spml_lightning.tuning.study import plan_study
+
+    config = demo_like_config()
+    config["trainer"].update(devices=2, default_root_dir=str(tmp_path))
+    with pytest.raises(UsageError, match="one worker per GPU instead"):
+        plan_study(config, TuneOptions())
+    config["trainer"]["devices"] = "auto"
+    plan = plan_study(config, TuneOptions(study_name="x"))
+    assert plan.config["trainer"]["devices"] == 1
+    assert plan.folder == tmp_path / "tune" / "x"
+    assert plan.storage == f"sqlite:///{tmp_path / 'tune' / 'x' / 'study.db'}"
+    config["checkpoint"]["monitor"] = "val/OF1"
+    with pytest.raises(UsageError, match="leave checkpoint.monitor val/mAP"):
+        plan_study(config, TuneOptions())
