@@ -40,7 +40,7 @@ _DEFAULT_FEATURES = FeatureOptions()
 
 
 class SPMLTrainer(Trainer):
-    """Lightning's ``Trainer`` plus :meth:`suggest` and :meth:`features`; otherwise the same."""
+    """Lightning's ``Trainer`` plus :meth:`suggest`, :meth:`features`, :meth:`tune`."""
 
     def features(
         self,

@@ -158,14 +158,12 @@ def test_a_diverging_trial_is_recorded_failed_and_the_study_goes_on(tmp_path, ti
     callbacks = write_callbacks_config(
         tmp_path / "nan.yaml", [("probes.NaNHeadWhenLrAbove", {"lr": 0.1})]
     )
-    args = [
-        *tune_args(tmp_path, tiny_demo_root),
-        "--config", str(callbacks),
-        "--tune.spaces", "[]",
-        "--tune.space", '{"model.lr": {"type": "categorical", "choices": [0.003, 1.0]}}',
-        "--tune.sampler", "grid",
-        "--tune.n_trials", "2",
-    ]  # fmt: skip
+    tune = tmp_path / "tune.yaml"  # the options as a config section, the guide's way
+    tune.write_text(
+        "tune:\n  n_trials: 2\n  sampler: grid\n  spaces: []\n  space:\n"
+        "    model.lr: {type: categorical, choices: [0.003, 1.0]}\n"
+    )
+    args = [*tune_args(tmp_path, tiny_demo_root), "--config", str(callbacks), "--config", str(tune)]
     assert main(["tune", *args]) == 0
     study = load(tmp_path)
     # A grid runs every point in its own order; the config's own value is one of them.
