@@ -151,6 +151,7 @@ class SPMLCLI(LightningCLI):
     def tune(self, model: SPMLModule, datamodule: SPMLDataModule, tune: TuneOptions) -> None:
         """``spml tune``: an Optuna study over this config, each trial a ``fit`` (``tuning``)."""
         try:
+            from spml_lightning.tuning.config_paths import plain_config
             from spml_lightning.tuning.study import run_study
         except ImportError as error:  # the `tune` extra is not installed
             raise UsageError(
@@ -160,7 +161,7 @@ class SPMLCLI(LightningCLI):
         config = self.config["tune"].clone()
         for key in ("tune", "config", "__path__"):
             config.pop(key, None)
-        run_study(config.as_dict(), tune, fit=run_cli)
+        run_study(plain_config(config.as_dict()), tune, fit=run_cli)
 
     def _run_subcommand(self, subcommand: str) -> None:
         self._progress.started = True

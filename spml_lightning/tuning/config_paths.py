@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import importlib
 import inspect
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from spml_lightning.losses import SPMLLoss, get_loss_class
 
 __all__ = [
     "config_leaves",
+    "plain_config",
     "get_path",
     "loss_class",
     "set_path",
@@ -30,6 +32,29 @@ def _children(node: Any) -> Iterator[tuple[str, Any]]:
         yield from ((str(key), value) for key, value in node.items())
     elif isinstance(node, list):
         yield from ((str(index), value) for index, value in enumerate(node))
+
+
+def plain_config(value: Any, path: str = "") -> Any:
+    """``value`` (a parsed config, ``Namespace.as_dict()``) as YAML's plain types.
+
+    Tuples become lists and paths strings, so that a trial's config and best.yaml
+    can be written with ``yaml.safe_dump`` and read back by ``spml fit``.
+
+    Raises:
+        UsageError: naming the option whose value has no YAML form.
+    """
+    if isinstance(value, dict):
+        return {str(k): plain_config(v, f"{path}{k}.") for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain_config(v, f"{path}{i}.") for i, v in enumerate(value)]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise UsageError(
+        f"{path.rstrip('.')}: a {type(value).__name__} has no YAML form, so the trials' configs "
+        "cannot hold it; give this option in the config file as a value or a class_path."
+    )
 
 
 def config_leaves(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:

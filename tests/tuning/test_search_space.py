@@ -11,6 +11,7 @@ from spml_lightning.tuning import TuneOptions
 from spml_lightning.tuning.config_paths import (
     config_leaves,
     get_path,
+    plain_config,
     set_path,
     with_explicit_loss,
 )
@@ -171,3 +172,14 @@ def test_a_trial_trains_on_one_device_and_is_judged_by_val_map(tmp_path):
     config["checkpoint"]["monitor"] = "val/OF1"
     with pytest.raises(UsageError, match="leave checkpoint.monitor val/mAP"):
         plan_study(config, TuneOptions())
+
+
+def test_a_parsed_config_becomes_yaml_s_plain_types_or_an_error_naming_the_option():
+    from pathlib import Path
+
+    assert plain_config({"a": (1, Path("/x")), "b": {"c": None}}) == {
+        "a": [1, "/x"],
+        "b": {"c": None},
+    }
+    with pytest.raises(UsageError, match="model.backbone: a object has no YAML form"):
+        plain_config({"model": {"backbone": object()}})
