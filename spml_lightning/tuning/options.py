@@ -20,8 +20,9 @@ class TuneOptions:
 
     Attributes:
         n_trials: the study's number of trials, counted over every run of the command and
-            every worker (finished, failed, pruned or running): running the command again
-            continues the study up to this number.
+            every worker (finished, failed, pruned or running; a trial run again after Ctrl-C
+            or a crash counts once): running the command again continues the study up to
+            this number.
         timeout: stop starting trials after this many seconds (None: no limit).
         storage: where the study lives: an SQLAlchemy URL (``sqlite:///...``,
             ``postgresql://user:password@host/db``) or ``journal:<file>`` (a journal file, e.g.

@@ -6,7 +6,8 @@ command again continues it and several workers pointed at one storage run it
 together. The first worker to create the study records its search space and
 queues the config's own values as the first trial; a worker whose space differs
 is refused. ``--tune.n_trials`` is the study's total: a worker starts trials
-until that many have been started (by anyone) and not lost. A diverging trial
+until that many have been started (by anyone) and not lost; a trial that is run
+again (after Ctrl-C or its worker's death) counts once. A diverging trial
 (the NaN guard's error) is recorded as failed and the study goes on; the
 checkpoints of every trial but the best are removed as trials finish.
 """
@@ -35,6 +36,7 @@ from spml_lightning.tuning.space import (
     serialized,
 )
 from spml_lightning.tuning.storage import (
+    RETRY_OF,
     display_url,
     fail_dead_local_trials,
     open_storage,
@@ -173,7 +175,12 @@ def _open_study(plan: StudyPlan, options: TuneOptions) -> optuna.Study:
 
 
 def _claimed(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=_COUNTED))
+    """The trials that use up ``n_trials``: all but the waiting ones and those run again."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get(RETRY_OF) for t in trials}
+    for trial in trials:  # Optuna's heartbeat retries
+        retried.update(trial.system_attrs.get("retry_history", []))
+    return sum(t.state in _COUNTED and t.number not in retried for t in trials)
 
 
 def _remove_beaten_checkpoints(study: optuna.Study, folder: Path) -> None:

@@ -26,7 +26,7 @@ from spml_lightning.console import UsageError
 from spml_lightning.training.atomic_io import atomic_write
 from spml_lightning.tuning.config_paths import set_path
 from spml_lightning.tuning.space import Space
-from spml_lightning.tuning.storage import WORKER, worker_id
+from spml_lightning.tuning.storage import RETRY_OF, WORKER, worker_id
 
 __all__ = [
     "MONITOR",
@@ -145,6 +145,11 @@ class TrialRunner:
             )
             score = cli.trainer.checkpoint_callback.best_model_score
             del cli
+        except KeyboardInterrupt:
+            # Optuna records the trial as failed; the next `spml tune` runs its values first.
+            attrs = {k: v for k, v in trial.user_attrs.items() if k not in (WORKER, "seconds")}
+            trial.study.enqueue_trial(params, user_attrs={**attrs, RETRY_OF: trial.number})
+            raise
         finally:
             trial.set_user_attr("seconds", round(time.monotonic() - started, 3))
             gc.collect()

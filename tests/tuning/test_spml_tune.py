@@ -3,8 +3,10 @@ trials left running by a dead worker, a diverging trial, pruning, and the refusa
 
 import csv
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -20,7 +22,7 @@ from spml_lightning.tuning.storage import RETRY_OF, WORKER, worker_id
 from spml_lightning.tuning.trial import TrialRunner
 
 from integration.helpers import describe, installed_spml, run
-from probes import demo_args, write_callbacks_config
+from probes import demo_args, subprocess_env, write_callbacks_config
 
 N_TRIALS = 3
 
@@ -125,7 +127,8 @@ def test_running_again_continues_the_study_and_retries_a_trial_left_running_by_a
     study = load(tmp_path)
     assert {t.number: (t.params, t.value) for t in study.trials[:N_TRIALS]} == before
     states = [t.state for t in study.trials]
-    assert states == [TrialState.COMPLETE] * 3 + [TrialState.FAIL, TrialState.COMPLETE]
+    # The failed trial, run again, counts once: 5 trials besides it.
+    assert states == [TrialState.COMPLETE] * 3 + [TrialState.FAIL] + [TrialState.COMPLETE] * 2
     retry = study.trials[4]
     assert retry.user_attrs[RETRY_OF] == 3 and retry.params == trial_1.params
     assert sum(bool(t.user_attrs.get(BASELINE)) for t in study.trials) == 1
@@ -209,3 +212,37 @@ def test_the_timeout_stops_starting_trials(tmp_path, tiny_demo_root):
     args = [*tune_args(tmp_path, tiny_demo_root), "--tune.n_trials", "5", "--tune.timeout", "0.01"]
     assert main(["tune", *args]) == 0
     assert len(load(tmp_path).trials) == 1
+
+
+def test_ctrl_c_exits_130_and_the_next_run_trains_the_interrupted_trial_first(
+    tmp_path, tiny_demo_root
+):
+    marker = tmp_path / "paused"
+    pause = write_callbacks_config(
+        tmp_path / "pause.yaml", [("probes.PauseAtStep", {"step": 1, "marker": str(marker)})]
+    )
+    args = [*tune_args(tmp_path, tiny_demo_root), "--config", str(pause), "--tune.n_trials", "2"]
+    process = subprocess.Popen(
+        [str(installed_spml()), "tune", *args],
+        cwd=tmp_path, env=subprocess_env(), text=True, stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        # pytest may run with SIGINT ignored (inherited by children): give the child the default.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert marker.exists(), "the first trial did not reach its pause"
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr[-3000:]
+    interrupted, queued = load(tmp_path).trials
+    assert interrupted.state == TrialState.FAIL and queued.state == TrialState.WAITING
+    assert queued.params == {} and queued.user_attrs[RETRY_OF] == 0
+    assert queued.user_attrs[BASELINE] and queued.system_attrs["fixed_params"] == (
+        interrupted.params
+    )
