@@ -205,6 +205,10 @@ def run_study(
     """
     plan = plan_study(config, options)
     study = _open_study(plan, options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # Optuna does it before each trial; a study that has its trials would start none.
+        optuna.storages.fail_stale_trials(study)
     for number in fail_dead_local_trials(study):
         rank_zero_info(f"spml tune: trial {number} was left running by a worker that died: failed, "
                        "and queued again.")  # fmt: skip

@@ -246,3 +246,32 @@ def test_ctrl_c_exits_130_and_the_next_run_trains_the_interrupted_trial_first(
     assert queued.user_attrs[BASELINE] and queued.system_attrs["fixed_params"] == (
         interrupted.params
     )
+
+
+def test_a_trial_whose_remote_worker_stopped_beating_is_failed_and_run_again(
+    tmp_path, tiny_demo_root
+):
+    args = [
+        *tune_args(tmp_path, tiny_demo_root),
+        "--tune.heartbeat_interval", "1", "--tune.grace_period", "2",
+    ]  # fmt: skip
+    assert main(["tune", *args, "--tune.n_trials", "1"]) == 0
+    storage = optuna.storages.RDBStorage(f"sqlite:///{study_folder(tmp_path) / 'study.db'}")
+    study = optuna.load_study(study_name="GRLoss", storage=storage)
+    baseline = study.trials[0]
+    # A worker on another machine: this one cannot tell whether its process lives.
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.RUNNING,
+            params=baseline.params,
+            distributions=baseline.distributions,
+            user_attrs={WORKER: "another-host:1:1"},
+        )
+    )
+    storage.record_heartbeat(study.trials[1]._trial_id)
+    time.sleep(3)  # past the grace period
+    assert main(["tune", *args, "--tune.n_trials", "2"]) == 0
+    trials = load(tmp_path).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[2].params == baseline.params
+    assert trials[2].system_attrs["failed_trial"] == 1
