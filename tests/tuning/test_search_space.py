@@ -183,3 +183,20 @@ def test_a_parsed_config_becomes_yaml_s_plain_types_or_an_error_naming_the_optio
     }
     with pytest.raises(UsageError, match="model.backbone: a object has no YAML form"):
         plain_config({"model": {"backbone": object()}})
+
+
+def test_the_samplers_and_pruners_the_options_name():
+    import optuna
+
+    from spml_lightning.tuning.study import _pruner, _sampler
+
+    config = demo_like_config()
+    hyperband = _pruner(TuneOptions(pruner="hyperband"), config)
+    assert isinstance(hyperband, optuna.pruners.HyperbandPruner)
+    assert hyperband._max_resource == 2  # the config's max_epochs
+    assert isinstance(_pruner(TuneOptions(pruner="none"), config), optuna.pruners.NopPruner)
+    assert isinstance(_sampler(TuneOptions(sampler="random"), {}), optuna.samplers.RandomSampler)
+    space = build_space(config, TuneOptions(spaces=["cole"]))
+    assert isinstance(_sampler(TuneOptions(sampler="grid"), space), optuna.samplers.GridSampler)
+    with pytest.raises(UsageError, match="grid: model.loss.init_args.alpha.2: a continuous float"):
+        _sampler(TuneOptions(sampler="grid"), build_space(config, TuneOptions()))
