@@ -210,8 +210,10 @@ def run_study(
         # Optuna does it before each trial; a study that has its trials would start none.
         optuna.storages.fail_stale_trials(study)
     for number in fail_dead_local_trials(study):
-        rank_zero_info(f"spml tune: trial {number} was left running by a worker that died: failed, "
-                       "and queued again.")  # fmt: skip
+        rank_zero_info(
+            f"spml tune: trial {number} was left running by a worker that died: failed, and "
+            "queued again."
+        )
     rank_zero_info(
         f"spml tune: study {plan.name!r} in {display_url(plan.storage)}, searching "
         f"{', '.join(plan.space)}."
