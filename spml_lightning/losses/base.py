@@ -77,6 +77,7 @@ class SPMLLoss(nn.Module, abc.ABC):
     """
 
     trains_on_targets: ClassVar[bool] = False
+
     #: The ranges ``spml tune`` draws this loss's arguments from by default (none: it
     #: tunes the optimiser only); argument name, or ``name.<index>`` for one entry of a
     #: sequence -> range (``spml_lightning.losses.search_space``).
