@@ -3,6 +3,9 @@
     spml fit  --config configs/voc.yaml --data.init_args.root /data/VOC
     spml test --config configs/voc.yaml --ckpt_path best
 
+``spml tune`` searches the config's hyper-parameters with Optuna, each trial a
+``fit`` (``--tune.*``, ``SPMLCLI.tune``, ``spml_lightning.tuning``).
+
 Besides LightningCLI's own work this adds: the number and names of the
 classes flow from the datamodule into the model; checkpointing on the best
 ``val/mAP`` (``ResumableCheckpoint``, written atomically) and the reference's
@@ -18,9 +21,7 @@ with the classes and preprocessing of the checkpoint; and ``spml suggest``
 ranks the unobserved labels of the training images (``--suggestions.*``, a method
 of ``SPMLTrainer``); ``spml features`` extracts the backbone's features of the
 datamodule's images into the feature cache (``--cache.*``,
-``spml_lightning.features``). ``spml tune`` searches
-the config's hyper-parameters with Optuna, each trial a ``fit`` (``--tune.*``,
-``spml_lightning.tuning``). ``spml report`` writes a checkpoint's diagnostics
+``spml_lightning.features``). ``spml report`` writes a checkpoint's diagnostics
 (``spml_lightning.analysis.report``; ``spml report --help``).
 """
 
@@ -69,10 +70,9 @@ from spml_lightning.tuning.options import TuneOptions
 __all__ = ["SPMLCLI", "SUBCOMMANDS", "main", "run_cli"]
 
 
-#: The subcommands of ``spml``: LightningCLI's, ``suggest``, ``features`` and ``tune``.
-SUBCOMMANDS: tuple[str, ...] = (
-    "fit", "validate", "test", "predict", "suggest", "features", "tune",
-)  # fmt: skip
+#: The subcommands of ``spml``: LightningCLI's, ``suggest`` and ``features`` (``SPMLTrainer``'s).
+SUBCOMMANDS: tuple[str, ...] = ("fit", "validate", "test", "predict", "suggest", "features")
+SUBCOMMANDS += ("tune",)  # SPMLCLI.tune (spml_lightning.tuning)
 
 
 def _reads_checkpoint_facts(data_config) -> bool:
@@ -135,34 +135,6 @@ class SPMLCLI(LightningCLI):
             "tune": {"model", "datamodule"},
         }
 
-    def _prepare_subcommand_parser(
-        self, klass: type, subcommand: str, **kwargs: Any
-    ) -> LightningArgumentParser:
-        if subcommand != "tune":
-            return super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
-        # The options' group is named like the subcommand (--tune.*), which jsonargparse's
-        # add_method_arguments refuses (the method's own group is "tune"): add it as a class.
-        parser = self.init_parser(**kwargs)
-        self._add_arguments(parser)
-        parser.add_class_arguments(TuneOptions, "tune")
-        self._subcommand_method_arguments[subcommand] = ["tune"]
-        return parser
-
-    def tune(self, model: SPMLModule, datamodule: SPMLDataModule, tune: TuneOptions) -> None:
-        """``spml tune``: an Optuna study over this config, each trial a ``fit`` (``tuning``)."""
-        try:
-            from spml_lightning.tuning.config_paths import plain_config
-            from spml_lightning.tuning.study import run_study
-        except ImportError as error:  # the `tune` extra is not installed
-            raise UsageError(
-                f'spml tune needs Optuna ({error}): pip install "spml_lightning[tune]".'
-            ) from None
-
-        config = self.config["tune"].clone()
-        for key in ("tune", "config", "__path__"):
-            config.pop(key, None)
-        run_study(plain_config(config.as_dict()), tune, fit=run_cli)
-
     def _run_subcommand(self, subcommand: str) -> None:
         self._progress.started = True
         try:
@@ -220,6 +192,34 @@ class SPMLCLI(LightningCLI):
         restoring = config is not None and config.get("ckpt_path") is not None
         with initial_weights_skipped() if restoring else contextlib.nullcontext():
             super().instantiate_classes()
+
+    def _prepare_subcommand_parser(
+        self, klass: type, subcommand: str, **kwargs: Any
+    ) -> LightningArgumentParser:
+        if subcommand != "tune":
+            return super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        # The options' group is named like the subcommand (--tune.*), which jsonargparse's
+        # add_method_arguments refuses (the method's own group is "tune"): add it as a class.
+        parser = self.init_parser(**kwargs)
+        self._add_arguments(parser)
+        parser.add_class_arguments(TuneOptions, "tune")
+        self._subcommand_method_arguments[subcommand] = ["tune"]
+        return parser
+
+    def tune(self, model: SPMLModule, datamodule: SPMLDataModule, tune: TuneOptions) -> None:
+        """``spml tune``: an Optuna study over this config, each trial a ``fit`` (``tuning``)."""
+        try:
+            from spml_lightning.tuning.config_paths import plain_config
+            from spml_lightning.tuning.study import run_study
+        except ImportError as error:  # the `tune` extra is not installed
+            raise UsageError(
+                f'spml tune needs Optuna ({error}): pip install "spml_lightning[tune]".'
+            ) from None
+
+        config = self.config["tune"].clone()
+        for key in ("tune", "config", "__path__"):
+            config.pop(key, None)
+        run_study(plain_config(config.as_dict()), tune, fit=run_cli)
 
     def _fill_predict_facts(self) -> None:
         # `spml predict` on unlabelled images: the classes and preprocessing are
