@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from spml_lightning.console import UsageError
 from spml_lightning.tuning.options import TuneOptions
@@ -47,6 +49,9 @@ RETRY_OF = "retry_of"
 
 #: Seconds an SQLite writer waits for another worker's lock before failing.
 _SQLITE_LOCK_TIMEOUT = 60
+
+#: Tries at opening an SQL storage whose tables other workers are creating at the same time.
+_CREATION_ATTEMPTS = 5
 
 
 def storage_url(options: TuneOptions, study_dir: Path) -> str:
@@ -81,18 +86,7 @@ def open_storage(url: str, options: TuneOptions) -> optuna.storages.BaseStorage:
             path = Path(url[len(JOURNAL_PREFIX) :]).expanduser()
             path.parent.mkdir(parents=True, exist_ok=True)
             return JournalStorage(JournalFileBackend(str(path)))
-        engine_kwargs: dict[str, Any] = {}
-        if url.startswith("sqlite"):
-            engine_kwargs = {"connect_args": {"timeout": _SQLITE_LOCK_TIMEOUT}}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=options.heartbeat_interval,
-                grace_period=options.grace_period,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
-            )
+        return _sql_storage(url, options)
     except ImportError as error:
         raise UsageError(
             f"cannot open the study storage {display_url(url)}: its database driver is not "
@@ -105,6 +99,35 @@ def open_storage(url: str, options: TuneOptions) -> optuna.storages.BaseStorage:
             f"cannot open the study storage {display_url(url)}: {reason} (check --tune.storage: "
             "the server, its address and port, the database and the user)."
         ) from None
+
+
+def _sql_storage(url: str, options: TuneOptions) -> RDBStorage:
+    """Optuna's SQL storage, with heartbeats; tables another worker is creating are waited for.
+
+    Workers started together each create the study's tables when they find none, and
+    all but one fail on the others' ("table trials already exists" in SQLite, a duplicate
+    key in PostgreSQL's catalogue): the storage is opened again once the tables exist.
+    """
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        engine_kwargs = {"connect_args": {"timeout": _SQLITE_LOCK_TIMEOUT}}
+    for attempt in range(_CREATION_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=options.heartbeat_interval,
+                    grace_period=options.grace_period,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+                )
+        except SQLAlchemyError as error:
+            racing = isinstance(error, IntegrityError) or "already exists" in str(error)
+            if not racing or attempt + 1 == _CREATION_ATTEMPTS:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _process_start(pid: int) -> str:
