@@ -3,6 +3,9 @@
     spml fit  --config configs/voc.yaml --data.init_args.root /data/VOC
     spml test --config configs/voc.yaml --ckpt_path best
 
+``spml tune`` searches the config's hyper-parameters with Optuna, each trial a
+``fit`` (``--tune.*``, ``SPMLCLI.tune``, ``spml_lightning.tuning``).
+
 Besides LightningCLI's own work this adds: the number and names of the
 classes flow from the datamodule into the model; checkpointing on the best
 ``val/mAP`` (``ResumableCheckpoint``, written atomically) and the reference's
@@ -64,6 +67,7 @@ from spml_lightning.training import (
 from spml_lightning.training.compatibility import REMOVED_OPTIONS, upgraded_hparams
 from spml_lightning.training.config_sections import add_callback_sections
 from spml_lightning.training.trainer import SPMLTrainer
+from spml_lightning.tuning.options import TuneOptions
 
 __all__ = ["SPMLCLI", "SUBCOMMANDS", "main", "run_cli"]
 
@@ -71,6 +75,7 @@ __all__ = ["SPMLCLI", "SUBCOMMANDS", "main", "run_cli"]
 #: The subcommands of ``spml``: LightningCLI's, ``suggest`` and ``features`` (``SPMLTrainer``'s).
 SUBCOMMANDS: tuple[str, ...] = ("fit", "validate", "test", "predict", "suggest", "features")
 SUBCOMMANDS += ("export",)  # SPMLTrainer.export (spml_lightning.deploy)
+SUBCOMMANDS += ("tune",)  # SPMLCLI.tune (spml_lightning.tuning)
 
 
 def _reads_checkpoint_facts(data_config) -> bool:
@@ -131,6 +136,7 @@ class SPMLCLI(LightningCLI):
             "suggest": {"model", "datamodule"},
             "features": {"model", "datamodule"},
             "export": {"model", "datamodule"},
+            "tune": {"model", "datamodule"},
         }
 
     def _run_subcommand(self, subcommand: str) -> None:
@@ -190,6 +196,34 @@ class SPMLCLI(LightningCLI):
         restoring = config is not None and config.get("ckpt_path") is not None
         with initial_weights_skipped() if restoring else contextlib.nullcontext():
             super().instantiate_classes()
+
+    def _prepare_subcommand_parser(
+        self, klass: type, subcommand: str, **kwargs: Any
+    ) -> LightningArgumentParser:
+        if subcommand != "tune":
+            return super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        # The options' group is named like the subcommand (--tune.*), which jsonargparse's
+        # add_method_arguments refuses (the method's own group is "tune"): add it as a class.
+        parser = self.init_parser(**kwargs)
+        self._add_arguments(parser)
+        parser.add_class_arguments(TuneOptions, "tune")
+        self._subcommand_method_arguments[subcommand] = ["tune"]
+        return parser
+
+    def tune(self, model: SPMLModule, datamodule: SPMLDataModule, tune: TuneOptions) -> None:
+        """``spml tune``: an Optuna study over this config, each trial a ``fit`` (``tuning``)."""
+        try:
+            from spml_lightning.tuning.config_paths import plain_config
+            from spml_lightning.tuning.study import run_study
+        except ImportError as error:  # the `tune` extra is not installed
+            raise UsageError(
+                f'spml tune needs Optuna ({error}): pip install "spml_lightning[tune]".'
+            ) from None
+
+        config = self.config["tune"].clone()
+        for key in ("tune", "config", "__path__"):
+            config.pop(key, None)
+        run_study(plain_config(config.as_dict()), tune, fit=run_cli)
 
     def _fill_predict_facts(self) -> None:
         # `spml predict` on unlabelled images: the classes and preprocessing are
@@ -308,6 +342,7 @@ def run_cli(
     run: bool = True,
     progress: RunProgress | None = None,
     exit_on_error: bool = True,
+    trainer_defaults: dict[str, Any] | None = None,
 ) -> SPMLCLI:
     """Build the ``spml`` CLI and (with ``run``) run its subcommand; errors propagate.
 
@@ -323,6 +358,8 @@ def run_cli(
         progress: marked started when the subcommand starts to run.
         exit_on_error: argument errors print the usage and exit (argparse's way);
             ``False`` raises them instead.
+        trainer_defaults: LightningCLI's: e.g. ``{"callbacks": [...]}`` adds callback objects
+            (``spml tune``'s pruning callback) to the run's trainer.
     """
     parser_kwargs: dict[str, Any] = {}
     if not exit_on_error:
@@ -346,6 +383,7 @@ def run_cli(
             auto_configure_optimizers=False,
             parser_kwargs=parser_kwargs,
             progress=progress,
+            trainer_defaults=trainer_defaults,
         )
 
 

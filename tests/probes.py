@@ -161,6 +161,26 @@ class FailAtStep(Callback):
             raise RuntimeError(f"FailAtStep: crashed at step {self.step}")
 
 
+class NaNHeadWhenLrAbove(Callback):
+    """Fill the head's weights with NaN before each step of a run whose ``lr`` exceeds ``lr``.
+
+    A diverging run on demand: the NaN guard stops it at its first step.
+
+    Args:
+        lr: the learning rate above which the run diverges.
+    """
+
+    def __init__(self, lr: float) -> None:
+        self.lr = lr
+
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx
+    ) -> None:
+        if pl_module.hparams.lr > self.lr:
+            with torch.no_grad():
+                pl_module.head.weight.fill_(float("nan"))
+
+
 class WriteFileOnPredictStart(Callback):
     """Write ``text`` to ``path`` when prediction starts: another process's output, meanwhile.
 

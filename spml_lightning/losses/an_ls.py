@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import ClassVar
+
 from torch import Tensor
 
 from spml_lightning.losses.base import FrameworkLoss
@@ -11,6 +14,7 @@ from spml_lightning.losses.functional import (
     neg_log_sigmoid,
     pseudo_label_loss,
 )
+from spml_lightning.losses.search_space import SearchRange
 
 __all__ = ["LabelSmoothedAssumeNegativeLoss"]
 
@@ -34,6 +38,11 @@ class LabelSmoothedAssumeNegativeLoss(FrameworkLoss):
     Args:
         smoothing: ε in [0, 1); 0 gives AN.
     """
+
+    #: The smoothing around the reference's 0.1.
+    search_space: ClassVar[Mapping[str, SearchRange]] = {
+        "smoothing": SearchRange.uniform(0.0, 0.3),
+    }
 
     def __init__(self, smoothing: float = 0.1) -> None:
         super().__init__()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import ClassVar
+
 from torch import Tensor
 
 from spml_lightning.losses.base import FrameworkLoss
@@ -12,6 +15,7 @@ from spml_lightning.losses.checks import (
     non_negative_float,
 )
 from spml_lightning.losses.functional import focal_negative_loss, focal_positive_loss
+from spml_lightning.losses.search_space import SearchRange
 
 __all__ = ["AsymmetricLoss"]
 
@@ -37,6 +41,12 @@ class AsymmetricLoss(FrameworkLoss):
         clip: Probability margin of the negatives, in [0, 1).
         reduction: ``"sum"`` (reference) or ``"mean"`` over the ``B·C`` entries.
     """
+
+    #: γ- and the clip around the paper's 4 and 0.05.
+    search_space: ClassVar[Mapping[str, SearchRange]] = {
+        "gamma_neg": SearchRange.uniform(0.0, 6.0),
+        "clip": SearchRange.uniform(0.0, 0.2),
+    }
 
     def __init__(
         self,

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from spml_lightning.losses.checks import Reduction, validate_inputs
 from spml_lightning.losses.functional import neg_log_sigmoid
+from spml_lightning.losses.search_space import SearchRange
 
 __all__ = ["FrameworkLoss", "SPMLLoss", "autocast_disabled", "loss_from_config"]
 
@@ -80,6 +81,11 @@ class SPMLLoss(nn.Module, abc.ABC):
 
     trains_on_targets: ClassVar[bool] = False
     batch_inputs: ClassVar[tuple[str, ...]] = ()
+
+    #: The ranges ``spml tune`` draws this loss's arguments from by default (none: it
+    #: tunes the optimiser only); argument name, or ``name.<index>`` for one entry of a
+    #: sequence -> range (``spml_lightning.losses.search_space``).
+    search_space: ClassVar[Mapping[str, SearchRange]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

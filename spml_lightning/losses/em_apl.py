@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 import torch
@@ -20,6 +21,7 @@ from spml_lightning.losses.functional import (
     neg_log_sigmoid,
     pseudo_label_loss,
 )
+from spml_lightning.losses.search_space import SearchRange
 from spml_lightning.losses.state import PerSampleStateLoss, StateKind
 
 __all__ = ["AsymmetricPseudoLabelLoss", "UNASSIGNED"]
@@ -75,6 +77,13 @@ class AsymmetricPseudoLabelLoss(PerSampleStateLoss, EntropyMaximizationLoss):
         neg_proportion: Share of each class's unknown entries pseudo-labelled by
             the end of training (0.9).
     """
+
+    #: EM's α, and β and the warm-up over the published values (β 0.02 to 0.9, warm-up 3 to 5).
+    search_space: ClassVar[Mapping[str, SearchRange]] = {
+        **EntropyMaximizationLoss.search_space,
+        "beta": SearchRange.log_uniform(0.01, 1.0),
+        "warmup_epochs": SearchRange.integers(1, 5),
+    }
 
     # Per-sample state, registered by bind_train_set (or loaded from a checkpoint).
     pseudo_labels: Tensor

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import ClassVar
+
 from spml_lightning.losses.asl import AsymmetricLoss
 from spml_lightning.losses.checks import Reduction, non_negative_float
+from spml_lightning.losses.search_space import SearchRange
 
 __all__ = ["FocalLoss"]
 
@@ -25,6 +29,11 @@ class FocalLoss(AsymmetricLoss):
         gamma: γ, >= 0 (0 gives AN).
         reduction: ``"sum"`` or ``"mean"`` over the ``B·C`` entries.
     """
+
+    #: γ around the usual 2.
+    search_space: ClassVar[Mapping[str, SearchRange]] = {
+        "gamma": SearchRange.uniform(0.0, 4.0),
+    }
 
     def __init__(self, gamma: float = 2.0, reduction: Reduction = "sum") -> None:
         gamma = non_negative_float("gamma", gamma, "focusing exponent")

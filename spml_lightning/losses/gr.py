@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import ClassVar, Literal
 
 import torch
 import torch.distributed as dist
@@ -31,6 +31,7 @@ from spml_lightning.losses.gr_schedule import (
     gr_parameters,
     validate_gr_endpoints,
 )
+from spml_lightning.losses.search_space import SearchRange
 
 K_FORMS: tuple[str, ...] = ("sigmoid", "bayes", "learned")
 """Valid values of ``GRLoss(k_form=...)``."""
@@ -121,6 +122,17 @@ class GRLoss(FrameworkLoss):
         >>> loss(torch.zeros(2, 3), torch.tensor([[1, 0, 0], [0, 1, 0]])).shape
         torch.Size([])
     """
+
+    #: q2, q3 and the end points wT, bT, muT, sigmaT, over ranges that hold GR's and AEVLP's
+    #: published settings (VOC and COCO/NUS/CUB: wT 2 or 10, bT -2 or -8, q3 1 or 1.5).
+    search_space: ClassVar[Mapping[str, SearchRange]] = {
+        "q2": SearchRange.log_uniform(0.001, 1.0),
+        "q3": SearchRange.uniform(0.5, 2.0),
+        "beta.1": SearchRange.uniform(0.0, 12.0),
+        "beta.3": SearchRange.uniform(-10.0, 0.0),
+        "alpha.2": SearchRange.uniform(0.5, 1.0),
+        "alpha.3": SearchRange.log_uniform(0.1, 2.0),
+    }
 
     # The learned k̂'s buffers, registered by set_num_classes (k_form="learned" only).
     k_weight: Tensor

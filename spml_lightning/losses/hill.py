@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import ClassVar
+
 from torch import Tensor
 
 from spml_lightning.losses.base import FrameworkLoss
 from spml_lightning.losses.checks import Reduction, check_reduction, non_negative_float
 from spml_lightning.losses.functional import focal_positive_loss, hill_negative_loss
+from spml_lightning.losses.search_space import SearchRange
 
 __all__ = ["HillLoss"]
 
@@ -30,6 +34,12 @@ class HillLoss(FrameworkLoss):
         gamma: γ, the focusing exponent of positives, >= 0.
         reduction: ``"sum"`` (reference) or ``"mean"`` over the ``B·C`` entries.
     """
+
+    #: λ and γ around the paper's 1.5 and 2.
+    search_space: ClassVar[Mapping[str, SearchRange]] = {
+        "lam": SearchRange.uniform(1.0, 2.0),
+        "gamma": SearchRange.uniform(0.0, 4.0),
+    }
 
     def __init__(
         self,

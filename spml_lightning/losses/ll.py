@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import math
+from collections.abc import Mapping
 from typing import ClassVar
 
 import torch
@@ -17,6 +18,7 @@ from spml_lightning.losses.functional import (
     neg_log_sigmoid,
     pseudo_label_loss,
 )
+from spml_lightning.losses.search_space import SearchRange
 from spml_lightning.losses.state import PerSampleStateLoss, StateKind
 
 __all__ = [
@@ -47,6 +49,11 @@ class LargeLossModificationLoss(FrameworkLoss):
         delta: Δ, the growth of the modified share per epoch (a fraction: 0.005
             is 0.5 %).
     """
+
+    #: Δ over the three papers' values and the steps between them (LL-R/Ct/Cp alike).
+    search_space: ClassVar[Mapping[str, SearchRange]] = {
+        "delta": SearchRange.choice(0.001, 0.002, 0.003, 0.004, 0.005),
+    }
 
     corrects: ClassVar[bool] = True
     """True: modified entries become positives; False: they are dropped."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -16,6 +17,7 @@ from spml_lightning.losses.functional import (
     neg_log_sigmoid,
     pseudo_label_loss,
 )
+from spml_lightning.losses.search_space import SearchRange
 from spml_lightning.losses.state import PerSampleStateLoss, StateKind
 
 __all__ = ["OnlineLabelEstimationLoss"]
@@ -68,6 +70,11 @@ class OnlineLabelEstimationLoss(PerSampleStateLoss):
         lr_mult: The estimates learn at ``lr_mult`` x the backbone learning rate.
         init_seed: Seed of the random initial estimates of the unknown entries.
     """
+
+    #: The label estimates' learning-rate multiplier around the reference's 10.
+    search_space: ClassVar[Mapping[str, SearchRange]] = {
+        "lr_mult": SearchRange.log_uniform(1.0, 100.0),
+    }
 
     sample_state: ClassVar[dict[str, StateKind]] = {"label_estimates": "parameter"}
     # Registered by bind_train_set (or loaded from a checkpoint).

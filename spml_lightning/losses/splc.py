@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 
@@ -18,6 +21,7 @@ from spml_lightning.losses.functional import (
     focal_positive_loss,
     pseudo_label_loss,
 )
+from spml_lightning.losses.search_space import SearchRange
 
 __all__ = ["SelfPacedLossCorrectionLoss"]
 
@@ -49,6 +53,12 @@ class SelfPacedLossCorrectionLoss(FrameworkLoss):
         gamma: γ, the focusing exponent, >= 0.
         reduction: ``"sum"`` (reference) or ``"mean"`` over the ``B·C`` entries.
     """
+
+    #: τ and γ around the paper's 0.6 and 2.
+    search_space: ClassVar[Mapping[str, SearchRange]] = {
+        "tau": SearchRange.uniform(0.5, 0.9),
+        "gamma": SearchRange.uniform(0.0, 4.0),
+    }
 
     def __init__(
         self,

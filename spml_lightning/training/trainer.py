@@ -43,7 +43,7 @@ _DEFAULT_FEATURES = FeatureOptions()
 
 
 class SPMLTrainer(Trainer):
-    """Lightning's ``Trainer`` plus :meth:`suggest` and :meth:`features`; otherwise the same."""
+    """Lightning's ``Trainer`` plus :meth:`suggest`, :meth:`features`, :meth:`tune`."""
 
     def features(
         self,
@@ -85,6 +85,25 @@ class SPMLTrainer(Trainer):
             cache,
             device=self.strategy.root_device,
             progress=self.progress_bar_callback is not None,
+        )
+
+    def tune(self, model: LightningModule, datamodule: LightningDataModule) -> None:
+        """Search the config's hyper-parameters with Optuna, each trial a ``fit`` (``spml tune``).
+
+        The trials vary the config, which only the command line has: ``spml tune`` runs the
+        study (``SPMLCLI.tune``, ``spml_lightning.tuning``, options ``TuneOptions``); this
+        method names the subcommand.
+
+        Args:
+            model: the config's SPMLModule.
+            datamodule: the config's datamodule.
+
+        Raises:
+            UsageError: Always: run ``spml tune --config ...``.
+        """
+        raise UsageError(
+            "a study varies the config: run it with `spml tune --config ...` (or "
+            "spml_lightning.cli.run_cli(['tune', '--config', ...]))."
         )
 
     def suggest(

@@ -385,3 +385,29 @@ def test_prior_cost_times_scoring_against_the_cache(bench_module, tmp_path, caps
         "seconds per epoch, recomputed / cached",
     }
     assert result["scored"] > 0 and result["cached"] > 0
+
+
+def test_tune_demo_runs_a_study_then_pairs_the_best_config_with_the_default_by_seed(
+    bench_module, tmp_path, capsys, tiny_demo_root
+):
+    results = tmp_path / "tune_demo.json"
+    record = bench_module("tune_demo").main_bench([
+        "--n_trials", "2", "--seeds", "1", "2", "--work", str(tmp_path / "work"),
+        "--results", str(results), "--",
+        "--data.init_args.root", str(tiny_demo_root),
+        "--data.init_args.num_train", "80", "--data.init_args.num_test", "40",
+        "--data.init_args.render_size", "32", "--data.init_args.image_size", "32",
+        "--data.init_args.num_workers", "0", "--trainer.limit_train_batches", "2",
+        "--trainer.max_epochs", "1",
+    ])  # fmt: skip
+    output = capsys.readouterr().out
+    assert re.search(r"tuned - default, paired over 2 seeds: [+-]\d", output)
+    assert set(goal_lines(output)) == {
+        "test mAP, tuned - default, mean over paired seeds",
+        "test mAP, its standard error",
+    }
+    assert [(r["loss"], r["seed"]) for r in record["runs"]] == [
+        ("default", 1), ("tuned", 1), ("default", 2), ("tuned", 2),
+    ]  # fmt: skip
+    assert json.loads(results.read_text())["gap"]["n"] == 2
+    assert "q2:" in record["best_yaml"]

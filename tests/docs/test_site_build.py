@@ -30,6 +30,7 @@ API_PACKAGES = {
     "spml_lightning.analysis",
     "spml_lightning.training",
     "spml_lightning.features",
+    "spml_lightning.tuning",
 }
 
 
