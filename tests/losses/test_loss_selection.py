@@ -129,6 +129,13 @@ def test_the_benchmark_finds_the_preset_of_every_registry_name(bench_module):
     assert bench.loss_arguments("EM", 6) == ["--config", str(bench.preset_for("EM"))]
 
 
+def test_the_benchmark_runs_by_default_every_loss_that_needs_no_prior(bench_module):
+    default = bench_module("compare_losses").WITHOUT_EXTRA_INPUTS
+    assert "GPR" not in default and "VLPL" not in default  # they need --data.init_args.prior
+    assert default == [name for name, cls in LOSSES.items() if not cls.batch_inputs]
+    assert {"full", "AN", "GR", "EM", "ROLE"} <= set(default)
+
+
 def test_the_benchmark_table_reports_mean_std_and_each_seed_in_registry_order(bench_module):
     records = [  # written out of order, as a resumed comparison appends them
         {"loss": "GR", "seed": 1, "epochs": 12, "test_map": 62.0},
