@@ -54,7 +54,7 @@ def test_linear_fixed_features_trains_the_head_on_the_cache(tiny_demo_root, tmp_
     assert 0.0 <= test.trainer.callback_metrics["test/mAP"].item() <= 100.0
     # scores of the training rows from the cache are the model's on the images
     model = fit.model.eval()
-    scored_index, scored = model._fixed_features.score_train_set(model.head)
+    scored_index, scored = model._fixed_features.score_train_set(model.head, 0)
     images = torch.stack([fit.datamodule.train_dataset.dataset[i]["image"] for i in range(8)])
     with torch.no_grad():
         expected = model(images)
