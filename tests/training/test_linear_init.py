@@ -2,53 +2,17 @@
 
 from __future__ import annotations
 
-import copy
 import shutil
 
 import pytest
 import torch
-from lightning.pytorch import Callback
 from lightning.pytorch.strategies import DDPStrategy
 
 from spml_lightning import SPMLModule
 from spml_lightning.cli import run_cli
 from spml_lightning.training.linear_init import check_linear_init_strategy
 
-from probes import demo_args
-
-
-class _Phases(Callback):
-    """What each epoch trained and validated on, its rates, and the state at its end."""
-
-    def __init__(self) -> None:
-        self.train: dict[int, set[str]] = {}
-        self.val: dict[int, set[str]] = {}
-        self.rates: dict[int, dict[str, float]] = {}
-        self.adam_states: dict[int, int] = {}
-        self.initial: dict[str, torch.Tensor] = {}
-        self.at_end: dict[int, dict[str, torch.Tensor]] = {}
-
-    @staticmethod
-    def _kind(batch: dict) -> str:
-        return "features" if "features" in batch else "image"
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        self.initial = copy.deepcopy(pl_module.state_dict())
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        epoch = trainer.current_epoch
-        self.train.setdefault(epoch, set()).add(self._kind(batch))
-        if epoch not in self.rates:
-            optimizer = trainer.optimizers[0]
-            self.rates[epoch] = {group["name"]: group["lr"] for group in optimizer.param_groups}
-            self.adam_states[epoch] = len(optimizer.state)
-
-    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
-        if not trainer.sanity_checking:
-            self.val.setdefault(trainer.current_epoch, set()).add(self._kind(batch))
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self.at_end[trainer.current_epoch] = copy.deepcopy(pl_module.state_dict())
+from probes import PhaseRecorder, demo_args
 
 
 def _demo(tiny_demo_root, tmp_path) -> list[str]:
@@ -72,7 +36,7 @@ def test_the_linear_phase_trains_on_the_cache_then_the_network_fine_tunes_on_ima
         *("--model.linear_init", "1", "--model.linear_lr", "0.02", "--model.loss", "ROLE"),
     ]
     cli = run_cli(args, run=False)
-    phases = _Phases()
+    phases = PhaseRecorder()
     cli.trainer.callbacks.append(phases)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     # epoch 0 trains and validates on the cached features, epoch 1 on images
@@ -118,7 +82,7 @@ def test_a_resumed_linear_init_fit_ends_as_the_uninterrupted_one(
     resumed_args = [*args, "--trainer.default_root_dir", str(tmp_path / "resumed")]
     run_cli(["fit", *resumed_args, "--trainer.max_epochs", str(stop)])
     cli = run_cli([*resumed_args, "--trainer.max_epochs", "3"], run=False)
-    phases = _Phases()
+    phases = PhaseRecorder()
     cli.trainer.callbacks.append(phases)
     (last,) = (tmp_path / "resumed").rglob("last.ckpt")
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=last)
@@ -148,7 +112,7 @@ def test_linear_lr_is_the_head_s_rate_whenever_the_backbone_is_frozen(
         *("--model.train_mode", mode, "--model.linear_init", "1", "--model.linear_lr", "0.02"),
     ]
     cli = run_cli(args, run=False)
-    phases = _Phases()
+    phases = PhaseRecorder()
     cli.trainer.callbacks.append(phases)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     fine_tuning = cli.model.hparams.lr * cli.model.hparams.lr_mult
