@@ -336,7 +336,8 @@ def tiny_model(**kwargs) -> SPMLModule:
 
 class PhaseRecorder(Callback):
     """What each epoch trained and validated on (images or cached features), its rates, its
-    first batch's Adam state, the observed labels trained on, and the weights at its end."""
+    first batch's Adam state, the observed labels trained on, the weights before its first step
+    and at its end."""
 
     def __init__(self) -> None:
         self.train: dict[int, set[str]] = {}
@@ -345,6 +346,7 @@ class PhaseRecorder(Callback):
         self.adam_states: dict[int, int] = {}
         self.initial: dict[str, torch.Tensor] = {}
         self.at_end: dict[int, dict[str, torch.Tensor]] = {}
+        self.at_start: dict[int, dict[str, torch.Tensor]] = {}  # before the epoch's first step
         self.observed: dict[int, np.ndarray] = {}  # the observed labels trained on, by row
         self.val_rows: dict[int, int] = {}
 
@@ -364,6 +366,7 @@ class PhaseRecorder(Callback):
             optimizer = trainer.optimizers[0]
             self.rates[epoch] = {group["name"]: group["lr"] for group in optimizer.param_groups}
             self.adam_states[epoch] = len(optimizer.state)
+            self.at_start[epoch] = copy.deepcopy(pl_module.state_dict())
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
         if not trainer.sanity_checking:

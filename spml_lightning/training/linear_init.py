@@ -11,6 +11,10 @@ that head and those estimates. What changes at the boundary:
   requested again at every epoch (``reload_dataloaders_every_n_epochs = 1``), and
   each request serves the sets of the phase of the epoch it is for, so a fit
   resumed in either phase, at any epoch, reads what the uninterrupted fit read;
+* the starting point: Cole's linear run ends by reverting to its best-validated
+  epoch, so fine-tuning starts from the head and the loss's state of the linear
+  epoch whose validation was best, by the metric and mode the checkpoints are
+  selected by (``val/mAP``, highest, by default): :class:`BestLinearEpoch`;
 * the optimizer: Cole's fine-tuning is a second run with a new Adam, so the first
   fine-tuning epoch starts with empty Adam moments (the rates of each phase are
   the module's business: ``SPMLModule(linear_lr=...)``).
@@ -22,9 +26,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor
 
-__all__ = ["check_linear_init_strategy", "restart_optimizer", "serve_by_phase"]
+__all__ = ["BestLinearEpoch", "check_linear_init_strategy", "restart_optimizer", "serve_by_phase"]
+
+#: The parts of a model's state that the linear phase trains (and fine-tuning starts from).
+_LINEAR_PARTS = ("head.", "loss.")
 
 _SPLITS = ("train", "val")
 
@@ -93,3 +102,71 @@ def check_linear_init_strategy(strategy: Any, world_size: int) -> None:
             "phase, which DDP refuses unless told: use --trainer.strategy "
             "ddp_find_unused_parameters_true."
         )
+
+
+class BestLinearEpoch(Callback):
+    """Start fine-tuning from the linear phase's best-validated epoch, as Cole's code does.
+
+    After each validation of the linear phase it keeps a copy of the head's and the loss's
+    state if the metric the checkpoints are selected by (``trainer.checkpoint_callback``'s
+    ``monitor`` and ``mode``; ``val/mAP``, highest, without one) is the best so far; at the
+    start of the first fine-tuning epoch it loads that copy into the model. The copy is in
+    the checkpoints (``state_dict``), so a fit resumed in the linear phase starts fine-tuning
+    from the same epoch as the uninterrupted fit.
+
+    Args:
+        linear_epochs: the epochs of the linear phase.
+    """
+
+    def __init__(self, linear_epochs: int) -> None:
+        self.linear_epochs = linear_epochs
+        self.best: float | None = None
+        self.epoch: int | None = None
+        self.state: dict[str, Tensor] = {}
+
+    @staticmethod
+    def _monitor(trainer: Any) -> tuple[str, str]:
+        checkpoint = trainer.checkpoint_callback
+        return getattr(checkpoint, "monitor", None) or "val/mAP", getattr(checkpoint, "mode", "max")
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        """Keep the head's and the loss's state of a linear epoch better than the best so far."""
+        if trainer.sanity_checking or trainer.current_epoch >= self.linear_epochs:
+            return
+        name, mode = self._monitor(trainer)
+        if (metric := trainer.callback_metrics.get(name)) is None:
+            return
+        value = float(metric)
+        if self.best is None or (value > self.best if mode == "max" else value < self.best):
+            self.best, self.epoch = value, int(trainer.current_epoch)
+            self.state = {
+                key: tensor.detach().clone()
+                for key, tensor in pl_module.state_dict().items()
+                if key.startswith(_LINEAR_PARTS)
+            }
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        """At the first fine-tuning epoch, load the best linear epoch's head and loss state."""
+        if trainer.current_epoch != self.linear_epochs:
+            return
+        name, _ = self._monitor(trainer)
+        if not self.state:
+            rank_zero_info(
+                f"train_mode=linear_init: no validation of the linear phase logged {name}: "
+                "fine-tuning starts from its last epoch."
+            )
+            return
+        pl_module.load_state_dict(self.state, strict=False)
+        rank_zero_info(
+            f"train_mode=linear_init: fine-tuning starts from the linear phase's best epoch, "
+            f"{self.epoch} ({name} {self.best:.4g})."
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """The best linear epoch so far: its metric, its number and its state."""
+        return {"best": self.best, "epoch": self.epoch, "state": self.state}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Take a checkpoint's best linear epoch."""
+        self.best, self.epoch = state_dict["best"], state_dict["epoch"]
+        self.state = dict(state_dict["state"])

@@ -28,6 +28,7 @@ from spml_lightning.features import (
     weights_digest,
 )
 from spml_lightning.training.linear_init import (
+    BestLinearEpoch,
     check_linear_init_strategy,
     restart_optimizer,
     serve_by_phase,
@@ -154,6 +155,10 @@ class FixedFeatures:
                 setattr(datamodule, f"{split}_dataset", dataset)
         else:
             serve_by_phase(datamodule, trainer, served, self._linear_epochs)
+            # Added before a resumed fit restores the callbacks' states (it gets its own), and
+            # first: the checkpoints saved at a validation's end hold its choice of that epoch.
+            if not any(isinstance(c, BestLinearEpoch) for c in trainer.callbacks):
+                trainer.callbacks.insert(0, BestLinearEpoch(self._linear_epochs))
         self._train_features = served["train"].features
         self._weights = cache.manifest["fingerprint"]["weights"]
         rank_zero_info(

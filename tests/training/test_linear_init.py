@@ -12,7 +12,7 @@ from spml_lightning import SPMLModule
 from spml_lightning.cli import run_cli
 from spml_lightning.training.linear_init import check_linear_init_strategy
 
-from probes import PhaseRecorder, demo_args
+from probes import PhaseRecorder, ScriptedMetric, demo_args
 
 
 def _demo(tiny_demo_root, tmp_path) -> list[str]:
@@ -120,3 +120,37 @@ def test_linear_lr_is_the_head_s_rate_whenever_the_backbone_is_frozen(
     frozen = mode == "linear_fixed_features"
     assert head_rates == pytest.approx([0.02, 0.02 if frozen else fine_tuning])
     assert phases.adam_states[1] > 0
+
+
+@pytest.mark.parametrize("stop", [None, 2])
+@pytest.mark.parametrize("best_epoch", [0, 1])
+def test_fine_tuning_starts_from_the_best_validated_linear_epoch(
+    best_epoch, stop, tiny_demo_root, tmp_path
+):
+    """A scripted metric makes one of two linear epochs the best: fine-tuning starts from its
+    head and ROLE estimates (Cole's code reverts to them), also when the fit is resumed after
+    the linear phase (the choice made at the last linear validation is in that checkpoint)."""
+    args = [
+        *_demo(tiny_demo_root, tmp_path),
+        *("--model.linear_init", "2", "--model.loss", "ROLE", "--checkpoint.monitor", "scripted"),
+        *("--data.init_args.train_augment", "false", "--model.schedule_epochs", "3"),
+    ]
+    scripted = [0.9, 0.1, 0.5] if best_epoch == 0 else [0.1, 0.9, 0.5]
+
+    def fit(max_epochs: int, ckpt_path=None) -> PhaseRecorder:
+        cli = run_cli([*args, "--trainer.max_epochs", str(max_epochs)], run=False)
+        phases = PhaseRecorder()
+        cli.trainer.callbacks += [phases, ScriptedMetric("scripted", scripted)]
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
+        return phases
+
+    if stop is None:
+        phases = fit(3)
+        best = phases.at_end[best_epoch]
+        assert not torch.equal(best["head.weight"], phases.at_end[1 - best_epoch]["head.weight"])
+    else:
+        best = fit(stop).at_end[best_epoch]
+        (last,) = (tmp_path / "runs").rglob("last.ckpt")
+        phases = fit(3, ckpt_path=last)
+    for name in ("head.weight", "head.bias", "loss.label_estimates"):
+        torch.testing.assert_close(phases.at_start[2][name], best[name], rtol=0, atol=0, msg=name)
