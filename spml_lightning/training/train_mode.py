@@ -24,6 +24,7 @@ from spml_lightning.features import (
     FEATURE_DTYPES,
     CachedFeatureDataset,
     FeatureOptions,
+    SharedExtraction,
     datamodule_features,
     weights_digest,
 )
@@ -108,8 +109,8 @@ class FixedFeatures:
             model: the SPMLModule (``backbone``, ``head``).
             trainer: the fitting trainer (its ``datamodule``, set up for ``fit``).
 
-        Under several processes, rank 0 extracts while the others wait, then they read
-        its cache (a cache folder all ranks see, as the data set's root is).
+        Under several processes, each extracts a share of the images and rank 0 writes the
+        cache, which all read (a cache folder all ranks see, as the data set's root is).
         """
         if not self.active:
             return
@@ -128,21 +129,20 @@ class FixedFeatures:
         # The test split too: one cache for every split, the one `spml features` makes.
         datamodule.setup("test")
 
-        def cached() -> Any:
-            return datamodule_features(
-                model,
-                datamodule,
-                self._options,
-                device=trainer.strategy.root_device,
-                progress=trainer.progress_bar_callback is not None,
+        shared = None
+        if trainer.world_size > 1:  # every rank extracts a share of the images, rank 0 writes
+            strategy = trainer.strategy
+            shared = SharedExtraction(
+                trainer.global_rank, trainer.world_size, strategy.barrier, strategy.broadcast
             )
-
-        if trainer.world_size > 1:  # one rank extracts, the others reuse
-            cache = cached() if trainer.global_rank == 0 else None
-            trainer.strategy.barrier("linear_fixed_features extraction")
-            cache = cache or cached()
-        else:
-            cache = cached()
+        cache = datamodule_features(
+            model,
+            datamodule,
+            self._options,
+            device=trainer.strategy.root_device,
+            progress=trainer.progress_bar_callback is not None,
+            shared=shared,
+        )
         served = {}
         for split in ("train", "val"):
             dataset = getattr(datamodule, f"{split}_dataset")

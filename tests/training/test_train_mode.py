@@ -250,7 +250,9 @@ def test_a_second_fit_on_the_same_datamodule_extracts_from_its_images(
     assert any("extracting the features: the weights differ" in line for line in info_lines)
 
 
-def test_two_process_ddp_extracts_once_and_trains_the_head_of_one_process(tiny_demo_root, tmp_path):
+def test_two_process_ddp_shares_one_extraction_and_trains_the_head_of_one_process(
+    tiny_demo_root, tmp_path
+):
     root = tmp_path / "demo"
     shutil.copytree(tiny_demo_root, root)
     args = [
@@ -264,7 +266,22 @@ def test_two_process_ddp_extracts_once_and_trains_the_head_of_one_process(tiny_d
     said = [
         line for line in (result.stdout + result.stderr).splitlines() if "Feature cache" in line
     ]
-    assert len(said) == 1 and "extracting the features" in said[0], said  # rank 0, once
+    # rank 0 says it once: both processes extract a share, rank 0 writes the cache
+    assert len(said) == 2 and "2 processes share the extraction" in said[0], said
+    assert "extracting the features" in said[1], said
+    caches = root / ".spml_cache" / "features"
+    assert not list(caches.glob("*.shards-*"))  # removed
+    # the shards are interleaved into each image's row: one process extracts the same features
+    alone = run_cli([*args, "--trainer.devices", "1"], run=False)  # the same seed and weights
+    alone.datamodule.setup("fit")
+    alone.datamodule.setup("test")
+    options = FeatureOptions(dir=str(tmp_path / "alone"), dtype="float32")
+    expected = datamodule_features(alone.model, alone.datamodule, options)
+    (shared,) = [folder for folder in caches.iterdir() if folder.is_dir()]
+    for split in ("train", "val", "test"):
+        np.testing.assert_allclose(
+            np.load(shared / f"{split}.npy"), expected.features(split), rtol=0, atol=1e-5
+        )
     (last,) = (tmp_path / "runs").rglob("last.ckpt")
     ddp_head = torch.load(last, map_location="cpu", weights_only=False)["state_dict"]
     # one process, twice the batch: the same steps on the same images
