@@ -12,7 +12,7 @@ from spml_lightning import SPMLModule
 from spml_lightning.cli import run_cli
 from spml_lightning.training.linear_init import check_linear_init_strategy
 
-from probes import PhaseRecorder, ScriptedMetric, demo_args
+from probes import PhaseRecorder, ScriptedMetric, demo_args, run_ddp_driver
 
 
 def _demo(tiny_demo_root, tmp_path) -> list[str]:
@@ -154,3 +154,25 @@ def test_fine_tuning_starts_from_the_best_validated_linear_epoch(
         phases = fit(3, ckpt_path=last)
     for name in ("head.weight", "head.bias", "loss.label_estimates"):
         torch.testing.assert_close(phases.at_start[2][name], best[name], rtol=0, atol=0, msg=name)
+
+
+def test_two_process_ddp_runs_both_phases(tiny_demo_root, tmp_path):
+    """With DDP told to find unused parameters, two processes share the extraction, train the
+    linear phase on the cache, fine-tune on images, then validate and test (exit 0)."""
+    root = tmp_path / "demo"
+    shutil.copytree(tiny_demo_root, root)
+    args = [
+        *demo_args(tmp_path, root),
+        *("--model.train_mode", "linear_init", "--model.linear_init", "1"),
+        *("--trainer.accelerator", "cpu", "--trainer.devices", "2"),
+        *("--trainer.strategy", "ddp_find_unused_parameters_true"),
+    ]
+    result = run_ddp_driver(tmp_path, args)
+    output = result.stdout + result.stderr
+    assert "2 processes share the extraction" in output
+    assert "fine-tuning starts from the linear phase's best epoch, 0" in output
+    (last,) = (tmp_path / "runs").rglob("last.ckpt")
+    checkpoint = torch.load(last, map_location="cpu", weights_only=False)
+    assert (
+        checkpoint["epoch"] == 1 and checkpoint["hyper_parameters"]["train_mode"] == "linear_init"
+    )
