@@ -30,7 +30,13 @@ from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
-__all__ = ["BestLinearEpoch", "check_linear_init_strategy", "restart_optimizer", "serve_by_phase"]
+__all__ = [
+    "BestLinearEpoch",
+    "check_linear_init_strategy",
+    "restart_optimizer",
+    "serve_by_phase",
+    "stop_serving_by_phase",
+]
 
 #: The parts of a model's state that the linear phase trains (and fine-tuning starts from).
 _LINEAR_PARTS = ("head.", "loss.")
@@ -72,6 +78,12 @@ def serve_by_phase(
             "(reload_dataloaders_every_n_epochs=1), so that each epoch reads its phase's data."
         )
         trainer.reload_dataloaders_every_n_epochs = 1
+
+
+def stop_serving_by_phase(datamodule: Any) -> None:
+    """Give ``datamodule`` its own loaders back (a later fit in another mode reuses it)."""
+    for split in _SPLITS:
+        vars(datamodule).pop(f"{split}_dataloader", None)
 
 
 def restart_optimizer(optimizer: torch.optim.Optimizer) -> None:

@@ -33,6 +33,7 @@ from spml_lightning.training.linear_init import (
     check_linear_init_strategy,
     restart_optimizer,
     serve_by_phase,
+    stop_serving_by_phase,
 )
 from spml_lightning.training.optimizer import OptimizerSettings
 
@@ -103,7 +104,8 @@ class FixedFeatures:
         Extracts the cache of every split (or reuses it) with the backbone as it is now, then
         replaces the datamodule's ``train_dataset`` and ``val_dataset`` with
         ``CachedFeatureDataset`` views of the same rows (in ``linear_init`` mode, for the
-        epochs of the linear phase only: ``linear_init.serve_by_phase``).
+        epochs of the linear phase only: ``linear_init.serve_by_phase``). In every mode, a
+        datamodule that an earlier cached-features fit served first gets its images back.
 
         Args:
             model: the SPMLModule (``backbone``, ``head``).
@@ -112,20 +114,23 @@ class FixedFeatures:
         Under several processes, each extracts a share of the images and rank 0 writes the
         cache, which all read (a cache folder all ranks see, as the data set's root is).
         """
+        # A datamodule an earlier cached-features fit served: its own loaders and images again.
+        datamodule = trainer.datamodule
+        stop_serving_by_phase(datamodule)
+        for split in ("train", "val"):
+            dataset = getattr(datamodule, f"{split}_dataset", None)
+            if isinstance(dataset, CachedFeatureDataset):
+                setattr(datamodule, f"{split}_dataset", dataset.dataset)
         if not self.active:
             return
         if self._linear_epochs is not None:
             check_linear_init_strategy(trainer.strategy, trainer.world_size)
-        datamodule = trainer.datamodule
         for split in ("train", "val"):
-            dataset = getattr(datamodule, f"{split}_dataset", None)
-            if dataset is None:
+            if getattr(datamodule, f"{split}_dataset", None) is None:
                 raise RuntimeError(
                     f"train_mode={self.mode} needs the datamodule's {split}_dataset "
                     "after setup('fit'): fit with an SPMLDataModule."
                 )
-            if isinstance(dataset, CachedFeatureDataset):  # a second fit on this datamodule
-                setattr(datamodule, f"{split}_dataset", dataset.dataset)  # extract from images
         # The test split too: one cache for every split, the one `spml features` makes.
         datamodule.setup("test")
 

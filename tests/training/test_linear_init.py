@@ -176,3 +176,19 @@ def test_two_process_ddp_runs_both_phases(tiny_demo_root, tmp_path):
     assert (
         checkpoint["epoch"] == 1 and checkpoint["hyper_parameters"]["train_mode"] == "linear_init"
     )
+
+
+def test_a_later_fit_in_another_mode_on_the_same_datamodule_reads_its_own_data(
+    tiny_demo_root, tmp_path
+):
+    """Even when the linear_init fit stopped inside its linear phase."""
+    args = [*_demo(tiny_demo_root, tmp_path), "--model.linear_init", "2"]
+    cli = run_cli(["fit", *args, "--model.schedule_epochs", "3", "--trainer.max_epochs", "1"])
+    again = run_cli(
+        [*args, "--model.train_mode", "end_to_end", "--model.linear_init", "0"], run=False
+    )
+    phases = PhaseRecorder()
+    again.trainer.callbacks.append(phases)
+    again.trainer.fit(again.model, datamodule=cli.datamodule)  # the linear_init fit's datamodule
+    assert phases.train == {0: {"image"}, 1: {"image"}}
+    assert phases.val == {0: {"image"}, 1: {"image"}}

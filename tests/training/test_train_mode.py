@@ -63,7 +63,12 @@ def test_linear_fixed_features_trains_the_head_on_the_cache(tiny_demo_root, tmp_
 
 
 def test_a_resume_keeps_the_train_mode(tiny_run, tmp_path):
+    # A copy of the data: the refused fit has extracted its features by then (setup comes
+    # before the checkpoint is read), and the session's demo set must stay without a cache.
+    root = tmp_path / "demo"
+    shutil.copytree(tiny_run["args"][tiny_run["args"].index("--data.init_args.root") + 1], root)
     args = [*tiny_run["args"], "--trainer.default_root_dir", str(tmp_path / "runs")]
+    args += ["--data.init_args.root", str(root)]
     resume = ["--model.train_mode", "linear_fixed_features", "--trainer.max_epochs", "3"]
     with pytest.raises(ValueError, match="train_mode: 'end_to_end' in the checkpoint"):
         run_cli(["fit", *args, *resume, "--ckpt_path", str(tiny_run["final"])])
