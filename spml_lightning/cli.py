@@ -19,7 +19,9 @@ ranks the unobserved labels of the training images (``--suggestions.*``, a metho
 of ``SPMLTrainer``); ``spml features`` extracts the backbone's features of the
 datamodule's images into the feature cache (``--cache.*``,
 ``spml_lightning.features``). ``spml report`` writes a checkpoint's diagnostics
-(``spml_lightning.analysis.report``; ``spml report --help``).
+(``spml_lightning.analysis.report``; ``spml report --help``). ``spml export`` writes a
+checkpoint's model as an ONNX file and ``spml serve`` answers HTTP requests with one
+(``spml_lightning.deploy``).
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ __all__ = ["SPMLCLI", "SUBCOMMANDS", "main", "run_cli"]
 
 #: The subcommands of ``spml``: LightningCLI's, ``suggest`` and ``features`` (``SPMLTrainer``'s).
 SUBCOMMANDS: tuple[str, ...] = ("fit", "validate", "test", "predict", "suggest", "features")
+SUBCOMMANDS += ("export",)  # SPMLTrainer.export (spml_lightning.deploy)
 
 
 def _reads_checkpoint_facts(data_config) -> bool:
@@ -127,6 +130,7 @@ class SPMLCLI(LightningCLI):
             **LightningCLI.subcommands(),
             "suggest": {"model", "datamodule"},
             "features": {"model", "datamodule"},
+            "export": {"model", "datamodule"},
         }
 
     def _run_subcommand(self, subcommand: str) -> None:
@@ -270,6 +274,11 @@ class SPMLCLI(LightningCLI):
 
     before_validate = before_test = before_predict = before_suggest = _resolve_ckpt_path
 
+    def before_export(self) -> None:
+        """Resolve ``--ckpt_path``; an export writes no run folder (no log version is reserved)."""
+        config = self.config_init["export"]
+        config["ckpt_path"] = resolve_checkpoint(config.get("ckpt_path"), self.trainer)
+
 
 def _native_cpu_bf16() -> bool:
     """Whether oneDNN runs bf16 natively on this CPU (AVX-512 BF16 or AMX)."""
@@ -352,6 +361,10 @@ def main(args: list[str] | None = None) -> int:
         from spml_lightning.analysis.report import command as report
 
         return report(argv[1:])
+    if argv[:1] == ["serve"]:  # an HTTP server, not a Trainer entry point: its own parser
+        from spml_lightning.deploy.serve_command import command as serve
+
+        return serve(argv[1:], export=lambda args: main(["export", *args]))
     return run_command(
         "spml",
         lambda argv, progress: run_cli(argv, progress=progress, exit_on_error=False),

@@ -39,6 +39,7 @@ from spml_lightning.training.compatibility import (
 from spml_lightning.training.epoch_loss import EpochLossMean
 from spml_lightning.training.evaluation import Evaluator
 from spml_lightning.training.finite_loss import FiniteLossGuard
+from spml_lightning.training.loss_inputs import check_loss_inputs, loss_inputs
 from spml_lightning.training.loss_schedule import LossSchedule, schedule_epochs
 from spml_lightning.training.lr_scaling import LrScaling, effective_batch_size
 from spml_lightning.training.optimizer import (
@@ -138,10 +139,8 @@ class SPMLModule(LightningModule):
             )
         lr_scaling = upgraded_lr_scaling(lr_scaling)  # type: ignore[assignment]
         OptimizerSettings(lr, lr_mult, lr_scaling, lr_batch_size)  # refuses bad values now
-        if linear_init < 0:
-            raise ValueError(f"linear_init must be 0 or more epochs, got {linear_init}.")
         modes = (train_mode, feature_dtype, feature_dir, linear_init, linear_lr)
-        self._fixed_features = FixedFeatures(*modes)
+        self._fixed_features = FixedFeatures(*modes)  # refuses bad modes and epochs
         spml_loss = as_spml_loss(loss)  # a checkpoint's config, a registry name, a module
         backbone_module, feature_dim = build_backbone(backbone, weights, image_size)
         self._backbone_preprocessing = backbone_preprocessing(backbone_module)
@@ -208,6 +207,7 @@ class SPMLModule(LightningModule):
         train_dataset = getattr(datamodule, "train_dataset", None)
         if stage == "fit" and train_dataset is not None:
             self._fixed_features.setup_fit(self, self.trainer)
+            check_loss_inputs(self.loss, train_dataset)  # GPR, VLPL: a prior's pseudo-positives
             # Before the optimizer and a restore: per-sample state (ROLE, LL-Cp, APL) is sized.
             self.loss.bind_train_set(torch.tensor(train_dataset.observed, device=self.device))
             # The loss keeps its buffers equal on all ranks (gathered updates), and a frozen
@@ -323,7 +323,7 @@ class SPMLModule(LightningModule):
         """The batch's loss on its observed labels (targets, for a loss that trains on them)."""
         logits = self._fixed_features.logits(self, batch).float()
         labels = batch["target"] if self.loss.trains_on_targets else batch["observed"]
-        loss = self.loss(logits, labels, batch.get("index"))
+        loss = self.loss(logits, labels, batch.get("index"), **loss_inputs(self.loss, batch))
         inputs = batch.get("image", batch.get("features"))
         self._finite_loss.observe(loss, logits, inputs, self.global_step, self.current_epoch)
         self._train_loss.log_step(self, loss.detach(), len(logits))

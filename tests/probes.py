@@ -394,3 +394,26 @@ def features_fit(args: list[str]) -> tuple[object, PhaseRecorder]:
     cli.trainer.callbacks.append(phases)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     return cli, phases
+
+
+#: A sitecustomize that makes every import of torch, torchvision or Lightning fail.
+TORCH_BLOCKER = textwrap.dedent(
+    """
+    import sys
+
+    class NoTorch:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("torch", "torchvision", "lightning", "pytorch_lightning"):
+                raise ImportError(f"{name} is not installed here (blocked by the test)")
+            return None
+
+    sys.meta_path.insert(0, NoTorch())
+    """
+)
+
+
+def write_torch_blocker(folder: Path) -> Path:
+    """``folder`` with a sitecustomize.py blocking torch (first on a child's PYTHONPATH)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(TORCH_BLOCKER)
+    return folder

@@ -9,6 +9,8 @@ be checked not to use them.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import spml_lightning
@@ -86,8 +88,10 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
 
 
-def test_io_imports_nothing_from_the_package() -> None:
-    assert _import_graph()[f"{PACKAGE}.data.io"] == set()
+def test_io_imports_nothing_from_the_package_but_the_mode_conversion() -> None:
+    graph = _import_graph()
+    assert graph[f"{PACKAGE}.data.io"] == {f"{PACKAGE}.image_modes"}
+    assert graph[f"{PACKAGE}.image_modes"] == set()
 
 
 def test_the_layers_import_one_way() -> None:
@@ -116,3 +120,34 @@ def test_the_layers_import_one_way() -> None:
         )
     offending = {name: targets for name, targets in offending.items() if targets}
     assert not offending, offending
+
+
+def test_the_predictor_side_of_deploy_imports_neither_torch_nor_lightning() -> None:
+    """What `from spml_lightning.deploy import Predictor` loads: numpy, Pillow, onnxruntime and
+    these modules (the package's __init__ imports its names lazily)."""
+    torch_free = {
+        f"{PACKAGE}.image_modes",
+        f"{PACKAGE}.deploy",
+        f"{PACKAGE}.deploy.images",
+        f"{PACKAGE}.deploy.metadata",
+        f"{PACKAGE}.deploy.predictor",
+    }
+    modules = _modules_under(PACKAGE)
+    graph = _import_graph()
+    for name in sorted(torch_free):
+        assert graph[name] <= torch_free, (name, graph[name] - torch_free)
+        heavy = {t for t in _imports(modules[name]) if t.split(".")[0] in ("torch", "lightning")}
+        assert not heavy, (name, heavy)
+
+
+def test_the_package_imports_its_names_and_subpackages_on_first_use() -> None:
+    code = (
+        "import sys, spml_lightning; "
+        "assert 'torch' not in sys.modules, 'import spml_lightning imported torch'; "
+        "assert spml_lightning.losses.GRLoss is spml_lightning.GRLoss; "
+        "from spml_lightning import SPMLModule, mean_average_precision; "
+        "assert 'SPMLModule' in dir(spml_lightning); "
+        "import pytest; "
+        "pytest.raises(AttributeError, getattr, spml_lightning, 'no_such_name')"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT.parent, timeout=300)

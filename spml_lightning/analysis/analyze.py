@@ -47,6 +47,7 @@ from spml_lightning.inference import evaluation_transform, score_dataset, with_t
 from spml_lightning.losses.functional import bayes_pseudo_label
 from spml_lightning.metrics import average_precision_per_class, operating_point_metrics
 from spml_lightning.module import SPMLModule
+from spml_lightning.priors.diagnostics import PriorQuality
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -237,6 +238,8 @@ class CheckpointAnalysis:
             logs as ``test/OF1``, ... (``spml_lightning.metrics``).
         observed_by: how the training set's observed labels were made: the
             datamodule's ``observe`` strategy, or ``given`` (they came with the data).
+        prior_quality: the datamodule's vision-language prior measured against the
+            training set's full labels (``spml_lightning.priors``); None without a prior.
     """
 
     table: PerClassTable
@@ -251,6 +254,7 @@ class CheckpointAnalysis:
     schedule: str = ""
     operating_points: dict[str, float] = field(default_factory=dict)
     observed_by: str = ""
+    prior_quality: PriorQuality | None = None
 
     def figures(self) -> dict[str, Figure]:
         """The diagnostics as figures, by file stem."""
@@ -332,4 +336,5 @@ def analyze(
         schedule=schedule,
         operating_points={name: value.item() for name, value in operating_points.items()},
         observed_by=datamodule.observed_by or "",
+        prior_quality=getattr(datamodule, "prior_quality", None),
     )

@@ -102,7 +102,11 @@ def unknown_logit_gradient(
                 if epoch is not None:
                     probe.set_epoch(epoch, max_epochs, linear_init)
             logits = torch.tensor([[positive_logit, _logit(float(value))]], requires_grad=True)
-            (grad,) = torch.autograd.grad(probe(logits, observed, index), logits)
+            # A prior-based loss (GPR, VLPL) gets no pseudo-positive: the entry stays unknown.
+            extra = {
+                name: torch.zeros_like(observed) for name in getattr(probe, "batch_inputs", ())
+            }
+            (grad,) = torch.autograd.grad(probe(logits, observed, index, **extra), logits)
             gradients[i] = float(grad[0, 1]) * factor
     finally:
         torch.set_num_threads(threads)

@@ -146,6 +146,7 @@ def write_report(
         "gradient_failures": result.gradient_failures,
         **result.operating_points,
         "observed_by": result.observed_by,
+        **_prior_numbers(result),
     }
     written.append(output_dir / "summary.json")
     written[-1].write_text(json.dumps(numbers, indent=1))
@@ -169,6 +170,7 @@ def write_report(
         result.table.to_markdown(),
         "",
         *_observation_lines(result),
+        *_prior_lines(result),
         "## FN / (FN + TN) of the unknown labels per confidence bin",
         "",
         "100 bins on [0, 1]; bins without unknown labels are empty (not drawn). "
@@ -222,6 +224,41 @@ def _observation_lines(result: CheckpointAnalysis) -> list[str]:
         share = f"{100 * seen / true:.1f} %" if true else "n/a"
         lines.append(f"| {name} | {int(true)} | {int(seen)} | {share} |")
     lines.append(f"| **total** | {int(targets.sum())} | {int(observed.sum())} | |")
+    return [*lines, ""]
+
+
+def _prior_numbers(result: CheckpointAnalysis) -> dict[str, float | int]:
+    """The prior's quality for summary.json (nothing without a prior)."""
+    quality = result.prior_quality
+    if quality is None:
+        return {}
+    return {
+        "prior_mAP": quality.mean_average_precision,
+        "prior_pseudo_positives": int(quality.pseudo_positives.sum()),
+        "prior_precision": quality.precision,
+        "prior_recall": quality.recall,
+        "prior_missed_observed": quality.missed_observed,
+    }
+
+
+def _prior_lines(result: CheckpointAnalysis) -> list[str]:
+    """The vision-language prior's quality against the full labels, per class."""
+    quality = result.prior_quality
+    if quality is None:
+        return []
+    lines = [
+        "## The prior (pseudo-positives)",
+        "",
+        f"The datamodule's prior: {quality.summary()}",
+        "",
+        "| class | AP of the scores | pseudo-positives | precision | recall |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in quality.per_class():
+        lines.append(
+            f"| {row['class']} | {_number(float(row['AP']))} | {row['pseudo_positives']} | "
+            f"{_number(float(row['precision']))} | {_number(float(row['recall']))} |"
+        )
     return [*lines, ""]
 
 

@@ -34,6 +34,10 @@ from spml_lightning.data.protocol import (
 )
 from spml_lightning.data.sampling import ResumableDataLoader
 from spml_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, reference_transform
+from spml_lightning.priors.attach import attach_prior
+from spml_lightning.priors.diagnostics import PriorQuality
+from spml_lightning.priors.policies import PseudoLabelPolicy
+from spml_lightning.priors.provider import PriorProvider
 
 __all__ = ["PhaseData", "SPMLDataModule", "SPMLImageDataset"]
 
@@ -74,7 +78,9 @@ class SPMLImageDataset(Dataset):
     """Images with full and observed labels, in row order.
 
     Items are ``{"image", "observed", "target", "index"}``: ``index`` is the row
-    of the item in this dataset, which per-sample loss state is keyed by.
+    of the item in this dataset, which per-sample loss state is keyed by. Each array
+    of ``extras`` (name -> ``(N, ...)``) adds its row under its name: a prior's
+    ``pseudo_positive`` for the losses that take it (``spml_lightning.priors``).
     ``target`` is what the item is evaluated against: the full labels, except
     for a validation set built with ``val_labels="observed"``.
 
@@ -110,6 +116,7 @@ class SPMLImageDataset(Dataset):
         self.transform = transform
         self.evaluate_on = evaluate_on
         self.unreadable_hint = unreadable_hint
+        self.extras: dict[str, np.ndarray] = {}
 
     @property
     def image_paths(self) -> list[str]:
@@ -150,7 +157,10 @@ class SPMLImageDataset(Dataset):
         observed = torch.from_numpy(self.observed[index].astype(np.float32))
         evaluated = self.observed if self.evaluate_on == "observed" else self.targets
         target = torch.from_numpy(evaluated[index].astype(np.float32))
-        return {"image": image, "observed": observed, "target": target, "index": index}
+        item = {"image": image, "observed": observed, "target": target, "index": index}
+        for name, rows in self.extras.items():
+            item[name] = torch.from_numpy(np.asarray(rows[index], dtype=np.float32))
+        return item
 
 
 class SPMLDataModule(LightningDataModule, ABC):
@@ -216,6 +226,16 @@ class SPMLDataModule(LightningDataModule, ABC):
             workers only read the files; JPEGs are decoded, resized, flipped and
             normalised in batches on the model's device -- nvJPEG on a GPU --
             for machines with few CPU cores per GPU; see ``data/device_decode.py``).
+        prior: a file of a vision-language prior's scores of the training images, whose
+            pseudo-positives the losses GPR and VLPL learn from: ``.csv`` keyed by image or
+            ``.npy`` in data-set order (``priors/scores_file.py``). None: no prior, or
+            ``prior_provider``'s.
+        prior_provider: a model that computes the prior's scores once and caches them
+            (``spml_lightning.priors.OpenCLIPPrior``; in a config, its ``class_path`` and
+            ``init_args``). Not with ``prior``.
+        prior_policy: how the prior's scores become pseudo-positives
+            (``spml_lightning.priors.PseudoLabelPolicy``; default: the 3 best classes of
+            probability >= 0.5; the papers' rules: ``configs/losses/gpr*.yaml``, ``vlpl*.yaml``).
     """
 
     def __init__(
@@ -239,6 +259,9 @@ class SPMLDataModule(LightningDataModule, ABC):
         persistent_workers: bool = False,
         skip_unreadable: bool = False,
         decode_on: Literal["workers", "device"] = "workers",
+        prior: str | None = None,
+        prior_provider: PriorProvider | None = None,
+        prior_policy: PseudoLabelPolicy | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -289,6 +312,15 @@ class SPMLDataModule(LightningDataModule, ABC):
         self.persistent_workers = persistent_workers and num_workers > 0
         self.skip_unreadable = skip_unreadable
         self.decode_on = decode_on
+        if prior is not None and prior_provider is not None:
+            raise ValueError(
+                "Pass prior (a scores file) or prior_provider (a model that computes them), "
+                "not both."
+            )
+        self.prior: str | PriorProvider | None = prior if prior is not None else prior_provider
+        self.prior_policy = prior_policy if prior_policy is not None else PseudoLabelPolicy()
+        #: The prior's quality on the training images (set up with them when there is a prior).
+        self.prior_quality: PriorQuality | None = None
         self.train_dataset: SPMLImageDataset | None = None
         self.val_dataset: SPMLImageDataset | None = None
         self.test_dataset: SPMLImageDataset | None = None
@@ -620,6 +652,8 @@ class SPMLDataModule(LightningDataModule, ABC):
             self.train_dataset = self._dataset(
                 train_idx, paths, labels, observed, self._train_transform()
             )
+            if self.prior is not None:
+                self.prior_quality = attach_prior(self, self.train_dataset, train_idx, len(labels))
             val = self._dataset(
                 val_idx,
                 paths,

@@ -14,7 +14,8 @@ __all__ = ["CachedFeatureDataset"]
 class CachedFeatureDataset(Dataset):
     """An SPML dataset's rows with cached features instead of images.
 
-    Items are ``{"features", "observed", "target", "index"}``: the same labels and
+    Items are ``{"features", "observed", "target", "index"}`` and the image dataset's
+    ``extras`` (a prior's ``pseudo_positive``): the same labels and
     row ``index`` as the image dataset's items (per-sample loss state is keyed by
     it), ``features`` the row of the cache as a float32 (D,) tensor: with ``flipped``,
     the row of the flipped image instead with probability 1/2, drawn from torch's
@@ -69,9 +70,13 @@ class CachedFeatureDataset(Dataset):
         rows = self.features
         if self.flipped is not None and torch.rand(1) < 0.5:
             rows = self.flipped
-        return {
+        item = {
             "features": torch.from_numpy(np.asarray(rows[index], dtype=np.float32)),
             "observed": torch.from_numpy(self.observed[index].astype(np.float32)),
             "target": torch.from_numpy(evaluated[index].astype(np.float32)),
             "index": index,
         }
+        # The image dataset's per-row extras (a prior's pseudo-positives) travel along.
+        for name, extra in getattr(self.dataset, "extras", {}).items():
+            item[name] = torch.from_numpy(np.asarray(extra[index], dtype=np.float32))
+        return item

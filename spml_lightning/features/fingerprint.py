@@ -23,7 +23,13 @@ from torch import nn
 
 from spml_lightning.data.transforms import RESIZE_RULE
 
-__all__ = ["FINGERPRINT_PARTS", "differing_parts", "feature_fingerprint", "weights_digest"]
+__all__ = [
+    "FINGERPRINT_PARTS",
+    "differing_parts",
+    "feature_fingerprint",
+    "images_entry",
+    "weights_digest",
+]
 
 FINGERPRINT_PARTS: tuple[str, ...] = (
     "backbone",
@@ -50,7 +56,7 @@ def weights_digest(module: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _images_entry(paths: Sequence[str], root: Path | None) -> dict[str, Any]:
+def images_entry(paths: Sequence[str], root: Path | None) -> dict[str, Any]:
     """A split's images: their count and a digest of (path, size, mtime) of each, in row order.
 
     Paths count relative to ``root`` (when under it), so that moving the data set with its
@@ -106,7 +112,7 @@ def feature_fingerprint(
         "dtype": dtype,
         "flip": bool(flip),
         "images": {
-            split: _images_entry(paths, Path(root) if root else None)
+            split: images_entry(paths, Path(root) if root else None)
             for split, paths in splits.items()
         },
     }
@@ -116,10 +122,13 @@ def differing_parts(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> 
     """The parts of ``current`` that ``recorded`` holds otherwise, as a message names them.
 
     Images are named with the splits whose list, file sizes or modification times differ,
-    e.g. ``images (train)``.
+    e.g. ``images (train)``. Parts beyond ``FINGERPRINT_PARTS`` (another cache's, such as a
+    prior's) are compared too and named after them, in name order.
     """
+    # Parts of other caches' fingerprints (a prior's provider, classes, grid) count too.
+    others = sorted((recorded.keys() | current.keys()) - set(FINGERPRINT_PARTS))
     parts = []
-    for part in FINGERPRINT_PARTS:
+    for part in (*FINGERPRINT_PARTS, *others):
         if recorded.get(part) == current.get(part):
             continue
         if part == "images" and isinstance(recorded.get(part), Mapping):

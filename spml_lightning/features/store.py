@@ -101,13 +101,15 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(file, "sha256").hexdigest()
 
 
-def _problem(path: Path, manifest: Mapping[str, Any], fingerprint: Mapping[str, Any]) -> str | None:
+def _problem(
+    path: Path, manifest: Mapping[str, Any], fingerprint: Mapping[str, Any], contents: str
+) -> str | None:
     """Why the cache at ``path`` cannot serve ``fingerprint``, or None when it can."""
     if manifest.get("format") != _FORMAT:
         return f"its format is {manifest.get('format')!r}, this version writes {_FORMAT}"
     differing = differing_parts(manifest.get("fingerprint", {}), fingerprint)
     if differing:
-        return f"the {', '.join(differing)} differ from the cached features'"
+        return f"the {', '.join(differing)} differ from the cached {contents}'"
     if not manifest.get("files"):
         return "its manifest lists no array"
     for record in manifest.get("files", {}).values():
@@ -125,19 +127,22 @@ def _problem(path: Path, manifest: Mapping[str, Any], fingerprint: Mapping[str, 
     return None
 
 
-def read_cache(path: Path, fingerprint: Mapping[str, Any]) -> tuple[CachedFeatures | None, str]:
+def read_cache(
+    path: Path, fingerprint: Mapping[str, Any], contents: str = "features"
+) -> tuple[CachedFeatures | None, str]:
     """The cache at ``path`` if it serves ``fingerprint``, else None and why not.
 
     Args:
         path: the cache folder.
         fingerprint: what the features must have been made from (``feature_fingerprint``).
+        contents: what the cache holds, as the reason names it (``features``, ``prior scores``).
     """
     manifest_file = path / MANIFEST
     if not manifest_file.is_file():
         return None, "there is no cache yet"
     try:
         manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
-        problem = _problem(path, manifest, fingerprint)
+        problem = _problem(path, manifest, fingerprint, contents)
     except (OSError, ValueError) as error:
         return None, f"its manifest cannot be read ({error})"
     except (KeyError, TypeError, AttributeError) as error:  # valid JSON, not a manifest
@@ -205,6 +210,9 @@ def build_or_reuse(
     path: str | os.PathLike,
     fingerprint: Mapping[str, Any],
     write: Callable[[Path], list[str]],
+    *,
+    cache_name: str = "Feature cache",
+    contents: str = "features",
 ) -> CachedFeatures:
     """The cache at ``path`` for ``fingerprint``: reused if valid, else built with ``write``.
 
@@ -216,6 +224,8 @@ def build_or_reuse(
         fingerprint: what the features are made from (``feature_fingerprint``).
         write: writes the ``.npy`` arrays into the folder it is given and returns their
             names in order (``<split>`` for ``<split>.npy``, ``<split>.flipped``).
+        cache_name: how the messages name the cache (a prior's: ``Prior cache``).
+        contents: how they name what it holds (a prior's: ``prior scores``).
 
     Returns:
         The verified cache.
@@ -229,14 +239,15 @@ def build_or_reuse(
             "folder (spml features: --cache.dir; a fit: --model.feature_dir)."
         ) from error
     with _exclusive(path) as locked:
-        cached, problem = read_cache(path, fingerprint)
+        cached, problem = read_cache(path, fingerprint, contents)
         if cached is not None:
             counts = ", ".join(f"{s} {len(cached.features(s))}" for s in cached.splits)
             rank_zero_info(
-                f"Feature cache {path}: same fingerprint, reusing the cached features ({counts})."
+                f"{cache_name} {path}: same fingerprint, reusing the cached {contents} ({counts})."
             )
             return cached
-        rank_zero_info(f"Feature cache {path}: extracting the features: {problem}.")
+        verb = "extracting" if contents == "features" else "computing"
+        rank_zero_info(f"{cache_name} {path}: {verb} the {contents}: {problem}.")
         if locked:  # unlocked, another writer's folder may be in progress
             _remove_leftovers(path)
         building = path.with_name(f"{path.name}{_TEMPORARY}{os.getpid()}-{uuid.uuid4().hex}")
@@ -252,7 +263,7 @@ def build_or_reuse(
         except OSError:
             shutil.rmtree(building, ignore_errors=True)
             # Unlocked, another writer may have renamed its cache into place first: it wins.
-            cached, _ = read_cache(path, fingerprint)
+            cached, _ = read_cache(path, fingerprint, contents)
             if locked or cached is None:
                 raise
             return cached

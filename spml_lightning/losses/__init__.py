@@ -30,6 +30,7 @@ from spml_lightning.losses.em_apl import AsymmetricPseudoLabelLoss
 from spml_lightning.losses.epr import ExpectedPositiveRegularizationLoss
 from spml_lightning.losses.focal import FocalLoss
 from spml_lightning.losses.full import FullLabelLoss
+from spml_lightning.losses.gpr import GPRLoss
 from spml_lightning.losses.gr import GRLoss
 from spml_lightning.losses.hill import HillLoss
 from spml_lightning.losses.ll import (
@@ -40,6 +41,7 @@ from spml_lightning.losses.ll import (
 from spml_lightning.losses.role import OnlineLabelEstimationLoss
 from spml_lightning.losses.splc import SelfPacedLossCorrectionLoss
 from spml_lightning.losses.state import PerSampleStateLoss
+from spml_lightning.losses.vlpl import VisionLanguagePseudoLabelLoss
 from spml_lightning.losses.wan import WeakAssumeNegativeLoss
 
 LOSSES: dict[str, type[SPMLLoss]] = {
@@ -59,8 +61,11 @@ LOSSES: dict[str, type[SPMLLoss]] = {
     "Focal": FocalLoss,
     "ASL": AsymmetricLoss,
     "GR": GRLoss,
+    "GPR": GPRLoss,
+    "VLPL": VisionLanguagePseudoLabelLoss,
 }
-"""Registry of the losses by name: the baselines every SPML paper compares against, and GR."""
+"""Registry of the losses by name: the baselines every SPML paper compares against, GR, and
+the losses that learn from a vision-language prior's pseudo-positives (GPR, VLPL)."""
 
 
 def get_loss_class(name: str) -> type[SPMLLoss]:
@@ -128,6 +133,7 @@ __all__ = [
     "FocalLoss",
     "FrameworkLoss",
     "FullLabelLoss",
+    "GPRLoss",
     "GRLoss",
     "HillLoss",
     "LabelSmoothedAssumeNegativeLoss",
@@ -138,6 +144,7 @@ __all__ = [
     "PerSampleStateLoss",
     "SPMLLoss",
     "SelfPacedLossCorrectionLoss",
+    "VisionLanguagePseudoLabelLoss",
     "WeakAssumeNegativeLoss",
     "get_loss_class",
     "loss_from_config",

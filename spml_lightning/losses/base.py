@@ -73,9 +73,13 @@ class SPMLLoss(nn.Module, abc.ABC):
     Attributes:
         trains_on_targets: True only for the fully supervised upper bound; the
             module then passes the full labels as ``observed``.
+        batch_inputs: per-sample entries of the training batch, beyond the logits, the
+            observed labels and the index, that ``forward`` takes as keyword arguments of
+            the same names (GPR and VLPL: ``pseudo_positive``, from a prior).
     """
 
     trains_on_targets: ClassVar[bool] = False
+    batch_inputs: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

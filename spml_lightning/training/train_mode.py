@@ -62,8 +62,9 @@ class FixedFeatures:
             while the backbone is frozen; None: the fine-tuning rates.
 
     Raises:
-        ValueError: For another mode or dtype, naming the valid ones; for a ``linear_init``
-            mode without linear epochs, or a ``linear_lr`` that is not a positive number.
+        ValueError: For another mode or dtype, naming the valid ones; for a negative
+            ``linear_init``, a ``linear_init`` mode without linear epochs, or a ``linear_lr``
+            that is not a positive number.
     """
 
     def __init__(
@@ -80,6 +81,8 @@ class FixedFeatures:
             raise ValueError(
                 f"feature_dtype must be one of {', '.join(FEATURE_DTYPES)}; got {dtype!r}."
             )
+        if linear_init < 0:
+            raise ValueError(f"linear_init must be 0 or more epochs, got {linear_init}.")
         if mode == "linear_init" and linear_init < 1:
             raise ValueError(
                 "train_mode=linear_init trains the head on cached features for the first "

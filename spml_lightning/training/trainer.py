@@ -1,11 +1,12 @@
-"""``SPMLTrainer``: Lightning's Trainer with two more entry points, ``suggest`` and ``features``.
+"""``SPMLTrainer``: Lightning's Trainer plus the entry points ``suggest``, ``features``, ``export``.
 
 LightningCLI turns the Trainer's methods into subcommands, so this is what
 makes ``spml suggest`` a subcommand like ``spml predict``: same config, same
 ``--ckpt_path best|last``, same devices and strategies (DDP included), plus
 its own ``--suggestions.*`` options (``SuggestOptions``). ``spml features``
 extracts the config's backbone features of every image of its datamodule into
-the feature cache (``spml_lightning.features``; ``--cache.*`` options).
+the feature cache (``spml_lightning.features``; ``--cache.*`` options). ``spml export``
+writes a checkpoint's model as an ONNX file (``spml_lightning.deploy``).
 
 ``suggest`` is Lightning's predict loop over the datamodule's *training* images,
 read without augmentation and with the preprocessing recorded in the
@@ -23,6 +24,8 @@ from torch.utils.data import DataLoader
 
 from spml_lightning.console import UsageError
 from spml_lightning.data.predict_folder import UnlabelledImageDataModule
+from spml_lightning.deploy.checkpoint_export import ExportFormat, export_checkpoint
+from spml_lightning.deploy.onnx_export import Exporter
 from spml_lightning.features import CachedFeatures, FeatureOptions, datamodule_features
 from spml_lightning.inference import evaluation_transform, with_transform
 from spml_lightning.training.checkpoint_files import checkpoint_facts, checkpoint_training_rows
@@ -140,6 +143,47 @@ class SPMLTrainer(Trainer):
         finally:
             self.callbacks[:] = callbacks
         return writer
+
+    def export(
+        self,
+        model: LightningModule,
+        datamodule: LightningDataModule,
+        ckpt_path: str | None = None,
+        format: ExportFormat = "onnx",
+        output: str | None = None,
+        threshold: float | None = None,
+        exporter: Exporter = "dynamo",
+    ) -> Path:
+        """Write the checkpoint's model as one file with its classes, preprocessing, thresholds.
+
+        One graph from images to probabilities with a dynamic batch dimension; the
+        per-class thresholds maximise F1 on the datamodule's validation split
+        (``spml_lightning.deploy``; docs/guides/deploying.md).
+
+        Args:
+            model: an SPMLModule; its weights are the checkpoint's.
+            datamodule: the SPMLDataModule the model was trained with (its validation split).
+            ckpt_path: the trained model's checkpoint (required).
+            format: ``onnx`` (read by ``spml_lightning.deploy.Predictor`` and ``spml serve``)
+                or ``pt2`` (a ``torch.export`` archive, for deployments that keep torch).
+            output: the file to write; default beside the checkpoint, with ``.onnx``/``.pt2``.
+            threshold: one decision threshold for every class, instead of the validation F1 ones.
+            exporter: the ONNX exporter: ``dynamo`` (PyTorch's current one) or ``legacy`` (the
+                TorchScript-based one, for a backbone the current one cannot export).
+
+        Returns:
+            The written file.
+        """
+        return export_checkpoint(
+            model,
+            datamodule,
+            ckpt_path,
+            output,
+            threshold,
+            exporter,
+            self.strategy.root_device,
+            format,
+        )
 
 
 def _check_same_training_rows(datamodule: Any, ckpt_path: str) -> None:

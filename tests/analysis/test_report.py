@@ -153,3 +153,23 @@ def test_a_report_folder_another_report_is_writing_is_refused(tiny_run, tmp_path
         with pytest.raises(FileExistsError, match="Another report is being written into"):
             main(args)
     assert not any(out.iterdir())
+
+
+def test_report_shows_the_priors_quality_per_class(tiny_run, tiny_demo_root, tmp_path):
+    from prior_files import write_scores_csv
+
+    scores, _ = write_scores_csv(tmp_path / "scores.csv", tiny_demo_root, target_map=80.0)
+    out = tmp_path / "report"
+    main([*tiny_run["args"], "--data.init_args.prior", str(scores),
+          "--ckpt_path", str(tiny_run["best"]), "--output_dir", str(out)])  # fmt: skip
+    numbers = json.loads((out / "summary.json").read_text())
+    assert abs(numbers["prior_mAP"] - 80) <= 3 and numbers["prior_pseudo_positives"] > 0
+    assert 0 <= numbers["prior_precision"] <= 100 and numbers["prior_missed_observed"] >= 0
+    markdown = (out / "summary.md").read_text()
+    assert "## The prior (pseudo-positives)" in markdown
+    rows = [line for line in markdown.split("## The prior")[1].splitlines() if line.count("|") == 6]
+    assert len(rows) == 2 + 14  # header, rule, one row per class
+    # Without a prior there is no such section.
+    plain = tmp_path / "plain"
+    main([*tiny_run["args"], "--ckpt_path", str(tiny_run["best"]), "--output_dir", str(plain)])
+    assert "The prior" not in (plain / "summary.md").read_text()

@@ -310,3 +310,78 @@ def test_cached_features_times_both_sides_and_reuses_one_extraction(
         "epoch on the cached features, median (s)",
         "epoch time, frozen backbone / cached features",
     }
+
+
+def test_serve_bench_prints_throughput_and_latency_per_concurrency(
+    bench_module, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.syspath_prepend(str(REPO / "tests" / "deploy"))
+    from serving import tiny_onnx_model
+
+    model = tiny_onnx_model(tmp_path / "model.onnx")
+    bench = bench_module("serve")
+    bench.main(
+        ["--model", str(model), "--requests", "3", "--warmup", "1", "--concurrency", "1", "2"]
+    )
+    lines = goal_lines(capsys.readouterr().out)
+    assert set(lines) == {
+        f"{clients} client(s), 3 requests: {name}"
+        for clients in (1, 2)
+        for name in ("requests/s", "p50 ms", "p99 ms")
+    }
+    assert all(float(line.split()[-1]) > 0 for line in lines.values()), lines
+
+
+def test_prior_quality_pairs_gr_with_gpr_and_vlpl_on_a_prior_of_chosen_map(
+    bench_module, tmp_path, capsys, tiny_demo_root
+):
+    bench = bench_module("prior_quality")
+    out = tmp_path / "runs.jsonl"
+    argv = [
+        "--maps", "80", "--seeds", "0", "1", "--out", str(out), "--",
+        "--data.init_args.root", str(tiny_demo_root),
+        "--data.init_args.num_train", "80", "--data.init_args.num_test", "40",
+        "--data.init_args.render_size", "32", "--data.init_args.image_size", "32",
+        "--data.init_args.num_workers", "0", "--trainer.max_epochs", "1",
+        "--trainer.limit_train_batches", "1",
+    ]  # fmt: skip
+    records = bench.main_bench(argv)
+    assert sorted((r["loss"], r["seed"]) for r in records) == [
+        ("GPR", 0), ("GPR", 1), ("GR", 0), ("GR", 1), ("VLPL", 0), ("VLPL", 1)
+    ]  # fmt: skip
+    assert all(abs(r["prior_map_reached"] - 80) <= 1 for r in records if r["loss"] != "GR")
+    output = capsys.readouterr().out
+    assert "prior mAP 80: GPR - GR, paired over 2 seeds" in output
+    assert "prior mAP 80: VLPL - GR, paired over 2 seeds" in output
+    # A second call resumes: every run is already in the file, none is trained again.
+    again = bench.main_bench(argv)
+    assert len(again) == 6 and len(out.read_text().splitlines()) == 6
+
+
+def test_prior_cost_times_scoring_against_the_cache(bench_module, tmp_path, capsys, tiny_demo_root):
+    pytest.importorskip("open_clip")
+    from prior_files import TINY_CLIP
+
+    (tmp_path / "tiny-clip.json").write_text(json.dumps(TINY_CLIP))
+    bench = bench_module("prior_cost")
+    result = bench.main_bench([
+        "--config", str(Path(__file__).parents[2] / "configs" / "demo.yaml"), "--repeats", "1",
+        "--",
+        "--data.init_args.root", str(tiny_demo_root),
+        "--data.init_args.num_train", "80", "--data.init_args.num_test", "40",
+        "--data.init_args.render_size", "32", "--data.init_args.image_size", "32",
+        "--data.init_args.num_workers", "0",
+        "--data.init_args.prior_provider", "spml_lightning.priors.OpenCLIPPrior",
+        "--data.init_args.prior_provider.model", "tiny-clip",
+        "--data.init_args.prior_provider.pretrained", "null",
+        "--data.init_args.prior_provider.model_config", str(tmp_path / "tiny-clip.json"),
+        "--data.init_args.prior_provider.grid", "2",
+        "--data.init_args.prior_provider.device", "cpu",
+    ])  # fmt: skip
+    output = capsys.readouterr().out
+    assert set(goal_lines(output)) == {
+        "scoring every training image, once per epoch when recomputed (s)",
+        "reading the cached scores and making the pseudo-positives (s)",
+        "seconds per epoch, recomputed / cached",
+    }
+    assert result["scored"] > 0 and result["cached"] > 0

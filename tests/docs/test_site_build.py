@@ -102,6 +102,7 @@ def test_result_tables_are_generated_from_bench_results(site):
     for page, results in [
         ("results/demo/", "cpu_demo_table.jsonl"),
         ("results/demo/", "cpu_compare_losses_6epochs.jsonl"),
+        ("results/demo/", "cpu_demo_losses.jsonl"),
         ("results/demo/", "cpu_demo_observe_frequency.jsonl"),
     ]:
         html = site.page(page)

@@ -83,6 +83,30 @@ def test_inspect_checkpoint_notebook(tiny_run, monkeypatch):
     assert len(outputs_of(notebook, "image/png")) == 5
 
 
+def test_inspect_checkpoint_notebook_shows_the_priors_quality(
+    tiny_run, tiny_demo_root, tmp_path, monkeypatch
+):
+    from prior_files import write_scores_csv
+
+    scores, _ = write_scores_csv(tmp_path / "scores.csv", tiny_demo_root, target_map=80.0)
+    notebook = with_parameters(
+        read("inspect_checkpoint.ipynb"),
+        CONFIG=str(REPO_ROOT / "configs" / "demo.yaml"),
+        CKPT_PATH=str(tiny_run["best"]),
+        OVERRIDES=[*tiny_run["args"][2:], "--data.init_args.prior", str(scores)],
+        NUM_IMAGES=2,
+    )
+    execute(notebook, monkeypatch)
+    text = "".join(
+        o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs
+    )
+    assert "mAP of its scores" in text and "This run's datamodule has no prior" not in text
+    assert any(
+        "| AP of the scores |" in o["data"]["text/markdown"]
+        for o in outputs_of(notebook, "text/markdown")
+    )
+
+
 def test_loss_gradients_notebook(monkeypatch):
     notebook = execute(
         with_parameters(read("loss_gradients.ipynb"), POINTS=49, MAX_EPOCHS=4, EPOCH=3), monkeypatch

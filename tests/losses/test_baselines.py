@@ -269,6 +269,13 @@ def build(name: str, num_samples: int, observed: Tensor) -> SPMLLoss:
     return loss.train()
 
 
+def batch_inputs(loss: SPMLLoss, observed: Tensor) -> dict[str, Tensor]:
+    """The extra batch entries a loss takes: pseudo-positives on every other unknown column."""
+    pseudo = torch.zeros_like(observed)
+    pseudo[:, 1::2] = 1
+    return {name: pseudo for name in loss.batch_inputs}
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("name", list(LOSSES))
 def test_extreme_logits_low_precision_stay_finite_and_trainable(
@@ -284,13 +291,14 @@ def test_extreme_logits_low_precision_stay_finite_and_trainable(
     leaf = rows.to(dtype).requires_grad_(True)
     loss = build(name, 2 * n, observed)
     reference_loss = build(name, 2 * n, observed)
-    value = loss(leaf, observed, index)
+    extra = batch_inputs(loss, observed)
+    value = loss(leaf, observed, index, **extra)
     value.backward()
     assert value.dtype == torch.float32 and torch.isfinite(value)
     assert leaf.grad is not None and leaf.grad.dtype == dtype and torch.isfinite(leaf.grad).all()
     # The loss computes in fp32: the same value as on fp32 copies of the inputs.
     torch.testing.assert_close(
-        value, reference_loss(rows.to(dtype).float(), observed, index), rtol=1e-6, atol=0
+        value, reference_loss(rows.to(dtype).float(), observed, index, **extra), rtol=1e-6, atol=0
     )
     # A positive at logit -30 is pushed up (a probability-space loss with
     # log(p + eps) would give it almost no gradient).
@@ -305,7 +313,7 @@ def test_autocast_gives_fp32(name: str) -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         low = torch.nn.functional.linear(logits, torch.eye(C))
         assert low.dtype == torch.bfloat16
-        value = loss.eval()(low, observed, torch.arange(B))
+        value = loss.eval()(low, observed, torch.arange(B), **batch_inputs(loss, observed))
     assert value.dtype == torch.float32 and torch.isfinite(value)
 
 
@@ -353,6 +361,8 @@ def test_registry_has_every_baseline_and_only_full_reads_targets() -> None:
         "Focal",
         "ASL",
         "GR",
+        "GPR",
+        "VLPL",
     ]
     assert list(LOSSES) == names
     assert [name for name, cls in LOSSES.items() if cls.trains_on_targets] == ["full"]

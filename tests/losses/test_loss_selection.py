@@ -59,7 +59,38 @@ PUBLISHED_VALUES = {
     "gr_coco": {"beta": [0, 10, -2, -8], "alpha": [0.5, 2, 0.8, 0.5], "q2": 0.01, "q3": 1.0},
     "gr_nuswide": {"beta": [0, 10, -2, -8], "alpha": [0.5, 2, 0.8, 0.5], "q2": 0.01, "q3": 1.0},
     "gr_cub": {"beta": [0, 10, -2, -8], "alpha": [0.5, 2, 0.8, 0.5], "q2": 0.01, "q3": 1.5},
+    # GPR: AEVLP (Tran et al., ICCV 2025); VLPL: Xing et al., CVPR-W 2024 (its EM alpha: EM's).
+    "gpr": {"beta": [0, 2, -2, -2], "q3": 1.0, "lambda1": 0.7, "lambda2": 0.4, "rho": 0.9,
+            "reg": 0.05, "expected_positives": 1.5},
+    "gpr_coco": {"beta": [0, 10, -2, -8], "q3": 1.0, "lambda1": 0.7, "lambda2": 0.5,
+                 "reg": 0.001, "expected_positives": 2.9},
+    "gpr_nuswide": {"beta": [0, 10, -2, -8], "q3": 1.0, "lambda1": 0.7, "lambda2": 0.5,
+                    "reg": 0.001, "expected_positives": 1.9},
+    "gpr_cub": {"beta": [0, 10, -2, -8], "q3": 1.5, "lambda1": 0.8, "lambda2": 0.2,
+                "reg": 0.01, "expected_positives": 31.4},
+    "vlpl": {"alpha": 0.2, "beta_pos": 0.7, "rho": 0.9},
+    "vlpl_coco": {"alpha": 0.1, "beta_pos": 0.7, "rho": 0.9},
+    "vlpl_nuswide": {"alpha": 0.1, "beta_pos": 0.7, "rho": 0.9},
+    "vlpl_cub": {"alpha": 0.01, "beta_pos": 0.7, "rho": 0.9},
+}  # fmt: skip
+
+# The pseudo-labelling rule each prior-based preset carries (AEVLP's DAMP per data set;
+# VLPL's softmax threshold).
+PUBLISHED_POLICIES = {
+    "gpr": {"kind": "aevlp", "temperature": 0.01, "eta": 0.0, "threshold": 0.5, "k": 3},
+    "gpr_coco": {"kind": "aevlp", "temperature": 0.01, "eta": 0.3, "threshold": 0.5, "k": 3},
+    "gpr_nuswide": {"kind": "aevlp", "temperature": 0.01, "eta": 0.3, "threshold": 0.6, "k": 3},
+    "gpr_cub": {"kind": "aevlp", "temperature": 0.1, "eta": 0.005, "threshold": 0.005, "k": 32},
+    "vlpl": {"kind": "vlpl", "threshold": 0.3},
 }
+
+
+def test_the_prior_presets_carry_the_published_pseudo_labelling_rule():
+    for stem, values in PUBLISHED_POLICIES.items():
+        config = yaml.safe_load((REPO_ROOT / "configs" / "losses" / f"{stem}.yaml").read_text())
+        policy = config["data"]["init_args"]["prior_policy"]
+        for key, value in values.items():
+            assert policy[key] == pytest.approx(value), (stem, key)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,61 @@
+"""GPR and VLPL through the installed ``spml``: fit with a prior, then test the best checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from prior_files import TINY_CLIP, write_scores_csv
+
+from integration.helpers import describe, installed_spml, run
+from probes import demo_args
+
+
+def test_gpr_with_a_scores_csv_fits_and_tests_with_exit_0(tmp_path, tiny_demo_root):
+    scores, _ = write_scores_csv(tmp_path / "scores.csv", tiny_demo_root)
+    spml = installed_spml()
+    flags = " ".join(demo_args(tmp_path, tiny_demo_root))
+    prior = f"--model.loss GPR --data.init_args.prior {scores}"
+    result = run(
+        f"{spml} fit {flags} {prior} && {spml} test {flags} {prior} --ckpt_path best", tmp_path
+    )
+    assert result.returncode == 0, describe(result)
+    output = result.stdout + result.stderr
+    assert "test/mAP" in output
+    # The prior's quality is told before training.
+    assert "Prior " in output and "mAP of its scores" in output and "pseudo-positives" in output
+
+
+def test_vlpl_with_the_tiny_open_clip_prior_fits_and_tests_with_exit_0(tmp_path, tiny_demo_root):
+    pytest.importorskip("open_clip")
+    (tmp_path / "tiny-clip.json").write_text(json.dumps(TINY_CLIP))
+    config = tmp_path / "prior.yaml"
+    config.write_text(
+        "data:\n  init_args:\n    prior_provider:\n"
+        "      class_path: spml_lightning.priors.OpenCLIPPrior\n      init_args:\n"
+        f"        model: tiny-clip\n        pretrained: null\n"
+        f"        model_config: {tmp_path / 'tiny-clip.json'}\n        grid: 2\n"
+        f"        cache_dir: {tmp_path / 'prior-cache'}\n        device: cpu\n"
+        "    prior_policy: {kind: vlpl, threshold: 0.1, temperature: 0.01}\n"
+    )
+    spml = installed_spml()
+    flags = " ".join([*demo_args(tmp_path, tiny_demo_root), "--config", str(config)])
+    # HF_HUB_OFFLINE: open_clip must not try to download anything.
+    result = run(
+        f"export HF_HUB_OFFLINE=1; {spml} fit {flags} --model.loss VLPL && "
+        f"{spml} test {flags} --model.loss VLPL --ckpt_path best",
+        tmp_path,
+    )
+    assert result.returncode == 0, describe(result)
+    output = result.stdout + result.stderr
+    assert "computing the prior scores" in output
+
+
+def test_a_prior_loss_without_a_prior_stops_before_training(tmp_path, tiny_demo_root):
+    result = run([str(installed_spml()), "fit", *demo_args(tmp_path, tiny_demo_root),
+                  "--model.loss", "GPR"], tmp_path)  # fmt: skip
+    assert result.returncode != 0
+    assert "GPRLoss learns from pseudo_positive" in result.stderr
+    assert "data.init_args.prior" in result.stderr
+    # Refused when the fit is set up: before the model summary that starts training.
+    assert "Total params" not in result.stdout + result.stderr
