@@ -11,7 +11,6 @@ probabilities into label names (``spml predict``, notebooks).
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,7 +25,12 @@ from torchvision.transforms.functional import to_pil_image
 from tqdm.auto import tqdm
 
 from spml_lightning.data.io import load_rgb
-from spml_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, reference_transform
+from spml_lightning.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    reference_transform,
+    with_transform,
+)
 
 __all__ = [
     "ImageInput",
@@ -35,7 +39,6 @@ __all__ = [
     "predicted_labels",
     "score_dataset",
     "score_train_set",
-    "with_transform",
 ]
 
 ImageInput = Image.Image | Tensor | str | os.PathLike
@@ -59,17 +62,6 @@ def evaluation_transform(
             "and got no image_size. Pass image_size (and mean/std) to SPMLModule."
         )
     return reference_transform(image_size, False, mean or IMAGENET_MEAN, std or IMAGENET_STD)
-
-
-def with_transform(dataset: Any, transform: Callable[[Image.Image], Tensor]) -> Any:
-    """A shallow copy of an SPML dataset that reads its images with ``transform``.
-
-    The copy shares the dataset's arrays (paths, labels): only the transform
-    differs, e.g. the training set read without its random flip.
-    """
-    copied = copy.copy(dataset)
-    copied.transform = transform
-    return copied
 
 
 @torch.no_grad()

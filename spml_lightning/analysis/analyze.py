@@ -43,7 +43,8 @@ from spml_lightning.analysis.loss_curves import (
 )
 from spml_lightning.analysis.run import LoadedRun, check_same_rows
 from spml_lightning.data.base import SPMLDataModule
-from spml_lightning.inference import evaluation_transform, score_dataset, with_transform
+from spml_lightning.data.transforms import with_transform
+from spml_lightning.inference import evaluation_transform, score_dataset
 from spml_lightning.losses.functional import bayes_pseudo_label
 from spml_lightning.metrics import average_precision_per_class, operating_point_metrics
 from spml_lightning.module import SPMLModule

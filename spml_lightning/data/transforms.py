@@ -10,11 +10,15 @@ without its datamodule.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+from collections.abc import Callable, Sequence
+from typing import Any
 
+from PIL import Image
+from torch import Tensor
 from torchvision import transforms
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "RESIZE_RULE", "reference_transform"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "RESIZE_RULE", "reference_transform", "with_transform"]
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -37,3 +41,14 @@ def reference_transform(
         steps.append(transforms.RandomHorizontalFlip(0.5))
     steps += [transforms.ToTensor(), transforms.Normalize(mean=list(mean), std=list(std))]
     return transforms.Compose(steps)
+
+
+def with_transform(dataset: Any, transform: Callable[[Image.Image], Tensor]) -> Any:
+    """A shallow copy of an SPML dataset that reads its images with ``transform``.
+
+    The copy shares the dataset's arrays (paths, labels): only the transform
+    differs, e.g. the training set read without its random flip.
+    """
+    copied = copy.copy(dataset)
+    copied.transform = transform
+    return copied

@@ -13,7 +13,7 @@ instead (needed for a datamodule without a validation split).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,24 +21,20 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from spml_lightning.console import UsageError
 from spml_lightning.data.predict_folder import UnlabelledImageDataModule
-from spml_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from spml_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, with_transform
 from spml_lightning.deploy.metadata import ModelMetadata, Preprocessing
-from spml_lightning.deploy.onnx_export import Exporter, export_onnx
+from spml_lightning.deploy.onnx_export import export_onnx
+from spml_lightning.deploy.options import EXPORT_FORMATS, Exporter, ExportFormat
 from spml_lightning.deploy.pt2_export import export_pt2
 from spml_lightning.deploy.thresholds import f1_thresholds
-from spml_lightning.inference import score_dataset, with_transform
+from spml_lightning.inference import score_dataset
 from spml_lightning.training.checkpoint_files import (
     CHECKPOINT_FACTS,
     checkpoint_training_rows,
     read_checkpoint,
 )
 
-__all__ = ["EXPORT_FORMATS", "ExportFormat", "export_checkpoint", "load_weights", "model_metadata"]
-
-ExportFormat = Literal["onnx", "pt2"]
-
-#: The formats of ``spml export --format``.
-EXPORT_FORMATS: tuple[str, ...] = ("onnx", "pt2")
+__all__ = ["export_checkpoint", "load_weights", "model_metadata"]
 
 
 def load_weights(model: Any, ckpt_path: str | Path) -> None:

@@ -17,17 +17,16 @@ import re
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from spml_lightning.deploy.metadata import ModelMetadata
+from spml_lightning.deploy.options import EXPORTERS, Exporter
 
 __all__ = [
-    "EXPORTERS",
     "ExportError",
-    "Exporter",
     "ProbabilityModel",
     "batch_dimension",
     "example_batch",
@@ -36,10 +35,6 @@ __all__ = [
     "failure",
 ]
 
-Exporter = Literal["dynamo", "legacy"]
-
-#: The exporters of ``spml export --exporter``.
-EXPORTERS: tuple[str, ...] = ("dynamo", "legacy")
 
 #: The graph's input, (N, 3, S, S) float32 images, and output, (N, C) float32 probabilities.
 INPUT, OUTPUT = "images", "probabilities"

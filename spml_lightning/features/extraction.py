@@ -35,10 +35,9 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from spml_lightning.backbones import pooled_features
-from spml_lightning.data.transforms import reference_transform
+from spml_lightning.data.transforms import reference_transform, with_transform
 from spml_lightning.features.fingerprint import feature_fingerprint
 from spml_lightning.features.store import CachedFeatures, build_or_reuse, read_cache
-from spml_lightning.inference import with_transform
 
 __all__ = [
     "CACHE_FOLDER",

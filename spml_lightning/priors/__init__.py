@@ -10,6 +10,12 @@ whose items then carry ``pseudo_positive`` for the losses that learn from it (GP
 This package knows nothing of losses.
 """
 
+# The datamodules take a prior (data.init_args.prior), so data/base.py imports this
+# package, and this package reads images with data/io.py: importing it first would reach
+# data/base.py while the prior modules are half-imported. Importing the data package
+# first makes every entry go data -> priors (tests/test_import_graph.py imports each
+# module first).
+import spml_lightning.data  # noqa: F401  (isort: skip)
 from spml_lightning.priors.attach import BATCH_KEY, attach_prior, prior_scores
 from spml_lightning.priors.diagnostics import PriorQuality, prior_quality
 from spml_lightning.priors.openclip import DEFAULT_TEMPLATES, OpenCLIPPrior

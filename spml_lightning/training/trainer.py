@@ -24,10 +24,10 @@ from torch.utils.data import DataLoader
 
 from spml_lightning.console import UsageError
 from spml_lightning.data.predict_folder import UnlabelledImageDataModule
-from spml_lightning.deploy.checkpoint_export import ExportFormat, export_checkpoint
-from spml_lightning.deploy.onnx_export import Exporter
+from spml_lightning.data.transforms import with_transform
+from spml_lightning.deploy.options import Exporter, ExportFormat
 from spml_lightning.features import CachedFeatures, FeatureOptions, datamodule_features
-from spml_lightning.inference import evaluation_transform, with_transform
+from spml_lightning.inference import evaluation_transform
 from spml_lightning.training.checkpoint_files import checkpoint_facts, checkpoint_training_rows
 from spml_lightning.training.prediction_writer import PredictionWriter
 from spml_lightning.training.suggestion_writer import SuggestionWriter
@@ -174,6 +174,10 @@ class SPMLTrainer(Trainer):
         Returns:
             The written file.
         """
+        # The export code is imported when the command runs: training/ is imported by the
+        # export code itself (checkpoint files), and by every other command.
+        from spml_lightning.deploy.checkpoint_export import export_checkpoint
+
         return export_checkpoint(
             model,
             datamodule,
