@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 import torch
+from prior_files import write_scores_csv
 from test_spml_suggest import check_ranking, read_rows
 
 from spml_lightning import SPMLModule
@@ -27,6 +28,9 @@ def test_every_loss_of_the_registry_trains_in_the_cached_features_modes(
     if loss == "EM+APL":  # its preset, with a warm-up that leaves an epoch to pseudo-label
         preset = str(REPO_ROOT / "configs" / "losses" / "em_apl.yaml")
         loss_args = ["--config", preset, "--model.loss.init_args.warmup_epochs", "1"]
+    if LOSSES[loss].batch_inputs:  # GPR, VLPL: pseudo-positives from a prior (a scores file)
+        scores, _ = write_scores_csv(tmp_path / "scores.csv", root)
+        loss_args += ["--data.init_args.prior", str(scores)]
     args = [*demo_args(tmp_path, root), *mode_args(mode), *loss_args]
     cli, phases = features_fit(args)
     assert cli.trainer.current_epoch == 2
