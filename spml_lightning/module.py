@@ -97,9 +97,11 @@ class SPMLModule(LightningModule):
         mean: per-channel normalisation mean; a datamodule without its own normalises
             with it (when None: with the backbone's own, else ImageNet's).
         std: per-channel normalisation standard deviation (as ``mean``).
-        train_mode: ``end_to_end`` (default) or ``linear_fixed_features``: the head and the
-            loss's own parameters train on the frozen backbone's cached features (Cole et al.'s
-            linear protocol; ``training.train_mode``). Test and predict run on images in both.
+        train_mode: ``end_to_end`` (default); ``linear_fixed_features``: the head and the loss's
+            parameters train on cached features of the frozen backbone; ``linear_init``: so for
+            ``linear_init`` epochs, then end to end (Cole et al.'s modes; ``training.train_mode``).
+        linear_lr: the head's rate while the backbone is frozen (the loss's groups at their
+            multiples of it, as in Cole's linear phase); None: ``lr * lr_mult`` throughout.
         feature_dtype: the cache's dtype: ``float16`` or ``float32`` (the features exactly).
         feature_dir: the cache's folder; default ``<data root>/.spml_cache/features/<backbone>``.
     """
@@ -126,6 +128,7 @@ class SPMLModule(LightningModule):
         train_mode: TrainMode = "end_to_end",
         feature_dtype: FeatureDtype = "float16",
         feature_dir: str | None = None,
+        linear_lr: float | None = None,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -136,9 +139,8 @@ class SPMLModule(LightningModule):
             )
         lr_scaling = upgraded_lr_scaling(lr_scaling)  # type: ignore[assignment]
         OptimizerSettings(lr, lr_mult, lr_scaling, lr_batch_size)  # refuses bad values now
-        if linear_init < 0:
-            raise ValueError(f"linear_init must be 0 or more epochs, got {linear_init}.")
-        self._fixed_features = FixedFeatures(train_mode, feature_dtype, feature_dir)
+        modes = (train_mode, feature_dtype, feature_dir, linear_init, linear_lr)
+        self._fixed_features = FixedFeatures(*modes)  # refuses bad modes and epochs
         spml_loss = as_spml_loss(loss)  # a checkpoint's config, a registry name, a module
         backbone_module, feature_dim = build_backbone(backbone, weights, image_size)
         self._backbone_preprocessing = backbone_preprocessing(backbone_module)
@@ -215,12 +217,12 @@ class SPMLModule(LightningModule):
             ] + self._fixed_features.ddp_ignored(self)
 
     # -- optimizer and schedule ---------------------------------------------------
-    def _optimizer_settings(self) -> tuple[OptimizerSettings, int | None]:
-        """The optimizer's settings and, under an ``lr_scaling`` rule, the batch of a step."""
+    def _optimizer_settings(self, epoch: int = 0) -> tuple[OptimizerSettings, int | None]:
+        """The settings at ``epoch`` and, under an ``lr_scaling`` rule, the batch of a step."""
         keys = ("lr", "lr_mult", "lr_scaling", "lr_batch_size")
         settings = OptimizerSettings(**{key: self.hparams[key] for key in keys})
         batch = None if settings.lr_scaling == "none" else effective_batch_size(self.trainer)
-        return settings, batch
+        return self._fixed_features.settings(settings, epoch), batch
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Adam over the named parameter groups (backbone, head, and any of the loss)."""
@@ -228,17 +230,18 @@ class SPMLModule(LightningModule):
 
     def on_train_start(self) -> None:
         """Check a cached-features backbone; train at this fit's rates (not a restored Adam's)."""
-        self._fixed_features.check_backbone(self)  # after a restore: the cache's weights?
-        settings = self._optimizer_settings()
-        if self.trainer.optimizers:
+        self._fixed_features.check_backbone(self, self.current_epoch)  # the cache's weights?
+        self._apply_group_rates()
+
+    def _apply_group_rates(self) -> None:
+        if optimizers := self.trainer.optimizers:
+            settings = self._optimizer_settings(self.current_epoch)
             groups = parameter_groups(self.backbone, self.head, self.loss, *settings)
-            apply_group_rates(self.trainer.optimizers[0], groups)
+            apply_group_rates(optimizers[0], groups)
 
     def _schedule_epochs(self) -> int:
-        hparams = self.hparams
-        return schedule_epochs(
-            hparams.schedule_epochs, self.trainer.max_epochs, hparams.linear_init
-        )
+        epochs = self.hparams.schedule_epochs
+        return schedule_epochs(epochs, self.trainer.max_epochs, self.hparams.linear_init)
 
     def on_fit_start(self) -> None:
         """Drop a partial epoch loss sum and check that linear_init leaves epochs to train."""
@@ -246,7 +249,9 @@ class SPMLModule(LightningModule):
         self._schedule_epochs()
 
     def on_train_epoch_start(self) -> None:
-        """Set the loss schedule for the epoch and rescore the training set if the loss needs it."""
+        """Set the epoch's rates and loss schedule; rescore the training set if the loss asks."""
+        self._fixed_features.start_epoch(self.trainer, self.current_epoch)  # linear_init's Adam
+        self._apply_group_rates()
         self._apply_schedule(rescore=True)
 
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
@@ -256,16 +261,14 @@ class SPMLModule(LightningModule):
 
     def _apply_schedule(self, rescore: bool) -> None:
         def score() -> tuple[Tensor, Tensor]:
-            if (cached := self._fixed_features.score_train_set(self.head)) is not None:
+            if (cached := self._fixed_features.score_train_set(self.head, epoch)) is not None:
                 return cached
             reader = type(self.loss).__name__
             return score_train_set(self, self.trainer, self.inference_transform(), reader)
 
-        epoch, linear_init = int(self.current_epoch), int(self.hparams.linear_init)
+        epoch, linear = int(self.current_epoch), int(self.hparams.linear_init)
         scorer = score if rescore else None
-        values = self._schedule.apply(
-            self.loss, epoch, self._schedule_epochs(), linear_init, scorer
-        )
+        values = self._schedule.apply(self.loss, epoch, self._schedule_epochs(), linear, scorer)
         for name, value in values.items():
             self.log(f"schedule/{name}", float(value), on_step=False, on_epoch=True)
         for group in self.trainer.optimizers[0].param_groups if self.trainer.optimizers else []:

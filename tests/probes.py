@@ -8,6 +8,7 @@ metric whose values a test chooses), none changes what is trained.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import os
@@ -18,10 +19,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from spml_lightning import SPMLModule
+from spml_lightning.cli import run_cli
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
@@ -349,6 +352,68 @@ def tiny_model(**kwargs) -> SPMLModule:
     defaults = dict(num_classes=14, backbone="resnet18", weights="none", lr=1e-3, lr_mult=1.0)
     defaults.update(kwargs)
     return SPMLModule(**defaults)
+
+
+class PhaseRecorder(Callback):
+    """What each epoch trained and validated on (images or cached features), its rates, its
+    first batch's Adam state, the observed labels trained on, the weights before its first step
+    and at its end."""
+
+    def __init__(self) -> None:
+        self.train: dict[int, set[str]] = {}
+        self.val: dict[int, set[str]] = {}
+        self.rates: dict[int, dict[str, float]] = {}
+        self.adam_states: dict[int, int] = {}
+        self.initial: dict[str, torch.Tensor] = {}
+        self.at_end: dict[int, dict[str, torch.Tensor]] = {}
+        self.at_start: dict[int, dict[str, torch.Tensor]] = {}  # before the epoch's first step
+        self.observed: dict[int, np.ndarray] = {}  # the observed labels trained on, by row
+        self.val_rows: dict[int, int] = {}
+
+    @staticmethod
+    def _kind(batch: dict) -> str:
+        return "features" if "features" in batch else "image"
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.initial = copy.deepcopy(pl_module.state_dict())
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        epoch = trainer.current_epoch
+        self.train.setdefault(epoch, set()).add(self._kind(batch))
+        for index, observed in zip(batch["index"], batch["observed"], strict=True):
+            self.observed[int(index)] = observed.cpu().numpy()
+        if epoch not in self.rates:
+            optimizer = trainer.optimizers[0]
+            self.rates[epoch] = {group["name"]: group["lr"] for group in optimizer.param_groups}
+            self.adam_states[epoch] = len(optimizer.state)
+            self.at_start[epoch] = copy.deepcopy(pl_module.state_dict())
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if not trainer.sanity_checking:
+            epoch = trainer.current_epoch
+            self.val.setdefault(epoch, set()).add(self._kind(batch))
+            self.val_rows[epoch] = self.val_rows.get(epoch, 0) + len(batch["index"])
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.at_end[trainer.current_epoch] = copy.deepcopy(pl_module.state_dict())
+
+
+#: The train modes that read cached features.
+MODES: tuple[str, ...] = ("linear_fixed_features", "linear_init")
+
+
+def mode_args(mode: str) -> list[str]:
+    """spml flags for ``mode``; ``linear_init`` with a linear phase of one epoch."""
+    return ["--model.train_mode", mode] + (["--model.linear_init", "1"] * (mode == "linear_init"))
+
+
+def features_fit(args: list[str]) -> tuple[object, PhaseRecorder]:
+    """``spml fit`` with ``args`` and a PhaseRecorder; the CLI object and the recorder."""
+    cli = run_cli(args, run=False)
+    phases = PhaseRecorder()
+    cli.trainer.callbacks.append(phases)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    return cli, phases
 
 
 #: A sitecustomize that makes every import of torch, torchvision or Lightning fail.

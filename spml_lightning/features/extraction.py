@@ -8,32 +8,42 @@ augmentation applies, to the same resized image, so a features mode can pick
 either copy at random. Rows follow the datasets' row order, so row ``i`` of a
 split's array is item ``i`` of its dataset. The arrays are written straight into
 memory-mapped ``.npy`` files of the cache (``store.py``), never held whole in memory.
+
+Several processes (DDP ranks) share one extraction (``SharedExtraction``): each runs
+the backbone over every ``world_size``-th image of each split, from its ``rank``, into a
+float32 shard next to the cache; rank 0 then interleaves the shards into the cache
+(taking the cache's lock, writing atomically) and the others reuse it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from collections.abc import Mapping, Sequence
+import shutil
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from spml_lightning.backbones import pooled_features
 from spml_lightning.data.transforms import reference_transform, with_transform
 from spml_lightning.features.fingerprint import feature_fingerprint
-from spml_lightning.features.store import CachedFeatures, build_or_reuse
+from spml_lightning.features.store import CachedFeatures, build_or_reuse, read_cache
 
 __all__ = [
     "CACHE_FOLDER",
     "FEATURE_DTYPES",
     "FeatureOptions",
+    "SharedExtraction",
     "cached_features",
     "datamodule_features",
     "default_cache_dir",
@@ -72,6 +82,26 @@ class FeatureOptions:
                 f"--cache.dtype {self.dtype!r}: the features are stored as "
                 f"{' or '.join(FEATURE_DTYPES)}."
             )
+
+
+@dataclass(frozen=True)
+class SharedExtraction:
+    """The processes that share one extraction (DDP ranks), and how they meet.
+
+    Each extracts the rows ``rank, rank + world_size, ...`` of every split; rank 0
+    writes the cache from the shards; the others reuse it.
+
+    Attributes:
+        rank: this process's rank, 0 to ``world_size - 1``.
+        world_size: the number of processes.
+        barrier: returns once every process called it (Lightning: ``strategy.barrier``).
+        broadcast: returns rank 0's argument on every process (``strategy.broadcast``).
+    """
+
+    rank: int
+    world_size: int
+    barrier: Callable[[], Any]
+    broadcast: Callable[[Any], Any]
 
 
 def default_cache_dir(root: str | os.PathLike, backbone: Any) -> Path:
@@ -132,6 +162,7 @@ def cached_features(
     num_workers: int = 0,
     device: torch.device | str | None = None,
     progress: bool = False,
+    shared: SharedExtraction | None = None,
 ) -> CachedFeatures:
     """The features of ``backbone`` on every split's images: from the cache, or extracted into it.
 
@@ -152,6 +183,8 @@ def cached_features(
         num_workers: loader worker processes.
         device: where the backbone runs (default: where its parameters are).
         progress: show a progress bar (with an estimated time) per split.
+        shared: the processes that share the extraction, when several call this together
+            (every one of them must); None: this process alone.
     """
     if dtype not in FEATURE_DTYPES:
         raise ValueError(f"dtype must be {' or '.join(FEATURE_DTYPES)}, got {dtype!r}.")
@@ -168,41 +201,108 @@ def cached_features(
     )
     transform = reference_transform(image_size, False, mean, std)
 
-    def write(folder: Path) -> list[str]:
+    target = torch.device(device) if device is not None else _device_of(backbone)
+
+    def extract(folder: Path, part: SharedExtraction | None = None) -> list[str]:
+        """Write every split's features (``part``: its rows, as float32 ``.rank<k>`` shards)."""
+        rank, world_size = (part.rank, part.world_size) if part is not None else (0, 1)
+        suffix, array_dtype = (f".rank{rank}", "float32") if part is not None else ("", dtype)
         names: list[str] = []
-        was_training = backbone.training
-        target = torch.device(device) if device is not None else _device_of(backbone)
-        moved = backbone.to(target).eval()
-        try:
+        with _evaluating(backbone, target) as moved:
             for name, dataset in splits.items():
-                shape = (len(dataset), feature_dim)
-                out = np.lib.format.open_memmap(folder / f"{name}.npy", "w+", dtype, shape)
-                flipped = (
-                    np.lib.format.open_memmap(folder / f"{name}.flipped.npy", "w+", dtype, shape)
-                    if flip
-                    else None
-                )
+                rows = list(range(rank, len(dataset), world_size))
+                arrays = {
+                    kind: np.lib.format.open_memmap(
+                        folder / f"{kind}{suffix}.npy", "w+", array_dtype, (len(rows), feature_dim)
+                    )
+                    for kind in ([name, f"{name}.flipped"] if flip else [name])
+                }
+                images = with_transform(dataset, transform)
                 _extract(
                     moved,
                     feature_dim,
-                    with_transform(dataset, transform),
-                    out,
-                    flipped,
+                    images if part is None else Subset(images, rows),
+                    arrays[name],
+                    arrays.get(f"{name}.flipped"),
                     batch_size=batch_size,
                     num_workers=num_workers,
                     device=target,
-                    progress=f"features {name}" if progress else None,
+                    progress=(f"features {name}" + suffix) if progress else None,
                 )
-                for array in (out, flipped):
-                    if array is not None:
-                        array.flush()
-                del out, flipped  # close the maps before the files are checksummed
-                names += [name, f"{name}.flipped"] if flip else [name]
-        finally:
-            backbone.train(was_training)
+                for array in arrays.values():
+                    array.flush()
+                names += list(arrays)
+                del arrays  # close the maps before the files are checksummed
         return names
 
-    return build_or_reuse(cache_dir, fingerprint, write)
+    def write(folder: Path) -> list[str]:
+        return extract(folder, None)
+
+    if shared is None or shared.world_size == 1:
+        return build_or_reuse(cache_dir, fingerprint, write)
+    return _shared_build(Path(cache_dir).expanduser(), fingerprint, write, extract, shared, dtype)
+
+
+@contextlib.contextmanager
+def _evaluating(backbone: nn.Module, device: torch.device) -> Iterator[nn.Module]:
+    """The backbone on ``device`` in eval mode; its train/eval mode restored afterwards."""
+    was_training = backbone.training
+    try:
+        yield backbone.to(device).eval()
+    finally:
+        backbone.train(was_training)
+
+
+def _shared_build(
+    path: Path,
+    fingerprint: Mapping[str, Any],
+    write: Callable[[Path], list[str]],
+    extract: Callable[[Path, SharedExtraction | None], list[str]],
+    shared: SharedExtraction,
+    dtype: str,
+) -> CachedFeatures:
+    """The cache at ``path``, extracted by all of ``shared``'s processes when it is stale.
+
+    ``write`` extracts every row alone (``build_or_reuse``'s), ``extract`` a process's share.
+    """
+    decision = None
+    if shared.rank == 0:  # one look decides for every process
+        stale = read_cache(path, fingerprint)[0] is None
+        decision = (stale, str(path.with_name(f"{path.name}.shards-{uuid.uuid4().hex}")))
+    stale, shards_name = shared.broadcast(decision)
+    if not stale:
+        return build_or_reuse(path, fingerprint, write)
+    shards = Path(shards_name)
+    rank_zero_info(
+        f"Feature cache {path}: {shared.world_size} processes share the extraction, each every "
+        f"{shared.world_size}th image of every split; rank 0 writes the cache."
+    )
+    shards.mkdir(parents=True, exist_ok=True)
+    names = extract(shards, shared)
+    shared.barrier()  # every shard is written
+
+    def interleave(folder: Path) -> list[str]:
+        for name in names:
+            parts = [
+                np.load(shards / f"{name}.rank{rank}.npy", mmap_mode="r")
+                for rank in range(shared.world_size)
+            ]
+            shape = (sum(len(part) for part in parts), parts[0].shape[1])
+            out = np.lib.format.open_memmap(folder / f"{name}.npy", "w+", dtype, shape)
+            for rank, part in enumerate(parts):
+                out[rank :: shared.world_size] = part
+            out.flush()
+            del out, parts
+        return names
+
+    cache = None
+    if shared.rank == 0:
+        try:
+            cache = build_or_reuse(path, fingerprint, interleave)
+        finally:
+            shutil.rmtree(shards, ignore_errors=True)
+    shared.barrier()  # the cache is in place
+    return cache if cache is not None else build_or_reuse(path, fingerprint, write)
 
 
 def _device_of(module: nn.Module) -> torch.device:
@@ -216,6 +316,7 @@ def datamodule_features(
     options: FeatureOptions = FeatureOptions(),
     device: torch.device | str | None = None,
     progress: bool = False,
+    shared: SharedExtraction | None = None,
 ) -> CachedFeatures:
     """The cached features of an ``SPMLModule``'s backbone on a set-up ``SPMLDataModule``.
 
@@ -228,6 +329,7 @@ def datamodule_features(
         options: where and how (``FeatureOptions``).
         device: where the backbone runs (default: where its parameters are).
         progress: show a progress bar per split.
+        shared: the processes that share the extraction (DDP ranks; every one calls this).
     """
     splits = {
         name: dataset
@@ -272,4 +374,5 @@ def datamodule_features(
         num_workers=datamodule.num_workers,
         device=device,
         progress=progress,
+        shared=shared,
     )

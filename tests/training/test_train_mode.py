@@ -54,7 +54,7 @@ def test_linear_fixed_features_trains_the_head_on_the_cache(tiny_demo_root, tmp_
     assert 0.0 <= test.trainer.callback_metrics["test/mAP"].item() <= 100.0
     # scores of the training rows from the cache are the model's on the images
     model = fit.model.eval()
-    scored_index, scored = model._fixed_features.score_train_set(model.head)
+    scored_index, scored = model._fixed_features.score_train_set(model.head, 0)
     images = torch.stack([fit.datamodule.train_dataset.dataset[i]["image"] for i in range(8)])
     with torch.no_grad():
         expected = model(images)
@@ -63,7 +63,12 @@ def test_linear_fixed_features_trains_the_head_on_the_cache(tiny_demo_root, tmp_
 
 
 def test_a_resume_keeps_the_train_mode(tiny_run, tmp_path):
+    # A copy of the data: the refused fit has extracted its features by then (setup comes
+    # before the checkpoint is read), and the session's demo set must stay without a cache.
+    root = tmp_path / "demo"
+    shutil.copytree(tiny_run["args"][tiny_run["args"].index("--data.init_args.root") + 1], root)
     args = [*tiny_run["args"], "--trainer.default_root_dir", str(tmp_path / "runs")]
+    args += ["--data.init_args.root", str(root)]
     resume = ["--model.train_mode", "linear_fixed_features", "--trainer.max_epochs", "3"]
     with pytest.raises(ValueError, match="train_mode: 'end_to_end' in the checkpoint"):
         run_cli(["fit", *args, *resume, "--ckpt_path", str(tiny_run["final"])])
@@ -250,7 +255,9 @@ def test_a_second_fit_on_the_same_datamodule_extracts_from_its_images(
     assert any("extracting the features: the weights differ" in line for line in info_lines)
 
 
-def test_two_process_ddp_extracts_once_and_trains_the_head_of_one_process(tiny_demo_root, tmp_path):
+def test_two_process_ddp_shares_one_extraction_and_trains_the_head_of_one_process(
+    tiny_demo_root, tmp_path
+):
     root = tmp_path / "demo"
     shutil.copytree(tiny_demo_root, root)
     args = [
@@ -264,7 +271,22 @@ def test_two_process_ddp_extracts_once_and_trains_the_head_of_one_process(tiny_d
     said = [
         line for line in (result.stdout + result.stderr).splitlines() if "Feature cache" in line
     ]
-    assert len(said) == 1 and "extracting the features" in said[0], said  # rank 0, once
+    # rank 0 says it once: both processes extract a share, rank 0 writes the cache
+    assert len(said) == 2 and "2 processes share the extraction" in said[0], said
+    assert "extracting the features" in said[1], said
+    caches = root / ".spml_cache" / "features"
+    assert not list(caches.glob("*.shards-*"))  # removed
+    # the shards are interleaved into each image's row: one process extracts the same features
+    alone = run_cli([*args, "--trainer.devices", "1"], run=False)  # the same seed and weights
+    alone.datamodule.setup("fit")
+    alone.datamodule.setup("test")
+    options = FeatureOptions(dir=str(tmp_path / "alone"), dtype="float32")
+    expected = datamodule_features(alone.model, alone.datamodule, options)
+    (shared,) = [folder for folder in caches.iterdir() if folder.is_dir()]
+    for split in ("train", "val", "test"):
+        np.testing.assert_allclose(
+            np.load(shared / f"{split}.npy"), expected.features(split), rtol=0, atol=1e-5
+        )
     (last,) = (tmp_path / "runs").rglob("last.ckpt")
     ddp_head = torch.load(last, map_location="cpu", weights_only=False)["state_dict"]
     # one process, twice the batch: the same steps on the same images
