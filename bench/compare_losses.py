@@ -34,9 +34,15 @@ import time
 from pathlib import Path
 
 import yaml
-from harness import code_version, describe_gap, order_by_seed, paired_gap
+from harness import (
+    code_version,
+    describe_gap,
+    fit_then_test,
+    order_by_seed,
+    paired_gap,
+    read_records,
+)
 
-from spml_lightning.cli import run_cli
 from spml_lightning.data.observation import OBSERVE_STRATEGIES
 from spml_lightning.losses import LOSSES
 
@@ -109,33 +115,11 @@ def run(
 ) -> float:
     """Fit one loss with one seed (and observation), test its best-val checkpoint; test mAP."""
     args = [
-        "--config",
-        str(config),
-        *loss_arguments(loss, epochs),
-        "--seed_everything",
-        str(seed),
-        "--trainer.max_epochs",
-        str(epochs),
-        "--trainer.default_root_dir",
-        str(workdir / run_name(loss, seed, observe, observe_seed)),
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.enable_model_summary",
-        "false",
-        *observation_arguments(observe, observe_seed),
-        *extra,
-    ]
-    cli = run_cli(["fit", *args])
-    (result,) = cli.trainer.test(
-        cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False
-    )
-    return float(result["test/mAP"])
-
-
-def read_results(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        "--config", str(config), *loss_arguments(loss, epochs),
+        "--seed_everything", str(seed), "--trainer.max_epochs", str(epochs),
+    ]  # fmt: skip
+    root = workdir / run_name(loss, seed, observe, observe_seed)
+    return fit_then_test(args, root, [*observation_arguments(observe, observe_seed), *extra])
 
 
 def _spread(records: list[dict], key: str) -> float:
@@ -291,7 +275,7 @@ def main_bench() -> None:
     epochs = args.epochs or int(yaml.safe_load(args.config.read_text())["trainer"]["max_epochs"])
     if not args.table_only:
         args.workdir.mkdir(parents=True, exist_ok=True)
-        done = {key(r) for r in read_results(results)} if args.resume else set()
+        done = {key(r) for r in read_records(results)} if args.resume else set()
         if not args.resume and results.exists():
             results.unlink()
         extra = [a for a in args.extra if a != "--"]
@@ -325,7 +309,7 @@ def main_bench() -> None:
     # Runs of another observation strategy (or of the config's) belong in another table.
     records = [
         r
-        for r in read_results(results)
+        for r in read_records(results)
         if r["loss"] in args.losses and r.get("observe") == args.observe
     ]
     print(f"\n{table(records, args.losses)}")

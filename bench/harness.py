@@ -20,6 +20,7 @@ sides run on a machine that has nothing but PyTorch.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
@@ -216,6 +217,37 @@ def mean_interval95(values: Sequence[float]) -> tuple[float, float]:
     mean = statistics.mean(values)
     half = t975(len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
     return mean - half, mean + half
+
+
+def fit_then_test(args: Sequence[str], root: Path, extra: Sequence[str] = ()) -> float:
+    """``spml fit`` with ``args`` into ``root`` (no progress bar or summary), then ``extra``'s
+    flags; its best-val checkpoint tested: the test mAP."""
+    from spml_lightning.cli import run_cli
+
+    cli = run_cli(
+        [
+            "fit",
+            *args,
+            "--trainer.default_root_dir",
+            str(root),
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.enable_model_summary",
+            "false",
+            *extra,
+        ]  # fmt: skip
+    )
+    (result,) = cli.trainer.test(
+        cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False
+    )
+    return float(result["test/mAP"])
+
+
+def read_records(path: Path) -> list[dict]:
+    """The records of a JSON-lines results file (none when there is no file yet)."""
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _by_seed(runs: Sequence[Mapping], loss: str) -> dict[int, float]:

@@ -12,8 +12,7 @@ interrupted run resumes where it stopped.
     python bench/prior_quality.py [--config configs/demo.yaml] [--maps 60 80 95] \
         [--seeds 0 1 2] [--out bench/results/cpu_prior_quality_demo.jsonl] [-- spml flags]
 
-On the demo this is 3 maps x 3 seeds x 2 losses + 3 GR runs: 21 fits of about two minutes on
-a quiet CPU.
+On the demo this is 3 maps x 3 seeds x 2 losses + 3 GR runs: 21 fits.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from harness import cpu_name, describe_gap, paired_gap, print_load
+from harness import cpu_name, describe_gap, fit_then_test, paired_gap, print_load, read_records
 
 from spml_lightning.cli import run_cli
 from spml_lightning.priors.synthetic import noisy_scores
@@ -60,23 +59,8 @@ def write_prior(datamodule, target_map: float, seed: int, path: Path) -> float:
 
 def fit_and_test(common: list[str], loss: str, seed: int, workdir: Path, extra: list[str]) -> float:
     """Fit ``loss`` with ``seed`` and test its best-val checkpoint; the test mAP."""
-    args = [
-        *common, "--model.loss", loss, "--seed_everything", str(seed),
-        "--trainer.default_root_dir", str(workdir),
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-        *extra,
-    ]  # fmt: skip
-    cli = run_cli(["fit", *args])
-    (result,) = cli.trainer.test(
-        cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False
-    )
-    return float(result["test/mAP"])
-
-
-def read_done(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    args = [*common, "--model.loss", loss, "--seed_everything", str(seed)]
+    return fit_then_test(args, workdir, extra)
 
 
 def report(records: list[dict], maps: list[float]) -> list[str]:
@@ -107,7 +91,7 @@ def main_bench(argv: list[str] | None = None) -> list[dict]:
     common = ["--config", str(args.config), *extra]
     print(f"# prior_quality: {args.config}; machine: {cpu_name()}")
     print_load("start")
-    records = read_done(args.out)
+    records = read_records(args.out)
     done = {(r["loss"], r["seed"], r.get("prior_map")) for r in records}
     datamodule = training_images(common)
     # The expected positives per image of GPR's regulariser, from the training labels (as the

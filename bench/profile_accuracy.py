@@ -49,13 +49,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from compare_losses import loss_arguments, read_results  # noqa: E402
+from compare_losses import loss_arguments  # noqa: E402
 from harness import (  # noqa: E402
     code_version,
     cpu_name,
     mean_interval95,
     print_load,
     print_ratio,
+    read_records,
     t975,
 )
 
@@ -290,7 +291,7 @@ def main_bench(argv: list[str] | None = None) -> None:
     if args.summary_only:
         if args.results is None or not args.results.exists():
             parser.error("--summary_only reads the runs of --results FILE: give an existing file")
-        summarize(read_results(args.results), args.losses, args.profiles, args.seeds)
+        summarize(read_records(args.results), args.losses, args.profiles, args.seeds)
         return
     cores = len(os.sched_getaffinity(0))
     extra = ["--trainer.accelerator", args.accelerator, *spml_flags]
@@ -318,7 +319,7 @@ def main_bench(argv: list[str] | None = None) -> None:
         results = args.results or Path(tmp) / "runs.jsonl"
         if args.keep_checkpoints:
             tmp = str(args.keep_checkpoints)
-        runs = read_results(results) if args.resume else []
+        runs = read_records(results) if args.resume else []
         done = {(r["loss"], r["profile"], r["seed"]) for r in runs}
         for seed in args.seeds:
             for loss in args.losses:

@@ -27,35 +27,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness import code_version, describe_gap, paired_gap, print_check  # noqa: E402
+from harness import (  # noqa: E402
+    code_version,
+    describe_gap,
+    fit_then_test,
+    paired_gap,
+    print_check,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def fit_and_test(config: Path, seed: int, root: Path, extra: list[str]) -> float:
     """Fit ``config`` with ``seed``, test its best checkpoint; the test mAP."""
-    from spml_lightning.cli import run_cli
-
-    cli = run_cli(
-        [
-            "fit",
-            "--config",
-            str(config),
-            *extra,
-            "--seed_everything",
-            str(seed),
-            "--trainer.default_root_dir",
-            str(root),
-            "--trainer.enable_progress_bar",
-            "false",
-            "--trainer.enable_model_summary",
-            "false",
-        ]  # fmt: skip
-    )
-    (result,) = cli.trainer.test(
-        cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False
-    )
-    return float(result["test/mAP"])
+    return fit_then_test(["--config", str(config), *extra, "--seed_everything", str(seed)], root)
 
 
 def run_study(config: Path, args: argparse.Namespace, root: Path, extra: list[str]) -> Path:
