@@ -43,9 +43,16 @@ def training_set(root: Path):
 
 
 def write_scores_csv(
-    path: Path, root: Path, target_map: float = 80.0, columns: list[str] | None = None
+    path: Path,
+    root: Path,
+    target_map: float = 80.0,
+    columns: list[str] | None = None,
+    absolute: bool = False,
 ) -> tuple[Path, np.ndarray]:
-    """A CSV of scores of the tiny demo's training images with about ``target_map``."""
+    """A CSV of scores of the tiny demo's training images with about ``target_map``.
+
+    The image column holds paths relative to ``root``, or absolute ones (``absolute``).
+    """
     datamodule, dataset = training_set(root)
     scores, _ = noisy_scores(dataset.targets, target_map, seed=0, tolerance=3.0)
     names = datamodule.class_names
@@ -55,5 +62,6 @@ def write_scores_csv(
         writer.writerow(["image", *order])
         for image, row in zip(dataset.image_paths, scores, strict=True):
             values = dict(zip(names, row, strict=True))
-            writer.writerow([os.path.relpath(image, root), *(values[c] for c in order)])
+            name = os.path.abspath(image) if absolute else os.path.relpath(image, root)
+            writer.writerow([name, *(values[c] for c in order)])
     return path, scores

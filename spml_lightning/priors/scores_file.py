@@ -113,6 +113,12 @@ def _read_npy(
     return PriorScores(views), f"{path}: {len(views)} training images, {views.shape[1]} view(s)"
 
 
+def _comparable(path: str | os.PathLike) -> str:
+    # Absolute: a CSV's absolute paths must meet a data root given relative to the
+    # working directory (configs name theirs so), and relative ones the other way round.
+    return os.path.abspath(path)
+
+
 def _read_csv(
     path: Path, class_names: Sequence[str], image_paths: Sequence[str], root: Path
 ) -> tuple[PriorScores, str]:
@@ -148,7 +154,7 @@ def _read_csv(
         line = reader.line_num
         if len(row) != len(header):
             raise ValueError(f"{path}, line {line}: {len(row)} cells for {len(header)} columns.")
-        name = os.path.normpath(resolve(root, row[image_at].strip()))
+        name = _comparable(resolve(root, row[image_at].strip()))
         if name in rows:
             raise ValueError(
                 f"{path}, lines {lines[name]} and {line} both give scores of {name}; keep one."
@@ -161,10 +167,10 @@ def _read_csv(
                 f"{[row[i] for i in order][:_SHOWN]}."
             ) from None
         lines[name] = line
-    wanted = [os.path.normpath(p) for p in image_paths]
+    wanted = [_comparable(p) for p in image_paths]
     absent = [p for p in wanted if p not in rows]
     if absent:
-        shown = [os.path.relpath(p, root) for p in absent]
+        shown = [os.path.relpath(p, os.path.abspath(root)) for p in absent]
         raise ValueError(
             f"{path} has no row for {len(absent)} of the {len(wanted)} training images: "
             f"{_listed(shown)}. Score every training image (paths relative to {root})."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,6 +28,22 @@ def test_a_csv_in_another_column_order_gives_each_image_its_row(tmp_path, tiny_d
     np.testing.assert_array_equal(item["pseudo_positive"].numpy(), expected[3])
     assert expected.any() and not (expected & (dataset.observed > 0)).any()
     assert 70 < with_prior.prior_quality.mean_average_precision < 90
+
+
+@pytest.mark.parametrize("absolute", [False, True], ids=["relative_paths", "absolute_paths"])
+def test_a_csv_matches_the_images_of_a_data_root_given_as_a_relative_path(
+    tmp_path, tiny_demo_root, monkeypatch, absolute
+):
+    # configs/demo.yaml names its root relatively (data/demo): the CSV's absolute paths
+    # (as bench/prior_quality.py writes them) were once compared with relative ones and
+    # every image was reported missing.
+    monkeypatch.chdir(tiny_demo_root.parent)
+    root = Path(tiny_demo_root.name)
+    path, scores = write_scores_csv(tmp_path / "s.csv", root, absolute=absolute)
+    with_prior = tiny_demo(root, prior=str(path), prior_policy=RAW)
+    with_prior.setup("fit")
+    expected = RAW.pseudo_positives(_as_prior(scores), with_prior.train_dataset.observed)
+    np.testing.assert_array_equal(with_prior.train_dataset.extras["pseudo_positive"], expected)
 
 
 def _as_prior(scores):
