@@ -57,6 +57,9 @@ def serving(args: list[str], startup: float = 240) -> Iterator[str]:
     """Run ``spml serve ARGS`` on a free loopback port; yield its /predict URL; stop it after."""
     port = free_port()
     command = [sys.executable, "-m", "spml_lightning", "serve", *args, "--port", str(port)]
+    # The server's output goes to a file: a pipe nobody reads fills with its access log
+    # (a line per request) and then blocks the server mid-answer.
+    log = tempfile.TemporaryFile("w+")
     # Its own session: the server and its worker processes stop together, by its group id.
     server = subprocess.Popen(
         command,
@@ -64,7 +67,7 @@ def serving(args: list[str], startup: float = 240) -> Iterator[str]:
             **os.environ,
             "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
         },
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
@@ -73,7 +76,8 @@ def serving(args: list[str], startup: float = 240) -> Iterator[str]:
         deadline = time.monotonic() + startup
         while not _healthy(port):
             if server.poll() is not None:
-                output = server.stdout.read() if server.stdout else ""
+                log.seek(0)
+                output = log.read()
                 raise RuntimeError(f"spml serve exited {server.returncode}:\n{output[-3000:]}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"spml serve did not answer /health within {startup} s")
@@ -87,6 +91,7 @@ def serving(args: list[str], startup: float = 240) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
+        log.close()
 
 
 def _healthy(port: int) -> bool:

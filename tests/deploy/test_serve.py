@@ -54,6 +54,19 @@ def test_concurrent_images_get_their_own_labels_and_scores(server):
     assert len({tuple(a["scores"].values()) for _, a in answers}) == 12  # no answer swapped
 
 
+def test_a_long_run_of_requests_is_answered_to_the_last(server):
+    # bench/serve.py's launcher once piped the server's output and never read the pipe: the
+    # access log (a line per request) filled it after some 700 requests, and the server
+    # blocked mid-answer. 1,200 requests, all answered, with a short client timeout.
+    url, _ = server
+    body = encoded(0)
+    with ThreadPoolExecutor(16) as pool:
+        statuses = list(
+            pool.map(lambda _: post(url, body, "image/png", timeout=20)[0], range(1200))
+        )
+    assert statuses == [200] * 1200
+
+
 BAD_REQUESTS = [
     (b"", "image/png", 400, "empty body"),
     (b"id,label\n1,cat\n", "image/png", 400, "not an image Pillow can read"),
