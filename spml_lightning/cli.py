@@ -337,6 +337,13 @@ def warn_if_bf16_is_emulated(trainer: Trainer) -> None:
         )
 
 
+#: What ``spml --help`` adds below LightningCLI's subcommands: the commands ``main`` runs itself.
+OTHER_COMMANDS = (
+    "Also: 'spml report' (a checkpoint's diagnostics as a report; spml report --help) and "
+    "'spml serve' (an exported model behind HTTP; spml serve --help)."
+)
+
+
 def run_cli(
     args: ArgsType = None,
     run: bool = True,
@@ -361,9 +368,11 @@ def run_cli(
         trainer_defaults: LightningCLI's: e.g. ``{"callbacks": [...]}`` adds callback objects
             (``spml tune``'s pruning callback) to the run's trainer.
     """
-    parser_kwargs: dict[str, Any] = {}
+    # `spml --help` lists the LightningCLI subcommands; the two with parsers of their own
+    # (dispatched by `main`) are named here.
+    parser_kwargs: dict[str, Any] = {"epilog": OTHER_COMMANDS}
     if not exit_on_error:
-        parser_kwargs = {
+        parser_kwargs |= {
             "exit_on_error": False,
             **{name: {"exit_on_error": False} for name in SUBCOMMANDS},
         }

@@ -141,6 +141,17 @@ def test_a_failed_run_exits_1_and_python_m_is_the_same_command(tmp_path, tiny_de
         assert "Traceback" not in result.stderr
 
 
+def test_top_level_help_names_every_command_of_spml(capsys):
+    # report and serve have parsers of their own (main dispatches them), so LightningCLI's
+    # subcommand list lacks them: the help names them below it.
+    assert main(["--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for command in ("fit", "test", "predict", "suggest", "features", "export", "tune"):
+        assert command in text, command
+    assert "'spml report'" in text and "'spml serve'" in text
+    assert main(["report", "--help"]) == 0 and main(["serve", "--help"]) == 0
+
+
 def test_help_returns_0(capsys):
     assert main(["fit", "--help"]) == 0
     assert "--model.loss" in capsys.readouterr().out
