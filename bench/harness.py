@@ -285,10 +285,13 @@ def paired_gap(runs: Sequence[Mapping], first: str, second: str) -> dict[str, fl
 
 def describe_gap(first: str, second: str, gap: Mapping[str, float]) -> str:
     """One line: the paired gap, its standard error and how many seeds agree."""
-    ratio = f"{gap['mean'] / gap['se']:.1f}x" if gap["se"] > 0 else "inf x"
+    if gap["se"] > 0:
+        spread = f"the gap is {gap['mean'] / gap['se']:.1f}x its standard error"
+    else:  # no spread to measure the gap by: say what the seeds show instead of a ratio
+        spread = "no difference on any seed" if gap["mean"] == 0 else "the same gap on every seed"
     return (
         f"{first} - {second}, paired over {gap['n']} seeds: {gap['mean']:+.2f} ± {gap['std']:.2f} "
-        f"(standard error {gap['se']:.2f}; the gap is {ratio} its standard error); "
+        f"(standard error {gap['se']:.2f}; {spread}); "
         f"{first} ahead on {gap['ahead']} of {gap['n']} seeds"
     )
 

@@ -53,3 +53,17 @@ def test_order_by_seed_refuses_names_that_ran_no_common_seed(bench_module):
         ValueError, match=r"no seed was run by every one of full, GR, an \(losses run: AN"
     ):
         bench_module("harness").order_by_seed(RUNS, ["full", "GR", "an"])
+
+
+def test_describe_gap_of_identical_runs_says_so_instead_of_an_infinite_ratio(bench_module):
+    # A tuned config that is the default (the study's best was trial 0) ties on every seed.
+    harness = bench_module("harness")
+    runs = [
+        {"loss": name, "seed": seed, "test_map": 60.0 + seed} for name in "AB" for seed in (1, 2)
+    ]
+    line = harness.describe_gap("A", "B", harness.paired_gap(runs, "A", "B"))
+    assert "+0.00 ± 0.00 (standard error 0.00; no difference on any seed); A ahead on 0" in line
+    shifted = [{**r, "test_map": r["test_map"] + (1 if r["loss"] == "A" else 0)} for r in runs]
+    line = harness.describe_gap("A", "B", harness.paired_gap(shifted, "A", "B"))
+    assert "+1.00 ± 0.00 (standard error 0.00; the same gap on every seed)" in line
+    assert "inf" not in line
