@@ -219,24 +219,21 @@ def mean_interval95(values: Sequence[float]) -> tuple[float, float]:
     return mean - half, mean + half
 
 
+def quiet_run_flags(root: Path) -> list[str]:
+    """The flags of a bench's own ``spml`` run: its folder, no progress bar or summary."""
+    return [
+        "--trainer.default_root_dir", str(root),
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false",
+    ]  # fmt: skip
+
+
 def fit_then_test(args: Sequence[str], root: Path, extra: Sequence[str] = ()) -> float:
-    """``spml fit`` with ``args`` into ``root`` (no progress bar or summary), then ``extra``'s
+    """``spml fit`` with ``args`` into ``root`` (:func:`quiet_run_flags`), then ``extra``'s
     flags; its best-val checkpoint tested: the test mAP."""
     from spml_lightning.cli import run_cli
 
-    cli = run_cli(
-        [
-            "fit",
-            *args,
-            "--trainer.default_root_dir",
-            str(root),
-            "--trainer.enable_progress_bar",
-            "false",
-            "--trainer.enable_model_summary",
-            "false",
-            *extra,
-        ]  # fmt: skip
-    )
+    cli = run_cli(["fit", *args, *quiet_run_flags(root), *extra])
     (result,) = cli.trainer.test(
         cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False
     )

@@ -33,6 +33,7 @@ from harness import (  # noqa: E402
     fit_then_test,
     paired_gap,
     print_check,
+    quiet_run_flags,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,12 +54,7 @@ def run_study(config: Path, args: argparse.Namespace, root: Path, extra: list[st
             "--config",
             str(config),
             *extra,
-            "--trainer.default_root_dir",
-            str(root),
-            "--trainer.enable_progress_bar",
-            "false",
-            "--trainer.enable_model_summary",
-            "false",
+            *quiet_run_flags(root),
             "--tune.n_trials",
             str(args.n_trials),
             "--tune.spaces",
