@@ -14,7 +14,6 @@ from spml_lightning.features.extraction import (
     CACHE_FOLDER,
     FEATURE_DTYPES,
     FeatureOptions,
-    SharedExtraction,
     cached_features,
     datamodule_features,
     default_cache_dir,
@@ -25,6 +24,7 @@ from spml_lightning.features.fingerprint import (
     feature_fingerprint,
     weights_digest,
 )
+from spml_lightning.features.shared import SharedExtraction
 from spml_lightning.features.store import MANIFEST, CachedFeatures, build_or_reuse, read_cache
 
 __all__ = [

@@ -9,10 +9,10 @@ either copy at random. Rows follow the datasets' row order, so row ``i`` of a
 split's array is item ``i`` of its dataset. The arrays are written straight into
 memory-mapped ``.npy`` files of the cache (``store.py``), never held whole in memory.
 
-Several processes (DDP ranks) share one extraction (``SharedExtraction``): each runs
-the backbone over every ``world_size``-th image of each split, from its ``rank``, into a
-float32 shard next to the cache; rank 0 then interleaves the shards into the cache
-(taking the cache's lock, writing atomically) and the others reuse it.
+Several processes (DDP ranks) share one extraction (``SharedExtraction``, ``shared.py``):
+each runs the backbone over every ``world_size``-th image of each split, from its
+``rank``, into a float32 shard next to the cache; rank 0 then interleaves the shards into
+the cache (taking the cache's lock, writing atomically) and the others reuse it.
 """
 
 from __future__ import annotations
@@ -20,16 +20,13 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
-import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
@@ -37,7 +34,8 @@ from tqdm.auto import tqdm
 from spml_lightning.backbones import pooled_features
 from spml_lightning.data.transforms import reference_transform, with_transform
 from spml_lightning.features.fingerprint import feature_fingerprint
-from spml_lightning.features.store import CachedFeatures, build_or_reuse, read_cache
+from spml_lightning.features.shared import SharedExtraction, shard_name, shared_build
+from spml_lightning.features.store import CachedFeatures, build_or_reuse
 
 __all__ = [
     "CACHE_FOLDER",
@@ -82,26 +80,6 @@ class FeatureOptions:
                 f"--cache.dtype {self.dtype!r}: the features are stored as "
                 f"{' or '.join(FEATURE_DTYPES)}."
             )
-
-
-@dataclass(frozen=True)
-class SharedExtraction:
-    """The processes that share one extraction (DDP ranks), and how they meet.
-
-    Each extracts the rows ``rank, rank + world_size, ...`` of every split; rank 0
-    writes the cache from the shards; the others reuse it.
-
-    Attributes:
-        rank: this process's rank, 0 to ``world_size - 1``.
-        world_size: the number of processes.
-        barrier: returns once every process called it (Lightning: ``strategy.barrier``).
-        broadcast: returns rank 0's argument on every process (``strategy.broadcast``).
-    """
-
-    rank: int
-    world_size: int
-    barrier: Callable[[], Any]
-    broadcast: Callable[[Any], Any]
 
 
 def default_cache_dir(root: str | os.PathLike, backbone: Any) -> Path:
@@ -205,15 +183,17 @@ def cached_features(
 
     def extract(folder: Path, part: SharedExtraction | None = None) -> list[str]:
         """Write every split's features (``part``: its rows, as float32 ``.rank<k>`` shards)."""
-        rank, world_size = (part.rank, part.world_size) if part is not None else (0, 1)
-        suffix, array_dtype = (f".rank{rank}", "float32") if part is not None else ("", dtype)
+        array_dtype = "float32" if part is not None else dtype
         names: list[str] = []
         with _evaluating(backbone, target) as moved:
             for name, dataset in splits.items():
-                rows = list(range(rank, len(dataset), world_size))
+                rows = part.rows(len(dataset)) if part is not None else range(len(dataset))
                 arrays = {
                     kind: np.lib.format.open_memmap(
-                        folder / f"{kind}{suffix}.npy", "w+", array_dtype, (len(rows), feature_dim)
+                        folder / f"{shard_name(kind, part) if part else kind}.npy",
+                        "w+",
+                        array_dtype,
+                        (len(rows), feature_dim),
                     )
                     for kind in ([name, f"{name}.flipped"] if flip else [name])
                 }
@@ -227,7 +207,9 @@ def cached_features(
                     batch_size=batch_size,
                     num_workers=num_workers,
                     device=target,
-                    progress=(f"features {name}" + suffix) if progress else None,
+                    progress=f"features {shard_name(name, part) if part else name}"
+                    if progress
+                    else None,
                 )
                 for array in arrays.values():
                     array.flush()
@@ -240,7 +222,9 @@ def cached_features(
 
     if shared is None or shared.world_size == 1:
         return build_or_reuse(cache_dir, fingerprint, write)
-    return _shared_build(Path(cache_dir).expanduser(), fingerprint, write, extract, shared, dtype)
+    return shared_build(
+        Path(cache_dir).expanduser(), fingerprint, write, extract, shared, dtype=dtype
+    )
 
 
 @contextlib.contextmanager
@@ -251,58 +235,6 @@ def _evaluating(backbone: nn.Module, device: torch.device) -> Iterator[nn.Module
         yield backbone.to(device).eval()
     finally:
         backbone.train(was_training)
-
-
-def _shared_build(
-    path: Path,
-    fingerprint: Mapping[str, Any],
-    write: Callable[[Path], list[str]],
-    extract: Callable[[Path, SharedExtraction | None], list[str]],
-    shared: SharedExtraction,
-    dtype: str,
-) -> CachedFeatures:
-    """The cache at ``path``, extracted by all of ``shared``'s processes when it is stale.
-
-    ``write`` extracts every row alone (``build_or_reuse``'s), ``extract`` a process's share.
-    """
-    decision = None
-    if shared.rank == 0:  # one look decides for every process
-        stale = read_cache(path, fingerprint)[0] is None
-        decision = (stale, str(path.with_name(f"{path.name}.shards-{uuid.uuid4().hex}")))
-    stale, shards_name = shared.broadcast(decision)
-    if not stale:
-        return build_or_reuse(path, fingerprint, write)
-    shards = Path(shards_name)
-    rank_zero_info(
-        f"Feature cache {path}: {shared.world_size} processes share the extraction, each every "
-        f"{shared.world_size}th image of every split; rank 0 writes the cache."
-    )
-    shards.mkdir(parents=True, exist_ok=True)
-    names = extract(shards, shared)
-    shared.barrier()  # every shard is written
-
-    def interleave(folder: Path) -> list[str]:
-        for name in names:
-            parts = [
-                np.load(shards / f"{name}.rank{rank}.npy", mmap_mode="r")
-                for rank in range(shared.world_size)
-            ]
-            shape = (sum(len(part) for part in parts), parts[0].shape[1])
-            out = np.lib.format.open_memmap(folder / f"{name}.npy", "w+", dtype, shape)
-            for rank, part in enumerate(parts):
-                out[rank :: shared.world_size] = part
-            out.flush()
-            del out, parts
-        return names
-
-    cache = None
-    if shared.rank == 0:
-        try:
-            cache = build_or_reuse(path, fingerprint, interleave)
-        finally:
-            shutil.rmtree(shards, ignore_errors=True)
-    shared.barrier()  # the cache is in place
-    return cache if cache is not None else build_or_reuse(path, fingerprint, write)
 
 
 def _device_of(module: nn.Module) -> torch.device:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from lightning.pytorch.utilities import rank_zero_info
 
+from spml_lightning.features.shared import SharedExtraction
 from spml_lightning.priors.diagnostics import PriorQuality, prior_quality
 from spml_lightning.priors.provider import PriorProvider
 from spml_lightning.priors.scores import PriorScores
@@ -32,7 +33,9 @@ def prior_scores(
     """The prior's scores of ``dataset``'s images (its training set), and where they come from."""
     prior = datamodule.prior
     if isinstance(prior, PriorProvider):
-        return prior.scores(dataset.image_paths, datamodule.class_names, datamodule.root)
+        # Under DDP every process scores a share of the images (Lightning sets ``trainer``).
+        shared = SharedExtraction.of_trainer(getattr(datamodule, "trainer", None))
+        return prior.scores(dataset.image_paths, datamodule.class_names, datamodule.root, shared)
     if isinstance(prior, (str, os.PathLike)):
         return read_scores_file(
             prior,

@@ -113,21 +113,24 @@ class OpenCLIPPrior(PriorProvider):
         open_clip = _open_clip()
         if self.model_config is not None:
             open_clip.add_model_config(self.model_config)
-        if self.pretrained is None:
-            torch.manual_seed(self.seed)  # the same random weights, run after run
-        try:
-            model = open_clip.create_model(
-                self.model,
-                pretrained=self.pretrained,
-                device=device,
-                cache_dir=self.weights_cache_dir,
-            )
-        except RuntimeError as error:
-            raise RuntimeError(
-                f"open_clip cannot build {self.model!r} with pretrained={self.pretrained!r} "
-                f"({error}). Pass a model of open_clip.list_models() (or model_config) and a tag "
-                "of open_clip.list_pretrained() or a local weights file."
-            ) from error
+        # The same random weights run after run, drawn from a forked generator: the
+        # training's own random stream (seed_everything's) goes on untouched.
+        with torch.random.fork_rng(devices=[]):
+            if self.pretrained is None:
+                torch.manual_seed(self.seed)
+            try:
+                model = open_clip.create_model(
+                    self.model,
+                    pretrained=self.pretrained,
+                    device=device,
+                    cache_dir=self.weights_cache_dir,
+                )
+            except RuntimeError as error:
+                raise RuntimeError(
+                    f"open_clip cannot build {self.model!r} with pretrained={self.pretrained!r} "
+                    f"({error}). Pass a model of open_clip.list_models() (or model_config) and "
+                    "a tag of open_clip.list_pretrained() or a local weights file."
+                ) from error
         model.eval()
         tokenizer = open_clip.get_tokenizer(self.model)
         with torch.no_grad():

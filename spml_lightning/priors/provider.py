@@ -9,7 +9,8 @@ cache with the rules of the feature cache (``spml_lightning.features.store``): a
 fingerprint of everything that determines them (the provider, its weights, the classes,
 the grid, the flip, each image's path, size and modification time), written atomically,
 reused when nothing changed (said in the log), recomputed with the reason otherwise;
-under DDP one process writes it while the others wait for its lock and then reuse it.
+under DDP every process scores a share of the images and one writes the cache
+(``spml_lightning.features.shared``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from tqdm.auto import tqdm
 
 from spml_lightning.data.io import load_rgb
 from spml_lightning.features.fingerprint import images_entry
+from spml_lightning.features.shared import SharedExtraction, shard_name, shared_build
 from spml_lightning.features.store import build_or_reuse
 from spml_lightning.priors.scores import PriorScores
 
@@ -139,9 +141,20 @@ class PriorProvider(abc.ABC):
         return Path(root).expanduser() / PRIOR_CACHE_FOLDER / name
 
     def scores(
-        self, image_paths: Sequence[str], class_names: Sequence[str], root: str | os.PathLike
+        self,
+        image_paths: Sequence[str],
+        class_names: Sequence[str],
+        root: str | os.PathLike,
+        shared: SharedExtraction | None = None,
     ) -> tuple[PriorScores, str]:
         """The scores of ``image_paths`` for ``class_names``: from the cache, or computed into it.
+
+        Args:
+            image_paths: the training images, in the training set's row order.
+            class_names: the data set's classes.
+            root: the data set's folder (where the default cache lives).
+            shared: the processes that share the scoring (DDP ranks; every one calls this):
+                each scores every ``world_size``-th image, rank 0 writes the cache.
 
         Returns:
             The scores, and a sentence on where they come from (for the log).
@@ -160,26 +173,41 @@ class PriorProvider(abc.ABC):
             "images": {"train": images_entry(list(image_paths), Path(root).expanduser())},
         }
         num_views = 1 + self.grid * self.grid if self.grid else 1
+        names = ["train", "train.flipped"] if self.flip else ["train"]
+
+        def write_rows(
+            folder: Path, rows: Sequence[int], part: SharedExtraction | None
+        ) -> list[str]:
+            shape = (len(rows), num_views, len(class_names))
+            arrays = [
+                np.lib.format.open_memmap(
+                    folder / f"{shard_name(name, part) if part else name}.npy",
+                    "w+",
+                    np.float32,
+                    shape,
+                )
+                for name in names
+            ]
+            self._score_all(scorer, [image_paths[row] for row in rows], *arrays)
+            for array in arrays:
+                array.flush()
+            del arrays  # close the maps before the files are checksummed
+            return names
 
         def write(folder: Path) -> list[str]:
-            shape = (len(image_paths), num_views, len(class_names))
-            out = np.lib.format.open_memmap(folder / "train.npy", "w+", np.float32, shape)
-            flipped = (
-                np.lib.format.open_memmap(folder / "train.flipped.npy", "w+", np.float32, shape)
-                if self.flip
-                else None
-            )
-            self._score_all(scorer, image_paths, out, flipped)
-            for array in (out, flipped):
-                if array is not None:
-                    array.flush()
-            del out, flipped  # close the maps before the files are checksummed
-            return ["train", "train.flipped"] if self.flip else ["train"]
+            return write_rows(folder, range(len(image_paths)), None)
+
+        def write_share(folder: Path, part: SharedExtraction) -> list[str]:
+            return write_rows(folder, part.rows(len(image_paths)), part)
 
         path = self.cache_path(root)
-        cache = build_or_reuse(
-            path, fingerprint, write, cache_name="Prior cache", contents="prior scores"
-        )
+        naming = {"cache_name": "Prior cache", "contents": "prior scores"}
+        if shared is None or shared.world_size == 1:
+            cache = build_or_reuse(path, fingerprint, write, **naming)
+        else:
+            cache = shared_build(
+                path, fingerprint, write, write_share, shared, **naming, work="scoring"
+            )
         views = np.asarray(cache.features("train"))
         flipped = np.asarray(cache.features("train", flipped=True)) if self.flip else None
         how = "reused" if cache.reused else "computed"
@@ -191,7 +219,7 @@ class PriorProvider(abc.ABC):
         scorer: ClassScorer,
         image_paths: Sequence[str],
         out: np.ndarray,
-        flipped: np.ndarray | None,
+        flipped: np.ndarray | None = None,
     ) -> None:
         copies: list[tuple[np.ndarray, bool]] = [(out, False)]
         if flipped is not None:

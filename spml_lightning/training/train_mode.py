@@ -137,12 +137,7 @@ class FixedFeatures:
         # The test split too: one cache for every split, the one `spml features` makes.
         datamodule.setup("test")
 
-        shared = None
-        if trainer.world_size > 1:  # every rank extracts a share of the images, rank 0 writes
-            strategy = trainer.strategy
-            shared = SharedExtraction(
-                trainer.global_rank, trainer.world_size, strategy.barrier, strategy.broadcast
-            )
+        shared = SharedExtraction.of_trainer(trainer)  # every rank a share, rank 0 writes
         cache = datamodule_features(
             model,
             datamodule,

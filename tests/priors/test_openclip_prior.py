@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ import torch
 from PIL import Image
 from prior_files import TINY_CLIP, tiny_demo, training_set
 
+from spml_lightning.features import SharedExtraction
 from spml_lightning.priors import OpenCLIPPrior, PseudoLabelPolicy
 from spml_lightning.priors.provider import image_views
 
@@ -81,6 +83,76 @@ def test_scores_are_computed_once_then_reused_and_recomputed_with_the_reason(
     info_lines.clear()
     provider(tiny_clip_config, tmp_path / "c").scores(paths[:-1], names, tiny_demo_root)
     assert any("images (train) differ" in x for x in info_lines), info_lines
+
+
+def test_random_weights_leave_the_trainings_random_stream_alone(tmp_path, tiny_clip_config):
+    torch.manual_seed(123)
+    expected = torch.rand(4)
+    torch.manual_seed(123)
+    provider(tiny_clip_config, tmp_path / "c").load(["cat", "dog"], torch.device("cpu"))
+    assert torch.equal(torch.rand(4), expected)  # seed_everything's stream, not the prior's seed
+
+
+class _Meeting:
+    """Two threads standing in for two DDP ranks: a barrier and rank 0's broadcast."""
+
+    def __init__(self, processes: int) -> None:
+        self._barrier = threading.Barrier(processes, timeout=120)
+        self._value = None
+
+    def shared(self, rank: int, processes: int) -> SharedExtraction:
+        def broadcast(value):
+            if rank == 0:
+                self._value = value
+            self._barrier.wait()
+            told = self._value
+            self._barrier.wait()  # every rank has read it before it can change
+            return told
+
+        return SharedExtraction(rank, processes, self._barrier.wait, broadcast)
+
+
+def test_ddp_ranks_each_score_a_share_and_rank_0_writes_the_cache_of_one_process(
+    tmp_path, tiny_demo_root, tiny_clip_config, no_network, info_lines
+):
+    datamodule, dataset = training_set(tiny_demo_root)
+    paths, names = dataset.image_paths, datamodule.class_names
+    alone, _ = provider(tiny_clip_config, tmp_path / "alone").scores(paths, names, tiny_demo_root)
+    meeting, got, scored, loading = _Meeting(2), {}, {}, threading.Lock()
+
+    def rank(number: int) -> None:
+        ranked = provider(tiny_clip_config, tmp_path / "shared")
+        # Threads share torch's generator (processes do not): one seeded build at a time.
+        load, real = ranked.load, ranked._score_all
+        ranked.load = lambda *args: [loading.acquire(), load(*args), loading.release()][1]
+        # Which images each process scores: its share only.
+        ranked._score_all = lambda scorer, images, *arrays: (
+            scored.setdefault(number, list(images)),
+            real(scorer, images, *arrays),
+        )
+        got[number] = ranked.scores(paths, names, tiny_demo_root, meeting.shared(number, 2))
+
+    threads = [threading.Thread(target=rank, args=(number,)) for number in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert sorted(got) == [0, 1], "a rank failed (its error is printed above)"
+    assert scored == {0: list(paths[0::2]), 1: list(paths[1::2])}
+    for scores, _ in got.values():
+        np.testing.assert_allclose(scores.views, alone.views, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(scores.flipped, alone.flipped, rtol=0, atol=1e-5)
+    assert "computed" in got[0][1] and "reused" in got[1][1]
+    assert any("2 processes share the scoring" in line for line in info_lines), info_lines
+    assert not list(tmp_path.glob("*.shards-*"))  # rank 0 removed the shares
+    # A valid cache: every rank reuses it, nobody scores.
+    scored.clear()
+    threads = [threading.Thread(target=rank, args=(number,)) for number in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert scored == {} and all("reused" in how for _, how in got.values())
 
 
 def test_a_local_weights_file_gives_the_scores_of_those_weights(

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from prior_files import TINY_CLIP, write_scores_csv
 
+from spml_lightning.cli import run_cli
+
 from integration.helpers import describe, installed_spml, run
-from probes import demo_args
+from probes import demo_args, run_ddp_driver
 
 
 def test_gpr_with_a_scores_csv_fits_and_tests_with_exit_0(tmp_path, tiny_demo_root):
@@ -49,6 +52,46 @@ def test_vlpl_with_the_tiny_open_clip_prior_fits_and_tests_with_exit_0(tmp_path,
     assert result.returncode == 0, describe(result)
     output = result.stdout + result.stderr
     assert "computing the prior scores" in output
+
+
+def test_two_process_ddp_shares_the_prior_scoring_and_writes_one_processs_cache(
+    tmp_path, tiny_demo_root
+):
+    pytest.importorskip("open_clip")
+    (tmp_path / "tiny-clip.json").write_text(json.dumps(TINY_CLIP))
+    provider = [
+        "--data.init_args.prior_provider", "spml_lightning.priors.OpenCLIPPrior",
+        "--data.init_args.prior_provider.model", "tiny-clip",
+        "--data.init_args.prior_provider.pretrained", "null",
+        "--data.init_args.prior_provider.model_config", str(tmp_path / "tiny-clip.json"),
+        "--data.init_args.prior_provider.grid", "2",
+        "--data.init_args.prior_provider.device", "cpu",
+    ]  # fmt: skip
+    cache = tmp_path / "prior-cache"
+    args = [
+        *demo_args(tmp_path, tiny_demo_root), *provider, "--model.loss", "GPR",
+        "--data.init_args.prior_provider.cache_dir", str(cache),
+        "--trainer.max_epochs", "1", "--trainer.accelerator", "cpu",
+        "--trainer.num_sanity_val_steps", "0",
+    ]  # fmt: skip
+    ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "2"]
+    result = run_ddp_driver(tmp_path, [*args, *ddp])
+    output = result.stdout + result.stderr
+    # fit scores (rank 0 says so once); validate and test reuse the cache
+    assert output.count("2 processes share the scoring") == 1, output[-3000:]
+    assert "reusing the cached prior scores" in output
+    assert not list(tmp_path.glob("*.shards-*"))
+    # The shares are interleaved into each image's row: one process scores the same.
+    alone = run_cli([*args, "--data.init_args.prior_provider.cache_dir", str(tmp_path / "alone")],
+                    run=False)  # fmt: skip
+    alone.datamodule.setup("fit")
+    for name in ("train", "train.flipped"):
+        np.testing.assert_allclose(
+            np.load(cache / f"{name}.npy"),
+            np.load(tmp_path / "alone" / f"{name}.npy"),
+            rtol=0,
+            atol=1e-5,
+        )
 
 
 def test_a_prior_loss_without_a_prior_stops_before_training(tmp_path, tiny_demo_root):
