@@ -30,9 +30,10 @@ class GPRLoss(GRLoss):
     Positive Multi-label Learning", L. Tran et al., ICCV 2025, arXiv:2508.20381 (the
     AEVLP framework: this loss and the DAMP pseudo-labels of
     ``spml_lightning.priors.policies``). Implemented from the paper's description of
-    the loss (the project's SPEC §8); the paper's equation numbers could not be
-    checked here, so none are quoted. Its released code is under a non-commercial
-    licence and was not used.
+    the loss (the project's SPEC §8); the paper's method section could not be read here
+    (only its abstract), so no equation numbers are quoted. Its released code is under a
+    non-commercial licence: it was read for its settings and behaviour (below), never
+    copied.
 
     With ``z`` the logit, ``p = sigmoid(z)``, ``p̂ = p`` detached, ``o`` the observed label
     and ``PL`` the prior's pseudo-positive, each entry is one of three kinds::
@@ -54,8 +55,15 @@ class GPRLoss(GRLoss):
     - the released code makes the pseudo-labels at every step from CLIP on the
       (randomly flipped) training view; here they are made once per image from cached
       scores (``data.init_args.prior``), the flipped copy's scores averaged in;
-    - the paper's framework also names negative pseudo-labels; the released code never
-      produces any, and no rule for them is given, so there are none here.
+    - the paper's framework also names negative pseudo-labels; the released code picks
+      the lowest-scoring share of the classes for them but writes them as unknowns, so it
+      never produces any, and no rule for them is given, so there are none here;
+    - the released code's pseudo-label model adds to each class prompt's CLIP text
+      embedding the output of a three-layer graph convolution over a label-relation
+      matrix, frozen at its random initialisation; the paper's description, as far as it
+      could be read here, has no such step: here a class is its prompts' CLIP embedding
+      (``spml_lightning.priors.OpenCLIPPrior``; the released configs' prompt is
+      ``"a photo of a {}."``, the default template).
 
     Published settings (VOC / COCO / NUS-WIDE / CUB; ``configs/losses/gpr_*.yaml``):
     ``beta`` as GR's, ``(0, 2, -2, -2)`` / ``(0, 10, -2, -8)`` for the others; ``alpha``

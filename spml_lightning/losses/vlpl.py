@@ -25,8 +25,9 @@ class VisionLanguagePseudoLabelLoss(EntropyMaximizationLoss):
 
     "Vision-Language Pseudo-Labels for Single-Positive Multi-Label Learning", X. Xing et
     al., CVPR Workshops 2024, arXiv:2310.15985. Implemented from the paper's description
-    (the project's SPEC §8); its equation numbers could not be checked here, so none are
-    quoted. Its released code was not used.
+    (the project's SPEC §8); its method section could not be read here (only its
+    abstract), so no equation numbers are quoted. Its released code was read for its
+    settings (below), never copied.
 
     With ``p = sigmoid(z)``, ``o`` the observed label and ``PL`` the prior's
     pseudo-positive (VLPL: where CLIP's ``softmax(cos(image, text)/T)`` over the classes
@@ -41,14 +42,15 @@ class VisionLanguagePseudoLabelLoss(EntropyMaximizationLoss):
 
     Where this follows a reading of the paper: a pseudo-positive gets only its
     pseudo-label term (not EM's too), as every entry of GPR Loss is one kind. The paper
-    also names negative pseudo-labels; no rule for them is given in what the project
-    could check, so there are none here.
+    also names negative pseudo-labels. Its released code has a rule for them (the
+    lowest-scoring share of the classes, with a ``0.1/0.9``-smoothed negative term
+    weighted ``β_neg``), but its settings turn it off on every data set (a share of 0,
+    ``β_neg`` 0): the published setting learns from pseudo-positives only, as here.
 
     Published settings: ``β_pos`` 0.7, ``ρ`` 0.9 (the paper's 0.9/0.1 smoothing), a
-    threshold of 0.3 on the softmax scores (searched over 0.1-0.3). The paper's EM
-    weight ``α`` per data set was not established: the configs
-    (``configs/losses/vlpl_*.yaml``) start from EM's published ones (VOC 0.2, COCO 0.1,
-    NUS-WIDE 0.1, CUB 0.01).
+    threshold of 0.3 on the softmax scores (searched over 0.1-0.3), ``T`` 0.01. The EM
+    weight ``α`` per data set (``configs/losses/vlpl_*.yaml``): VOC 0.2, COCO 0.1,
+    NUS-WIDE 0.1, CUB 0.01, the released code's settings, which are EM's published ones.
 
     Args:
         alpha: Weight α of the entropy of the unknowns, > 0.

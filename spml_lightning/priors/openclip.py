@@ -28,7 +28,7 @@ from spml_lightning.priors.provider import ClassScorer, PriorProvider
 __all__ = ["DEFAULT_TEMPLATES", "OpenCLIPPrior"]
 
 DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
-"""CLIP's basic prompt. The papers' own prompt lists were not established here."""
+"""CLIP's basic prompt, the one AEVLP's released settings build (VLPL's was not established)."""
 
 _INSTALL = 'the open_clip prior needs open_clip: pip install "spml_lightning[clip]"'
 

@@ -358,19 +358,21 @@ def test_prior_quality_pairs_gr_with_gpr_and_vlpl_on_a_prior_of_chosen_map(
     assert len(again) == 6 and len(out.read_text().splitlines()) == 6
 
 
-def test_prior_cost_times_scoring_against_the_cache(bench_module, tmp_path, capsys, tiny_demo_root):
+def test_prior_cost_times_the_papers_recomputation_against_the_cache(
+    bench_module, tmp_path, capsys, tiny_demo_root
+):
     pytest.importorskip("open_clip")
     from prior_files import TINY_CLIP
 
     (tmp_path / "tiny-clip.json").write_text(json.dumps(TINY_CLIP))
     bench = bench_module("prior_cost")
     result = bench.main_bench([
-        "--config", str(Path(__file__).parents[2] / "configs" / "demo.yaml"), "--repeats", "1",
-        "--",
+        "--config", str(Path(__file__).parents[2] / "configs" / "demo.yaml"), "--repeats", "2",
+        "--images", "12", "--",
         "--data.init_args.root", str(tiny_demo_root),
         "--data.init_args.num_train", "80", "--data.init_args.num_test", "40",
         "--data.init_args.render_size", "32", "--data.init_args.image_size", "32",
-        "--data.init_args.num_workers", "0",
+        "--data.init_args.num_workers", "0", "--trainer.max_epochs", "3",
         "--data.init_args.prior_provider", "spml_lightning.priors.OpenCLIPPrior",
         "--data.init_args.prior_provider.model", "tiny-clip",
         "--data.init_args.prior_provider.pretrained", "null",
@@ -380,11 +382,20 @@ def test_prior_cost_times_scoring_against_the_cache(bench_module, tmp_path, caps
     ])  # fmt: skip
     output = capsys.readouterr().out
     assert set(goal_lines(output)) == {
-        "scoring every training image, once per epoch when recomputed (s)",
-        "reading the cached scores and making the pseudo-positives (s)",
-        "seconds per epoch, recomputed / cached",
+        "loading the model and embedding the prompts (s)",
+        "recomputed: scoring 12 images' views, one epoch (s)",
+        "cached: scoring 12 images into the cache, first run (s)",
+        "cached: reading 12 images' scores, later runs (s)",
+        "prior seconds per 3-epoch run, recomputed / cached first run",
+        "prior seconds per 3-epoch run, recomputed / cached later run",
     }
-    assert result["scored"] > 0 and result["cached"] > 0
+    assert "5 views per orientation, flip True" in output and "12 of 64 training images" in output
+    assert result["images"] == 12
+    assert all(result[k] > 0 for k in ("load", "epoch", "build", "read"))
+    # Recomputing for 3 epochs scores each image 3 times; the cache scores both orientations
+    # once: the first run's ratio lies near 3/2, and reading is far cheaper than scoring.
+    assert 0.8 < result["first_run_ratio"] < 4
+    assert result["later_run_ratio"] > result["first_run_ratio"]
 
 
 def test_tune_demo_runs_a_study_then_pairs_the_best_config_with_the_default_by_seed(

@@ -128,6 +128,9 @@ def test_result_tables_are_generated_from_bench_results(site):
     # The text outputs of the benchmarks, included as they are.
     first_line = (REPO_ROOT / "bench" / "results" / "cpu_loader_memory.txt").open().readline()
     assert first_line.split()[0] in site.page("results/performance/")
+    cost = (REPO_ROOT / "bench" / "results" / "cpu_prior_cost_demo.txt").read_text().splitlines()
+    ratios = [line.split()[-1] for line in cost if line.startswith("ratio")]
+    assert len(ratios) == 2 and all(r in site.page("results/performance/") for r in ratios)
 
 
 def test_notebooks_are_rendered_with_outputs_and_feed_the_guides(site):
