@@ -60,6 +60,7 @@ from spml_lightning.training import (
     describe_resume,
     find_checkpoint,
     read_checkpoint,
+    refuse_resume_early,
     release_empty_log_versions,
     reserve_log_version,
     resolve_checkpoint,
@@ -296,6 +297,9 @@ class SPMLCLI(LightningCLI):
         ckpt_path = resolve_checkpoint(config.get("ckpt_path"), self.trainer, missing_ok=True)
         self._set_ckpt_path(config, ckpt_path)
         if ckpt_path is not None:
+            # Before the set-up's work (a feature extraction, a prior's scoring): a resume
+            # with another network, loss or train mode would be refused after it.
+            refuse_resume_early(ckpt_path, self.model.hparams)
             continue_in_checkpoint_folder(self.trainer, ckpt_path)
             rank_zero_info(describe_resume(ckpt_path))
         self._log_folders = reserve_log_version(self.trainer)

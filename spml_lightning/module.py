@@ -29,7 +29,6 @@ from spml_lightning.inference import (
 )
 from spml_lightning.losses import SPMLLoss, as_spml_loss
 from spml_lightning.training.compatibility import (
-    check_checkpoint_fits,
     load_arguments,
     recorded_backbone,
     take_data_facts,
@@ -48,6 +47,7 @@ from spml_lightning.training.optimizer import (
     apply_group_rates,
     parameter_groups,
 )
+from spml_lightning.training.resuming import check_checkpoint_fits
 from spml_lightning.training.train_mode import FeatureDtype, FixedFeatures, TrainMode
 
 

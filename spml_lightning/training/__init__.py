@@ -7,7 +7,8 @@
 * ``atomic_io`` -- checkpoint files written to a temporary file and renamed into place;
 * ``resumable_checkpoint`` -- ``last.ckpt`` every epoch (and every n steps), top-k kept on resume;
 * ``checkpoint_files`` -- ``best``/``last`` of a run, checking and reading a checkpoint file;
-* ``compatibility`` -- whether a checkpoint fits the run that loads it; removed options;
+* ``compatibility`` -- whether a checkpoint's classes, network, preprocessing fit; old options;
+* ``resuming`` -- what a resumed fit may change (refused before set-up where it can be);
 * ``callbacks`` -- the reference's stopping rule, one checkpoint for every DDP rank;
 * ``prediction_writer`` -- what ``spml predict`` writes;
 * ``trainer`` -- ``SPMLTrainer``: Lightning's Trainer plus ``suggest`` (``spml suggest``);
@@ -32,11 +33,12 @@ from spml_lightning.training.checkpoint_files import (
     read_checkpoint,
     resolve_checkpoint,
 )
-from spml_lightning.training.compatibility import check_class_names, resume_plan
+from spml_lightning.training.compatibility import check_class_names
 from spml_lightning.training.finite_loss import FiniteLossGuard, NonFiniteLossError
 from spml_lightning.training.log_versions import release_empty_log_versions, reserve_log_version
 from spml_lightning.training.prediction_writer import PredictionWriter
 from spml_lightning.training.resumable_checkpoint import ResumableCheckpoint
+from spml_lightning.training.resuming import refuse_resume_early, resume_plan
 from spml_lightning.training.suggestion_writer import SuggestionWriter
 from spml_lightning.training.suggestions import (
     SuggestionPrecision,
@@ -76,6 +78,7 @@ __all__ = [
     "release_empty_log_versions",
     "reserve_log_version",
     "resolve_checkpoint",
+    "refuse_resume_early",
     "resume_plan",
     "suggestion_precision",
     "write_suggestions_csv",

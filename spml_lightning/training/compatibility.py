@@ -1,4 +1,4 @@
-"""Whether a checkpoint fits the run that loads it: class names, and what a resumed fit may change.
+"""Whether a checkpoint fits the run that loads it: its classes, network and preprocessing.
 
 A model scores the classes it was trained on, in their order: its output
 column ``j`` is the checkpoint's class ``j``. Testing it on data whose classes
@@ -8,15 +8,7 @@ refuses that (a reorder is refused too, not remapped: the order of the data's
 classes is a setting of its config, so the fix is one flag, and a remap would
 have to be carried through every output -- metrics per class, prediction files).
 
-A resumed ``fit`` continues the checkpoint's training, so :func:`resume_plan`
-sorts what differs between the checkpoint's hyper-parameters and the new
-run's (docs/guides/resume.md):
-
-* :data:`REFUSED` -- the network, its classes, the loss and the train mode: the
-  restored weights, optimizer state and loss state were made with the checkpoint's.
-* :data:`NO_EFFECT` -- the initial weights: a resumed run's weights are the checkpoint's.
-* everything else (``lr``, ``lr_mult``, ``linear_init``, ``schedule_epochs``,
-  preprocessing and speed settings) is applied from the first resumed step.
+What a resumed fit may change: ``resuming.py``.
 
 Checkpoints of earlier versions may name options that were removed since
 (:data:`REMOVED_OPTIONS`, :data:`REMOVED_LR_SCALING`): they load, test, predict
@@ -28,43 +20,32 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Mapping, MutableMapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from spml_lightning.backbones.modules import backbone_config, same_class
 from spml_lightning.training.checkpoint_files import read_checkpoint
 
 __all__ = [
-    "NO_EFFECT",
-    "REFUSED",
     "REMOVED_LR_SCALING",
     "REMOVED_OPTIONS",
     "RENAMED_DATAMODULES",
-    "ResumePlan",
     "load_arguments",
     "backbone_difference",
     "check_backbone",
-    "check_checkpoint_fits",
     "check_class_names",
     "check_preprocessing",
     "class_names_difference",
+    "comparable",
     "recorded_backbone",
-    "resume_plan",
     "replaced_hparams",
     "take_data_facts",
     "upgraded_checkpoint",
     "upgraded_hparams",
     "upgraded_lr_scaling",
 ]
-
-#: Hyper-parameters a resumed fit must keep: they define what the checkpoint's state means.
-REFUSED: tuple[str, ...] = ("backbone", "num_classes", "class_names", "loss", "train_mode")
-
-#: Hyper-parameters that do nothing on a resumed fit.
-NO_EFFECT: tuple[str, ...] = ("weights",)
 
 #: Options of earlier versions that were removed, with the value that did nothing; a checkpoint
 #: naming one loads without it (Lightning passes a model only its current arguments).
@@ -168,6 +149,15 @@ def class_names_difference(checkpoint: Sequence[str], data: Sequence[str]) -> st
     )
 
 
+def comparable(value: Any) -> Any:
+    """``value`` with its tuples as lists: a checkpoint may hold tuples where a config had lists."""
+    if isinstance(value, Mapping):
+        return {key: comparable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [comparable(item) for item in value]
+    return value
+
+
 def check_class_names(
     checkpoint: Sequence[str] | None, data: Sequence[str] | None, source: str
 ) -> None:
@@ -209,8 +199,8 @@ def backbone_difference(checkpoint: Any, current: Any) -> str | None:
             return (
                 f"{checkpoint.get('class_path')} in the checkpoint, {current.get('class_path')} now"
             )
-        old_args = _comparable(checkpoint.get("init_args") or {})
-        new_args = _comparable(current.get("init_args") or {})
+        old_args = comparable(checkpoint.get("init_args") or {})
+        new_args = comparable(current.get("init_args") or {})
         changed = [
             f"{key} {old_args.get(key)!r} -> {new_args.get(key)!r}"
             for key in sorted(set(old_args) & set(new_args))
@@ -219,7 +209,7 @@ def backbone_difference(checkpoint: Any, current: Any) -> str | None:
         if changed:
             return f"{checkpoint.get('class_path')}: {', '.join(changed)} (checkpoint -> now)"
         return None
-    if _comparable(checkpoint) == _comparable(current):
+    if comparable(checkpoint) == comparable(current):
         return None
     return f"{_describe(checkpoint)} in the checkpoint, {_describe(current)} now"
 
@@ -274,7 +264,7 @@ def check_preprocessing(
         trained, given = checkpoint.get(key), data.get(key)
         if trained is None or given is None:
             continue
-        if _comparable(trained) != _comparable(given):
+        if comparable(trained) != comparable(given):
             differences.append(f"{key} {trained} (the data's: {given})")
             value = trained if key == "image_size" else list(trained)
             flags.append(f"--data.init_args.{key} {value}")
@@ -285,154 +275,6 @@ def check_preprocessing(
             f"the data the model's preprocessing ({' '.join(flags)}; the run's config.yaml has "
             "it), or use a model trained with this preprocessing."
         )
-
-
-@dataclass
-class ResumePlan:
-    """What differs between a checkpoint's hyper-parameters and a resumed run's.
-
-    Attributes:
-        applied: ``{name: (checkpoint's value, new value)}`` of the changes the resumed run applies.
-        no_effect: the same for changes that do nothing (see :data:`NO_EFFECT`).
-        refused: one description per change a resume cannot make (see :data:`REFUSED`).
-        removed: ``{name: checkpoint's value}`` of options since removed that the checkpoint
-            set to something else than their do-nothing value (see :data:`REMOVED_OPTIONS`).
-    """
-
-    applied: dict[str, tuple[Any, Any]]
-    no_effect: dict[str, tuple[Any, Any]]
-    refused: list[str]
-    removed: dict[str, Any] = field(default_factory=dict)
-
-    def enforce(self, source: str) -> None:
-        """Refuse the resume if anything is refused; else say what changes and what does nothing.
-
-        Args:
-            source: the checkpoint, as the messages name it.
-
-        Raises:
-            ValueError: naming every refused change and what to do instead.
-        """
-        if self.refused:
-            raise ValueError(
-                f"Cannot resume from {source} with other settings than it was trained with: "
-                f"{'; '.join(self.refused)}. A resumed fit continues that training, whose "
-                "weights, optimizer state and loss state belong to its network, classes and loss. "
-                "Resume with the checkpoint's settings, or train with the new ones in a new run "
-                "(without --ckpt_path)."
-            )
-        for name, old in self.removed.items():
-            rank_zero_warn(
-                f"{source} was trained with {name}={old!r}, an option since removed "
-                "(docs/results/performance.md): the resumed fit trains without it."
-            )
-        for name, (old, new) in self.no_effect.items():
-            rank_zero_warn(
-                f"{name}={new!r} has no effect on a resumed fit: its weights are those of {source} "
-                f"(which started from {name}={old!r})."
-            )
-        if self.applied:
-            changes = ", ".join(
-                f"{name} {new!r} (the checkpoint trained with {old!r})"
-                for name, (old, new) in self.applied.items()
-            )
-            rank_zero_info(f"Resumed with {changes}.")
-
-
-def _loss_difference(checkpoint: Mapping[str, Any], new: Mapping[str, Any]) -> str:
-    old_class, new_class = (
-        str(c.get("class_path", "?")).rpartition(".")[2] for c in (checkpoint, new)
-    )
-    if old_class != new_class:
-        return f"loss: {old_class} in the checkpoint, {new_class} now"
-    old_args, new_args = checkpoint.get("init_args", {}), new.get("init_args", {})
-    changed = [
-        f"{key} {old_args.get(key)!r} -> {new_args.get(key)!r}"
-        for key in sorted(set(old_args) | set(new_args))
-        if old_args.get(key) != new_args.get(key)
-    ]
-    return f"loss {new_class}: {', '.join(changed)} (checkpoint -> now)"
-
-
-def _comparable(value: Any) -> Any:
-    # A value read back from a checkpoint may hold tuples where the config gave lists.
-    if isinstance(value, Mapping):
-        return {key: _comparable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_comparable(item) for item in value]
-    return value
-
-
-def resume_plan(checkpoint: Mapping[str, Any], new: Mapping[str, Any]) -> ResumePlan:
-    """Sort the hyper-parameters that differ between a checkpoint and the run resuming it.
-
-    Names only one side has (checkpoints of older versions) and private ones
-    (``_instantiator``, added by LightningCLI) are not compared.
-
-    Args:
-        checkpoint: the checkpoint's ``hyper_parameters``.
-        new: the resumed model's hyper-parameters.
-    """
-    plan = ResumePlan(applied={}, no_effect={}, refused=[])
-    plan.removed = {
-        name: checkpoint[name]
-        for name, unset in REMOVED_OPTIONS.items()
-        if name in checkpoint and name not in new and checkpoint[name] != unset
-    }
-    for name in sorted(set(checkpoint) & set(new)):
-        old_value, new_value = _comparable(checkpoint[name]), _comparable(new[name])
-        if name.startswith("_") or old_value == new_value:
-            continue
-        if name == "loss" and isinstance(old_value, Mapping) and isinstance(new_value, Mapping):
-            plan.refused.append(_loss_difference(old_value, new_value))
-        elif name == "class_names":
-            if (
-                old_value is not None and new_value is not None
-            ):  # None: not recorded, nothing to compare
-                plan.refused.append(f"class_names: {class_names_difference(old_value, new_value)}")
-        elif name == "backbone":  # one class under two import paths is no change
-            difference = backbone_difference(old_value, new_value)
-            if difference is not None:
-                plan.refused.append(f"backbone: {difference}")
-        elif name in REFUSED:
-            plan.refused.append(f"{name}: {old_value!r} in the checkpoint, {new_value!r} now")
-        elif name in NO_EFFECT:
-            plan.no_effect[name] = (old_value, new_value)
-        else:
-            plan.applied[name] = (old_value, new_value)
-    return plan
-
-
-def check_checkpoint_fits(
-    checkpoint: Mapping[str, Any], model: MutableMapping[str, Any], trainer: Any
-) -> None:
-    """Refuse a checkpoint that does not fit the run restoring it; note what a resumed fit changes.
-
-    Outside fit only the backbone, the classes and the preprocessing matter: a model
-    without class names takes the checkpoint's. A resumed fit may change the optimizer
-    and schedule settings, not the network, its classes or the loss (:func:`resume_plan`).
-
-    Args:
-        checkpoint: the checkpoint's ``hyper_parameters``.
-        model: the hyper-parameters of the model the trainer restores it into (changed in place).
-        trainer: the trainer restoring it: its ``ckpt_path`` (named in the messages), its
-            datamodule's ``preprocessing``, and whether it fits (else test, validate or predict).
-
-    Raises:
-        ValueError: naming what does not fit and what to do instead.
-    """
-    path = getattr(trainer, "ckpt_path", None)
-    source = f"checkpoint {path}" if path else "the checkpoint"
-    fitting = trainer.state.fn == "fit"
-    preprocessing = getattr(getattr(trainer, "datamodule", None), "preprocessing", {})
-    if fitting:
-        resume_plan(checkpoint, model).enforce(source)
-        return
-    if model.get("class_names") is None:  # no names from the data: the checkpoint's hold
-        model["class_names"] = checkpoint.get("class_names")
-    check_backbone(checkpoint.get("backbone"), model.get("backbone"), source)
-    check_class_names(checkpoint.get("class_names"), model["class_names"], source)
-    check_preprocessing(checkpoint, preprocessing, source)
 
 
 def take_data_facts(model: MutableMapping[str, Any], datamodule: Any) -> None:

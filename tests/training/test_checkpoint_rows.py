@@ -34,7 +34,7 @@ def test_test_accepts_another_split_its_test_set_is_the_same(tiny_run, tmp_path)
 
 
 def test_a_resume_compares_backbones_as_classes_not_as_strings():
-    from spml_lightning.training.compatibility import resume_plan
+    from spml_lightning.training.resuming import resume_plan
 
     path = "spml_lightning.backbones.SimpleConvNet"
     recorded = {"class_path": path, "init_args": {"widths": [8]}}

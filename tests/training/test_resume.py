@@ -449,6 +449,18 @@ def test_resume_refuses_another_network_or_loss(tmp_path, tiny_demo_root, capsys
     assert "Resume with the checkpoint's settings, or train with the new ones in a new run" in err
 
 
+def test_a_refused_resume_stops_before_the_set_up_work(tmp_path, tiny_demo_root):
+    args, last = one_epoch_run(tmp_path, tiny_demo_root)
+    features = tmp_path / "features"
+    with pytest.raises(ValueError, match="Cannot resume from .*train_mode: 'end_to_end'"):
+        run_cli([
+            "fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last",
+            "--model.train_mode", "linear_fixed_features", "--model.feature_dir", str(features),
+        ])  # fmt: skip
+    # Refused before the model's set-up extracted the features it would never use.
+    assert not features.exists()
+
+
 def test_resume_refuses_other_training_rows_but_not_a_moved_data_root(tmp_path, tiny_demo_root):
     args, last = one_epoch_run(tmp_path, tiny_demo_root)
     saved = last.read_bytes()
