@@ -3,7 +3,8 @@
 Starts ``spml serve --model MODEL`` on a free loopback port (or uses ``--url``),
 sends ``--requests`` POSTs of one image at each concurrency level (each client
 sends its next request when its answer arrives), and prints per level:
-requests/s, and the p50 and p99 latency of a request in ms. Only the loopback
+requests/s, the p50 and p99 latency of a request in ms, and the mean number of
+images each request's batch ran together (its answer's ``X-Batch-Size``). Only the loopback
 interface is used; the counts are bounded.
 
     python bench/serve.py --model model.onnx [--image photo.jpg] [--requests 400]
@@ -26,6 +27,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from email.message import Message
 from pathlib import Path
 
 import numpy as np
@@ -41,15 +43,22 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def post(url: str, body: bytes, content_type: str | None, timeout: float = 60) -> tuple[int, dict]:
-    """POST ``body`` to ``url``: the status and the JSON answer."""
+def exchange(
+    url: str, body: bytes, content_type: str | None, timeout: float = 60
+) -> tuple[int, dict, Message]:
+    """POST ``body`` to ``url``: the status, the JSON answer and its headers (any case)."""
     headers = {"Content-Type": content_type} if content_type else {}
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read())
+            return response.status, json.loads(response.read()), response.headers
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+        return error.code, json.loads(error.read()), error.headers
+
+
+def post(url: str, body: bytes, content_type: str | None, timeout: float = 60) -> tuple[int, dict]:
+    """POST ``body`` to ``url``: the status and the JSON answer."""
+    return exchange(url, body, content_type, timeout)[:2]
 
 
 @contextlib.contextmanager
@@ -103,23 +112,26 @@ def _healthy(port: int) -> bool:
 
 
 def load(url: str, body: bytes, content_type: str, requests: int, clients: int) -> dict[str, float]:
-    """``requests`` POSTs by ``clients`` concurrent clients: requests/s, p50 and p99 in ms."""
+    """``requests`` POSTs by ``clients`` concurrent clients: requests/s, p50 and p99 in ms, and
+    the mean size of the batch each request ran in (the answers' ``X-Batch-Size``)."""
 
-    def one(_: int) -> float:
+    def one(_: int) -> tuple[float, int]:
         start = time.perf_counter()
-        status, answer = post(url, body, content_type)
+        status, answer, headers = exchange(url, body, content_type)
         if status != 200:
             raise RuntimeError(f"the server answered {status}: {answer}")
-        return time.perf_counter() - start
+        return time.perf_counter() - start, int(headers.get("X-Batch-Size", 1))
 
     start = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
-        latencies = np.array(list(pool.map(one, range(requests))))
+        runs = np.array(list(pool.map(one, range(requests))))
+    latencies, batches = runs[:, 0], runs[:, 1]
     seconds = time.perf_counter() - start
     return {
         "requests/s": requests / seconds,
         "p50 ms": float(np.percentile(latencies, 50) * 1000),
         "p99 ms": float(np.percentile(latencies, 99) * 1000),
+        "mean batch size": float(batches.mean()),
     }
 
 

@@ -11,6 +11,8 @@ answered gets a 4xx status and ``{"detail": "<why, and what to send>"}``: an
 empty body (400), another content type (415), bytes that are not a readable
 image or an image past the decompression-bomb limit (400), a body over
 ``max_body_bytes`` (413). A bad request never fails the others of its batch.
+An answer's ``X-Batch-Size`` header says how many images the model ran together
+with it (1 when it ran alone): what ``max_batch_size`` and ``batch_timeout`` did.
 """
 
 from __future__ import annotations
@@ -27,10 +29,13 @@ from starlette.responses import JSONResponse
 from spml_lightning.deploy.images import UnreadableImage, model_input, read_image
 from spml_lightning.deploy.predictor import Predictor
 
-__all__ = ["API_PATH", "ImageBody", "LabelAPI", "label_server"]
+__all__ = ["API_PATH", "BATCH_SIZE_HEADER", "ImageBody", "LabelAPI", "label_server"]
 
 #: Where images are POSTed.
 API_PATH = "/predict"
+
+#: The header of an answer that says how many images the model ran together with it.
+BATCH_SIZE_HEADER = "X-Batch-Size"
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -154,23 +159,24 @@ class LabelAPI(litserve.LitAPI):
         """
         inputs = x if self.max_batch_size > 1 else [x]
         readable = [i for i, item in enumerate(inputs) if not isinstance(item, str)]
-        outputs: list[np.ndarray | str] = list(inputs)
+        outputs: list[tuple[np.ndarray, int] | str] = list(inputs)
         if readable:
             probabilities = self.predictor.run(np.stack([inputs[i] for i in readable]))
             for row, i in enumerate(readable):
-                outputs[i] = probabilities[row]
+                outputs[i] = (probabilities[row], len(readable))
         return outputs if self.max_batch_size > 1 else outputs[0]
 
-    def unbatch(self, output: list[np.ndarray | str]) -> list[np.ndarray | str]:
+    def unbatch(self, output: list[tuple[np.ndarray, int] | str]) -> list[Any]:
         """One output per request."""
         return output
 
     def encode_response(self, output: Any) -> Any:
-        """``{"labels", "scores"}``, or a 400 response saying why the body is not an image."""
+        """``{"labels", "scores"}`` with the batch's size, or a 400 saying why it is no image."""
         if isinstance(output, str):
             return JSONResponse({"detail": output}, status_code=400)
-        (prediction,) = self.predictor.predictions(output[None])
-        return prediction.as_dict()
+        probabilities, batch_size = output
+        (prediction,) = self.predictor.predictions(probabilities[None])
+        return JSONResponse(prediction.as_dict(), headers={BATCH_SIZE_HEADER: str(batch_size)})
 
 
 def label_server(

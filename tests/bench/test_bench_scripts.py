@@ -327,9 +327,11 @@ def test_serve_bench_prints_throughput_and_latency_per_concurrency(
     assert set(lines) == {
         f"{clients} client(s), 3 requests: {name}"
         for clients in (1, 2)
-        for name in ("requests/s", "p50 ms", "p99 ms")
+        for name in ("requests/s", "p50 ms", "p99 ms", "mean batch size")
     }
     assert all(float(line.split()[-1]) > 0 for line in lines.values()), lines
+    # One client at a time: every request ran alone.
+    assert float(lines["1 client(s), 3 requests: mean batch size"].split()[-1]) == 1.0
 
 
 def test_prior_quality_pairs_gr_with_gpr_and_vlpl_on_a_prior_of_chosen_map(

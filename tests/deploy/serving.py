@@ -16,9 +16,9 @@ from spml_lightning.deploy.onnx_export import export_onnx
 from conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
-from serve import post, serving  # noqa: E402
+from serve import exchange, post, serving  # noqa: E402
 
-__all__ = ["post", "serving", "tiny_onnx_model"]
+__all__ = ["exchange", "post", "serving", "tiny_onnx_model"]
 
 
 def tiny_onnx_model(path: Path, classes: int = 4, size: int = 16) -> Path:

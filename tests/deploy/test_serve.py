@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 from PIL import Image
-from serving import post, serving, tiny_onnx_model
+from serving import exchange, post, serving, tiny_onnx_model
 
 from spml_lightning import SPMLModule
 from spml_lightning.cli import main
@@ -52,6 +52,20 @@ def test_concurrent_images_get_their_own_labels_and_scores(server):
         assert status == 200, answer
         check_answer(answer, body, predictor)
     assert len({tuple(a["scores"].values()) for _, a in answers}) == 12  # no answer swapped
+
+
+def test_concurrent_requests_run_in_batches_that_the_answers_report(server):
+    url, predictor = server
+    (status, answer, headers) = exchange(url, encoded(0), "image/png")
+    assert status == 200 and headers["X-Batch-Size"] == "1"  # alone
+    bodies = [encoded(i) for i in range(16)]
+    with ThreadPoolExecutor(8) as pool:  # 8 at once, batches of up to 4, 50 ms to fill
+        answers = list(pool.map(lambda b: exchange(url, b, "image/png"), bodies))
+    sizes = [int(headers["X-Batch-Size"]) for _, _, headers in answers]
+    assert all(status == 200 for status, _, _ in answers)
+    assert max(sizes) > 1 and max(sizes) <= 4, sizes  # batched, never past --max_batch_size
+    for (_, answer, _), body in zip(answers, bodies, strict=True):
+        check_answer(answer, body, predictor)  # each its own, in a batch
 
 
 def test_a_long_run_of_requests_is_answered_to_the_last(server):
