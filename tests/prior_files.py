@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,23 @@ TINY_CLIP = {
     "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
 }
+
+
+def tiny_clip_flags(folder: Path) -> list[str]:
+    """``spml`` flags of a prior provider: the tiny random open_clip model on the CPU, a 2x2 grid.
+
+    Its open_clip config is written into ``folder``.
+    """
+    config = folder / "tiny-clip.json"
+    config.write_text(json.dumps(TINY_CLIP))
+    return [
+        "--data.init_args.prior_provider", "spml_lightning.priors.OpenCLIPPrior",
+        "--data.init_args.prior_provider.model", "tiny-clip",
+        "--data.init_args.prior_provider.pretrained", "null",
+        "--data.init_args.prior_provider.model_config", str(config),
+        "--data.init_args.prior_provider.grid", "2",
+        "--data.init_args.prior_provider.device", "cpu",
+    ]  # fmt: skip
 
 
 def tiny_demo(root: Path, **kwargs: Any) -> DemoDataModule:

@@ -364,9 +364,8 @@ def test_prior_cost_times_the_papers_recomputation_against_the_cache(
     bench_module, tmp_path, capsys, tiny_demo_root
 ):
     pytest.importorskip("open_clip")
-    from prior_files import TINY_CLIP
+    from prior_files import tiny_clip_flags
 
-    (tmp_path / "tiny-clip.json").write_text(json.dumps(TINY_CLIP))
     bench = bench_module("prior_cost")
     result = bench.main_bench([
         "--config", str(Path(__file__).parents[2] / "configs" / "demo.yaml"), "--repeats", "2",
@@ -375,12 +374,7 @@ def test_prior_cost_times_the_papers_recomputation_against_the_cache(
         "--data.init_args.num_train", "80", "--data.init_args.num_test", "40",
         "--data.init_args.render_size", "32", "--data.init_args.image_size", "32",
         "--data.init_args.num_workers", "0", "--trainer.max_epochs", "3",
-        "--data.init_args.prior_provider", "spml_lightning.priors.OpenCLIPPrior",
-        "--data.init_args.prior_provider.model", "tiny-clip",
-        "--data.init_args.prior_provider.pretrained", "null",
-        "--data.init_args.prior_provider.model_config", str(tmp_path / "tiny-clip.json"),
-        "--data.init_args.prior_provider.grid", "2",
-        "--data.init_args.prior_provider.device", "cpu",
+        *tiny_clip_flags(tmp_path),
     ])  # fmt: skip
     output = capsys.readouterr().out
     assert set(goal_lines(output)) == {

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from prior_files import TINY_CLIP, write_scores_csv
+from prior_files import TINY_CLIP, tiny_clip_flags, write_scores_csv
 
 from spml_lightning.cli import run_cli
 
@@ -58,15 +58,7 @@ def test_two_process_ddp_shares_the_prior_scoring_and_writes_one_processs_cache(
     tmp_path, tiny_demo_root
 ):
     pytest.importorskip("open_clip")
-    (tmp_path / "tiny-clip.json").write_text(json.dumps(TINY_CLIP))
-    provider = [
-        "--data.init_args.prior_provider", "spml_lightning.priors.OpenCLIPPrior",
-        "--data.init_args.prior_provider.model", "tiny-clip",
-        "--data.init_args.prior_provider.pretrained", "null",
-        "--data.init_args.prior_provider.model_config", str(tmp_path / "tiny-clip.json"),
-        "--data.init_args.prior_provider.grid", "2",
-        "--data.init_args.prior_provider.device", "cpu",
-    ]  # fmt: skip
+    provider = tiny_clip_flags(tmp_path)
     cache = tmp_path / "prior-cache"
     args = [
         *demo_args(tmp_path, tiny_demo_root), *provider, "--model.loss", "GPR",
