@@ -18,6 +18,7 @@ for settings that set-up does not change.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,7 +211,11 @@ def refuse_resume_early(ckpt_path: str | Path, model: Mapping[str, Any]) -> None
     """
     if not Path(ckpt_path).expanduser().is_file():
         return  # a remote checkpoint: Lightning reads it, the restore checks it
-    recorded = read_checkpoint(ckpt_path, weights_only=True).get("hyper_parameters", {})
+    try:
+        checkpoint = read_checkpoint(ckpt_path, weights_only=True)
+    except pickle.UnpicklingError:
+        return  # hyper-parameters holding objects (a backbone module): the restore checks them
+    recorded = checkpoint.get("hyper_parameters", {})
     plan = resume_plan(
         {k: v for k, v in recorded.items() if k in EARLY_REFUSED},
         {k: v for k, v in model.items() if k in EARLY_REFUSED},

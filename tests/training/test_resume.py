@@ -31,6 +31,7 @@ from spml_lightning.training import (
     AtomicCheckpointIO,
     ResumableCheckpoint,
     atomic_torch_save,
+    refuse_resume_early,
     resolve_checkpoint,
 )
 
@@ -682,3 +683,19 @@ def test_a_larger_batch_size_at_an_epoch_end_is_applied(tmp_path, tiny_demo_root
         "--data.init_args.batch_size", "16",
     ])  # fmt: skip
     assert resumed.trainer.current_epoch == 2
+
+
+def test_the_early_refusal_reads_plain_hyper_parameters_and_leaves_objects_to_the_restore(
+    tmp_path,
+):
+    plain, objects = tmp_path / "plain.ckpt", tmp_path / "objects.ckpt"
+    gr = {"class_path": "spml_lightning.losses.GRLoss", "init_args": {"q2": 0.01}}
+    torch.save({"hyper_parameters": {"loss": gr, "lr": 1e-3}}, plain)
+    torch.save({"hyper_parameters": {"loss": gr, "backbone": torch.nn.Linear(2, 2)}}, objects)
+    an = {"class_path": "spml_lightning.losses.AssumeNegativeLoss", "init_args": {}}
+    with pytest.raises(ValueError, match="loss: GRLoss in the checkpoint, AssumeNegativeLoss now"):
+        refuse_resume_early(plain, {"loss": an, "lr": 1e-3})
+    refuse_resume_early(plain, {"loss": gr, "lr": 0.5})  # the lr a resume may change
+    # A module in the hyper-parameters cannot be read without running pickled code: the
+    # restore (which loads the checkpoint whole) checks that resume instead.
+    refuse_resume_early(objects, {"loss": an})
