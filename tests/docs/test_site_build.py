@@ -131,6 +131,9 @@ def test_result_tables_are_generated_from_bench_results(site):
     cost = (REPO_ROOT / "bench" / "results" / "cpu_prior_cost_demo.txt").read_text().splitlines()
     ratios = [line.split()[-1] for line in cost if line.startswith("ratio")]
     assert len(ratios) == 2 and all(r in site.page("results/performance/") for r in ratios)
+    study = (REPO_ROOT / "bench" / "results" / "cpu_tune_demo_20.txt").read_text().splitlines()
+    (gap,) = [line for line in study if line.startswith("tuned - default")]
+    assert gap.split(":")[1].split("(")[0].strip() in site.page("results/demo/")
 
 
 def test_notebooks_are_rendered_with_outputs_and_feed_the_guides(site):
