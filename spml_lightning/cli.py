@@ -253,7 +253,7 @@ class SPMLCLI(LightningCLI):
         # LightningCLI then replaces the model's arguments with the checkpoint's,
         # dropping the command line's silently. A resumed fit keeps the command
         # line's, whatever form --ckpt_path takes: SPMLModule applies or refuses
-        # each change (spml_lightning.training.compatibility).
+        # each change (spml_lightning.training.resuming).
         if subcommand != "fit" and path is not None and Path(path).is_file():
             self._parse_checkpoint_hparams(subcommand, path)
 

@@ -184,14 +184,10 @@ class GPRLoss(GRLoss):
         z, s = self.prepare_inputs(logits, observed)
         with autocast_disabled(z):
             kinds = entry_kinds(s, pseudo_positive, type(self).__name__)
-            entries = torch.where(
-                kinds.positive,
+            entries = kinds.combine(
                 self.observed_loss(z),
-                torch.where(
-                    kinds.pseudo,
-                    self.pseudo_positive_loss(z),
-                    self.unknown_loss(z, kinds.unknown, index),
-                ),
+                self.pseudo_positive_loss(z),
+                self.unknown_loss(z, kinds.unknown, index),
             )
             loss = entries.mean()
             if self.reg == 0:

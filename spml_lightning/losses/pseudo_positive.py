@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import torch
 from torch import Tensor
 
 from spml_lightning.losses.checks import check_binary_labels
@@ -35,6 +36,10 @@ class EntryKinds(NamedTuple):
     positive: Tensor
     pseudo: Tensor
     unknown: Tensor
+
+    def combine(self, positive: Tensor, pseudo: Tensor, unknown: Tensor) -> Tensor:
+        """``(B, C)`` per-entry losses: each entry takes the loss of its kind."""
+        return torch.where(self.positive, positive, torch.where(self.pseudo, pseudo, unknown))
 
 
 def entry_kinds(observed: Tensor, pseudo_positive: Tensor | None, owner: str) -> EntryKinds:

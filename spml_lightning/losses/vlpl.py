@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import torch
 from torch import Tensor
 
 from spml_lightning.losses.base import autocast_disabled
@@ -94,10 +93,8 @@ class VisionLanguagePseudoLabelLoss(EntropyMaximizationLoss):
             pseudo = self.beta_pos * pseudo_label_loss(
                 self.rho, neg_log_sigmoid(z), neg_log_one_minus_sigmoid(z)
             )
-            entries = torch.where(
-                kinds.positive,
-                self.observed_loss(z),
-                torch.where(kinds.pseudo, pseudo, self.unknown_loss(z, kinds.unknown, index)),
+            entries = kinds.combine(
+                self.observed_loss(z), pseudo, self.unknown_loss(z, kinds.unknown, index)
             )
             return entries.mean()
 

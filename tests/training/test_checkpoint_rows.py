@@ -5,7 +5,7 @@ The one check is ``SPMLDataModule.check_same_rows``; a resumed fit
 ``analyze`` (tests/analysis/test_analyze.py) and the report (test_report.py) have
 their tests beside theirs. Here: ``spml validate``, and ``spml test``, whose
 output the training rows do not change. Also: a resume compares the recorded
-backbone as a class (training/compatibility.py).
+backbone as a class (training/resuming.py).
 """
 
 from __future__ import annotations
